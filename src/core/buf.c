@@ -1,0 +1,269 @@
+/* The bounded cursor. Every check lives here so callers never index wire data. */
+#include "keyfleet/buf.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "keyfleet/secmem.h"
+
+void kf_buf_reader(kf_buf *b, const uint8_t *data, size_t len)
+{
+    /* Read-only views never write through data; the cast is contained here. */
+    b->data = (uint8_t *)(uintptr_t)data;
+    b->len = len;
+    b->off = 0;
+    b->cap = len;
+    b->max = len;
+    b->flags = KF_BUF_READONLY;
+}
+
+void kf_buf_fixed(kf_buf *b, uint8_t *mem, size_t cap)
+{
+    b->data = mem;
+    b->len = 0;
+    b->off = 0;
+    b->cap = cap;
+    b->max = cap;
+    b->flags = 0;
+}
+
+static uint8_t *raw_alloc(size_t n, unsigned flags)
+{
+    if (flags & KF_BUF_SECRET)
+        return kf_secmem_alloc(n);
+    return calloc(1, n);
+}
+
+static void raw_free(uint8_t *p, size_t cap, unsigned flags)
+{
+    if (!p)
+        return;
+    if (flags & KF_BUF_SECRET) {
+        kf_secmem_free(p);
+    } else {
+        (void)cap;
+        free(p);
+    }
+}
+
+int kf_buf_alloc(kf_buf *b, size_t initial, size_t max, unsigned flags)
+{
+    memset(b, 0, sizeof(*b));
+    KF_ENSURE(initial <= max && max > 0, KF_ERR_ARG);
+    if (initial == 0)
+        initial = max < 256 ? max : 256;
+    b->data = raw_alloc(initial, flags);
+    KF_ENSURE(b->data != NULL, (flags & KF_BUF_SECRET) ? KF_ERR_SECMEM : KF_ERR_NOMEM);
+    b->cap = initial;
+    b->max = max;
+    b->flags = (flags & KF_BUF_SECRET) | KF_BUF_OWNED;
+    return KF_OK;
+}
+
+void kf_buf_free(kf_buf *b)
+{
+    if (b->flags & KF_BUF_OWNED) {
+        if (b->flags & KF_BUF_SECRET)
+            kf_wipe(b->data, b->cap);
+        raw_free(b->data, b->cap, b->flags);
+    }
+    memset(b, 0, sizeof(*b));
+}
+
+void kf_buf_reset(kf_buf *b)
+{
+    if ((b->flags & KF_BUF_SECRET) && b->data)
+        kf_wipe(b->data, b->len);
+    b->len = 0;
+    b->off = 0;
+}
+
+int kf_buf_get_bytes(kf_buf *b, uint8_t *out, size_t n)
+{
+    KF_ENSURE(kf_buf_remaining(b) >= n, KF_ERR_SHORT);
+    if (n)
+        memcpy(out, b->data + b->off, n);
+    b->off += n;
+    return KF_OK;
+}
+
+int kf_buf_get_ptr(kf_buf *b, size_t n, const uint8_t **p)
+{
+    KF_ENSURE(kf_buf_remaining(b) >= n, KF_ERR_SHORT);
+    *p = b->data + b->off;
+    b->off += n;
+    return KF_OK;
+}
+
+int kf_buf_skip(kf_buf *b, size_t n)
+{
+    KF_ENSURE(kf_buf_remaining(b) >= n, KF_ERR_SHORT);
+    b->off += n;
+    return KF_OK;
+}
+
+static uint64_t load_be(const uint8_t *p, size_t n)
+{
+    uint64_t v = 0;
+    for (size_t i = 0; i < n; i++)
+        v = (v << 8) | p[i];
+    return v;
+}
+
+static void store_be(uint8_t *p, uint64_t v, size_t n)
+{
+    for (size_t i = n; i > 0; i--) {
+        p[i - 1] = (uint8_t)v;
+        v >>= 8;
+    }
+}
+
+static int get_be(kf_buf *b, size_t n, uint64_t *v)
+{
+    KF_ENSURE(kf_buf_remaining(b) >= n, KF_ERR_SHORT);
+    *v = load_be(b->data + b->off, n);
+    b->off += n;
+    return KF_OK;
+}
+
+int kf_buf_get_u8(kf_buf *b, uint8_t *v)
+{
+    uint64_t x;
+    KF_GUARD(get_be(b, 1, &x));
+    *v = (uint8_t)x;
+    return KF_OK;
+}
+
+int kf_buf_get_u16(kf_buf *b, uint16_t *v)
+{
+    uint64_t x;
+    KF_GUARD(get_be(b, 2, &x));
+    *v = (uint16_t)x;
+    return KF_OK;
+}
+
+int kf_buf_get_u24(kf_buf *b, uint32_t *v)
+{
+    uint64_t x;
+    KF_GUARD(get_be(b, 3, &x));
+    *v = (uint32_t)x;
+    return KF_OK;
+}
+
+int kf_buf_get_u32(kf_buf *b, uint32_t *v)
+{
+    uint64_t x;
+    KF_GUARD(get_be(b, 4, &x));
+    *v = (uint32_t)x;
+    return KF_OK;
+}
+
+int kf_buf_get_u64(kf_buf *b, uint64_t *v)
+{
+    return get_be(b, 8, v);
+}
+
+int kf_buf_peek_u32(const kf_buf *b, size_t at, uint32_t *v)
+{
+    KF_ENSURE(at <= kf_buf_remaining(b) && kf_buf_remaining(b) - at >= 4, KF_ERR_SHORT);
+    *v = (uint32_t)load_be(b->data + b->off + at, 4);
+    return KF_OK;
+}
+
+int kf_buf_sub(kf_buf *b, size_t n, kf_buf *child)
+{
+    KF_ENSURE(kf_buf_remaining(b) >= n, KF_ERR_SHORT);
+    kf_buf_reader(child, b->data + b->off, n);
+    b->off += n;
+    return KF_OK;
+}
+
+int kf_buf_reserve(kf_buf *b, size_t n)
+{
+    KF_ENSURE(!(b->flags & KF_BUF_READONLY), KF_ERR_ARG);
+    KF_ENSURE(b->cap >= b->len, KF_ERR_INTERNAL);
+    if (b->cap - b->len >= n)
+        return KF_OK;
+    KF_ENSURE(b->flags & KF_BUF_OWNED, KF_ERR_NOSPACE);
+    KF_ENSURE(n <= b->max - b->len, KF_ERR_LIMIT);
+    size_t want = b->len + n;
+    size_t ncap = b->cap ? b->cap : 64;
+    while (ncap < want)
+        ncap = ncap > b->max / 2 ? b->max : ncap * 2;
+    if (ncap > b->max)
+        ncap = b->max;
+    uint8_t *nd = raw_alloc(ncap, b->flags);
+    KF_ENSURE(nd != NULL, (b->flags & KF_BUF_SECRET) ? KF_ERR_SECMEM : KF_ERR_NOMEM);
+    if (b->len)
+        memcpy(nd, b->data, b->len);
+    if (b->flags & KF_BUF_SECRET)
+        kf_wipe(b->data, b->cap);
+    raw_free(b->data, b->cap, b->flags);
+    b->data = nd;
+    b->cap = ncap;
+    return KF_OK;
+}
+
+int kf_buf_put_space(kf_buf *b, size_t n, uint8_t **p)
+{
+    KF_GUARD(kf_buf_reserve(b, n));
+    *p = b->data + b->len;
+    b->len += n;
+    return KF_OK;
+}
+
+int kf_buf_put_bytes(kf_buf *b, const void *p, size_t n)
+{
+    uint8_t *dst;
+    KF_GUARD(kf_buf_put_space(b, n, &dst));
+    if (n)
+        memcpy(dst, p, n);
+    return KF_OK;
+}
+
+int kf_buf_put_zeros(kf_buf *b, size_t n)
+{
+    uint8_t *dst;
+    KF_GUARD(kf_buf_put_space(b, n, &dst));
+    if (n)
+        memset(dst, 0, n);
+    return KF_OK;
+}
+
+static int put_be(kf_buf *b, uint64_t v, size_t n)
+{
+    uint8_t *dst;
+    KF_GUARD(kf_buf_put_space(b, n, &dst));
+    store_be(dst, v, n);
+    return KF_OK;
+}
+
+int kf_buf_put_u8(kf_buf *b, uint8_t v)
+{
+    return put_be(b, v, 1);
+}
+int kf_buf_put_u16(kf_buf *b, uint16_t v)
+{
+    return put_be(b, v, 2);
+}
+int kf_buf_put_u24(kf_buf *b, uint32_t v)
+{
+    KF_ENSURE(v <= 0xffffffu, KF_ERR_ARG);
+    return put_be(b, v, 3);
+}
+int kf_buf_put_u32(kf_buf *b, uint32_t v)
+{
+    return put_be(b, v, 4);
+}
+int kf_buf_put_u64(kf_buf *b, uint64_t v)
+{
+    return put_be(b, v, 8);
+}
+
+int kf_buf_patch_u32(kf_buf *b, size_t at, uint32_t v)
+{
+    KF_ENSURE(!(b->flags & KF_BUF_READONLY), KF_ERR_ARG);
+    KF_ENSURE(at <= b->len && b->len - at >= 4, KF_ERR_ARG);
+    store_be(b->data + at, v, 4);
+    return KF_OK;
+}
