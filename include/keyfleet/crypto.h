@@ -8,6 +8,7 @@
 #ifndef KEYFLEET_CRYPTO_H
 #define KEYFLEET_CRYPTO_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -121,6 +122,22 @@ KF_RESULT int kf_rsa_import_public(const uint8_t *der, size_t len, kf_rsa_key **
 /* *der is malloc'ed (private: in secure memory, free with kf_secmem_free); caller frees. */
 KF_RESULT int kf_rsa_export_private(const kf_rsa_key *k, uint8_t **der, size_t *len);
 KF_RESULT int kf_rsa_export_public(const kf_rsa_key *k, uint8_t **der, size_t *len);
+/*
+ * Import from separate big-endian unsigned integers (KMIP Transparent RSA
+ * keys, published test vectors). A private key needs d, p, q, dp, dq and
+ * qinv = q^-1 mod p; leave d.data NULL for a public key.
+ * Imported moduli may be 1024-8192 bits (legacy keys and vectors); generation
+ * accepts 2048-4096.
+ */
+struct kf_rsa_integer {
+    const uint8_t *data;
+    size_t len;
+};
+struct kf_rsa_parts {
+    struct kf_rsa_integer n, e, d, p, q, dp, dq, qinv;
+};
+KF_RESULT int kf_rsa_import_parts(const struct kf_rsa_parts *parts, kf_rsa_key **out);
+bool kf_rsa_has_private(const kf_rsa_key *k);
 size_t kf_rsa_modulus_len(const kf_rsa_key *k); /* bytes */
 void kf_rsa_free(kf_rsa_key *k);
 /* Signatures over msg hashed with h; sig has kf_rsa_modulus_len bytes. */
@@ -143,9 +160,13 @@ KF_RESULT int kf_rsa_oaep_decrypt(const kf_rsa_key *k, enum kf_hash h, const uin
 
 /* ---- Randomness for crypto internals ---- */
 /*
- * Signatures, key generation and OAEP need random bytes. By default they come
- * from kf_rng_bytes (health-tested, see rng.h); tests may install a fixed
- * source to reproduce published vectors.
+ * Signatures, key generation and OAEP need random bytes. The built-in default
+ * is GnuTLS's DRBG (gnutls_rnd with GNUTLS_RND_KEY), so kf_crypto links on its
+ * own. The rng module installs its health-tested kf_rng_bytes (see rng.h) by
+ * calling kf_crypto_set_random(adapter, NULL) at start-up: no weak symbols,
+ * and the dependency points from rng to crypto only. Tests may install a
+ * fixed source to reproduce published vectors. fn == NULL restores the
+ * default. Set the source before starting threads; it is not locked.
  */
 typedef int (*kf_crypto_random_fn)(void *ctx, uint8_t *out, size_t len);
 void kf_crypto_set_random(kf_crypto_random_fn fn, void *ctx);

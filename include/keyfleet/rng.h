@@ -29,6 +29,9 @@ KF_RESULT int kf_rng_bytes(uint8_t *out, size_t len);
 bool kf_rng_failed(void);
 /* Clear the latch and the test state (after an operator has looked). */
 void kf_rng_reset_health(void);
+/* Route kf_crypto_random (nonces, key generation inside src/crypto) through
+ * kf_rng_bytes so all crypto randomness is health-tested. Call once at start. */
+void kf_rng_install(void);
 
 /* The tests themselves, exposed for unit testing with crafted sample streams. */
 struct kf_rng_health {
@@ -39,9 +42,17 @@ struct kf_rng_health {
     uint32_t apt_matches;  /* occurrences of apt_first in it */
     bool started;
 };
-#define KF_RNG_RCT_CUTOFF 6   /* 1 + ceil(40 / H), H = 8 bits per byte from getrandom */
+#define KF_RNG_RCT_CUTOFF 6   /* 90B 4.4.1: 1 + ceil(-log2(alpha) / H) = 1 + ceil(40 / 8), H = 8 bits per byte from getrandom */
 #define KF_RNG_APT_WINDOW 512
-#define KF_RNG_APT_CUTOFF 20  /* 1 + smallest c with P(Binom(512, 2^-8) >= c) <= 2^-40; recompute if H changes */
+/*
+ * APT cutoff, SP 800-90B 4.4.2: C = 1 + CRITBINOM(W, 2^-H, 1 - alpha), i.e.
+ * 1 + the smallest k with P(Binom(512, 2^-8) <= k) >= 1 - 2^-40, which is the
+ * smallest c with P(Binom(512, 2^-8) >= c) <= 2^-40. Computed exactly with
+ * fractions.Fraction and math.comb in python3: k = 18, so C = 19. (The same
+ * computation with alpha = 2^-20 gives 13, the value in 90B Table 2 for
+ * H = 8, W = 512, which checks the method.) Recompute if H or alpha change.
+ */
+#define KF_RNG_APT_CUTOFF 19
 void kf_rng_health_init(struct kf_rng_health *h);
 /* KF_OK, or KF_ERR_RNG_HEALTH if the sample makes a test fail. */
 KF_RESULT int kf_rng_health_feed(struct kf_rng_health *h, uint8_t sample);

@@ -29,7 +29,10 @@
 
 typedef struct kf_secmod kf_secmod;
 
-#define KF_SHARE_MAX 64 /* bytes in one encoded operator share */
+/* Bytes for one encoded operator share with its NUL: "kfs1-255-255-" + 64 hex
+ * + "-" + 8 hex is 87 characters, so 64 (the first draft) was too small. */
+#define KF_SHARE_MAX 128
+#define KF_SHARE_BYTES_MAX 32 /* share value bytes (= secret length) */
 
 struct kf_secmod_config {
     enum { KF_SECMOD_SOFT, KF_SECMOD_PKCS11 } backend;
@@ -95,8 +98,10 @@ KF_RESULT int kf_secmod_unwrap(kf_secmod *sm, kf_domain_handle h, uint64_t objec
                                size_t wrapped_len, kf_buf *secret);
 
 /* ---- Audit checkpoints ---- */
-/* HMAC-SHA-256 (soft) or CMAC in-token (pkcs11) under the audit key, which
- * never leaves the module. out receives 32 bytes (CMAC is zero-extended). */
+/* HMAC-SHA-256 under the audit key, which never leaves the module: soft
+ * derives it from the root key (HKDF, info "keyfleet audit mac"); pkcs11 keeps
+ * it as a non-extractable generic secret "keyfleet-audit" in the token and
+ * signs with CKM_SHA256_HMAC there. out receives 32 bytes. */
 KF_RESULT int kf_secmod_audit_mac(kf_secmod *sm, const uint8_t *data, size_t len,
                                   uint8_t out[32]);
 
@@ -104,8 +109,27 @@ KF_RESULT int kf_secmod_audit_mac(kf_secmod *sm, const uint8_t *data, size_t len
 /* Split secret (len bytes) into n shares of len bytes each with x = 1..n. */
 KF_RESULT int kf_shamir_split(const uint8_t *secret, size_t len, unsigned m, unsigned n,
                               uint8_t *shares /* n * len */);
-/* Rebuild from k shares with distinct nonzero x values. */
+/* Rebuild from k shares with distinct nonzero x values (else KF_ERR_SHARE). */
 KF_RESULT int kf_shamir_combine(const uint8_t *xs, const uint8_t *shares /* k * len */, unsigned k,
                                 size_t len, uint8_t *secret);
+/* GF(2^8) arithmetic (AES field), constant time; inv(0) = 0. */
+uint8_t kf_gf256_mul(uint8_t a, uint8_t b);
+uint8_t kf_gf256_inv(uint8_t a);
+
+/* ---- Operator share text ----
+ * "kfs1-<m>-<x>-<hex share bytes>-<check>", m and x in decimal without
+ * leading zeros, hex lowercase (upper case accepted), check = 8 hex digits of
+ * the first 4 bytes of SHA-256 over everything before the last '-', so a
+ * mistyped share is refused (KF_ERR_SHARE) before it is combined. The CLI can
+ * check a share locally with kf_share_decode. y is secret: wipe the struct. */
+struct kf_share {
+    unsigned m;    /* threshold the share was made for */
+    uint8_t x;     /* share index, 1..255 */
+    size_t len;    /* bytes in y, 1..KF_SHARE_BYTES_MAX */
+    uint8_t y[KF_SHARE_BYTES_MAX];
+};
+KF_RESULT int kf_share_encode(const struct kf_share *share, char out[KF_SHARE_MAX]);
+/* text need not be NUL-terminated; text_len excludes any NUL. */
+KF_RESULT int kf_share_decode(const char *text, size_t text_len, struct kf_share *share);
 
 #endif

@@ -1,0 +1,216 @@
+/*
+ * The store (DESIGN §3, §5): security domains, per-domain key IDs and KMIP
+ * managed objects in one SQLite database, <dir>/keyfleet.db.
+ *
+ * Durability: WAL journal, synchronous=FULL, so a committed transaction
+ * survives power loss. foreign_keys=ON, secure_delete=ON, busy_timeout.
+ * The file (and its -wal/-shm companions) are created with mode 0600.
+ *
+ * Threads: a kf_store is one SQLite connection with its own prepared
+ * statements and is NOT thread-safe. Use one kf_store per thread (several
+ * connections to the same file are fine: WAL lets readers run beside the one
+ * writer, and BEGIN IMMEDIATE serialises writers), or guard one with a mutex.
+ *
+ * Domains: no query on objects runs without a domain_id in its WHERE clause,
+ * so nothing here can hand out an object of another domain.
+ *
+ * Secrets: the store only ever sees wrapped (encrypted, authenticated) blobs
+ * made by the security module; it never holds plaintext key material.
+ */
+#ifndef KEYFLEET_STORE_H
+#define KEYFLEET_STORE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "keyfleet/error.h"
+
+struct sqlite3;
+typedef struct kf_store kf_store;
+
+#define KF_STORE_DB_NAME "keyfleet.db"
+
+/* Open (creating and migrating if needed) <dir>/keyfleet.db.
+ * KF_ERR_SCHEMA if the file was written by a newer keyfleet; KF_ERR_DB/KF_ERR_IO otherwise. */
+KF_RESULT int kf_store_open(const char *dir, kf_store **out);
+/* Rolls back an open transaction, finalizes statements, closes. NULL is fine. */
+void kf_store_close(kf_store *st);
+/* The underlying connection, e.g. for kf_audit_open (same file, same transactions). */
+struct sqlite3 *kf_store_db(kf_store *st);
+/* Schema version this code writes (for status output and tests). */
+int kf_store_schema_version(void);
+
+/* ---- Transactions ----
+ * One action = one transaction: the service layer does
+ *   begin; <store changes>; kf_audit_append; commit   (or rollback on any error)
+ * so the action and its audit record persist together or not at all.
+ * begin is BEGIN IMMEDIATE: it takes the write lock up front (waiting up to
+ * busy_timeout), so a transaction never fails half-way on a lock upgrade. */
+KF_RESULT int kf_store_begin(kf_store *st);
+KF_RESULT int kf_store_commit(kf_store *st);
+/* No-op if no transaction is open. Failures are logged, not returned. */
+void kf_store_rollback(kf_store *st);
+bool kf_store_in_transaction(kf_store *st);
+
+/* ---- Security domains ---- */
+#define KF_DOMAIN_NAME_MAX 64
+
+struct kf_domain {
+    uint64_t id;
+    char name[KF_DOMAIN_NAME_MAX + 1];
+    uint64_t parent_id;     /* 0 = top-level domain */
+    int64_t created;        /* seconds since the epoch */
+    uint64_t last_key_id;   /* high-water mark: highest key ID ever handed out (0 = none) */
+    uint8_t *wrapped_key;   /* malloc'd copy of the wrapped domain key; kf_domain_clear frees */
+    size_t wrapped_key_len;
+};
+void kf_domain_clear(struct kf_domain *d);
+
+/* 1-64 characters from [A-Za-z0-9._-]. */
+bool kf_domain_name_valid(const char *name);
+
+/* parent_name NULL for a top-level domain. KF_ERR_NAME for a bad name,
+ * KF_ERR_EXISTS for a taken name, KF_ERR_DOMAIN if the parent does not exist.
+ * wrapped_key may be NULL/0: the domain key's wrapping binds the domain id,
+ * which is only known after this call, so the usual sequence is
+ *   begin; domain_create(NULL); secmod_domain_key_new(id); domain_set_key; commit.
+ * Domain ids are never reused (AUTOINCREMENT). */
+KF_RESULT int kf_store_domain_create(kf_store *st, const char *name, const char *parent_name,
+                                     const uint8_t *wrapped_key, size_t wrapped_key_len,
+                                     uint64_t *domain_id);
+/* KF_ERR_DOMAIN if there is no such domain. out is overwritten (clear it first if reused). */
+KF_RESULT int kf_store_domain_get(kf_store *st, const char *name, struct kf_domain *out);
+KF_RESULT int kf_store_domain_get_by_id(kf_store *st, uint64_t id, struct kf_domain *out);
+/* Replace the wrapped domain key (re-wrap under a new root key). */
+KF_RESULT int kf_store_domain_set_key(kf_store *st, uint64_t id, const uint8_t *wrapped_key,
+                                      size_t wrapped_key_len);
+/* Callback contract for every list function here: return KF_OK to go on,
+ * a positive value to stop early (the list then returns KF_OK), a negative
+ * kf error to stop and have the list return it. The record is only valid
+ * during the call. */
+typedef int (*kf_store_domain_cb)(void *ctx, const struct kf_domain *d);
+KF_RESULT int kf_store_domain_list(kf_store *st, kf_store_domain_cb cb, void *ctx);
+
+/* ---- Key IDs (seed 003 "Master Key Identification") ----
+ * Per-domain, starting at 1, strictly increasing, never reused: the counter
+ * (struct kf_domain.last_key_id) only moves forward (a trigger refuses any
+ * update that lowers it) and is never reset by destroying or deleting objects.
+ *
+ * Two ways to get one:
+ *  - kf_store_reserve_key_id: STRICT. Must be called outside a transaction;
+ *    commits the increment in its own durable transaction before returning,
+ *    so the ID is "persisted before use" and a later rollback of the action
+ *    that uses it can never cause it to be issued again. Use this whenever
+ *    the ID may be seen outside this database before the action commits
+ *    (e.g. sent to a generation or installation role). Costs one extra commit.
+ *  - kf_store_next_key_id: inside the caller's transaction. The increment
+ *    commits atomically with its use; if the caller rolls back, the same ID
+ *    is issued again next time. Acceptable ONLY when nothing outside the
+ *    database saw the ID before commit (e.g. KMIP Create: the Unique
+ *    Identifier is returned after commit). One commit per action.
+ * KF_ERR_DOMAIN if the domain does not exist; KF_ERR_STATE if called in the
+ * wrong transaction mode. */
+KF_RESULT int kf_store_reserve_key_id(kf_store *st, uint64_t domain_id, uint64_t *key_id);
+KF_RESULT int kf_store_next_key_id(kf_store *st, uint64_t domain_id, uint64_t *key_id);
+
+/* ---- Managed objects (KMIP) ---- */
+/* KMIP Object Type (KMIP 1.4 §9.1.3.2.12). */
+enum kf_object_type {
+    KF_OBJ_CERTIFICATE = 1,
+    KF_OBJ_SYMMETRIC_KEY = 2,
+    KF_OBJ_PUBLIC_KEY = 3,
+    KF_OBJ_PRIVATE_KEY = 4,
+    KF_OBJ_SPLIT_KEY = 5,
+    KF_OBJ_TEMPLATE = 6,
+    KF_OBJ_SECRET_DATA = 7,
+    KF_OBJ_OPAQUE = 8,
+    KF_OBJ_PGP_KEY = 9,
+};
+
+#define KF_OBJECT_NAME_MAX 127
+#define KF_REVOCATION_MESSAGE_MAX 255
+/* "<domain name>/<key_id>" fits in this (64 + 1 + 20 digits + NUL). */
+#define KF_UID_MAX 96
+
+struct kf_object {
+    uint64_t domain_id;
+    uint64_t key_id;
+    uint32_t object_type;   /* enum kf_object_type */
+    uint32_t state;         /* KMIP State, enum kf_kmip_state in lifecycle.h */
+    uint32_t crypto_alg;    /* KMIP Cryptographic Algorithm, e.g. AES = 3; 0 = none */
+    int32_t crypto_length;  /* bits; 0 = none */
+    uint32_t usage_mask;    /* KMIP Cryptographic Usage Mask */
+    uint8_t key_format;     /* KMIP Key Format Type; 0 = none */
+    char name[KF_OBJECT_NAME_MAX + 1]; /* KMIP Name (first one); "" = none */
+    uint32_t version;       /* wrap version, bumped on re-wrap (bound into the blob's AD) */
+    /* Seconds since the epoch; 0 = unset. */
+    int64_t initial_date;
+    int64_t activation_date;
+    int64_t deactivation_date;
+    int64_t destroy_date;
+    int64_t compromise_date;
+    int64_t compromise_occurrence_date;
+    int64_t last_change_date;
+    uint32_t revocation_reason; /* KMIP Revocation Reason Code; 0 = not revoked */
+    char revocation_message[KF_REVOCATION_MESSAGE_MAX + 1];
+    uint8_t *material;      /* wrapped blob (malloc'd); NULL = none or destroyed */
+    size_t material_len;
+    uint8_t *attributes;    /* TTLV of the other KMIP attributes, opaque here (malloc'd) */
+    size_t attributes_len;
+};
+/* Frees material and attributes and zeroes the struct. Safe on a zeroed struct. */
+void kf_object_clear(struct kf_object *obj);
+
+/* UID text "<domain name>/<key_id>". KF_ERR_NOSPACE if out is too small. */
+KF_RESULT int kf_object_uid_format(const char *domain_name, uint64_t key_id, char *out,
+                                   size_t out_len);
+/* Split a UID; domain_name gets KF_DOMAIN_NAME_MAX + 1 bytes. KF_ERR_FORMAT if malformed. */
+KF_RESULT int kf_object_uid_parse(const char *uid, char domain_name[KF_DOMAIN_NAME_MAX + 1],
+                                  uint64_t *key_id);
+
+/* obj->key_id must come from kf_store_reserve_key_id/kf_store_next_key_id for
+ * this domain (KF_ERR_ARG for 0 or an ID above the domain's high-water mark);
+ * KF_ERR_EXISTS if (domain_id, key_id) is taken; KF_ERR_DOMAIN if no such domain. */
+KF_RESULT int kf_store_object_insert(kf_store *st, const struct kf_object *obj);
+/* Loads into obj (material and attributes malloc'd: kf_object_clear after).
+ * KF_ERR_OBJECT if there is no object with this key_id IN THIS domain. */
+KF_RESULT int kf_store_object_get(kf_store *st, uint64_t domain_id, uint64_t key_id,
+                                  struct kf_object *obj);
+/* Writes type, state, algorithm, length, usage mask, key format, name,
+ * version, all dates, revocation, attributes, and material IF obj->material is
+ * non-NULL (so an object listed without material can be updated safely; use
+ * kf_store_object_destroy_material to remove material). KF_ERR_OBJECT if missing. */
+KF_RESULT int kf_store_object_update(kf_store *st, const struct kf_object *obj);
+/*
+ * Removes the wrapped material of a (Destroyed) object: the column is set to
+ * NULL with secure_delete on, so SQLite zeroes the freed bytes in the page.
+ * The old page image still sits in the WAL until a checkpoint copies the
+ * page back and the WAL is reset; kf_store_checkpoint does that. Inside a
+ * transaction the checkpoint cannot run: call kf_store_checkpoint after
+ * commit. Outside a transaction this function checkpoints itself.
+ * Note the material was a wrapped blob in the first place; this removes the
+ * ciphertext so it cannot be unwrapped later even if the domain key leaks.
+ */
+KF_RESULT int kf_store_object_destroy_material(kf_store *st, uint64_t domain_id, uint64_t key_id);
+/* Remove the row entirely; the key ID stays consumed (never reissued). */
+KF_RESULT int kf_store_object_delete(kf_store *st, uint64_t domain_id, uint64_t key_id);
+/* PRAGMA wal_checkpoint(TRUNCATE): flush the WAL into the db file and empty it.
+ * KF_ERR_STATE inside a transaction; KF_ERR_DB if readers kept it from completing. */
+KF_RESULT int kf_store_checkpoint(kf_store *st);
+
+struct kf_object_filter {
+    uint32_t object_type;  /* 0 = any */
+    uint32_t state;        /* 0 = any */
+    const char *name;      /* NULL = any; exact match */
+    uint64_t offset;       /* skip this many matches (in key_id order) */
+    uint64_t max;          /* 0 = no limit */
+    bool with_material;    /* load material too (default: material NULL in callbacks) */
+};
+typedef int (*kf_store_object_cb)(void *ctx, const struct kf_object *obj);
+/* Objects of one domain in increasing key_id order. f may be NULL (all). */
+KF_RESULT int kf_store_object_list(kf_store *st, uint64_t domain_id,
+                                   const struct kf_object_filter *f, kf_store_object_cb cb,
+                                   void *ctx);
+
+#endif

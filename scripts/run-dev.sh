@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# One command for a newcomer: install dependencies, build, and run keyfleetd on
+# its embedded defaults (SQLite store, soft security module in dev mode that
+# unseals itself) with its data in ./data. Stop it with Ctrl-C.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/install-deps.sh
+scripts/build.sh
+mkdir -p data
+echo "keyfleetd: data in $(pwd)/data, admin socket $(pwd)/data/keyfleetd.sock"
+echo "try, in another shell:  build/keyfleet --dir data status"
+exec build/keyfleetd --dev --dir data

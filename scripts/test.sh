@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# One command for every test: install dependencies, build (plain and
+# ASan+UBSan), run the unit tests under both, the system tests (daemon, CLI,
+# crash, tamper, key-scan, PKCS#11), and each fuzz target for KF_FUZZ_SECONDS.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/install-deps.sh
+FUZZ_SECONDS=${KF_FUZZ_SECONDS:-60}
+JOBS=$(nproc)
+export KF_SHARED_DIR=${KF_SHARED_DIR:-$(cd .. && pwd)/shared}
+
+echo "== build (release) =="
+cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo -DKF_SHARED_DIR="$KF_SHARED_DIR" > /dev/null
+cmake --build build -j"$JOBS"
+echo "== build (ASan+UBSan) =="
+cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DKF_SANITIZE=ON -DCMAKE_C_COMPILER=clang \
+      -DKF_SHARED_DIR="$KF_SHARED_DIR" > /dev/null
+cmake --build build-asan -j"$JOBS"
+echo "== build (fuzz targets) =="
+cmake -S . -B build-fuzz -DCMAKE_BUILD_TYPE=Debug -DKF_FUZZ=ON -DCMAKE_C_COMPILER=clang > /dev/null
+cmake --build build-fuzz -j"$JOBS"
+
+fail=0
+echo "== unit tests (ASan+UBSan) =="
+(cd build-asan && ctest --output-on-failure -j"$JOBS") || fail=1
+echo "== unit and system tests (release) =="
+(cd build && ctest --output-on-failure -j"$JOBS") || fail=1
+
+echo "== fuzzing, ${FUZZ_SECONDS}s per target =="
+tests/fuzz/run.sh build-fuzz "$FUZZ_SECONDS" || fail=1
+
+if [ $fail -ne 0 ]; then
+  echo "FAILED"
+  exit 1
+fi
+echo "all tests passed"

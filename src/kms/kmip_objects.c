@@ -1,0 +1,310 @@
+/* KMIP standard operations on managed objects, over the service layer. */
+#include <stdio.h>
+#include <string.h>
+
+#include "keyfleet/kmip_tags.h"
+#include "keyfleet/lifecycle.h"
+#include "kmip_internal.h"
+
+#define KF_DEFAULT_DOMAIN "default"
+#define KF_DOMAIN_ATTRIBUTE "x-keyfleet-domain"
+
+/* Attributes a Create may carry, from KMIP 1.x Template-Attribute or 2.x Attributes. */
+struct create_attrs {
+    uint32_t alg;
+    int32_t length;
+    uint32_t usage;
+    const char *name;
+    const char *domain;
+};
+
+static int take_name(struct kmip_call *c, const kf_ttlv *name_struct, struct create_attrs *at)
+{
+    at->name = kmip_text(c, name_struct, KMIP_TAG_NAME_VALUE);
+    KF_ENSURE(at->name != NULL, KF_ERR_ATTRIBUTE);
+    return KF_OK;
+}
+
+/* KMIP 1.x: Attribute { Attribute Name, [Attribute Index], Attribute Value }. */
+static int take_v1_attribute(struct kmip_call *c, const kf_ttlv *attr, struct create_attrs *at)
+{
+    const kf_ttlv *name = kf_ttlv_find(attr, KMIP_TAG_ATTRIBUTE_NAME);
+    const kf_ttlv *value = kf_ttlv_find(attr, KMIP_TAG_ATTRIBUTE_VALUE);
+    KF_ENSURE(name && value, KF_ERR_REQUEST);
+    if (kf_ttlv_text_equals(name, "Cryptographic Algorithm"))
+        return kf_ttlv_get_enum(value, &at->alg);
+    if (kf_ttlv_text_equals(name, "Cryptographic Length"))
+        return kf_ttlv_get_int(value, &at->length);
+    if (kf_ttlv_text_equals(name, "Cryptographic Usage Mask")) {
+        int32_t m;
+        KF_GUARD(kf_ttlv_get_int(value, &m));
+        at->usage = (uint32_t)m;
+        return KF_OK;
+    }
+    if (kf_ttlv_text_equals(name, "Name"))
+        return take_name(c, value, at);
+    if (kf_ttlv_text_equals(name, KF_DOMAIN_ATTRIBUTE)) {
+        at->domain = kmip_text(c, attr, KMIP_TAG_ATTRIBUTE_VALUE);
+        KF_ENSURE(at->domain != NULL, KF_ERR_ATTRIBUTE);
+        return KF_OK;
+    }
+    return KF_OK; /* other attributes are accepted and ignored for now */
+}
+
+static int take_v2_attributes(struct kmip_call *c, const kf_ttlv *attrs, struct create_attrs *at)
+{
+    const kf_ttlv *n;
+    if ((n = kf_ttlv_find(attrs, KMIP_TAG_CRYPTOGRAPHIC_ALGORITHM)))
+        KF_GUARD(kf_ttlv_get_enum(n, &at->alg));
+    if ((n = kf_ttlv_find(attrs, KMIP_TAG_CRYPTOGRAPHIC_LENGTH)))
+        KF_GUARD(kf_ttlv_get_int(n, &at->length));
+    if ((n = kf_ttlv_find(attrs, KMIP_TAG_CRYPTOGRAPHIC_USAGE_MASK))) {
+        int32_t m;
+        KF_GUARD(kf_ttlv_get_int(n, &m));
+        at->usage = (uint32_t)m;
+    }
+    if ((n = kf_ttlv_find(attrs, KMIP_TAG_NAME)))
+        KF_GUARD(take_name(c, n, at));
+    if ((n = kf_ttlv_find(attrs, KMIP_TAG_KEYFLEET_DOMAIN)))
+        KF_ENSURE((at->domain = kmip_text(c, attrs, KMIP_TAG_KEYFLEET_DOMAIN)) != NULL,
+                  KF_ERR_ATTRIBUTE);
+    return KF_OK;
+}
+
+static int parse_create(struct kmip_call *c, struct create_attrs *at)
+{
+    const kf_ttlv *ta = kf_ttlv_find(c->req, KMIP_TAG_TEMPLATE_ATTRIBUTE);
+    for (const kf_ttlv *a = kf_ttlv_find(ta, KMIP_TAG_ATTRIBUTE); a;
+         a = kf_ttlv_find_next(a, KMIP_TAG_ATTRIBUTE))
+        KF_GUARD(take_v1_attribute(c, a, at));
+    const kf_ttlv *attrs = kf_ttlv_find(c->req, KMIP_TAG_ATTRIBUTES);
+    if (attrs)
+        KF_GUARD(take_v2_attributes(c, attrs, at));
+    if (!at->domain)
+        at->domain = kmip_text(c, c->req, KMIP_TAG_KEYFLEET_DOMAIN);
+    if (!at->domain)
+        at->domain = KF_DEFAULT_DOMAIN;
+    return KF_OK;
+}
+
+int kmip_create(struct kmip_call *c)
+{
+    uint32_t type;
+    KF_ENSURE(c->req, KF_ERR_REQUEST);
+    if (kf_ttlv_get_enum(kf_ttlv_find(c->req, KMIP_TAG_OBJECT_TYPE), &type) < 0) {
+        snprintf(c->message, sizeof(c->message), "Create needs an Object Type");
+        return KF_ERR_REQUEST;
+    }
+    struct create_attrs at = {0};
+    KF_GUARD(parse_create(c, &at));
+    if (type == KF_OBJ_SYMMETRIC_KEY && (!at.alg || !at.length)) {
+        snprintf(c->message, sizeof(c->message),
+                 "Create of a symmetric key needs Cryptographic Algorithm and Length");
+        return KF_ERR_REQUEST;
+    }
+    struct kf_key_spec spec = {
+        .domain = at.domain,
+        .object_type = type,
+        .crypto_alg = at.alg,
+        .crypto_length = at.length ? at.length : 256,
+        .usage_mask = at.usage,
+        .name = at.name,
+    };
+    char uid[KF_UID_MAX];
+    KF_GUARD(kf_kms_create(c->kms, c->actor, &spec, uid));
+    if (!kf_ttlv_add_enum(c->arena, c->resp, KMIP_TAG_OBJECT_TYPE, type) ||
+        !kf_ttlv_add_text(c->arena, c->resp, KMIP_TAG_UNIQUE_IDENTIFIER, uid))
+        return KF_ERR_NOMEM;
+    return KF_OK;
+}
+
+static const char *request_uid(struct kmip_call *c)
+{
+    const char *uid = kmip_text(c, c->req, KMIP_TAG_UNIQUE_IDENTIFIER);
+    if (!uid)
+        snprintf(c->message, sizeof(c->message), "the request needs a Unique Identifier");
+    return uid;
+}
+
+static int put_key_block(struct kmip_call *c, const struct kf_object *obj, const kf_buf *material)
+{
+    uint32_t wrapper_tag =
+        obj->object_type == KF_OBJ_SECRET_DATA ? KMIP_TAG_SECRET_DATA : KMIP_TAG_SYMMETRIC_KEY;
+    kf_ttlv *w = kf_ttlv_struct(c->arena, c->resp, wrapper_tag);
+    KF_ENSURE(w != NULL, KF_ERR_NOMEM);
+    if (obj->object_type == KF_OBJ_SECRET_DATA &&
+        !kf_ttlv_add_enum(c->arena, w, KMIP_TAG_SECRET_DATA_TYPE, 2 /* Seed */))
+        return KF_ERR_NOMEM;
+    kf_ttlv *kb = kf_ttlv_struct(c->arena, w, KMIP_TAG_KEY_BLOCK);
+    KF_ENSURE(kb != NULL, KF_ERR_NOMEM);
+    uint32_t fmt = obj->object_type == KF_OBJ_SECRET_DATA ? 2 /* Opaque */ : KMIP_KEYFMT_RAW;
+    KF_ENSURE(kf_ttlv_add_enum(c->arena, kb, KMIP_TAG_KEY_FORMAT_TYPE, fmt), KF_ERR_NOMEM);
+    kf_ttlv *kv = kf_ttlv_struct(c->arena, kb, KMIP_TAG_KEY_VALUE);
+    KF_ENSURE(kv && kf_ttlv_add_bytes(c->arena, kv, KMIP_TAG_KEY_MATERIAL, material->data,
+                                      material->len),
+              KF_ERR_NOMEM);
+    if (obj->crypto_alg &&
+        (!kf_ttlv_add_enum(c->arena, kb, KMIP_TAG_CRYPTOGRAPHIC_ALGORITHM, obj->crypto_alg) ||
+         !kf_ttlv_add_int(c->arena, kb, KMIP_TAG_CRYPTOGRAPHIC_LENGTH, obj->crypto_length)))
+        return KF_ERR_NOMEM;
+    return KF_OK;
+}
+
+int kmip_get(struct kmip_call *c)
+{
+    const char *uid = request_uid(c);
+    KF_ENSURE(uid, KF_ERR_REQUEST);
+    struct kf_object obj = {0};
+    kf_buf material;
+    KF_GUARD(kf_buf_alloc(&material, 64, 4096, KF_BUF_SECRET));
+    int rc = kf_kms_get(c->kms, c->actor, uid, &obj, &material);
+    if (rc == KF_OK) {
+        if (!kf_ttlv_add_enum(c->arena, c->resp, KMIP_TAG_OBJECT_TYPE, obj.object_type) ||
+            !kf_ttlv_add_text(c->arena, c->resp, KMIP_TAG_UNIQUE_IDENTIFIER, uid))
+            rc = KF_ERR_NOMEM;
+        else
+            rc = put_key_block(c, &obj, &material);
+    }
+    kf_buf_free(&material);
+    kf_object_clear(&obj);
+    return rc;
+}
+
+/* KMIP 2.x Attributes form: each attribute as its own tag. */
+int kmip_put_attributes_v2(kf_arena *a, kf_ttlv *parent, const struct kf_object *obj,
+                           const char *uid)
+{
+    kf_ttlv *at = kf_ttlv_struct(a, parent, KMIP_TAG_ATTRIBUTES);
+    KF_ENSURE(at != NULL, KF_ERR_NOMEM);
+    bool ok = kf_ttlv_add_text(a, at, KMIP_TAG_UNIQUE_IDENTIFIER, uid) &&
+              kf_ttlv_add_enum(a, at, KMIP_TAG_OBJECT_TYPE, obj->object_type) &&
+              kf_ttlv_add_enum(a, at, KMIP_TAG_STATE, obj->state) &&
+              kf_ttlv_add_long(a, at, KMIP_TAG_KEYFLEET_KEY_ID, (int64_t)obj->key_id);
+    if (ok && obj->crypto_alg)
+        ok = kf_ttlv_add_enum(a, at, KMIP_TAG_CRYPTOGRAPHIC_ALGORITHM, obj->crypto_alg);
+    if (ok && obj->crypto_length)
+        ok = kf_ttlv_add_int(a, at, KMIP_TAG_CRYPTOGRAPHIC_LENGTH, obj->crypto_length);
+    if (ok)
+        ok = kf_ttlv_add_int(a, at, KMIP_TAG_CRYPTOGRAPHIC_USAGE_MASK, (int32_t)obj->usage_mask);
+    if (ok && obj->name[0]) {
+        kf_ttlv *n = kf_ttlv_struct(a, at, KMIP_TAG_NAME);
+        ok = n && kf_ttlv_add_text(a, n, KMIP_TAG_NAME_VALUE, obj->name) &&
+             kf_ttlv_add_enum(a, n, KMIP_TAG_NAME_TYPE, 1 /* Uninterpreted Text String */);
+    }
+    const struct {
+        uint32_t tag;
+        int64_t when;
+    } dates[] = {
+        {KMIP_TAG_INITIAL_DATE, obj->initial_date},
+        {KMIP_TAG_ACTIVATION_DATE, obj->activation_date},
+        {KMIP_TAG_DEACTIVATION_DATE, obj->deactivation_date},
+        {KMIP_TAG_COMPROMISE_OCCURRENCE_DATE, obj->compromise_occurrence_date},
+        {KMIP_TAG_COMPROMISE_DATE, obj->compromise_date},
+        {KMIP_TAG_DESTROY_DATE, obj->destroy_date},
+        {KMIP_TAG_LAST_CHANGE_DATE, obj->last_change_date},
+    };
+    for (size_t i = 0; ok && i < sizeof(dates) / sizeof(dates[0]); i++)
+        if (dates[i].when)
+            ok = kf_ttlv_add_datetime(a, at, dates[i].tag, dates[i].when) != NULL;
+    if (ok && obj->revocation_reason) {
+        kf_ttlv *r = kf_ttlv_struct(a, at, KMIP_TAG_REVOCATION_REASON);
+        ok = r && kf_ttlv_add_enum(a, r, KMIP_TAG_REVOCATION_REASON_CODE, obj->revocation_reason);
+        if (ok && obj->revocation_message[0])
+            ok = kf_ttlv_add_text(a, r, KMIP_TAG_REVOCATION_MESSAGE, obj->revocation_message);
+    }
+    return ok ? KF_OK : KF_ERR_NOMEM;
+}
+
+int kmip_get_attributes(struct kmip_call *c)
+{
+    const char *uid = request_uid(c);
+    KF_ENSURE(uid, KF_ERR_REQUEST);
+    struct kf_object obj = {0};
+    KF_GUARD(kf_kms_get(c->kms, c->actor, uid, &obj, NULL));
+    int rc = KF_OK;
+    if (!kf_ttlv_add_text(c->arena, c->resp, KMIP_TAG_UNIQUE_IDENTIFIER, uid))
+        rc = KF_ERR_NOMEM;
+    if (rc == KF_OK)
+        rc = kmip_put_attributes_v2(c->arena, c->resp, &obj, uid);
+    kf_object_clear(&obj);
+    return rc;
+}
+
+static int answer_uid(struct kmip_call *c, const char *uid)
+{
+    return kf_ttlv_add_text(c->arena, c->resp, KMIP_TAG_UNIQUE_IDENTIFIER, uid) ? KF_OK
+                                                                                 : KF_ERR_NOMEM;
+}
+
+int kmip_activate(struct kmip_call *c)
+{
+    const char *uid = request_uid(c);
+    KF_ENSURE(uid, KF_ERR_REQUEST);
+    KF_GUARD(kf_kms_activate(c->kms, c->actor, uid));
+    return answer_uid(c, uid);
+}
+
+int kmip_revoke(struct kmip_call *c)
+{
+    const char *uid = request_uid(c);
+    KF_ENSURE(uid, KF_ERR_REQUEST);
+    const kf_ttlv *rr = kf_ttlv_find(c->req, KMIP_TAG_REVOCATION_REASON);
+    uint32_t code;
+    if (kf_ttlv_get_enum(kf_ttlv_find(rr, KMIP_TAG_REVOCATION_REASON_CODE), &code) < 0) {
+        snprintf(c->message, sizeof(c->message), "Revoke needs a Revocation Reason Code");
+        return KF_ERR_REQUEST;
+    }
+    int64_t when = 0;
+    const kf_ttlv *cod = kf_ttlv_find(c->req, KMIP_TAG_COMPROMISE_OCCURRENCE_DATE);
+    if (cod)
+        KF_GUARD(kf_ttlv_get_datetime(cod, &when));
+    const char *msg = kmip_text(c, rr, KMIP_TAG_REVOCATION_MESSAGE);
+    KF_GUARD(kf_kms_revoke(c->kms, c->actor, uid, code, when, msg));
+    return answer_uid(c, uid);
+}
+
+int kmip_destroy(struct kmip_call *c)
+{
+    const char *uid = request_uid(c);
+    KF_ENSURE(uid, KF_ERR_REQUEST);
+    KF_GUARD(kf_kms_destroy(c->kms, c->actor, uid));
+    return answer_uid(c, uid);
+}
+
+int kmip_discover_versions(struct kmip_call *c)
+{
+    static const int versions[][2] = {{2, 1}, {2, 0}, {1, 4}, {1, 3}, {1, 2}, {1, 1}, {1, 0}};
+    for (size_t i = 0; i < sizeof(versions) / sizeof(versions[0]); i++) {
+        kf_ttlv *pv = kf_ttlv_struct(c->arena, c->resp, KMIP_TAG_PROTOCOL_VERSION);
+        if (!pv || !kf_ttlv_add_int(c->arena, pv, KMIP_TAG_PROTOCOL_VERSION_MAJOR, versions[i][0]) ||
+            !kf_ttlv_add_int(c->arena, pv, KMIP_TAG_PROTOCOL_VERSION_MINOR, versions[i][1]))
+            return KF_ERR_NOMEM;
+    }
+    return KF_OK;
+}
+
+int kmip_query(struct kmip_call *c)
+{
+    static const uint32_t ops[] = {KMIP_OP_CREATE,   KMIP_OP_GET,     KMIP_OP_GET_ATTRIBUTES,
+                                   KMIP_OP_ACTIVATE, KMIP_OP_REVOKE,  KMIP_OP_DESTROY,
+                                   KMIP_OP_QUERY,    KMIP_OP_DISCOVER_VERSIONS};
+    static const uint32_t objs[] = {KMIP_OBJ_SYMMETRIC_KEY, KMIP_OBJ_SECRET_DATA};
+    bool want_ops = false, want_objs = false, want_info = false;
+    for (const kf_ttlv *q = kf_ttlv_find(c->req, KMIP_TAG_QUERY_FUNCTION); q;
+         q = kf_ttlv_find_next(q, KMIP_TAG_QUERY_FUNCTION)) {
+        uint32_t f;
+        KF_GUARD(kf_ttlv_get_enum(q, &f));
+        want_ops |= f == KMIP_QUERY_QUERY_OPERATIONS;
+        want_objs |= f == KMIP_QUERY_QUERY_OBJECTS;
+        want_info |= f == KMIP_QUERY_QUERY_SERVER_INFORMATION;
+    }
+    for (size_t i = 0; want_ops && i < sizeof(ops) / sizeof(ops[0]); i++)
+        KF_ENSURE(kf_ttlv_add_enum(c->arena, c->resp, KMIP_TAG_OPERATION, ops[i]), KF_ERR_NOMEM);
+    for (size_t i = 0; want_objs && i < sizeof(objs) / sizeof(objs[0]); i++)
+        KF_ENSURE(kf_ttlv_add_enum(c->arena, c->resp, KMIP_TAG_OBJECT_TYPE, objs[i]), KF_ERR_NOMEM);
+    if (want_info)
+        KF_ENSURE(kf_ttlv_add_text(c->arena, c->resp, KMIP_TAG_VENDOR_IDENTIFICATION,
+                                   "keyfleet " "0.1.0"),
+                  KF_ERR_NOMEM);
+    return KF_OK;
+}

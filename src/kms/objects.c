@@ -1,0 +1,316 @@
+/*
+ * Managed objects: create, get (with optional export), list, and the
+ * lifecycle operations activate, revoke and destroy. Each is one transaction
+ * with its audit record; each refusal is audited with its error name.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "keyfleet/lifecycle.h"
+#include "keyfleet/log.h"
+#include "keyfleet/rng.h"
+#include "keyfleet/secmem.h"
+#include "keyfleet/kmip_tags.h"
+#include "kms_internal.h"
+
+#define KF_MATERIAL_MAX_BYTES 512
+
+static int64_t now_seconds(void)
+{
+    return (int64_t)time(NULL);
+}
+
+/* Algorithm and length a client may ask for, in bits. */
+static int check_spec(const struct kf_key_spec *s)
+{
+    KF_ENSURE(s->domain && kf_domain_name_valid(s->domain), KF_ERR_DOMAIN);
+    KF_ENSURE(!s->name || strlen(s->name) <= KF_OBJECT_NAME_MAX, KF_ERR_ATTRIBUTE);
+    KF_ENSURE(s->crypto_length > 0 && s->crypto_length % 8 == 0 &&
+                  s->crypto_length <= KF_MATERIAL_MAX_BYTES * 8,
+              KF_ERR_ATTRIBUTE);
+    if (s->object_type == KF_OBJ_SECRET_DATA)
+        return KF_OK;
+    KF_ENSURE(s->object_type == KF_OBJ_SYMMETRIC_KEY, KF_ERR_UNSUPPORTED);
+    switch (s->crypto_alg) {
+    case KMIP_ALG_AES:
+        KF_ENSURE(s->crypto_length == 128 || s->crypto_length == 192 || s->crypto_length == 256,
+                  KF_ERR_KEY_SIZE);
+        return KF_OK;
+    case KMIP_ALG_HMAC_SHA1:
+    case KMIP_ALG_HMAC_SHA224:
+    case KMIP_ALG_HMAC_SHA256:
+    case KMIP_ALG_HMAC_SHA384:
+    case KMIP_ALG_HMAC_SHA512:
+        KF_ENSURE(s->crypto_length >= 128, KF_ERR_KEY_SIZE);
+        return KF_OK;
+    default:
+        return KF_ERR_UNSUPPORTED;
+    }
+}
+
+static int create_locked(kf_kms *kms, const struct kf_key_spec *spec, const char *actor,
+                         char uid[KF_UID_MAX])
+{
+    struct kf_domain d = {0};
+    struct kf_object obj = {0};
+    kf_buf material = {0}, wrapped = {0};
+    kf_domain_handle h;
+    size_t nbytes = (size_t)spec->crypto_length / 8;
+    uint8_t *p;
+    int rc;
+
+    KF_GUARD(kf_store_begin(kms->store));
+    if ((rc = kf_store_domain_get(kms->store, spec->domain, &d)) < 0 ||
+        (rc = kms_domain_handle(kms, &d, &h)) < 0 ||
+        (rc = kf_store_next_key_id(kms->store, d.id, &obj.key_id)) < 0 ||
+        (rc = kf_buf_alloc(&material, nbytes, nbytes, KF_BUF_SECRET)) < 0 ||
+        (rc = kf_buf_put_space(&material, nbytes, &p)) < 0 ||
+        (rc = kf_rng_bytes(p, nbytes)) < 0 || (rc = kf_buf_alloc(&wrapped, 0, 4096, 0)) < 0)
+        goto out;
+    obj.domain_id = d.id;
+    obj.object_type = spec->object_type;
+    obj.state = KF_STATE_PRE_ACTIVE;
+    obj.crypto_alg = spec->object_type == KF_OBJ_SYMMETRIC_KEY ? spec->crypto_alg : 0;
+    obj.crypto_length = spec->crypto_length;
+    obj.usage_mask = spec->usage_mask;
+    obj.key_format = KMIP_KEYFMT_RAW;
+    obj.version = 1;
+    obj.initial_date = obj.last_change_date = now_seconds();
+    if (spec->name)
+        snprintf(obj.name, sizeof(obj.name), "%s", spec->name);
+    if ((rc = kf_secmod_wrap(kms->secmod, h, obj.key_id, d.id, obj.version, material.data,
+                             material.len, &wrapped)) < 0)
+        goto out;
+    obj.material = wrapped.data;
+    obj.material_len = wrapped.len;
+    if ((rc = kf_store_object_insert(kms->store, &obj)) < 0 ||
+        (rc = kf_object_uid_format(d.name, obj.key_id, uid, KF_UID_MAX)) < 0)
+        goto out;
+    char detail[96];
+    snprintf(detail, sizeof(detail), "type %u alg %u length %d", obj.object_type, obj.crypto_alg,
+             obj.crypto_length);
+    if ((rc = kms_audit(kms, actor, "Create", d.name, uid, KF_OK, detail)) < 0)
+        goto out;
+    rc = kf_store_commit(kms->store);
+out:
+    if (rc < 0)
+        kf_store_rollback(kms->store);
+    kf_buf_free(&material);
+    kf_buf_free(&wrapped);
+    kf_domain_clear(&d);
+    return rc;
+}
+
+int kf_kms_create(kf_kms *kms, const char *actor, const struct kf_key_spec *spec,
+                  char uid[KF_UID_MAX])
+{
+    int rc = check_spec(spec);
+    pthread_mutex_lock(&kms->lock);
+    if (rc == KF_OK && kf_secmod_sealed(kms->secmod))
+        rc = KF_ERR_SEALED;
+    if (rc == KF_OK)
+        rc = create_locked(kms, spec, actor, uid);
+    if (rc < 0) {
+        const char *dom = spec->domain && kf_domain_name_valid(spec->domain) ? spec->domain : "";
+        kms_audit_refusal(kms, actor, "Create", dom, "", rc,
+                          rc == KF_ERR_RNG_HEALTH ? "random source failed its health test" : NULL);
+    }
+    pthread_mutex_unlock(&kms->lock);
+    return rc;
+}
+
+/* Resolve a UID to its domain and object inside the open transaction. */
+static int load_object(kf_kms *kms, const char *uid, struct kf_domain *d, struct kf_object *obj)
+{
+    char dname[KF_DOMAIN_NAME_MAX + 1];
+    uint64_t key_id;
+    KF_ENSURE(uid != NULL, KF_ERR_OBJECT);
+    KF_ENSURE(kf_object_uid_parse(uid, dname, &key_id) == KF_OK, KF_ERR_OBJECT);
+    int rc = kf_store_domain_get(kms->store, dname, d);
+    KF_ENSURE(rc != KF_ERR_DOMAIN, KF_ERR_OBJECT);
+    KF_GUARD(rc);
+    KF_GUARD(kf_store_object_get(kms->store, d->id, key_id, obj));
+    /* Date-driven transitions take effect when the object is next touched. */
+    obj->state = kf_lifecycle_effective_state(obj->state, obj->activation_date,
+                                              obj->deactivation_date, now_seconds());
+    return KF_OK;
+}
+
+static int unwrap_material(kf_kms *kms, const struct kf_domain *d, const struct kf_object *obj,
+                           kf_buf *material)
+{
+    kf_domain_handle h;
+    KF_ENSURE(obj->material != NULL, KF_ERR_STATE);
+    KF_GUARD(kms_domain_handle(kms, d, &h));
+    return kf_secmod_unwrap(kms->secmod, h, obj->key_id, d->id, obj->version, obj->material,
+                            obj->material_len, material);
+}
+
+int kf_kms_get(kf_kms *kms, const char *actor, const char *uid, struct kf_object *out,
+               kf_buf *material)
+{
+    struct kf_domain d = {0};
+    struct kf_object obj = {0};
+    const char *op = material ? "Get (export)" : "Get Attributes";
+    pthread_mutex_lock(&kms->lock);
+    int rc = kf_store_begin(kms->store);
+    if (rc == KF_OK)
+        rc = load_object(kms, uid, &d, &obj);
+    if (rc == KF_OK && material) {
+        if (!kf_lifecycle_allows_use(obj.state, KF_USE_GET))
+            rc = KF_ERR_STATE;
+        else if (kf_secmod_sealed(kms->secmod))
+            rc = KF_ERR_SEALED;
+        else
+            rc = unwrap_material(kms, &d, &obj, material);
+    }
+    if (rc == KF_OK)
+        rc = kms_audit(kms, actor, op, d.name, uid, KF_OK, NULL);
+    if (rc == KF_OK)
+        rc = kf_store_commit(kms->store);
+    if (rc < 0) {
+        kf_store_rollback(kms->store);
+        if (material)
+            kf_buf_reset(material);
+        kms_audit_refusal(kms, actor, op, d.name, rc == KF_ERR_OBJECT ? "" : uid, rc, NULL);
+        kf_object_clear(&obj);
+    } else {
+        free(obj.material);
+        obj.material = NULL;
+        obj.material_len = 0;
+        *out = obj;
+    }
+    kf_domain_clear(&d);
+    pthread_mutex_unlock(&kms->lock);
+    return rc;
+}
+
+int kf_kms_list(kf_kms *kms, const char *actor, const char *domain,
+                const struct kf_object_filter *f, kf_store_object_cb cb, void *ctx)
+{
+    (void)actor;
+    struct kf_domain d = {0};
+    pthread_mutex_lock(&kms->lock);
+    int rc = kf_store_domain_get(kms->store, domain, &d);
+    if (rc == KF_OK)
+        rc = kf_store_object_list(kms->store, d.id, f, cb, ctx);
+    kf_domain_clear(&d);
+    pthread_mutex_unlock(&kms->lock);
+    return rc;
+}
+
+/* One lifecycle event on one object: load, transition, save, audit, commit. */
+struct lifecycle_change {
+    const char *op;
+    enum kf_lifecycle_event ev;
+    uint32_t reason;
+    int64_t compromise_time;
+    const char *message;
+};
+
+static void apply_dates(struct kf_object *obj, const struct lifecycle_change *c, int64_t now)
+{
+    switch (c->ev) {
+    case KF_EV_ACTIVATE:
+        obj->activation_date = now;
+        break;
+    case KF_EV_REVOKE_COMPROMISED:
+        obj->compromise_date = now;
+        obj->compromise_occurrence_date = c->compromise_time ? c->compromise_time : now;
+        obj->revocation_reason = c->reason;
+        break;
+    case KF_EV_REVOKE_OTHER:
+        obj->deactivation_date = now;
+        obj->revocation_reason = c->reason;
+        break;
+    case KF_EV_DESTROY:
+        obj->destroy_date = now;
+        break;
+    default:
+        break;
+    }
+    if (c->message)
+        snprintf(obj->revocation_message, sizeof(obj->revocation_message), "%s", c->message);
+    obj->last_change_date = now;
+}
+
+static int change_locked(kf_kms *kms, const char *actor, const char *uid,
+                         const struct lifecycle_change *c, struct kf_domain *d)
+{
+    struct kf_object obj = {0};
+    uint32_t to;
+    int64_t now = now_seconds();
+    int rc = kf_store_begin(kms->store);
+    if (rc < 0)
+        return rc;
+    if ((rc = load_object(kms, uid, d, &obj)) < 0 ||
+        (rc = kf_lifecycle_transition(obj.state, c->ev, &to)) < 0)
+        goto out;
+    char detail[80];
+    snprintf(detail, sizeof(detail), "%s -> %s", kf_lifecycle_state_name(obj.state),
+             kf_lifecycle_state_name(to));
+    obj.state = to;
+    apply_dates(&obj, c, now);
+    free(obj.material); /* update leaves material alone when NULL */
+    obj.material = NULL;
+    if ((rc = kf_store_object_update(kms->store, &obj)) < 0)
+        goto out;
+    if (c->ev == KF_EV_DESTROY &&
+        (rc = kf_store_object_destroy_material(kms->store, d->id, obj.key_id)) < 0)
+        goto out;
+    if ((rc = kms_audit(kms, actor, c->op, d->name, uid, KF_OK, detail)) < 0)
+        goto out;
+    rc = kf_store_commit(kms->store);
+out:
+    if (rc < 0)
+        kf_store_rollback(kms->store);
+    kf_object_clear(&obj);
+    return rc;
+}
+
+static int lifecycle_op(kf_kms *kms, const char *actor, const char *uid,
+                        const struct lifecycle_change *c)
+{
+    struct kf_domain d = {0};
+    pthread_mutex_lock(&kms->lock);
+    int rc = kf_secmod_sealed(kms->secmod) ? KF_ERR_SEALED : KF_OK;
+    if (rc == KF_OK)
+        rc = change_locked(kms, actor, uid, c, &d);
+    if (rc < 0)
+        kms_audit_refusal(kms, actor, c->op, d.name, rc == KF_ERR_OBJECT ? "" : uid, rc, NULL);
+    else if (c->ev == KF_EV_DESTROY && kf_store_checkpoint(kms->store) < 0)
+        kf_warn("WAL checkpoint after destroy did not complete; it will at the next one");
+    kf_domain_clear(&d);
+    pthread_mutex_unlock(&kms->lock);
+    return rc;
+}
+
+int kf_kms_activate(kf_kms *kms, const char *actor, const char *uid)
+{
+    struct lifecycle_change c = {.op = "Activate", .ev = KF_EV_ACTIVATE};
+    return lifecycle_op(kms, actor, uid, &c);
+}
+
+int kf_kms_revoke(kf_kms *kms, const char *actor, const char *uid, uint32_t reason,
+                  int64_t compromise_time, const char *message)
+{
+    bool compromised = reason == KMIP_REVOKE_KEY_COMPROMISE || reason == KMIP_REVOKE_CA_COMPROMISE;
+    struct lifecycle_change c = {
+        .op = "Revoke",
+        .ev = compromised ? KF_EV_REVOKE_COMPROMISED : KF_EV_REVOKE_OTHER,
+        .reason = reason ? reason : KMIP_REVOKE_UNSPECIFIED,
+        .compromise_time = compromise_time,
+        .message = message,
+    };
+    if (reason > KMIP_REVOKE_PRIVILEGE_WITHDRAWN)
+        return KF_ERR_ATTRIBUTE;
+    return lifecycle_op(kms, actor, uid, &c);
+}
+
+int kf_kms_destroy(kf_kms *kms, const char *actor, const char *uid)
+{
+    struct lifecycle_change c = {.op = "Destroy", .ev = KF_EV_DESTROY};
+    return lifecycle_op(kms, actor, uid, &c);
+}

@@ -1,0 +1,316 @@
+/*
+ * Service lifecycle and administration: open/close, init, unseal, seal,
+ * status, domains, and the audit helpers every operation uses.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "keyfleet/log.h"
+#include "keyfleet/rng.h"
+#include "keyfleet/secmem.h"
+#include "kms_internal.h"
+
+static int audit_mac_cb(void *ctx, const uint8_t *data, size_t len, uint8_t out[32])
+{
+    kf_kms *kms = ctx;
+    return kf_secmod_audit_mac(kms->secmod, data, len, out);
+}
+
+int kms_audit(kf_kms *kms, const char *actor, const char *op, const char *domain,
+              const char *object, int result, const char *detail)
+{
+    struct kf_audit_event ev = {
+        .actor = actor,
+        .operation = op,
+        .domain = domain ? domain : "",
+        .object = object ? object : "",
+        .result = result == KF_OK ? "ok" : kf_errname(result),
+        .detail = detail ? detail : "",
+    };
+    int rc = kf_audit_append(kms->audit, &ev, NULL);
+    if (rc < 0)
+        kf_error("audit append failed for %s: %s", op, kf_strerror(rc));
+    return rc;
+}
+
+void kms_audit_refusal(kf_kms *kms, const char *actor, const char *op, const char *domain,
+                       const char *object, int err, const char *detail)
+{
+    if (kf_store_begin(kms->store) < 0)
+        return;
+    if (kms_audit(kms, actor, op, domain, object, err, detail) < 0 ||
+        kf_store_commit(kms->store) < 0)
+        kf_store_rollback(kms->store);
+}
+
+int kms_domain_handle(kf_kms *kms, const struct kf_domain *d, kf_domain_handle *h)
+{
+    for (size_t i = 0; i < kms->nloaded; i++) {
+        if (kms->loaded[i].domain_id == d->id) {
+            *h = kms->loaded[i].handle;
+            return KF_OK;
+        }
+    }
+    KF_ENSURE(kms->nloaded < KF_KMS_MAX_DOMAIN_HANDLES, KF_ERR_LIMIT);
+    KF_ENSURE(d->wrapped_key != NULL, KF_ERR_INTERNAL);
+    KF_GUARD(kf_secmod_domain_key_load(kms->secmod, d->id, d->wrapped_key, d->wrapped_key_len, h));
+    kms->loaded[kms->nloaded].domain_id = d->id;
+    kms->loaded[kms->nloaded].handle = *h;
+    kms->nloaded++;
+    return KF_OK;
+}
+
+void kms_forget_handles(kf_kms *kms)
+{
+    kms->nloaded = 0;
+}
+
+static int make_dir(const char *dir)
+{
+    if (mkdir(dir, 0700) != 0 && errno != EEXIST) {
+        kf_error("cannot create data directory %s: %s", dir, strerror(errno));
+        return KF_ERR_IO;
+    }
+    struct stat sb;
+    if (stat(dir, &sb) != 0 || !S_ISDIR(sb.st_mode)) {
+        kf_error("data directory %s is not a directory", dir);
+        return KF_ERR_IO;
+    }
+    return KF_OK;
+}
+
+static int open_parts(kf_kms *kms, const struct kf_kms_config *cfg)
+{
+    struct kf_secmod_config sc = {
+        .backend = cfg->pkcs11_module ? KF_SECMOD_PKCS11 : KF_SECMOD_SOFT,
+        .dir = kms->dir,
+        .module_path = cfg->pkcs11_module,
+        .token_label = cfg->token_label,
+        .key_label = NULL,
+    };
+    KF_GUARD(kf_secmod_open(&sc, &kms->secmod));
+    KF_GUARD(kf_store_open(kms->dir, &kms->store));
+    struct kf_audit_mac mac = {.mac = audit_mac_cb, .ctx = kms};
+    struct kf_audit_options opt = {.checkpoint_interval = cfg->audit_checkpoint_interval};
+    KF_GUARD(kf_audit_open(kf_store_db(kms->store), &mac, &opt, &kms->audit));
+    return KF_OK;
+}
+
+/* Dev mode: a 1-of-1 root key kept in the data directory that unseals itself. */
+static int dev_autostart(kf_kms *kms)
+{
+    if (!kf_secmod_initialised(kms->secmod)) {
+        char share[1][KF_SHARE_MAX];
+        int rc = kf_secmod_init_soft(kms->secmod, 1, 1, true, share);
+        kf_wipe(share, sizeof(share));
+        KF_GUARD(kf_store_begin(kms->store));
+        if (kms_audit(kms, "system", "init", "", "", rc, "dev mode: 1-of-1 key file") < 0 ||
+            kf_store_commit(kms->store) < 0)
+            kf_store_rollback(kms->store);
+        KF_GUARD(rc);
+    }
+    int rc = kf_secmod_unseal_dev(kms->secmod);
+    kms_audit_refusal(kms, "system", "unseal", "", "", rc, "dev mode key file");
+    return rc;
+}
+
+int kf_kms_open(const struct kf_kms_config *cfg, kf_kms **out)
+{
+    KF_ENSURE(cfg && cfg->dir && out, KF_ERR_ARG);
+    KF_ENSURE(strlen(cfg->dir) < sizeof(((kf_kms *)0)->dir), KF_ERR_LIMIT);
+    KF_GUARD(make_dir(cfg->dir));
+    kf_rng_install();
+    kf_kms *kms = calloc(1, sizeof(*kms));
+    KF_ENSURE(kms != NULL, KF_ERR_NOMEM);
+    snprintf(kms->dir, sizeof(kms->dir), "%s", cfg->dir);
+    kms->dev = cfg->dev;
+    kms->pkcs11 = cfg->pkcs11_module != NULL;
+    pthread_mutex_init(&kms->lock, NULL);
+    int rc = open_parts(kms, cfg);
+    if (rc == KF_OK && cfg->dev && !kms->pkcs11)
+        rc = dev_autostart(kms);
+    if (rc == KF_OK && kms->pkcs11 && cfg->pin && kf_secmod_initialised(kms->secmod)) {
+        bool done;
+        unsigned received;
+        rc = kf_kms_unseal(kms, "system", cfg->pin, &done, &received);
+    }
+    if (rc < 0) {
+        kf_kms_close(kms);
+        return rc;
+    }
+    *out = kms;
+    return KF_OK;
+}
+
+void kf_kms_close(kf_kms *kms)
+{
+    if (!kms)
+        return;
+    kf_audit_close(kms->audit);
+    kf_store_close(kms->store);
+    kf_secmod_close(kms->secmod);
+    pthread_mutex_destroy(&kms->lock);
+    free(kms);
+}
+
+static int count_domain(void *ctx, const struct kf_domain *d)
+{
+    (void)d;
+    (*(uint64_t *)ctx)++;
+    return KF_OK;
+}
+
+int kf_kms_status(kf_kms *kms, struct kf_kms_status *s)
+{
+    memset(s, 0, sizeof(*s));
+    pthread_mutex_lock(&kms->lock);
+    s->initialised = kf_secmod_initialised(kms->secmod);
+    s->sealed = kf_secmod_sealed(kms->secmod);
+    s->dev = kms->dev;
+    s->backend = kms->pkcs11 ? "pkcs11" : "soft";
+    kf_secmod_progress(kms->secmod, &s->threshold, &s->shares, &s->shares_received);
+    uint8_t hash[KF_AUDIT_HASH_LEN];
+    int rc = kf_audit_head(kms->audit, &s->audit_records, hash);
+    if (rc == KF_OK)
+        rc = kf_store_domain_list(kms->store, count_domain, &s->domains);
+    s->schema_version = kf_store_schema_version();
+    pthread_mutex_unlock(&kms->lock);
+    return rc;
+}
+
+/* Run fn inside lock + transaction with an audit record of its outcome. */
+static int audited_admin(kf_kms *kms, const char *actor, const char *op, const char *domain,
+                         const char *detail, int rc)
+{
+    if (kf_store_begin(kms->store) < 0)
+        return rc < 0 ? rc : KF_ERR_AUDIT_WRITE;
+    int arc = kms_audit(kms, actor, op, domain, "", rc, detail);
+    if (arc < 0 || kf_store_commit(kms->store) < 0) {
+        kf_store_rollback(kms->store);
+        return rc < 0 ? rc : KF_ERR_AUDIT_WRITE;
+    }
+    return rc;
+}
+
+int kf_kms_init(kf_kms *kms, const char *actor, unsigned m, unsigned n,
+                char shares[][KF_SHARE_MAX])
+{
+    KF_ENSURE(!kms->pkcs11, KF_ERR_UNSUPPORTED);
+    pthread_mutex_lock(&kms->lock);
+    int rc = kf_secmod_init_soft(kms->secmod, m, n, false, shares);
+    char detail[64];
+    snprintf(detail, sizeof(detail), "threshold %u of %u shares", m, n);
+    rc = audited_admin(kms, actor, "init", "", detail, rc);
+    pthread_mutex_unlock(&kms->lock);
+    return rc;
+}
+
+int kf_kms_init_pkcs11(kf_kms *kms, const char *actor, const char *pin)
+{
+    KF_ENSURE(kms->pkcs11, KF_ERR_UNSUPPORTED);
+    pthread_mutex_lock(&kms->lock);
+    int rc = kf_secmod_init_pkcs11(kms->secmod, pin);
+    rc = audited_admin(kms, actor, "init", "", "root key generated in PKCS#11 token", rc);
+    pthread_mutex_unlock(&kms->lock);
+    return rc;
+}
+
+int kf_kms_unseal(kf_kms *kms, const char *actor, const char *share_or_pin, bool *done,
+                  unsigned *received)
+{
+    pthread_mutex_lock(&kms->lock);
+    int rc;
+    *done = false;
+    if (!kf_secmod_initialised(kms->secmod)) {
+        rc = KF_ERR_NOT_INIT;
+    } else if (!kf_secmod_sealed(kms->secmod)) {
+        rc = KF_ERR_ALREADY_UNSEALED;
+    } else if (kms->pkcs11) {
+        rc = kf_secmod_unseal_pin(kms->secmod, share_or_pin);
+        *done = rc == KF_OK;
+    } else {
+        rc = kf_secmod_unseal_share(kms->secmod, share_or_pin, done);
+    }
+    unsigned m = 0, n = 0;
+    kf_secmod_progress(kms->secmod, &m, &n, received);
+    if (*done)
+        kms_forget_handles(kms);
+    /* Only the outcome is recorded, never the share or PIN. */
+    const char *detail = *done ? "unsealed" : (rc == KF_OK ? "share accepted" : "refused");
+    rc = audited_admin(kms, actor, "unseal", "", detail, rc);
+    pthread_mutex_unlock(&kms->lock);
+    return rc;
+}
+
+int kf_kms_seal(kf_kms *kms, const char *actor)
+{
+    pthread_mutex_lock(&kms->lock);
+    int rc = kf_secmod_initialised(kms->secmod) ? KF_OK : KF_ERR_NOT_INIT;
+    /* Audit first, while the module can still MAC the head. */
+    rc = audited_admin(kms, actor, "seal", "", "", rc);
+    if (rc == KF_OK) {
+        kf_secmod_seal(kms->secmod);
+        kms_forget_handles(kms);
+    }
+    pthread_mutex_unlock(&kms->lock);
+    return rc;
+}
+
+int kf_kms_domain_create(kf_kms *kms, const char *actor, const char *name, const char *parent)
+{
+    pthread_mutex_lock(&kms->lock);
+    uint64_t id = 0;
+    kf_buf wrapped = {0};
+    int rc = kf_secmod_sealed(kms->secmod) ? KF_ERR_SEALED : KF_OK;
+    if (rc == KF_OK)
+        rc = kf_buf_alloc(&wrapped, 128, 4096, 0);
+    if (rc == KF_OK)
+        rc = kf_store_begin(kms->store);
+    if (rc == KF_OK) {
+        rc = kf_store_domain_create(kms->store, name, parent, NULL, 0, &id);
+        if (rc == KF_OK)
+            rc = kf_secmod_domain_key_new(kms->secmod, id, &wrapped);
+        if (rc == KF_OK)
+            rc = kf_store_domain_set_key(kms->store, id, wrapped.data, wrapped.len);
+        if (rc == KF_OK)
+            rc = kms_audit(kms, actor, "domain-create", name, "", KF_OK,
+                           parent ? parent : "top-level");
+        if (rc == KF_OK)
+            rc = kf_store_commit(kms->store);
+        if (rc < 0)
+            kf_store_rollback(kms->store);
+    }
+    kf_buf_free(&wrapped);
+    if (rc < 0)
+        kms_audit_refusal(kms, actor, "domain-create", kf_domain_name_valid(name) ? name : "", "",
+                          rc, NULL);
+    pthread_mutex_unlock(&kms->lock);
+    return rc;
+}
+
+int kf_kms_domain_list(kf_kms *kms, kf_store_domain_cb cb, void *ctx)
+{
+    pthread_mutex_lock(&kms->lock);
+    int rc = kf_store_domain_list(kms->store, cb, ctx);
+    pthread_mutex_unlock(&kms->lock);
+    return rc;
+}
+
+int kf_kms_audit_list(kf_kms *kms, uint64_t from, uint64_t max, kf_audit_record_cb cb, void *ctx)
+{
+    pthread_mutex_lock(&kms->lock);
+    int rc = kf_audit_list(kms->audit, from, max, cb, ctx);
+    pthread_mutex_unlock(&kms->lock);
+    return rc;
+}
+
+int kf_kms_audit_verify(kf_kms *kms, struct kf_audit_report *r)
+{
+    pthread_mutex_lock(&kms->lock);
+    int rc = kf_audit_verify(kms->audit, r);
+    pthread_mutex_unlock(&kms->lock);
+    return rc;
+}

@@ -1,0 +1,366 @@
+/*
+ * The store's connection: opening the file safely, the schema and its
+ * migrations, transactions and the prepared-statement cache.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "keyfleet/log.h"
+#include "store_internal.h"
+
+#define BUSY_TIMEOUT_MS 10000
+#define SCHEMA_MODULE "store"
+
+/*
+ * Migrations, applied in order, each inside one transaction together with the
+ * version bump. Step i brings the schema from version i to i + 1. Never edit a
+ * released step; append a new one.
+ */
+static const char *const store_migrations[] = {
+    /* 0 -> 1 */
+    "CREATE TABLE domain("
+    "  id INTEGER PRIMARY KEY AUTOINCREMENT,"
+    "  name TEXT NOT NULL UNIQUE,"
+    "  parent_id INTEGER REFERENCES domain(id),"
+    "  wrapped_key BLOB,"
+    "  created INTEGER NOT NULL,"
+    "  last_key_id INTEGER NOT NULL DEFAULT 0 CHECK (last_key_id >= 0));"
+    /* The key ID counter is the high-water mark: it may never go back. */
+    "CREATE TRIGGER domain_key_id_forward BEFORE UPDATE OF last_key_id ON domain"
+    "  WHEN NEW.last_key_id < OLD.last_key_id"
+    "  BEGIN SELECT RAISE(ABORT, 'key id counter may not go back'); END;"
+    "CREATE TABLE object("
+    "  domain_id INTEGER NOT NULL REFERENCES domain(id),"
+    "  key_id INTEGER NOT NULL,"
+    "  object_type INTEGER NOT NULL,"
+    "  state INTEGER NOT NULL,"
+    "  crypto_alg INTEGER NOT NULL DEFAULT 0,"
+    "  crypto_length INTEGER NOT NULL DEFAULT 0,"
+    "  usage_mask INTEGER NOT NULL DEFAULT 0,"
+    "  key_format INTEGER NOT NULL DEFAULT 0,"
+    "  name TEXT NOT NULL DEFAULT '',"
+    "  version INTEGER NOT NULL DEFAULT 0,"
+    "  initial_date INTEGER NOT NULL DEFAULT 0,"
+    "  activation_date INTEGER NOT NULL DEFAULT 0,"
+    "  deactivation_date INTEGER NOT NULL DEFAULT 0,"
+    "  destroy_date INTEGER NOT NULL DEFAULT 0,"
+    "  compromise_date INTEGER NOT NULL DEFAULT 0,"
+    "  compromise_occurrence_date INTEGER NOT NULL DEFAULT 0,"
+    "  last_change_date INTEGER NOT NULL DEFAULT 0,"
+    "  revocation_reason INTEGER NOT NULL DEFAULT 0,"
+    "  revocation_message TEXT NOT NULL DEFAULT '',"
+    "  material BLOB,"
+    "  attributes BLOB,"
+    "  PRIMARY KEY (domain_id, key_id)) WITHOUT ROWID;"
+    "CREATE INDEX object_by_name ON object(domain_id, name);"
+    /* Only IDs the domain's counter handed out may be used. */
+    "CREATE TRIGGER object_key_id_reserved BEFORE INSERT ON object"
+    "  WHEN NEW.key_id < 1 OR NEW.key_id >"
+    "       (SELECT last_key_id FROM domain WHERE id = NEW.domain_id)"
+    "  BEGIN SELECT RAISE(ABORT, 'key id was not reserved'); END;",
+};
+#define STORE_SCHEMA_VERSION ((int)(sizeof(store_migrations) / sizeof(store_migrations[0])))
+
+static const char *const stmt_sql[KF_STMT_COUNT] = {
+    [KF_STMT_BEGIN] = "BEGIN IMMEDIATE",
+    [KF_STMT_COMMIT] = "COMMIT",
+    [KF_STMT_ROLLBACK] = "ROLLBACK",
+    [KF_STMT_DOMAIN_INSERT] = "INSERT INTO domain(name, parent_id, wrapped_key, created) "
+                              "VALUES (?1, ?2, ?3, ?4)",
+    [KF_STMT_DOMAIN_BY_NAME] = "SELECT id, name, parent_id, created, last_key_id, wrapped_key "
+                               "FROM domain WHERE name = ?1",
+    [KF_STMT_DOMAIN_BY_ID] = "SELECT id, name, parent_id, created, last_key_id, wrapped_key "
+                             "FROM domain WHERE id = ?1",
+    [KF_STMT_DOMAIN_LIST] = "SELECT id, name, parent_id, created, last_key_id, wrapped_key "
+                            "FROM domain ORDER BY id",
+    [KF_STMT_DOMAIN_SET_KEY] = "UPDATE domain SET wrapped_key = ?2 WHERE id = ?1",
+    [KF_STMT_NEXT_KEY_ID] = "UPDATE domain SET last_key_id = last_key_id + 1 WHERE id = ?1 "
+                            "RETURNING last_key_id",
+    [KF_STMT_OBJECT_INSERT] =
+        "INSERT INTO object(domain_id, key_id, object_type, state, crypto_alg, crypto_length,"
+        " usage_mask, key_format, name, version, initial_date, activation_date,"
+        " deactivation_date, destroy_date, compromise_date, compromise_occurrence_date,"
+        " last_change_date, revocation_reason, revocation_message, material, attributes) "
+        "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17,"
+        " ?18, ?19, ?20, ?21)",
+    [KF_STMT_OBJECT_GET] =
+        "SELECT domain_id, key_id, object_type, state, crypto_alg, crypto_length, usage_mask,"
+        " key_format, name, version, initial_date, activation_date, deactivation_date,"
+        " destroy_date, compromise_date, compromise_occurrence_date, last_change_date,"
+        " revocation_reason, revocation_message, material, attributes "
+        "FROM object WHERE domain_id = ?1 AND key_id = ?2",
+    [KF_STMT_OBJECT_UPDATE] =
+        "UPDATE object SET object_type = ?3, state = ?4, crypto_alg = ?5, crypto_length = ?6,"
+        " usage_mask = ?7, key_format = ?8, name = ?9, version = ?10, initial_date = ?11,"
+        " activation_date = ?12, deactivation_date = ?13, destroy_date = ?14,"
+        " compromise_date = ?15, compromise_occurrence_date = ?16, last_change_date = ?17,"
+        " revocation_reason = ?18, revocation_message = ?19, material = COALESCE(?20, material),"
+        " attributes = ?21 "
+        "WHERE domain_id = ?1 AND key_id = ?2",
+    [KF_STMT_OBJECT_DESTROY_MATERIAL] =
+        "UPDATE object SET material = NULL WHERE domain_id = ?1 AND key_id = ?2",
+    [KF_STMT_OBJECT_DELETE] = "DELETE FROM object WHERE domain_id = ?1 AND key_id = ?2",
+    [KF_STMT_OBJECT_LIST] =
+        "SELECT domain_id, key_id, object_type, state, crypto_alg, crypto_length, usage_mask,"
+        " key_format, name, version, initial_date, activation_date, deactivation_date,"
+        " destroy_date, compromise_date, compromise_occurrence_date, last_change_date,"
+        " revocation_reason, revocation_message, CASE WHEN ?7 THEN material END, attributes "
+        "FROM object WHERE domain_id = ?1 AND (?2 = 0 OR object_type = ?2)"
+        " AND (?3 = 0 OR state = ?3) AND (?4 IS NULL OR name = ?4) "
+        "ORDER BY key_id LIMIT ?5 OFFSET ?6",
+};
+
+int kf_store_sqlite_error(kf_store *st, int rc, const char *what)
+{
+    switch (rc) {
+    case SQLITE_NOMEM:
+        return KF_ERR_NOMEM;
+    case SQLITE_BUSY:
+    case SQLITE_LOCKED:
+        kf_warn("store: %s: database is busy", what);
+        return KF_ERR_TIMEOUT;
+    case SQLITE_CONSTRAINT_UNIQUE:
+    case SQLITE_CONSTRAINT_PRIMARYKEY:
+        return KF_ERR_EXISTS;
+    case SQLITE_CONSTRAINT_FOREIGNKEY:
+        /* Every foreign key in this schema points at a domain. */
+        return KF_ERR_DOMAIN;
+    case SQLITE_CONSTRAINT_TRIGGER:
+        /* The schema's guard triggers: unreserved key ID, counter going back. */
+        kf_warn("store: %s refused: %s", what, st && st->db ? sqlite3_errmsg(st->db) : "-");
+        return KF_ERR_ARG;
+    default:
+        break;
+    }
+    kf_error("store: %s: %s (sqlite %d)", what, st && st->db ? sqlite3_errmsg(st->db) : "-", rc);
+    return KF_ERR_DB;
+}
+
+int kf_store_stmt(kf_store *st, enum kf_store_stmt id, sqlite3_stmt **out)
+{
+    KF_ENSURE(st && (int)id >= 0 && id < KF_STMT_COUNT, KF_ERR_ARG);
+    sqlite3_stmt *s = st->stmt[id];
+    if (!s) {
+        int rc = sqlite3_prepare_v3(st->db, stmt_sql[id], -1, SQLITE_PREPARE_PERSISTENT, &s,
+                                    NULL);
+        if (rc != SQLITE_OK)
+            return kf_store_sqlite_error(st, rc, "prepare");
+        st->stmt[id] = s;
+    }
+    sqlite3_reset(s);
+    sqlite3_clear_bindings(s);
+    *out = s;
+    return KF_OK;
+}
+
+int kf_store_step_done(kf_store *st, sqlite3_stmt *s, const char *what)
+{
+    int rc = sqlite3_step(s);
+    int err = rc == SQLITE_DONE ? KF_OK : kf_store_sqlite_error(st, rc, what);
+    sqlite3_reset(s);
+    return err;
+}
+
+static int exec_sql(sqlite3 *db, const char *sql)
+{
+    char *msg = NULL;
+    int rc = sqlite3_exec(db, sql, NULL, NULL, &msg);
+    if (rc != SQLITE_OK) {
+        kf_error("store: %s (sqlite %d)", msg ? msg : sqlite3_errstr(rc), rc);
+        sqlite3_free(msg);
+        return rc == SQLITE_BUSY ? KF_ERR_TIMEOUT : KF_ERR_DB;
+    }
+    return KF_OK;
+}
+
+/* The file is created here, not by SQLite, so it gets mode 0600 regardless
+ * of umask and a symlink planted at the path is refused. SQLite gives the
+ * -wal and -shm files the same mode as the database file. */
+static int create_db_file(const char *path)
+{
+    int fd = open(path, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
+    if (fd < 0) {
+        kf_error("store: cannot open %s: %s", path, strerror(errno));
+        return errno == EACCES ? KF_ERR_PERM : KF_ERR_IO;
+    }
+    close(fd);
+    return KF_OK;
+}
+
+static int read_schema_version(sqlite3 *db, int *version)
+{
+    sqlite3_stmt *s = NULL;
+    int rc = sqlite3_prepare_v2(db, "SELECT version FROM schema_version WHERE module = ?1", -1,
+                                &s, NULL);
+    if (rc != SQLITE_OK) {
+        kf_error("store: reading schema version: %s", sqlite3_errmsg(db));
+        return KF_ERR_DB;
+    }
+    sqlite3_bind_text(s, 1, SCHEMA_MODULE, -1, SQLITE_STATIC);
+    rc = sqlite3_step(s);
+    *version = rc == SQLITE_ROW ? sqlite3_column_int(s, 0) : 0;
+    sqlite3_finalize(s);
+    return rc == SQLITE_ROW || rc == SQLITE_DONE ? KF_OK : KF_ERR_DB;
+}
+
+static int write_schema_version(sqlite3 *db, int version)
+{
+    char sql[160];
+    snprintf(sql, sizeof(sql),
+             "INSERT INTO schema_version(module, version) VALUES ('" SCHEMA_MODULE "', %d) "
+             "ON CONFLICT(module) DO UPDATE SET version = excluded.version",
+             version);
+    return exec_sql(db, sql);
+}
+
+static int migrate_locked(sqlite3 *db)
+{
+    KF_GUARD(exec_sql(db, "CREATE TABLE IF NOT EXISTS schema_version("
+                          "module TEXT PRIMARY KEY, version INTEGER NOT NULL)"));
+    int version;
+    KF_GUARD(read_schema_version(db, &version));
+    if (version > STORE_SCHEMA_VERSION) {
+        kf_error("store: database schema version %d, this program knows up to %d", version,
+                 STORE_SCHEMA_VERSION);
+        return KF_ERR_SCHEMA;
+    }
+    for (int v = version; v < STORE_SCHEMA_VERSION; v++) {
+        KF_GUARD(exec_sql(db, store_migrations[v]));
+        KF_GUARD(write_schema_version(db, v + 1));
+        kf_info("store: schema migrated to version %d", v + 1);
+    }
+    return KF_OK;
+}
+
+/* Take the write lock first, so two processes opening a fresh file at once
+ * do not both try to create the tables. */
+static int migrate(sqlite3 *db)
+{
+    KF_GUARD(exec_sql(db, "BEGIN IMMEDIATE"));
+    int err = migrate_locked(db);
+    if (err == KF_OK)
+        err = exec_sql(db, "COMMIT");
+    if (err != KF_OK)
+        sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+    return err;
+}
+
+static int configure(sqlite3 *db)
+{
+    sqlite3_extended_result_codes(db, 1);
+    sqlite3_busy_timeout(db, BUSY_TIMEOUT_MS);
+    sqlite3_stmt *s = NULL;
+    int rc = sqlite3_prepare_v2(db, "PRAGMA journal_mode=WAL", -1, &s, NULL);
+    if (rc != SQLITE_OK)
+        return KF_ERR_DB;
+    rc = sqlite3_step(s);
+    const unsigned char *mode = rc == SQLITE_ROW ? sqlite3_column_text(s, 0) : NULL;
+    bool wal = mode && strcmp((const char *)mode, "wal") == 0;
+    sqlite3_finalize(s);
+    if (!wal) {
+        kf_error("store: cannot switch the database to WAL mode: %s", sqlite3_errmsg(db));
+        return KF_ERR_DB;
+    }
+    return exec_sql(db, "PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;"
+                        " PRAGMA secure_delete=ON;");
+}
+
+int kf_store_open(const char *dir, kf_store **out)
+{
+    KF_ENSURE(dir && out, KF_ERR_ARG);
+    *out = NULL;
+    char path[4096];
+    int n = snprintf(path, sizeof(path), "%s/%s", dir, KF_STORE_DB_NAME);
+    KF_ENSURE(n > 0 && (size_t)n < sizeof(path), KF_ERR_LIMIT);
+    KF_GUARD(create_db_file(path));
+
+    kf_store *st = calloc(1, sizeof(*st));
+    KF_ENSURE(st, KF_ERR_NOMEM);
+    int rc = sqlite3_open_v2(path, &st->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL);
+    int err = rc == SQLITE_OK ? KF_OK : kf_store_sqlite_error(st, rc, "open");
+    if (err == KF_OK)
+        err = configure(st->db);
+    if (err == KF_OK)
+        err = migrate(st->db);
+    if (err != KF_OK) {
+        kf_store_close(st);
+        return err;
+    }
+    *out = st;
+    return KF_OK;
+}
+
+void kf_store_close(kf_store *st)
+{
+    if (!st)
+        return;
+    if (st->db && !sqlite3_get_autocommit(st->db))
+        kf_store_rollback(st);
+    for (int i = 0; i < KF_STMT_COUNT; i++)
+        sqlite3_finalize(st->stmt[i]);
+    sqlite3_close(st->db);
+    free(st);
+}
+
+struct sqlite3 *kf_store_db(kf_store *st)
+{
+    return st ? st->db : NULL;
+}
+
+int kf_store_schema_version(void)
+{
+    return STORE_SCHEMA_VERSION;
+}
+
+static int run_simple(kf_store *st, enum kf_store_stmt id, const char *what)
+{
+    sqlite3_stmt *s;
+    KF_GUARD(kf_store_stmt(st, id, &s));
+    return kf_store_step_done(st, s, what);
+}
+
+int kf_store_begin(kf_store *st)
+{
+    KF_ENSURE(st, KF_ERR_ARG);
+    KF_ENSURE(sqlite3_get_autocommit(st->db), KF_ERR_STATE);
+    return run_simple(st, KF_STMT_BEGIN, "begin");
+}
+
+int kf_store_commit(kf_store *st)
+{
+    KF_ENSURE(st, KF_ERR_ARG);
+    KF_ENSURE(!sqlite3_get_autocommit(st->db), KF_ERR_STATE);
+    return run_simple(st, KF_STMT_COMMIT, "commit");
+}
+
+void kf_store_rollback(kf_store *st)
+{
+    if (!st || sqlite3_get_autocommit(st->db))
+        return;
+    /* Reset every cached statement first: a statement still mid-step would
+     * otherwise keep its read open across the rollback. */
+    for (int i = 0; i < KF_STMT_COUNT; i++)
+        if (st->stmt[i])
+            sqlite3_reset(st->stmt[i]);
+    if (run_simple(st, KF_STMT_ROLLBACK, "rollback") != KF_OK)
+        kf_error("store: rollback failed");
+}
+
+bool kf_store_in_transaction(kf_store *st)
+{
+    return st && !sqlite3_get_autocommit(st->db);
+}
+
+int kf_store_checkpoint(kf_store *st)
+{
+    KF_ENSURE(st, KF_ERR_ARG);
+    KF_ENSURE(sqlite3_get_autocommit(st->db), KF_ERR_STATE);
+    int rc = sqlite3_wal_checkpoint_v2(st->db, NULL, SQLITE_CHECKPOINT_TRUNCATE, NULL, NULL);
+    if (rc != SQLITE_OK)
+        return kf_store_sqlite_error(st, rc, "wal checkpoint");
+    return KF_OK;
+}

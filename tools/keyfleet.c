@@ -1,0 +1,934 @@
+/*
+ * keyfleet: the administration CLI. Talks KMIP TTLV to keyfleetd over the
+ * local admin socket. Human-readable tables by default, --json for scripts.
+ * Exit codes: 0 success, 1 the server refused (reason on stderr), 2 usage,
+ * 3 cannot reach the server.
+ */
+#include <ctype.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <termios.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "keyfleet/kmip_tags.h"
+#include "keyfleet/lifecycle.h"
+#include "keyfleet/secmem.h"
+#include "keyfleet/server.h"
+#include "keyfleet/ttlv.h"
+
+/* Optional fields: a missing or mistyped one leaves the default. */
+static void ignore(int rc)
+{
+    (void)rc;
+}
+
+struct cli {
+    char socket[4200];
+    bool json;
+    kf_arena *arena;
+};
+
+#define EXIT_REFUSED 1
+#define EXIT_USAGE 2
+#define EXIT_CONNECT 3
+
+static const char *const usage_text =
+    "Usage: keyfleet [--dir DIR | --socket PATH] [--json] COMMAND [ARGS]\n"
+    "Administer a keyfleetd over its local admin socket.\n\n"
+    "Commands:\n"
+    "  status                              server state: initialised, sealed, backend\n"
+    "  init [--shares N] [--threshold M]   make the root key, print N operator shares\n"
+    "       [--pin-file F]                 (PKCS#11 backend: the token user PIN instead)\n"
+    "  unseal [--share-file F]             give one share (or the PIN); reads stdin if no file\n"
+    "  seal                                wipe the root and domain keys from memory\n"
+    "  domain create NAME [--parent P]     make a security domain (or sub-domain of P)\n"
+    "  domain list\n"
+    "  key create --domain D [--alg A] [--length BITS] [--name N] [--usage U,U...]\n"
+    "                                      A: aes (default), hmac-sha256, hmac-sha384,\n"
+    "                                      hmac-sha512, hmac-sha1, secret; U: encrypt,\n"
+    "                                      decrypt, wrap, unwrap, mac-generate, mac-verify,\n"
+    "                                      sign, verify, derive\n"
+    "  key list --domain D [--state S] [--offset N] [--limit N]\n"
+    "  key show UID [--export]             attributes; --export also prints the key (hex)\n"
+    "  key activate UID\n"
+    "  key revoke UID [--reason R] [--message TEXT]\n"
+    "                                      R: unspecified, compromise, ca-compromise,\n"
+    "                                      affiliation-changed, superseded, cessation,\n"
+    "                                      privilege-withdrawn\n"
+    "  key destroy UID                     (revoke an active key first)\n"
+    "  audit show [--from SEQ] [--limit N]\n"
+    "  audit verify                        check the hash chain, MACs and order\n\n"
+    "Options:\n"
+    "  --dir DIR       data directory of the server (default: $KEYFLEET_DIR or ./data)\n"
+    "  --socket PATH   admin socket (default: DIR/keyfleetd.sock)\n"
+    "  --json          machine-readable output\n"
+    "  -h, --help      this text (also: keyfleet COMMAND --help)\n";
+
+static int usage_error(const char *why)
+{
+    fprintf(stderr, "keyfleet: %s\n(see keyfleet --help)\n", why);
+    return EXIT_USAGE;
+}
+
+/* ---- JSON and table output ---- */
+static void json_string(const char *s, size_t n)
+{
+    putchar('"');
+    for (size_t i = 0; i < n; i++) {
+        unsigned char ch = (unsigned char)s[i];
+        if (ch == '"' || ch == '\\')
+            printf("\\%c", ch);
+        else if (ch < 0x20)
+            printf("\\u%04x", ch);
+        else
+            putchar(ch);
+    }
+    putchar('"');
+}
+
+static void format_time(int64_t secs, char *out, size_t len)
+{
+    if (!secs) {
+        snprintf(out, len, "-");
+        return;
+    }
+    time_t t = (time_t)secs;
+    struct tm tm;
+    gmtime_r(&t, &tm);
+    strftime(out, len, "%Y-%m-%dT%H:%M:%SZ", &tm);
+}
+
+/* ---- Requests ---- */
+static kf_ttlv *new_request(struct cli *c, uint32_t op, kf_ttlv **payload)
+{
+    kf_arena *a = c->arena;
+    kf_ttlv *msg = kf_ttlv_struct(a, NULL, KMIP_TAG_REQUEST_MESSAGE);
+    kf_ttlv *hdr = kf_ttlv_struct(a, msg, KMIP_TAG_REQUEST_HEADER);
+    kf_ttlv *pv = kf_ttlv_struct(a, hdr, KMIP_TAG_PROTOCOL_VERSION);
+    kf_ttlv_add_int(a, pv, KMIP_TAG_PROTOCOL_VERSION_MAJOR, 2);
+    kf_ttlv_add_int(a, pv, KMIP_TAG_PROTOCOL_VERSION_MINOR, 1);
+    kf_ttlv_add_int(a, hdr, KMIP_TAG_BATCH_COUNT, 1);
+    kf_ttlv *bi = kf_ttlv_struct(a, msg, KMIP_TAG_BATCH_ITEM);
+    kf_ttlv_add_enum(a, bi, KMIP_TAG_OPERATION, op);
+    *payload = kf_ttlv_struct(a, bi, KMIP_TAG_REQUEST_PAYLOAD);
+    return *payload ? msg : NULL;
+}
+
+/* Send, receive, check the result. *out gets the Response Payload. */
+static int call(struct cli *c, kf_ttlv *msg, const kf_ttlv **out)
+{
+    kf_buf req = {0}, resp = {0};
+    int fd = -1, rc, exit_code = EXIT_REFUSED;
+    if (!msg || kf_buf_alloc(&req, 1024, KF_FRAME_MAX, KF_BUF_SECRET) < 0 ||
+        kf_buf_alloc(&resp, 1024, KF_FRAME_MAX, KF_BUF_SECRET) < 0 ||
+        kf_ttlv_encode(msg, &req) < 0) {
+        fprintf(stderr, "keyfleet: cannot build the request\n");
+        goto out;
+    }
+    if ((rc = kf_client_connect(c->socket, &fd)) < 0) {
+        fprintf(stderr, "keyfleet: %s (socket %s)\n", kf_strerror(rc), c->socket);
+        exit_code = EXIT_CONNECT;
+        goto out;
+    }
+    if ((rc = kf_client_call(fd, req.data, req.len, &resp)) < 0) {
+        fprintf(stderr, "keyfleet: no answer from keyfleetd: %s\n", kf_strerror(rc));
+        exit_code = EXIT_CONNECT;
+        goto out;
+    }
+    kf_ttlv *r;
+    if ((rc = kf_ttlv_decode(resp.data, resp.len, NULL, c->arena, &r)) < 0) {
+        fprintf(stderr, "keyfleet: malformed answer: %s\n", kf_strerror(rc));
+        goto out;
+    }
+    const kf_ttlv *bi = kf_ttlv_find(r, KMIP_TAG_BATCH_ITEM);
+    uint32_t status = 1, reason = 0;
+    if (kf_ttlv_get_enum(kf_ttlv_find(bi, KMIP_TAG_RESULT_STATUS), &status) < 0) {
+        fprintf(stderr, "keyfleet: the answer has no result status\n");
+        goto out;
+    }
+    if (status != KMIP_RESULT_STATUS_SUCCESS) {
+        const char *m = NULL;
+        size_t mlen = 0;
+        ignore(kf_ttlv_get_enum(kf_ttlv_find(bi, KMIP_TAG_RESULT_REASON), &reason));
+        ignore(kf_ttlv_get_text(kf_ttlv_find(bi, KMIP_TAG_RESULT_MESSAGE), &m, &mlen));
+        const char *rname = kf_ttlv_enum_name(KMIP_TAG_RESULT_REASON, reason);
+        if (c->json) {
+            printf("{\"ok\":false,\"reason\":");
+            json_string(rname ? rname : "?", strlen(rname ? rname : "?"));
+            printf(",\"message\":");
+            json_string(m ? m : "", mlen);
+            printf("}\n");
+        }
+        fprintf(stderr, "keyfleet: refused (%s): %.*s\n", rname ? rname : "?", (int)mlen,
+                m ? m : "");
+        goto out;
+    }
+    *out = kf_ttlv_find(bi, KMIP_TAG_RESPONSE_PAYLOAD);
+    exit_code = 0;
+out:
+    if (fd >= 0)
+        close(fd);
+    kf_buf_free(&req);
+    kf_buf_free(&resp);
+    return exit_code;
+}
+
+static const char *text_of(const kf_ttlv *parent, uint32_t tag)
+{
+    const char *s;
+    size_t n;
+    return kf_ttlv_get_text(kf_ttlv_find(parent, tag), &s, &n) == KF_OK ? s : "";
+}
+static int64_t long_of(const kf_ttlv *parent, uint32_t tag)
+{
+    int64_t v = 0;
+    if (kf_ttlv_get_long(kf_ttlv_find(parent, tag), &v) < 0)
+        ignore(kf_ttlv_get_datetime(kf_ttlv_find(parent, tag), &v));
+    return v;
+}
+static int32_t int_of(const kf_ttlv *parent, uint32_t tag)
+{
+    int32_t v = 0;
+    ignore(kf_ttlv_get_int(kf_ttlv_find(parent, tag), &v));
+    return v;
+}
+static bool bool_of(const kf_ttlv *parent, uint32_t tag)
+{
+    bool v = false;
+    ignore(kf_ttlv_get_bool(kf_ttlv_find(parent, tag), &v));
+    return v;
+}
+static const char *enum_of(const kf_ttlv *parent, uint32_t tag)
+{
+    uint32_t v;
+    if (kf_ttlv_get_enum(kf_ttlv_find(parent, tag), &v) < 0)
+        return "";
+    const char *n = kf_ttlv_enum_name(tag, v);
+    return n ? n : "?";
+}
+
+/* ---- Option parsing for subcommands: --name value pairs ---- */
+static const char *opt_value(int argc, char **argv, const char *name)
+{
+    for (int i = 0; i < argc - 1; i++)
+        if (strcmp(argv[i], name) == 0)
+            return argv[i + 1];
+    return NULL;
+}
+static bool opt_flag(int argc, char **argv, const char *name)
+{
+    for (int i = 0; i < argc; i++)
+        if (strcmp(argv[i], name) == 0)
+            return true;
+    return false;
+}
+/*
+ * Every --option must be one of the allowed; flags take no value. When
+ * positional is 1 the first argument is the one positional (NAME or UID).
+ */
+static int check_opts(int argc, char **argv, const char *const *with_value,
+                      const char *const *flags, int positional)
+{
+    int i = 0;
+    if (positional) {
+        if (argc < 1 || strncmp(argv[0], "--", 2) == 0)
+            return usage_error("missing argument");
+        i = 1;
+    }
+    for (; i < argc; i++) {
+        bool known = false;
+        if (strncmp(argv[i], "--", 2) != 0)
+            return usage_error("unexpected argument");
+        for (const char *const *o = with_value; o && *o; o++)
+            if (strcmp(argv[i], *o) == 0) {
+                if (i + 1 >= argc)
+                    return usage_error("option needs a value");
+                i++;
+                known = true;
+                break;
+            }
+        for (const char *const *o = flags; !known && o && *o; o++)
+            known = strcmp(argv[i], *o) == 0;
+        if (!known) {
+            fprintf(stderr, "keyfleet: unknown option %s\n", argv[i]);
+            return EXIT_USAGE;
+        }
+    }
+    return 0;
+}
+
+/* ---- Commands ---- */
+static int cmd_status(struct cli *c, int argc, char **argv)
+{
+    int rc = check_opts(argc, argv, NULL, NULL, 0);
+    kf_ttlv *p, *m = new_request(c, KMIP_OP_KEYFLEET_STATUS, &p);
+    const kf_ttlv *r;
+    if (rc || (rc = call(c, m, &r)))
+        return rc;
+    bool init = bool_of(r, KMIP_TAG_KEYFLEET_INITIALISED), sealed = bool_of(r, KMIP_TAG_KEYFLEET_SEALED);
+    const char *backend = text_of(r, KMIP_TAG_KEYFLEET_BACKEND);
+    if (c->json) {
+        printf("{\"initialised\":%s,\"sealed\":%s,\"dev\":%s,\"backend\":\"%s\",\"threshold\":%d,"
+               "\"shares\":%d,\"shares_received\":%d,\"domains\":%d,\"audit_records\":%lld}\n",
+               init ? "true" : "false", sealed ? "true" : "false",
+               bool_of(r, KMIP_TAG_KEYFLEET_DEV_MODE) ? "true" : "false", backend,
+               int_of(r, KMIP_TAG_KEYFLEET_THRESHOLD), int_of(r, KMIP_TAG_KEYFLEET_SHARE_COUNT),
+               int_of(r, KMIP_TAG_KEYFLEET_SHARES_RECEIVED), int_of(r, KMIP_TAG_KEYFLEET_OBJECT_COUNT),
+               (long long)long_of(r, KMIP_TAG_KEYFLEET_AUDIT_RECORDS));
+        return 0;
+    }
+    printf("initialised    %s\n", init ? "yes" : "no (run: keyfleet init)");
+    printf("sealed         %s\n", !init ? "-" : sealed ? "yes (run: keyfleet unseal)" : "no");
+    printf("backend        %s%s\n", backend, bool_of(r, KMIP_TAG_KEYFLEET_DEV_MODE) ? " (dev mode)" : "");
+    if (strcmp(backend, "soft") == 0 && init)
+        printf("threshold      %d of %d shares (%d received)\n", int_of(r, KMIP_TAG_KEYFLEET_THRESHOLD),
+               int_of(r, KMIP_TAG_KEYFLEET_SHARE_COUNT), int_of(r, KMIP_TAG_KEYFLEET_SHARES_RECEIVED));
+    printf("domains        %d\n", int_of(r, KMIP_TAG_KEYFLEET_OBJECT_COUNT));
+    printf("audit records  %lld\n", (long long)long_of(r, KMIP_TAG_KEYFLEET_AUDIT_RECORDS));
+    return 0;
+}
+
+static int read_secret_file(const char *path, char *out, size_t len)
+{
+    FILE *f = strcmp(path, "-") == 0 ? stdin : fopen(path, "re");
+    if (!f)
+        return -1;
+    bool ok = fgets(out, (int)len, f) != NULL;
+    if (f != stdin)
+        fclose(f);
+    out[strcspn(out, "\r\n")] = 0;
+    return ok && out[0] ? 0 : -1;
+}
+
+/* Read a share or PIN from the terminal without echo, or from stdin. */
+static int read_secret(const char *prompt, char *out, size_t len)
+{
+    struct termios old, quiet;
+    bool tty = isatty(STDIN_FILENO) && tcgetattr(STDIN_FILENO, &old) == 0;
+    if (tty) {
+        fprintf(stderr, "%s", prompt);
+        quiet = old;
+        quiet.c_lflag &= ~(tcflag_t)ECHO;
+        tcsetattr(STDIN_FILENO, TCSAFLUSH, &quiet);
+    }
+    int rc = read_secret_file("-", out, len);
+    if (tty) {
+        tcsetattr(STDIN_FILENO, TCSAFLUSH, &old);
+        fprintf(stderr, "\n");
+    }
+    return rc;
+}
+
+static int cmd_init(struct cli *c, int argc, char **argv)
+{
+    static const char *const vals[] = {"--shares", "--threshold", "--pin-file", NULL};
+    int rc = check_opts(argc, argv, vals, NULL, 0);
+    if (rc)
+        return rc;
+    const char *pin_file = opt_value(argc, argv, "--pin-file");
+    int n = atoi(opt_value(argc, argv, "--shares") ? opt_value(argc, argv, "--shares") : "5");
+    int m = atoi(opt_value(argc, argv, "--threshold") ? opt_value(argc, argv, "--threshold") : "3");
+    kf_ttlv *p, *msg = new_request(c, KMIP_OP_KEYFLEET_INIT, &p);
+    char pin[256] = "";
+    if (pin_file) {
+        if (read_secret_file(pin_file, pin, sizeof(pin)) < 0)
+            return usage_error("cannot read the PIN file");
+        kf_ttlv_add_text(c->arena, p, KMIP_TAG_KEYFLEET_PIN, pin);
+        kf_wipe(pin, sizeof(pin));
+    } else {
+        if (n < 1 || n > 255 || m < 1 || m > n)
+            return usage_error("need 1 <= --threshold <= --shares <= 255");
+        kf_ttlv_add_int(c->arena, p, KMIP_TAG_KEYFLEET_THRESHOLD, m);
+        kf_ttlv_add_int(c->arena, p, KMIP_TAG_KEYFLEET_SHARE_COUNT, n);
+    }
+    const kf_ttlv *r;
+    if ((rc = call(c, msg, &r)))
+        return rc;
+    if (pin_file) {
+        printf(c->json ? "{\"initialised\":true}\n" : "Root key generated in the PKCS#11 token.\n");
+        return 0;
+    }
+    if (c->json)
+        printf("{\"threshold\":%d,\"shares\":[", m);
+    else
+        printf("Root key made and split into %d shares; any %d unseal the server.\n"
+               "Give each share to a different custodian and keep no copy together.\n"
+               "They are shown once and stored nowhere.\n\n", n, m);
+    int i = 0;
+    for (const kf_ttlv *s = kf_ttlv_find(r, KMIP_TAG_KEYFLEET_SHARE); s;
+         s = kf_ttlv_find_next(s, KMIP_TAG_KEYFLEET_SHARE), i++) {
+        const char *t;
+        size_t len;
+        if (kf_ttlv_get_text(s, &t, &len) < 0)
+            continue;
+        if (c->json) {
+            printf(i ? "," : "");
+            json_string(t, len);
+        } else {
+            printf("share %d: %.*s\n", i + 1, (int)len, t);
+        }
+    }
+    printf(c->json ? "]}\n" : "\nThe server is sealed: run 'keyfleet unseal' %d times.\n", m);
+    return 0;
+}
+
+static int cmd_unseal(struct cli *c, int argc, char **argv)
+{
+    static const char *const vals[] = {"--share-file", "--pin-file", NULL};
+    int rc = check_opts(argc, argv, vals, NULL, 0);
+    if (rc)
+        return rc;
+    const char *file = opt_value(argc, argv, "--share-file");
+    const char *pin_file = opt_value(argc, argv, "--pin-file");
+    char secret[256];
+    if (pin_file ? read_secret_file(pin_file, secret, sizeof(secret))
+        : file   ? read_secret_file(file, secret, sizeof(secret))
+                 : read_secret("Share (or PKCS#11 PIN): ", secret, sizeof(secret)))
+        return usage_error("no share given");
+    kf_ttlv *p, *msg = new_request(c, KMIP_OP_KEYFLEET_UNSEAL, &p);
+    kf_ttlv_add_text(c->arena, p, pin_file ? KMIP_TAG_KEYFLEET_PIN : KMIP_TAG_KEYFLEET_SHARE, secret);
+    kf_wipe(secret, sizeof(secret));
+    const kf_ttlv *r;
+    if ((rc = call(c, msg, &r)))
+        return rc;
+    bool sealed = bool_of(r, KMIP_TAG_KEYFLEET_SEALED);
+    int got = int_of(r, KMIP_TAG_KEYFLEET_SHARES_RECEIVED), need = int_of(r, KMIP_TAG_KEYFLEET_THRESHOLD);
+    if (c->json)
+        printf("{\"sealed\":%s,\"shares_received\":%d,\"threshold\":%d}\n", sealed ? "true" : "false",
+               got, need);
+    else if (sealed)
+        printf("Share accepted: %d of %d. Still sealed.\n", got, need);
+    else
+        printf("Unsealed.\n");
+    return 0;
+}
+
+static int simple_op(struct cli *c, int argc, char **argv, uint32_t op, const char *done_text)
+{
+    int rc = check_opts(argc, argv, NULL, NULL, 0);
+    kf_ttlv *p, *msg = new_request(c, op, &p);
+    const kf_ttlv *r;
+    if (rc || (rc = call(c, msg, &r)))
+        return rc;
+    printf(c->json ? "{\"ok\":true}\n" : "%s\n", done_text);
+    return 0;
+}
+
+static int cmd_domain(struct cli *c, int argc, char **argv)
+{
+    if (argc < 1)
+        return usage_error("domain create NAME | domain list");
+    kf_ttlv *p, *msg;
+    const kf_ttlv *r;
+    int rc;
+    if (strcmp(argv[0], "create") == 0) {
+        static const char *const vals[] = {"--parent", NULL};
+        if ((rc = check_opts(argc - 1, argv + 1, vals, NULL, 1)))
+            return rc;
+        msg = new_request(c, KMIP_OP_KEYFLEET_DOMAIN_CREATE, &p);
+        kf_ttlv_add_text(c->arena, p, KMIP_TAG_KEYFLEET_DOMAIN, argv[1]);
+        const char *parent = opt_value(argc - 1, argv + 1, "--parent");
+        if (parent)
+            kf_ttlv_add_text(c->arena, p, KMIP_TAG_KEYFLEET_PARENT_DOMAIN, parent);
+        if ((rc = call(c, msg, &r)))
+            return rc;
+        if (c->json) {
+            printf("{\"domain\":");
+            json_string(argv[1], strlen(argv[1]));
+            printf("}\n");
+        } else {
+            printf("Domain %s created.\n", argv[1]);
+        }
+        return 0;
+    }
+    if (strcmp(argv[0], "list") != 0)
+        return usage_error("domain create NAME | domain list");
+    if ((rc = check_opts(argc - 1, argv + 1, NULL, NULL, 0)))
+        return rc;
+    msg = new_request(c, KMIP_OP_KEYFLEET_DOMAIN_LIST, &p);
+    if ((rc = call(c, msg, &r)))
+        return rc;
+    if (!c->json)
+        printf("%-6s %-24s %-24s %-10s %s\n", "ID", "DOMAIN", "PARENT", "LAST KEY", "CREATED");
+    else
+        printf("[");
+    int i = 0;
+    for (const kf_ttlv *d = kf_ttlv_find(r, KMIP_TAG_KEYFLEET_DOMAIN_INFO); d;
+         d = kf_ttlv_find_next(d, KMIP_TAG_KEYFLEET_DOMAIN_INFO), i++) {
+        int64_t parent_id = long_of(d, KMIP_TAG_KEYFLEET_FROM);
+        const char *parent = "-";
+        for (const kf_ttlv *e = kf_ttlv_find(r, KMIP_TAG_KEYFLEET_DOMAIN_INFO); parent_id && e;
+             e = kf_ttlv_find_next(e, KMIP_TAG_KEYFLEET_DOMAIN_INFO))
+            if (long_of(e, KMIP_TAG_KEYFLEET_AUDIT_SEQ) == parent_id)
+                parent = text_of(e, KMIP_TAG_KEYFLEET_DOMAIN);
+        char created[32];
+        format_time(long_of(d, KMIP_TAG_INITIAL_DATE), created, sizeof(created));
+        const char *name = text_of(d, KMIP_TAG_KEYFLEET_DOMAIN);
+        if (c->json) {
+            printf("%s{\"id\":%lld,\"name\":", i ? "," : "", (long long)long_of(d, KMIP_TAG_KEYFLEET_AUDIT_SEQ));
+            json_string(name, strlen(name));
+            printf(",\"parent\":");
+            if (parent_id)
+                json_string(parent, strlen(parent));
+            else
+                printf("null");
+            printf(",\"last_key_id\":%lld,\"created\":\"%s\"}",
+                   (long long)long_of(d, KMIP_TAG_KEYFLEET_KEY_ID), created);
+        } else {
+            printf("%-6lld %-24s %-24s %-10lld %s\n", (long long)long_of(d, KMIP_TAG_KEYFLEET_AUDIT_SEQ),
+                   name, parent, (long long)long_of(d, KMIP_TAG_KEYFLEET_KEY_ID), created);
+        }
+    }
+    if (c->json)
+        printf("]\n");
+    return 0;
+}
+
+static const struct {
+    const char *name;
+    uint32_t bit;
+} usage_names[] = {
+    {"sign", KMIP_USAGE_SIGN},           {"verify", KMIP_USAGE_VERIFY},
+    {"encrypt", KMIP_USAGE_ENCRYPT},     {"decrypt", KMIP_USAGE_DECRYPT},
+    {"wrap", KMIP_USAGE_WRAP_KEY},       {"unwrap", KMIP_USAGE_UNWRAP_KEY},
+    {"mac-generate", KMIP_USAGE_MAC_GENERATE}, {"mac-verify", KMIP_USAGE_MAC_VERIFY},
+    {"derive", KMIP_USAGE_DERIVE_KEY},
+};
+
+static int parse_usage(const char *list, uint32_t *mask)
+{
+    char buf[256];
+    snprintf(buf, sizeof(buf), "%s", list);
+    *mask = 0;
+    for (char *save, *t = strtok_r(buf, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
+        bool found = false;
+        for (size_t i = 0; i < sizeof(usage_names) / sizeof(usage_names[0]); i++)
+            if (strcmp(t, usage_names[i].name) == 0) {
+                *mask |= usage_names[i].bit;
+                found = true;
+            }
+        if (!found) {
+            fprintf(stderr, "keyfleet: unknown usage %s\n", t);
+            return EXIT_USAGE;
+        }
+    }
+    return 0;
+}
+
+static void usage_text_of(uint32_t mask, char *out, size_t len)
+{
+    out[0] = 0;
+    for (size_t i = 0; i < sizeof(usage_names) / sizeof(usage_names[0]); i++)
+        if (mask & usage_names[i].bit) {
+            size_t n = strlen(out);
+            snprintf(out + n, len - n, "%s%s", n ? "," : "", usage_names[i].name);
+        }
+    if (!out[0])
+        snprintf(out, len, "-");
+}
+
+static const struct {
+    const char *name;
+    uint32_t alg;
+    int32_t length;
+} alg_names[] = {
+    {"aes", KMIP_ALG_AES, 256},
+    {"hmac-sha1", KMIP_ALG_HMAC_SHA1, 160},
+    {"hmac-sha256", KMIP_ALG_HMAC_SHA256, 256},
+    {"hmac-sha384", KMIP_ALG_HMAC_SHA384, 384},
+    {"hmac-sha512", KMIP_ALG_HMAC_SHA512, 512},
+    {"secret", 0, 256},
+};
+
+static int cmd_key_create(struct cli *c, int argc, char **argv)
+{
+    static const char *const vals[] = {"--domain", "--alg", "--length", "--name", "--usage", NULL};
+    int rc = check_opts(argc, argv, vals, NULL, 0);
+    if (rc)
+        return rc;
+    const char *domain = opt_value(argc, argv, "--domain");
+    const char *alg = opt_value(argc, argv, "--alg") ? opt_value(argc, argv, "--alg") : "aes";
+    const char *name = opt_value(argc, argv, "--name");
+    const char *usage = opt_value(argc, argv, "--usage");
+    if (!domain)
+        return usage_error("key create needs --domain");
+    size_t ai = 0;
+    while (ai < sizeof(alg_names) / sizeof(alg_names[0]) && strcmp(alg_names[ai].name, alg) != 0)
+        ai++;
+    if (ai == sizeof(alg_names) / sizeof(alg_names[0]))
+        return usage_error("unknown --alg");
+    int32_t length = opt_value(argc, argv, "--length") ? atoi(opt_value(argc, argv, "--length"))
+                                                       : alg_names[ai].length;
+    uint32_t mask = alg_names[ai].alg == KMIP_ALG_AES ? KMIP_USAGE_ENCRYPT | KMIP_USAGE_DECRYPT
+                    : alg_names[ai].alg ? KMIP_USAGE_MAC_GENERATE | KMIP_USAGE_MAC_VERIFY
+                                        : KMIP_USAGE_DERIVE_KEY;
+    if (usage && (rc = parse_usage(usage, &mask)))
+        return rc;
+    kf_ttlv *p, *msg = new_request(c, KMIP_OP_CREATE, &p);
+    kf_ttlv_add_enum(c->arena, p, KMIP_TAG_OBJECT_TYPE,
+                     alg_names[ai].alg ? KMIP_OBJ_SYMMETRIC_KEY : KMIP_OBJ_SECRET_DATA);
+    kf_ttlv *at = kf_ttlv_struct(c->arena, p, KMIP_TAG_ATTRIBUTES);
+    if (alg_names[ai].alg)
+        kf_ttlv_add_enum(c->arena, at, KMIP_TAG_CRYPTOGRAPHIC_ALGORITHM, alg_names[ai].alg);
+    kf_ttlv_add_int(c->arena, at, KMIP_TAG_CRYPTOGRAPHIC_LENGTH, length);
+    kf_ttlv_add_int(c->arena, at, KMIP_TAG_CRYPTOGRAPHIC_USAGE_MASK, (int32_t)mask);
+    kf_ttlv_add_text(c->arena, at, KMIP_TAG_KEYFLEET_DOMAIN, domain);
+    if (name) {
+        kf_ttlv *n = kf_ttlv_struct(c->arena, at, KMIP_TAG_NAME);
+        kf_ttlv_add_text(c->arena, n, KMIP_TAG_NAME_VALUE, name);
+        kf_ttlv_add_enum(c->arena, n, KMIP_TAG_NAME_TYPE, 1);
+    }
+    const kf_ttlv *r;
+    if ((rc = call(c, msg, &r)))
+        return rc;
+    const char *uid = text_of(r, KMIP_TAG_UNIQUE_IDENTIFIER);
+    if (c->json) {
+        printf("{\"uid\":");
+        json_string(uid, strlen(uid));
+        printf("}\n");
+    } else {
+        printf("%s\n", uid);
+    }
+    return 0;
+}
+
+/* One object from a KMIP 2.x Attributes structure. */
+static void print_object(struct cli *c, const kf_ttlv *at, bool first, bool table)
+{
+    char usage[128], dates[7][32];
+    uint32_t mask = (uint32_t)int_of(at, KMIP_TAG_CRYPTOGRAPHIC_USAGE_MASK);
+    usage_text_of(mask, usage, sizeof(usage));
+    const uint32_t date_tags[7] = {KMIP_TAG_INITIAL_DATE,    KMIP_TAG_ACTIVATION_DATE,
+                                   KMIP_TAG_DEACTIVATION_DATE, KMIP_TAG_COMPROMISE_DATE,
+                                   KMIP_TAG_COMPROMISE_OCCURRENCE_DATE, KMIP_TAG_DESTROY_DATE,
+                                   KMIP_TAG_LAST_CHANGE_DATE};
+    static const char *const date_names[7] = {"initial",     "activation", "deactivation",
+                                              "compromise",  "compromise_occurrence",
+                                              "destroy",     "last_change"};
+    for (int i = 0; i < 7; i++)
+        format_time(long_of(at, date_tags[i]), dates[i], sizeof(dates[i]));
+    const char *uid = text_of(at, KMIP_TAG_UNIQUE_IDENTIFIER);
+    const char *name = text_of(kf_ttlv_find(at, KMIP_TAG_NAME), KMIP_TAG_NAME_VALUE);
+    const char *alg = enum_of(at, KMIP_TAG_CRYPTOGRAPHIC_ALGORITHM);
+    const char *revoked = enum_of(kf_ttlv_find(at, KMIP_TAG_REVOCATION_REASON),
+                                  KMIP_TAG_REVOCATION_REASON_CODE);
+    if (c->json) {
+        printf("%s{\"uid\":", first ? "" : ",");
+        json_string(uid, strlen(uid));
+        printf(",\"key_id\":%lld,\"type\":\"%s\",\"state\":\"%s\",\"algorithm\":\"%s\",\"length\":%d,"
+               "\"usage\":\"%s\",\"name\":",
+               (long long)long_of(at, KMIP_TAG_KEYFLEET_KEY_ID), enum_of(at, KMIP_TAG_OBJECT_TYPE),
+               enum_of(at, KMIP_TAG_STATE), alg, int_of(at, KMIP_TAG_CRYPTOGRAPHIC_LENGTH), usage);
+        json_string(name, strlen(name));
+        for (int i = 0; i < 7; i++)
+            printf(",\"%s_date\":\"%s\"", date_names[i], dates[i]);
+        printf(",\"revocation_reason\":\"%s\"}", revoked);
+    } else if (table) {
+        printf("%-28s %-14s %-12s %-12s %-6d %-20s %s\n", uid, enum_of(at, KMIP_TAG_OBJECT_TYPE),
+               enum_of(at, KMIP_TAG_STATE), *alg ? alg : "-",
+               int_of(at, KMIP_TAG_CRYPTOGRAPHIC_LENGTH), *name ? name : "-", dates[0]);
+    } else {
+        printf("uid                %s\ntype               %s\nstate              %s\n", uid,
+               enum_of(at, KMIP_TAG_OBJECT_TYPE), enum_of(at, KMIP_TAG_STATE));
+        printf("algorithm          %s\nlength             %d\nusage              %s\n",
+               *alg ? alg : "-", int_of(at, KMIP_TAG_CRYPTOGRAPHIC_LENGTH), usage);
+        printf("name               %s\n", *name ? name : "-");
+        for (int i = 0; i < 7; i++)
+            if (strcmp(dates[i], "-") != 0)
+                printf("%-18s %s\n", date_names[i], dates[i]);
+        if (*revoked)
+            printf("revocation reason  %s\n", revoked);
+    }
+}
+
+static int cmd_key_list(struct cli *c, int argc, char **argv)
+{
+    static const char *const vals[] = {"--domain", "--state", "--offset", "--limit", NULL};
+    int rc = check_opts(argc, argv, vals, NULL, 0);
+    if (rc)
+        return rc;
+    const char *domain = opt_value(argc, argv, "--domain");
+    if (!domain)
+        return usage_error("key list needs --domain");
+    kf_ttlv *p, *msg = new_request(c, KMIP_OP_KEYFLEET_KEY_LIST, &p);
+    kf_ttlv_add_text(c->arena, p, KMIP_TAG_KEYFLEET_DOMAIN, domain);
+    const char *state = opt_value(argc, argv, "--state");
+    if (state) {
+        uint32_t s = 0;
+        for (uint32_t i = 1; i <= 6; i++) {
+            char lower[32];
+            snprintf(lower, sizeof(lower), "%s", kf_lifecycle_state_name(i));
+            for (char *q = lower; *q; q++)
+                *q = *q == ' ' ? '-' : (char)tolower((unsigned char)*q);
+            if (strcmp(lower, state) == 0)
+                s = i;
+        }
+        if (!s)
+            return usage_error("--state: pre-active, active, deactivated, compromised, destroyed, "
+                               "destroyed-compromised");
+        kf_ttlv_add_enum(c->arena, p, KMIP_TAG_STATE, s);
+    }
+    if (opt_value(argc, argv, "--offset"))
+        kf_ttlv_add_long(c->arena, p, KMIP_TAG_KEYFLEET_FROM, atoll(opt_value(argc, argv, "--offset")));
+    if (opt_value(argc, argv, "--limit"))
+        kf_ttlv_add_int(c->arena, p, KMIP_TAG_KEYFLEET_LIMIT, atoi(opt_value(argc, argv, "--limit")));
+    const kf_ttlv *r;
+    if ((rc = call(c, msg, &r)))
+        return rc;
+    if (c->json)
+        printf("[");
+    else
+        printf("%-28s %-14s %-12s %-12s %-6s %-20s %s\n", "UID", "TYPE", "STATE", "ALGORITHM",
+               "LENGTH", "NAME", "CREATED");
+    bool first = true;
+    for (const kf_ttlv *at = kf_ttlv_find(r, KMIP_TAG_ATTRIBUTES); at;
+         at = kf_ttlv_find_next(at, KMIP_TAG_ATTRIBUTES), first = false)
+        print_object(c, at, first, true);
+    if (c->json)
+        printf("]\n");
+    return 0;
+}
+
+static int cmd_key_show(struct cli *c, int argc, char **argv)
+{
+    static const char *const flags[] = {"--export", NULL};
+    int rc = check_opts(argc, argv, NULL, flags, 1);
+    if (rc)
+        return rc;
+    kf_ttlv *p, *msg = new_request(c, KMIP_OP_GET_ATTRIBUTES, &p);
+    kf_ttlv_add_text(c->arena, p, KMIP_TAG_UNIQUE_IDENTIFIER, argv[0]);
+    const kf_ttlv *r;
+    if ((rc = call(c, msg, &r)))
+        return rc;
+    const kf_ttlv *key = NULL;
+    if (opt_flag(argc, argv, "--export")) {
+        msg = new_request(c, KMIP_OP_GET, &p);
+        kf_ttlv_add_text(c->arena, p, KMIP_TAG_UNIQUE_IDENTIFIER, argv[0]);
+        if ((rc = call(c, msg, &key)))
+            return rc;
+    }
+    if (c->json && key)
+        printf("{\"object\":");
+    print_object(c, kf_ttlv_find(r, KMIP_TAG_ATTRIBUTES), true, false);
+    if (key) {
+        const kf_ttlv *w = kf_ttlv_find(key, KMIP_TAG_SYMMETRIC_KEY);
+        if (!w)
+            w = kf_ttlv_find(key, KMIP_TAG_SECRET_DATA);
+        const kf_ttlv *kv = KF_TTLV_PATH(w, KMIP_TAG_KEY_BLOCK, KMIP_TAG_KEY_VALUE);
+        const uint8_t *m = NULL;
+        size_t mlen = 0;
+        ignore(kf_ttlv_get_bytes(kf_ttlv_find(kv, KMIP_TAG_KEY_MATERIAL), &m, &mlen));
+        printf(c->json ? ",\"key_material\":\"" : "key material       ");
+        for (size_t i = 0; i < mlen; i++)
+            printf("%02x", m[i]);
+        printf(c->json ? "\"}" : "");
+    }
+    printf("\n");
+    return 0;
+}
+
+static int cmd_key_uid_op(struct cli *c, int argc, char **argv, uint32_t op, const char *done)
+{
+    static const char *const revoke_vals[] = {"--reason", "--message", NULL};
+    int rc = check_opts(argc, argv, op == KMIP_OP_REVOKE ? revoke_vals : NULL, NULL, 1);
+    if (rc)
+        return rc;
+    kf_ttlv *p, *msg = new_request(c, op, &p);
+    kf_ttlv_add_text(c->arena, p, KMIP_TAG_UNIQUE_IDENTIFIER, argv[0]);
+    if (op == KMIP_OP_REVOKE) {
+        static const char *const reasons[] = {"unspecified", "compromise", "ca-compromise",
+                                              "affiliation-changed", "superseded", "cessation",
+                                              "privilege-withdrawn"};
+        const char *reason = opt_value(argc, argv, "--reason");
+        uint32_t code = 0;
+        for (uint32_t i = 0; i < 7; i++)
+            if (strcmp(reason ? reason : "unspecified", reasons[i]) == 0)
+                code = i + 1;
+        if (!code)
+            return usage_error("unknown --reason");
+        kf_ttlv *rr = kf_ttlv_struct(c->arena, p, KMIP_TAG_REVOCATION_REASON);
+        kf_ttlv_add_enum(c->arena, rr, KMIP_TAG_REVOCATION_REASON_CODE, code);
+        const char *message = opt_value(argc, argv, "--message");
+        if (message)
+            kf_ttlv_add_text(c->arena, rr, KMIP_TAG_REVOCATION_MESSAGE, message);
+        if (code == KMIP_REVOKE_KEY_COMPROMISE || code == KMIP_REVOKE_CA_COMPROMISE)
+            kf_ttlv_add_datetime(c->arena, p, KMIP_TAG_COMPROMISE_OCCURRENCE_DATE, (int64_t)time(NULL));
+    }
+    const kf_ttlv *r;
+    if ((rc = call(c, msg, &r)))
+        return rc;
+    if (c->json) {
+        printf("{\"uid\":");
+        json_string(argv[0], strlen(argv[0]));
+        printf(",\"done\":\"%s\"}\n", done);
+    } else {
+        printf("%s %s.\n", argv[0], done);
+    }
+    return 0;
+}
+
+static int cmd_key(struct cli *c, int argc, char **argv)
+{
+    if (argc < 1)
+        return usage_error("key create|list|show|activate|revoke|destroy");
+    const char *sub = argv[0];
+    argc--, argv++;
+    if (strcmp(sub, "create") == 0)
+        return cmd_key_create(c, argc, argv);
+    if (strcmp(sub, "list") == 0)
+        return cmd_key_list(c, argc, argv);
+    if (strcmp(sub, "show") == 0)
+        return cmd_key_show(c, argc, argv);
+    if (strcmp(sub, "activate") == 0)
+        return cmd_key_uid_op(c, argc, argv, KMIP_OP_ACTIVATE, "activated");
+    if (strcmp(sub, "revoke") == 0)
+        return cmd_key_uid_op(c, argc, argv, KMIP_OP_REVOKE, "revoked");
+    if (strcmp(sub, "destroy") == 0)
+        return cmd_key_uid_op(c, argc, argv, KMIP_OP_DESTROY, "destroyed");
+    return usage_error("key create|list|show|activate|revoke|destroy");
+}
+
+static int cmd_audit(struct cli *c, int argc, char **argv)
+{
+    if (argc < 1)
+        return usage_error("audit show | audit verify");
+    kf_ttlv *p, *msg;
+    const kf_ttlv *r;
+    int rc;
+    if (strcmp(argv[0], "verify") == 0) {
+        if ((rc = check_opts(argc - 1, argv + 1, NULL, NULL, 0)))
+            return rc;
+        msg = new_request(c, KMIP_OP_KEYFLEET_AUDIT_VERIFY, &p);
+        rc = call(c, msg, &r);
+        if (rc)
+            return rc;
+        const kf_ttlv *v = kf_ttlv_find(r, KMIP_TAG_KEYFLEET_AUDIT_VERDICT);
+        long long n = (long long)long_of(v, KMIP_TAG_KEYFLEET_AUDIT_RECORDS);
+        long long tail = (long long)long_of(v, KMIP_TAG_KEYFLEET_AUDIT_SEQ);
+        bool unmac = bool_of(v, KMIP_TAG_KEYFLEET_SEALED);
+        if (c->json)
+            printf("{\"ok\":true,\"records\":%lld,\"macs_checked\":%s,\"unauthenticated_from\":%lld}\n",
+                   n, unmac ? "false" : "true", tail);
+        else
+            printf("Audit trail intact: %lld records, hash chain %s%s.\n", n,
+                   unmac ? "checked (sealed: MACs not checked)" : "and MACs verified",
+                   tail ? ", records from the unauthenticated tail not yet MAC'd" : "");
+        return 0;
+    }
+    if (strcmp(argv[0], "show") != 0)
+        return usage_error("audit show | audit verify");
+    static const char *const vals[] = {"--from", "--limit", NULL};
+    if ((rc = check_opts(argc - 1, argv + 1, vals, NULL, 0)))
+        return rc;
+    msg = new_request(c, KMIP_OP_KEYFLEET_AUDIT_SHOW, &p);
+    const char *from = opt_value(argc - 1, argv + 1, "--from");
+    const char *limit = opt_value(argc - 1, argv + 1, "--limit");
+    if (from)
+        kf_ttlv_add_long(c->arena, p, KMIP_TAG_KEYFLEET_FROM, atoll(from));
+    if (limit)
+        kf_ttlv_add_int(c->arena, p, KMIP_TAG_KEYFLEET_LIMIT, atoi(limit));
+    if ((rc = call(c, msg, &r)))
+        return rc;
+    if (c->json)
+        printf("[");
+    else
+        printf("%-6s %-27s %-24s %-16s %-12s %-24s %-22s %s\n", "SEQ", "TIME", "ACTOR", "OPERATION",
+               "DOMAIN", "OBJECT", "RESULT", "DETAIL");
+    bool first = true;
+    for (const kf_ttlv *a = kf_ttlv_find(r, KMIP_TAG_KEYFLEET_AUDIT_RECORD); a;
+         a = kf_ttlv_find_next(a, KMIP_TAG_KEYFLEET_AUDIT_RECORD), first = false) {
+        int64_t us = 0;
+        ignore(kf_ttlv_get_dtx(kf_ttlv_find(a, KMIP_TAG_KEYFLEET_AUDIT_TIME), &us));
+        char when[40], base[32];
+        format_time(us / 1000000, base, sizeof(base));
+        snprintf(when, sizeof(when), "%.19s.%06lldZ", base, (long long)(us % 1000000));
+        const uint32_t fields[] = {KMIP_TAG_KEYFLEET_AUDIT_ACTOR, KMIP_TAG_KEYFLEET_AUDIT_OPERATION,
+                                   KMIP_TAG_KEYFLEET_DOMAIN, KMIP_TAG_KEYFLEET_AUDIT_OBJECT,
+                                   KMIP_TAG_KEYFLEET_AUDIT_RESULT, KMIP_TAG_KEYFLEET_AUDIT_DETAIL};
+        static const char *const names[] = {"actor", "operation", "domain", "object", "result", "detail"};
+        if (c->json) {
+            printf("%s{\"seq\":%lld,\"time\":\"%s\"", first ? "" : ",",
+                   (long long)long_of(a, KMIP_TAG_KEYFLEET_AUDIT_SEQ), when);
+            for (int i = 0; i < 6; i++) {
+                const char *t = text_of(a, fields[i]);
+                printf(",\"%s\":", names[i]);
+                json_string(t, strlen(t));
+            }
+            printf("}");
+        } else {
+            printf("%-6lld %-27s", (long long)long_of(a, KMIP_TAG_KEYFLEET_AUDIT_SEQ), when);
+            const int widths[] = {24, 16, 12, 24, 22, 0};
+            for (int i = 0; i < 6; i++) {
+                const char *t = text_of(a, fields[i]);
+                printf(" %-*s", widths[i], *t ? t : "-");
+            }
+            printf("\n");
+        }
+    }
+    if (c->json)
+        printf("]\n");
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    struct cli c = {0};
+    const char *dir = getenv("KEYFLEET_DIR") ? getenv("KEYFLEET_DIR") : "data";
+    const char *sock = NULL;
+    int i = 1;
+    for (; i < argc && strncmp(argv[i], "-", 1) == 0; i++) {
+        if (strcmp(argv[i], "--json") == 0) {
+            c.json = true;
+        } else if (strcmp(argv[i], "--dir") == 0 && i + 1 < argc) {
+            dir = argv[++i];
+        } else if (strcmp(argv[i], "--socket") == 0 && i + 1 < argc) {
+            sock = argv[++i];
+        } else if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
+            fputs(usage_text, stdout);
+            return 0;
+        } else if (strcmp(argv[i], "--version") == 0) {
+            puts("keyfleet 0.1.0");
+            return 0;
+        } else {
+            fprintf(stderr, "keyfleet: unknown option %s\n", argv[i]);
+            return EXIT_USAGE;
+        }
+    }
+    if (i >= argc)
+        return usage_error("no command given");
+    for (int j = i; j < argc; j++)
+        if (strcmp(argv[j], "--help") == 0 || strcmp(argv[j], "-h") == 0) {
+            fputs(usage_text, stdout);
+            return 0;
+        }
+    if (sock)
+        snprintf(c.socket, sizeof(c.socket), "%s", sock);
+    else
+        snprintf(c.socket, sizeof(c.socket), "%s/%s", dir, KF_SOCKET_NAME);
+    if (kf_arena_new(&c.arena, 0) < 0)
+        return 1;
+    const char *cmd = argv[i];
+    int sub_argc = argc - i - 1;
+    char **sub_argv = argv + i + 1;
+    int rc;
+    if (strcmp(cmd, "status") == 0)
+        rc = cmd_status(&c, sub_argc, sub_argv);
+    else if (strcmp(cmd, "init") == 0)
+        rc = cmd_init(&c, sub_argc, sub_argv);
+    else if (strcmp(cmd, "unseal") == 0)
+        rc = cmd_unseal(&c, sub_argc, sub_argv);
+    else if (strcmp(cmd, "seal") == 0)
+        rc = simple_op(&c, sub_argc, sub_argv, KMIP_OP_KEYFLEET_SEAL, "Sealed.");
+    else if (strcmp(cmd, "domain") == 0)
+        rc = cmd_domain(&c, sub_argc, sub_argv);
+    else if (strcmp(cmd, "key") == 0)
+        rc = cmd_key(&c, sub_argc, sub_argv);
+    else if (strcmp(cmd, "audit") == 0)
+        rc = cmd_audit(&c, sub_argc, sub_argv);
+    else
+        rc = usage_error("unknown command");
+    kf_arena_free(c.arena);
+    return rc;
+}
