@@ -67,12 +67,18 @@ KF_RESULT int kf_secmod_init_soft(kf_secmod *sm, unsigned m, unsigned n, bool de
  * against the key check value; KF_ERR_SHARES_WRONG otherwise, and the pending
  * shares are discarded). Duplicate share index: KF_ERR_SHARE. */
 KF_RESULT int kf_secmod_unseal_share(kf_secmod *sm, const char *share, bool *done);
-/* Dev mode: unseal from dir/dev-root.key if it exists. */
+/* Dev mode: unseal from dir/dev-root.key if it exists. KF_ERR_UNSUPPORTED if
+ * the module was not initialised in dev mode, KF_ERR_NOT_FOUND without the
+ * file, KF_ERR_PERM if it is a symlink, not ours, or readable by others. */
 KF_RESULT int kf_secmod_unseal_dev(kf_secmod *sm);
 
 /* PKCS#11 backend: generate the root key in the token (fails if one exists). */
 KF_RESULT int kf_secmod_init_pkcs11(kf_secmod *sm, const char *user_pin);
-/* PKCS#11 backend: log in and find the root key. */
+/* PKCS#11 backend: log in and find the root key. The audit key is the token
+ * key named after it: "<key_label minus -root>-audit", by default
+ * "keyfleet-audit". Wrong PIN: KF_ERR_PIN. No keys in the token: KF_ERR_NOT_INIT.
+ * With cfg->dir set, init also writes secmod.meta there, so "not initialised"
+ * can be told from "sealed" before login. */
 KF_RESULT int kf_secmod_unseal_pin(kf_secmod *sm, const char *user_pin);
 
 /* Wipe the root key and every loaded domain key. */
@@ -83,7 +89,11 @@ typedef uint32_t kf_domain_handle;
 /* Make a fresh 256-bit domain key; return it wrapped under the root key
  * (associated data binds domain_id) into wrapped (owned buffer or fixed). */
 KF_RESULT int kf_secmod_domain_key_new(kf_secmod *sm, uint64_t domain_id, kf_buf *wrapped);
-/* Load a wrapped domain key; the handle stays valid until seal/close. */
+/* Load a wrapped domain key; the handle stays valid until seal/close. Loading
+ * the same key again returns the same handle. KF_ERR_AUTH if the blob was made
+ * for another domain or modified; KF_ERR_LIMIT if the 4096-key table is full.
+ * wrap/unwrap refuse a stale or unknown handle (KF_ERR_ARG) and a handle of
+ * another domain than domain_id (KF_ERR_DOMAIN_CROSS). */
 KF_RESULT int kf_secmod_domain_key_load(kf_secmod *sm, uint64_t domain_id, const uint8_t *wrapped,
                                         size_t wrapped_len, kf_domain_handle *h);
 

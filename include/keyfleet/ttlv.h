@@ -207,7 +207,9 @@ KF_RESULT int kf_ttlv_from_xml_messages(const char *xml, size_t len,
 /* Append the XML form of root's subtree (indented, one element per line). */
 KF_RESULT int kf_ttlv_to_xml(const kf_ttlv *root, kf_buf *out);
 
-/* Human-readable tree for debugging: "Tag (0x42xxxx) Type: value" per line. */
+/* Human-readable tree for debugging: "Tag (0x42xxxx) Type: value" per line.
+ * Secret items (Key Material, private key parts, Password, Data, keyfleet
+ * shares and PINs) print as [redacted], so a dump may go to a log. */
 KF_RESULT int kf_ttlv_dump(const kf_ttlv *root, kf_buf *out);
 
 #endif

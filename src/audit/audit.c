@@ -259,6 +259,7 @@ struct head {
     uint64_t time_ns;
     uint8_t hash[KF_AUDIT_HASH_LEN];
     bool mac_pending; /* stored MAC is NULL: something awaits a MAC */
+    uint8_t mac[KF_AUDIT_MAC_LEN];
 };
 
 static int read_head(kf_audit *a, struct head *h)
@@ -275,6 +276,10 @@ static int read_head(kf_audit *a, struct head *h)
         h->time_ns = (uint64_t)sqlite3_column_int64(s, 1);
         memcpy(h->hash, sqlite3_column_blob(s, 2), KF_AUDIT_HASH_LEN);
         h->mac_pending = sqlite3_column_type(s, 3) == SQLITE_NULL;
+        if (!h->mac_pending && sqlite3_column_bytes(s, 3) == KF_AUDIT_MAC_LEN)
+            memcpy(h->mac, sqlite3_column_blob(s, 3), KF_AUDIT_MAC_LEN);
+        else if (!h->mac_pending)
+            memset(h->mac, 0, KF_AUDIT_MAC_LEN); /* wrong length: cannot verify */
     }
     sqlite3_reset(s);
     return err;
@@ -434,6 +439,19 @@ static int append_locked(kf_audit *a, const struct audit_text *t, uint64_t *seq_
 {
     struct head h;
     KF_GUARD(read_head(a, &h));
+    /* Never extend a chain whose head was forged: re-MACing it would bless a
+     * truncation. (A head left without MAC while sealed cannot be checked.) */
+    if (!h.mac_pending && h.seq > 0) {
+        uint8_t expect[KF_AUDIT_MAC_LEN];
+        int err = audit_mac(a, AUDIT_HEAD_LABEL, h.seq, h.hash, expect);
+        if (err == KF_OK && !kf_ct_equal(expect, h.mac, KF_AUDIT_MAC_LEN)) {
+            kf_error("audit: the audit head's MAC does not verify; refusing to append "
+                     "(run keyfleet audit verify)");
+            return KF_ERR_AUDIT_MAC;
+        }
+        if (err != KF_OK && err != KF_ERR_SEALED)
+            return err;
+    }
     uint64_t seq = h.seq + 1;
     /* Strictly increasing even if the wall clock steps back (NTP, VM restore). */
     uint64_t now = a->clock_ns(a->clock_ctx);
@@ -483,7 +501,7 @@ int kf_audit_append(kf_audit *a, const struct kf_audit_event *ev, uint64_t *seq_
     }
     if (err != KF_OK) {
         kf_error("audit: append failed: %s", kf_strerror(err));
-        return err == KF_ERR_LIMIT ? err : KF_ERR_AUDIT_WRITE;
+        return err == KF_ERR_LIMIT || err == KF_ERR_AUDIT_MAC ? err : KF_ERR_AUDIT_WRITE;
     }
     if (seq_out)
         *seq_out = seq;

@@ -16,7 +16,9 @@
 static int audit_mac_cb(void *ctx, const uint8_t *data, size_t len, uint8_t out[32])
 {
     kf_kms *kms = ctx;
-    return kf_secmod_audit_mac(kms->secmod, data, len, out);
+    int rc = kf_secmod_audit_mac(kms->secmod, data, len, out);
+    /* Before init there is no MAC key either: the MAC is deferred, as while sealed. */
+    return rc == KF_ERR_NOT_INIT ? KF_ERR_SEALED : rc;
 }
 
 int kms_audit(kf_kms *kms, const char *actor, const char *op, const char *domain,

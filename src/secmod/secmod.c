@@ -81,7 +81,12 @@ int kf_secmod_open(const struct kf_secmod_config *cfg, kf_secmod **out)
     sm->sealed = true;
     sm->epoch = 1;
     int rc = failed ? KF_ERR_NOMEM : KF_OK;
-    if (rc == KF_OK && pthread_rwlock_init(&sm->lock, NULL) != 0)
+    /* Writers first: an operator's seal must not wait behind a stream of
+     * wrap/unwrap readers. */
+    pthread_rwlockattr_t attr;
+    pthread_rwlockattr_init(&attr);
+    pthread_rwlockattr_setkind_np(&attr, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+    if (rc == KF_OK && pthread_rwlock_init(&sm->lock, &attr) != 0)
         rc = KF_ERR_NOMEM;
     else if (rc == KF_OK) {
         rc = load_metadata(sm);
@@ -90,6 +95,7 @@ int kf_secmod_open(const struct kf_secmod_config *cfg, kf_secmod **out)
         if (rc < 0)
             pthread_rwlock_destroy(&sm->lock);
     }
+    pthread_rwlockattr_destroy(&attr);
     if (rc < 0) {
         free_config(sm);
         free(sm);

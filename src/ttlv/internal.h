@@ -43,4 +43,8 @@ const char *kf_dict_enum_value_name(int enum_id, uint32_t value);
 int kf_dict_enum_value_by_name(int enum_id, const char *name, uint32_t *value);
 bool kf_dict_enum_is_mask(int enum_id);
 
+/* The tag whose enumeration or mask names node's value: an Attribute Value
+ * takes its meaning from the Attribute Name before it (KMIP 1.x attributes). */
+uint32_t kf_ttlv_value_context(const kf_ttlv *node, const kf_ttlv *prev);
+
 #endif

@@ -9,8 +9,6 @@
 
 #include "ttlv/internal.h"
 
-uint32_t kf_ttlv_value_context(const kf_ttlv *node, const kf_ttlv *prev);
-
 #define XML_NAME_MAX 128
 
 struct xml_reader {
@@ -167,7 +165,8 @@ static int read_attr_value(struct xml_reader *r, const char **value, size_t *len
     kf_buf raw;
     KF_GUARD(kf_buf_sub(&r->in, (size_t)(end - kf_buf_read_ptr(&r->in)), &raw));
     KF_GUARD(kf_buf_skip(&r->in, 1));
-    KF_ENSURE(kf_buf_remaining(&raw) <= r->lim.max_item_len * 2 + 2, KF_ERR_TTLV_ITEM_LEN);
+    /* Hex doubles a value's size; anything longer cannot be within the limit. */
+    KF_ENSURE(kf_buf_remaining(&raw) / 2 <= r->lim.max_item_len, KF_ERR_TTLV_ITEM_LEN);
 
     uint8_t *mem = kf_arena_alloc(r->a, kf_buf_remaining(&raw) + 1);
     KF_ENSURE(mem != NULL, KF_ERR_NOMEM);

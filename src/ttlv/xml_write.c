@@ -66,9 +66,6 @@ static int put_escaped(kf_buf *out, const uint8_t *p, size_t n)
     return KF_OK;
 }
 
-/* The tag whose enumeration or mask names a value: an Attribute Value takes
- * its meaning from the Attribute Name before it (KMIP 1.x attributes). */
-uint32_t kf_ttlv_value_context(const kf_ttlv *node, const kf_ttlv *prev);
 uint32_t kf_ttlv_value_context(const kf_ttlv *node, const kf_ttlv *prev)
 {
     if (node->tag != KMIP_TAG_ATTRIBUTE_VALUE || !prev || prev->tag != KMIP_TAG_ATTRIBUTE_NAME ||
@@ -128,7 +125,7 @@ static int put_value(kf_buf *out, const kf_ttlv *n, uint32_t ctx)
     const char *name;
     switch (n->type) {
     case KF_TTLV_INTEGER:
-        if (kf_ttlv_mask_name(ctx, 1) || kf_ttlv_mask_name(ctx, 2))
+        if (kf_dict_enum_is_mask(kf_dict_enum_of_tag(ctx)))
             return put_mask(out, ctx, n->v.u32);
         return put_fmt(out, "%" PRId32, n->v.i32);
     case KF_TTLV_ENUM:
@@ -200,6 +197,23 @@ int kf_ttlv_to_xml(const kf_ttlv *root, kf_buf *out)
 
 /* ---- dump ---- */
 
+/* Items a dump must not show: key material, private key parts, passwords,
+ * plaintext, operator shares and PINs. A dump may end up in a log. */
+static bool is_secret_tag(uint32_t tag)
+{
+    static const uint32_t secret[] = {
+        KMIP_TAG_KEY_MATERIAL,     KMIP_TAG_D,          KMIP_TAG_PRIVATE_EXPONENT,
+        KMIP_TAG_P,                KMIP_TAG_Q,          KMIP_TAG_PRIME_EXPONENT_P,
+        KMIP_TAG_PRIME_EXPONENT_Q, KMIP_TAG_CRT_COEFFICIENT, KMIP_TAG_X,
+        KMIP_TAG_PASSWORD,         KMIP_TAG_DATA,       KMIP_TAG_KEYFLEET_SHARE,
+        KMIP_TAG_KEYFLEET_PIN,
+    };
+    for (size_t i = 0; i < sizeof(secret) / sizeof(secret[0]); i++)
+        if (secret[i] == tag)
+            return true;
+    return false;
+}
+
 static int dump_item(const kf_ttlv *n, const kf_ttlv *prev, kf_buf *out, unsigned depth)
 {
     KF_ENSURE(depth <= KF_TTLV_HARD_MAX_DEPTH, KF_ERR_TTLV_DEPTH);
@@ -208,6 +222,8 @@ static int dump_item(const kf_ttlv *n, const kf_ttlv *prev, kf_buf *out, unsigne
     KF_ENSURE(type != NULL, KF_ERR_TTLV_TYPE);
     KF_GUARD(put_indent(out, depth));
     KF_GUARD(put_fmt(out, "%s (0x%06" PRIX32 ") %s", name ? name : "?", n->tag, type));
+    if (is_secret_tag(n->tag))
+        return put_str(out, ": [redacted]\n");
     if (n->type == KF_TTLV_STRUCTURE) {
         KF_GUARD(put_fmt(out, " [%zu]\n", n->nchildren));
         const kf_ttlv *before = NULL;

@@ -212,6 +212,31 @@ static void placeholders_of_test_cases_are_read(void **state)
     assert_int_equal(n->v.bytes.len, strlen("$IV_COUNTER_NONCE"));
 }
 
+static void dump_names_values_and_hides_secrets(void **state)
+{
+    struct fixture *f = *state;
+    kf_arena *a = f->a;
+    kf_ttlv *item = kf_ttlv_struct(a, NULL, KMIP_TAG_BATCH_ITEM);
+    assert_non_null(kf_ttlv_add_enum(a, item, KMIP_TAG_OPERATION, KMIP_OP_CREATE));
+    const uint8_t key[] = {0xDE, 0xAD, 0xBE, 0xEF};
+    assert_non_null(kf_ttlv_add_bytes(a, item, KMIP_TAG_KEY_MATERIAL, key, sizeof(key)));
+    assert_non_null(kf_ttlv_add_text(a, item, KMIP_TAG_KEYFLEET_PIN, "1234"));
+    kf_buf_reset(&f->out);
+    assert_int_equal(kf_ttlv_dump(item, &f->out), KF_OK);
+    assert_int_equal(kf_buf_put_u8(&f->out, 0), KF_OK);
+    const char *text = (const char *)f->out.data;
+    assert_non_null(strstr(text, "Operation (0x42005C) Enumeration: Create"));
+    assert_non_null(strstr(text, "KeyMaterial (0x420043) ByteString: [redacted]"));
+    assert_null(strstr(text, "deadbeef"));
+    assert_null(strstr(text, "1234"));
+    kf_buf_reset(&f->out);
+    assert_int_equal(kf_ttlv_to_xml(item, &f->out), KF_OK);
+    assert_int_equal(kf_buf_put_u8(&f->out, 0), KF_OK);
+    assert_non_null(strstr((const char *)f->out.data,
+                           "<Operation type=\"Enumeration\" value=\"Create\"/>"));
+    assert_non_null(strstr((const char *)f->out.data, "value=\"deadbeef\"")); /* XML is exact */
+}
+
 static void xml_expect(struct fixture *f, const char *xml, int want)
 {
     kf_ttlv *root = (kf_ttlv *)1;
@@ -403,6 +428,7 @@ int main(void)
         cmocka_unit_test(extensions_come_from_kmip_ext),
         cmocka_unit_test_setup_teardown(special_values_round_trip, setup, teardown),
         cmocka_unit_test_setup_teardown(placeholders_of_test_cases_are_read, setup, teardown),
+        cmocka_unit_test_setup_teardown(dump_names_values_and_hides_secrets, setup, teardown),
         cmocka_unit_test_setup_teardown(malformed_xml_is_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(xml_limits_are_enforced, setup, teardown),
         cmocka_unit_test(oasis_test_cases_round_trip),
