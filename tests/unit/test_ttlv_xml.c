@@ -237,6 +237,27 @@ static void dump_names_values_and_hides_secrets(void **state)
     assert_non_null(strstr((const char *)f->out.data, "value=\"deadbeef\"")); /* XML is exact */
 }
 
+static void test_case_files_yield_each_message(void **state)
+{
+    struct fixture *f = *state;
+    const char *file = "<?xml version=\"1.0\"?>\n<KMIP>\n<!-- header -->\n<RequestMessage/>\n"
+                       "<ResponseMessage><BatchCount type=\"Integer\" value=\"1\"/></ResponseMessage>\n"
+                       "</KMIP>\n";
+    kf_ttlv *msg;
+    size_t count;
+    assert_int_equal(kf_ttlv_from_xml_messages(file, strlen(file), NULL, f->a, &msg, &count), KF_OK);
+    assert_int_equal(count, 2);
+    assert_int_equal(msg->tag, KMIP_TAG_REQUEST_MESSAGE);
+    assert_int_equal(msg->next->tag, KMIP_TAG_RESPONSE_MESSAGE);
+    assert_null(msg->next->next);
+    const char *bare = "<RequestMessage/>";
+    assert_int_equal(kf_ttlv_from_xml_messages(bare, strlen(bare), NULL, f->a, &msg, &count), KF_OK);
+    assert_int_equal(count, 1);
+    const char *junk = "<KMIP><RequestMessage/></KMIP>trailing";
+    assert_int_equal(kf_ttlv_from_xml_messages(junk, strlen(junk), NULL, f->a, &msg, &count),
+                     KF_ERR_TTLV_XML);
+}
+
 static void xml_expect(struct fixture *f, const char *xml, int want)
 {
     kf_ttlv *root = (kf_ttlv *)1;
@@ -429,6 +450,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(special_values_round_trip, setup, teardown),
         cmocka_unit_test_setup_teardown(placeholders_of_test_cases_are_read, setup, teardown),
         cmocka_unit_test_setup_teardown(dump_names_values_and_hides_secrets, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_case_files_yield_each_message, setup, teardown),
         cmocka_unit_test_setup_teardown(malformed_xml_is_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(xml_limits_are_enforced, setup, teardown),
         cmocka_unit_test(oasis_test_cases_round_trip),

@@ -1,0 +1,372 @@
+/*
+ * Service-layer tests: the behaviour the daemon exposes, without a socket.
+ * Stuck random source refuses creation and is audited; domains isolate;
+ * a wrapped blob moved to another object fails to unwrap; the lifecycle
+ * through the service; KMIP requests, including malformed ones.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <cmocka.h>
+#include <sqlite3.h>
+
+#include "keyfleet/kmip_tags.h"
+#include "keyfleet/kms.h"
+#include "keyfleet/lifecycle.h"
+#include "keyfleet/log.h"
+#include "keyfleet/rng.h"
+#include "keyfleet/secmem.h"
+#include "keyfleet/ttlv.h"
+
+struct fixture {
+    char dir[64];
+    kf_kms *kms;
+};
+
+static int setup(void **state)
+{
+    struct fixture *f = calloc(1, sizeof(*f));
+    snprintf(f->dir, sizeof(f->dir), "/tmp/kf-test-kms.XXXXXX");
+    if (!mkdtemp(f->dir))
+        return -1;
+    struct kf_kms_config cfg = {.dir = f->dir, .dev = true};
+    if (kf_kms_open(&cfg, &f->kms) < 0)
+        return -1;
+    if (kf_kms_domain_create(f->kms, "test", "VENDOR", NULL) < 0 ||
+        kf_kms_domain_create(f->kms, "test", "USPS", NULL) < 0)
+        return -1;
+    *state = f;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    struct fixture *f = *state;
+    kf_kms_close(f->kms);
+    char cmd[128];
+    snprintf(cmd, sizeof(cmd), "rm -rf %s", f->dir);
+    if (system(cmd) != 0)
+        return -1;
+    free(f);
+    return 0;
+}
+
+static const struct kf_key_spec aes256 = {.domain = "VENDOR",
+                                          .object_type = KF_OBJ_SYMMETRIC_KEY,
+                                          .crypto_alg = KMIP_ALG_AES,
+                                          .crypto_length = 256,
+                                          .usage_mask = KMIP_USAGE_ENCRYPT};
+
+struct last_record {
+    char operation[64], result[64], detail[256];
+    uint64_t count;
+};
+
+static int remember(void *ctx, const struct kf_audit_record *r)
+{
+    struct last_record *l = ctx;
+    snprintf(l->operation, sizeof(l->operation), "%s", r->operation);
+    snprintf(l->result, sizeof(l->result), "%s", r->result);
+    snprintf(l->detail, sizeof(l->detail), "%s", r->detail);
+    l->count++;
+    return KF_OK;
+}
+
+static int stuck_source(void *ctx, uint8_t *out, size_t len)
+{
+    (void)ctx;
+    memset(out, 0x37, len);
+    return KF_OK;
+}
+
+static void stuck_random_source_refuses_creation_and_is_audited(void **state)
+{
+    struct fixture *f = *state;
+    char uid[KF_UID_MAX];
+    assert_int_equal(kf_kms_create(f->kms, "test", &aes256, uid), KF_OK);
+    kf_rng_set_source(stuck_source, NULL);
+    assert_int_equal(kf_kms_create(f->kms, "test", &aes256, uid), KF_ERR_RNG_HEALTH);
+    /* Latched: a healthy source alone does not bring it back. */
+    kf_rng_set_source(NULL, NULL);
+    assert_int_equal(kf_kms_create(f->kms, "test", &aes256, uid), KF_ERR_RNG_HEALTH);
+    struct last_record l = {0};
+    assert_int_equal(kf_kms_audit_list(f->kms, 1, 0, remember, &l), KF_OK);
+    assert_string_equal(l.operation, "Create");
+    assert_string_equal(l.result, "KF_ERR_RNG_HEALTH");
+    assert_non_null(strstr(l.detail, "health test"));
+    kf_rng_reset_health();
+    assert_int_equal(kf_kms_create(f->kms, "test", &aes256, uid), KF_OK);
+    assert_string_equal(uid, "VENDOR/2"); /* the refused attempts consumed no id */
+    struct kf_audit_report r;
+    assert_int_equal(kf_kms_audit_verify(f->kms, &r), KF_OK);
+}
+
+static void domains_are_isolated(void **state)
+{
+    struct fixture *f = *state;
+    char v[KF_UID_MAX], u[KF_UID_MAX];
+    struct kf_key_spec usps = aes256;
+    usps.domain = "USPS";
+    assert_int_equal(kf_kms_create(f->kms, "test", &aes256, v), KF_OK);
+    assert_int_equal(kf_kms_create(f->kms, "test", &usps, u), KF_OK);
+    assert_string_equal(v, "VENDOR/1");
+    assert_string_equal(u, "USPS/1");
+    struct kf_object obj = {0};
+    /* USPS/2 does not exist even though VENDOR has a second id space. */
+    assert_int_equal(kf_kms_create(f->kms, "test", &aes256, v), KF_OK);
+    assert_int_equal(kf_kms_get(f->kms, "test", "USPS/2", &obj, NULL), KF_ERR_OBJECT);
+    assert_int_equal(kf_kms_get(f->kms, "test", "NOPE/1", &obj, NULL), KF_ERR_OBJECT);
+    assert_int_equal(kf_kms_get(f->kms, "test", "VENDOR/x", &obj, NULL), KF_ERR_OBJECT);
+    assert_int_equal(kf_kms_get(f->kms, "test", "USPS/1", &obj, NULL), KF_OK);
+    assert_int_equal(obj.key_id, 1);
+    kf_object_clear(&obj);
+}
+
+/* Copy one object's wrapped material onto another row behind the service's back. */
+static void move_material(const char *dir, int from_key, int to_key, const char *column_fix)
+{
+    char path[128], sql[512];
+    sqlite3 *db;
+    snprintf(path, sizeof(path), "%s/keyfleet.db", dir);
+    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+    sqlite3_busy_timeout(db, 5000);
+    snprintf(sql, sizeof(sql),
+             "UPDATE object SET material = (SELECT material FROM object WHERE key_id = %d AND "
+             "domain_id = 1) WHERE key_id = %d AND domain_id = 1 %s",
+             from_key, to_key, column_fix);
+    char *err = NULL;
+    int rc = sqlite3_exec(db, sql, NULL, NULL, &err);
+    if (rc != SQLITE_OK)
+        fail_msg("sql: %s", err);
+    sqlite3_close(db);
+}
+
+static void wrapped_material_moved_to_another_object_fails(void **state)
+{
+    struct fixture *f = *state;
+    char a[KF_UID_MAX], b[KF_UID_MAX];
+    assert_int_equal(kf_kms_create(f->kms, "test", &aes256, a), KF_OK);
+    assert_int_equal(kf_kms_create(f->kms, "test", &aes256, b), KF_OK);
+    kf_buf m;
+    assert_int_equal(kf_buf_alloc(&m, 64, 4096, KF_BUF_SECRET), KF_OK);
+    struct kf_object obj = {0};
+    assert_int_equal(kf_kms_get(f->kms, "test", b, &obj, &m), KF_OK);
+    assert_int_equal(m.len, 32);
+    kf_object_clear(&obj);
+    move_material(f->dir, 1, 2, "");
+    kf_buf_reset(&m);
+    assert_int_equal(kf_kms_get(f->kms, "test", b, &obj, &m), KF_ERR_AUTH);
+    assert_int_equal(m.len, 0);
+    /* The original still unwraps. */
+    assert_int_equal(kf_kms_get(f->kms, "test", a, &obj, &m), KF_OK);
+    kf_object_clear(&obj);
+    kf_buf_free(&m);
+}
+
+static void lifecycle_through_the_service(void **state)
+{
+    struct fixture *f = *state;
+    char uid[KF_UID_MAX];
+    struct kf_object obj = {0};
+    kf_buf m;
+    assert_int_equal(kf_buf_alloc(&m, 64, 4096, KF_BUF_SECRET), KF_OK);
+    assert_int_equal(kf_kms_create(f->kms, "test", &aes256, uid), KF_OK);
+    assert_int_equal(kf_kms_destroy(f->kms, "t", uid), KF_OK); /* Pre-Active -> Destroyed */
+    assert_int_equal(kf_kms_get(f->kms, "t", uid, &obj, &m), KF_ERR_STATE);
+    assert_int_equal(kf_kms_activate(f->kms, "t", uid), KF_ERR_TRANSITION);
+    assert_int_equal(kf_kms_revoke(f->kms, "t", uid, KMIP_REVOKE_KEY_COMPROMISE, 0, NULL), KF_OK);
+    assert_int_equal(kf_kms_get(f->kms, "t", uid, &obj, NULL), KF_OK);
+    assert_int_equal(obj.state, KF_STATE_DESTROYED_COMPROMISED);
+    assert_null(obj.material);
+    kf_object_clear(&obj);
+
+    assert_int_equal(kf_kms_create(f->kms, "test", &aes256, uid), KF_OK);
+    assert_int_equal(kf_kms_activate(f->kms, "t", uid), KF_OK);
+    assert_int_equal(kf_kms_destroy(f->kms, "t", uid), KF_ERR_TRANSITION); /* Active: revoke first */
+    assert_int_equal(kf_kms_revoke(f->kms, "t", uid, 99, 0, NULL), KF_ERR_ATTRIBUTE);
+    assert_int_equal(kf_kms_revoke(f->kms, "t", uid, KMIP_REVOKE_SUPERSEDED, 0, "rotated"), KF_OK);
+    assert_int_equal(kf_kms_get(f->kms, "t", uid, &obj, &m), KF_OK); /* Deactivated still gets */
+    assert_int_equal(obj.state, KF_STATE_DEACTIVATED);
+    assert_string_equal(obj.revocation_message, "rotated");
+    assert_true(obj.deactivation_date > 0);
+    kf_object_clear(&obj);
+    assert_int_equal(kf_kms_destroy(f->kms, "t", uid), KF_OK);
+    assert_int_equal(kf_kms_destroy(f->kms, "t", uid), KF_ERR_TRANSITION);
+    kf_buf_free(&m);
+}
+
+static void sealed_service_refuses_key_operations(void **state)
+{
+    struct fixture *f = *state;
+    char uid[KF_UID_MAX];
+    assert_int_equal(kf_kms_create(f->kms, "test", &aes256, uid), KF_OK);
+    assert_int_equal(kf_kms_seal(f->kms, "test"), KF_OK);
+    assert_int_equal(kf_kms_create(f->kms, "test", &aes256, uid), KF_ERR_SEALED);
+    assert_int_equal(kf_kms_domain_create(f->kms, "test", "NEW", NULL), KF_ERR_SEALED);
+    assert_int_equal(kf_kms_activate(f->kms, "test", uid), KF_ERR_SEALED);
+    kf_buf m;
+    struct kf_object obj = {0};
+    assert_int_equal(kf_buf_alloc(&m, 64, 4096, KF_BUF_SECRET), KF_OK);
+    assert_int_equal(kf_kms_get(f->kms, "test", uid, &obj, &m), KF_ERR_SEALED);
+    /* Metadata stays readable while sealed; the audit chain is still checked. */
+    assert_int_equal(kf_kms_get(f->kms, "test", uid, &obj, NULL), KF_OK);
+    kf_object_clear(&obj);
+    kf_buf_free(&m);
+    struct kf_audit_report r;
+    assert_int_equal(kf_kms_audit_verify(f->kms, &r), KF_OK);
+}
+
+/* ---- KMIP messages ---- */
+static int kmip_call(kf_kms *kms, kf_arena *a, kf_ttlv *msg, const kf_ttlv **item)
+{
+    kf_buf req, resp;
+    kf_ttlv *r;
+    assert_int_equal(kf_buf_alloc(&req, 0, 1 << 20, 0), KF_OK);
+    assert_int_equal(kf_buf_alloc(&resp, 0, 1 << 20, 0), KF_OK);
+    assert_int_equal(kf_ttlv_encode(msg, &req), KF_OK);
+    assert_int_equal(kf_kms_handle_kmip(kms, "test", req.data, req.len, &resp), KF_OK);
+    assert_int_equal(kf_ttlv_decode(resp.data, resp.len, NULL, a, &r), KF_OK);
+    assert_int_equal(r->tag, KMIP_TAG_RESPONSE_MESSAGE);
+    *item = kf_ttlv_find(r, KMIP_TAG_BATCH_ITEM);
+    uint32_t status = 99;
+    assert_int_equal(kf_ttlv_get_enum(kf_ttlv_find(*item, KMIP_TAG_RESULT_STATUS), &status), KF_OK);
+    kf_buf_free(&req);
+    kf_buf_free(&resp);
+    return (int)status;
+}
+
+static kf_ttlv *request(kf_arena *a, int major, int minor, uint32_t op, kf_ttlv **payload)
+{
+    kf_ttlv *msg = kf_ttlv_struct(a, NULL, KMIP_TAG_REQUEST_MESSAGE);
+    kf_ttlv *h = kf_ttlv_struct(a, msg, KMIP_TAG_REQUEST_HEADER);
+    kf_ttlv *pv = kf_ttlv_struct(a, h, KMIP_TAG_PROTOCOL_VERSION);
+    kf_ttlv_add_int(a, pv, KMIP_TAG_PROTOCOL_VERSION_MAJOR, major);
+    kf_ttlv_add_int(a, pv, KMIP_TAG_PROTOCOL_VERSION_MINOR, minor);
+    kf_ttlv_add_int(a, h, KMIP_TAG_BATCH_COUNT, 1);
+    kf_ttlv *bi = kf_ttlv_struct(a, msg, KMIP_TAG_BATCH_ITEM);
+    kf_ttlv_add_enum(a, bi, KMIP_TAG_OPERATION, op);
+    *payload = kf_ttlv_struct(a, bi, KMIP_TAG_REQUEST_PAYLOAD);
+    return msg;
+}
+
+static void kmip_v1_create_with_template_attributes(void **state)
+{
+    struct fixture *f = *state;
+    kf_arena *a;
+    assert_int_equal(kf_arena_new(&a, 0), KF_OK);
+    kf_ttlv *p, *msg = request(a, 1, 4, KMIP_OP_CREATE, &p);
+    kf_ttlv_add_enum(a, p, KMIP_TAG_OBJECT_TYPE, KMIP_OBJ_SYMMETRIC_KEY);
+    kf_ttlv *ta = kf_ttlv_struct(a, p, KMIP_TAG_TEMPLATE_ATTRIBUTE);
+    kf_ttlv *at = kf_ttlv_struct(a, ta, KMIP_TAG_ATTRIBUTE);
+    kf_ttlv_add_text(a, at, KMIP_TAG_ATTRIBUTE_NAME, "Cryptographic Algorithm");
+    kf_ttlv_add_enum(a, at, KMIP_TAG_ATTRIBUTE_VALUE, KMIP_ALG_AES);
+    at = kf_ttlv_struct(a, ta, KMIP_TAG_ATTRIBUTE);
+    kf_ttlv_add_text(a, at, KMIP_TAG_ATTRIBUTE_NAME, "Cryptographic Length");
+    kf_ttlv_add_int(a, at, KMIP_TAG_ATTRIBUTE_VALUE, 128);
+    at = kf_ttlv_struct(a, ta, KMIP_TAG_ATTRIBUTE);
+    kf_ttlv_add_text(a, at, KMIP_TAG_ATTRIBUTE_NAME, "x-keyfleet-domain");
+    kf_ttlv_add_text(a, at, KMIP_TAG_ATTRIBUTE_VALUE, "USPS");
+    const kf_ttlv *item;
+    assert_int_equal(kmip_call(f->kms, a, msg, &item), KMIP_RESULT_STATUS_SUCCESS);
+    assert_true(kf_ttlv_text_equals(
+        KF_TTLV_PATH(item, KMIP_TAG_RESPONSE_PAYLOAD, KMIP_TAG_UNIQUE_IDENTIFIER), "USPS/1"));
+
+    /* Get returns the 16-byte key in a Raw key block. */
+    msg = request(a, 1, 4, KMIP_OP_GET, &p);
+    kf_ttlv_add_text(a, p, KMIP_TAG_UNIQUE_IDENTIFIER, "USPS/1");
+    assert_int_equal(kmip_call(f->kms, a, msg, &item), KMIP_RESULT_STATUS_SUCCESS);
+    const uint8_t *km;
+    size_t kmlen;
+    assert_int_equal(kf_ttlv_get_bytes(KF_TTLV_PATH(item, KMIP_TAG_RESPONSE_PAYLOAD,
+                                                    KMIP_TAG_SYMMETRIC_KEY, KMIP_TAG_KEY_BLOCK,
+                                                    KMIP_TAG_KEY_VALUE, KMIP_TAG_KEY_MATERIAL),
+                                       &km, &kmlen),
+                     KF_OK);
+    assert_int_equal(kmlen, 16);
+
+    /* Destroying an active key: refused with the 1.x reason. */
+    msg = request(a, 1, 4, KMIP_OP_ACTIVATE, &p);
+    kf_ttlv_add_text(a, p, KMIP_TAG_UNIQUE_IDENTIFIER, "USPS/1");
+    assert_int_equal(kmip_call(f->kms, a, msg, &item), KMIP_RESULT_STATUS_SUCCESS);
+    msg = request(a, 1, 4, KMIP_OP_DESTROY, &p);
+    kf_ttlv_add_text(a, p, KMIP_TAG_UNIQUE_IDENTIFIER, "USPS/1");
+    assert_int_equal(kmip_call(f->kms, a, msg, &item), KMIP_RESULT_STATUS_OPERATION_FAILED);
+    uint32_t reason;
+    assert_int_equal(kf_ttlv_get_enum(kf_ttlv_find(item, KMIP_TAG_RESULT_REASON), &reason), KF_OK);
+    assert_int_equal(reason, KMIP_REASON_PERMISSION_DENIED);
+    msg = request(a, 2, 1, KMIP_OP_DESTROY, &p);
+    kf_ttlv_add_text(a, p, KMIP_TAG_UNIQUE_IDENTIFIER, "USPS/1");
+    assert_int_equal(kmip_call(f->kms, a, msg, &item), KMIP_RESULT_STATUS_OPERATION_FAILED);
+    assert_int_equal(kf_ttlv_get_enum(kf_ttlv_find(item, KMIP_TAG_RESULT_REASON), &reason), KF_OK);
+    assert_int_equal(reason, KMIP_REASON_WRONG_KEY_LIFECYCLE_STATE);
+    kf_arena_free(a);
+}
+
+static void kmip_refusals_have_reasons(void **state)
+{
+    struct fixture *f = *state;
+    kf_arena *a;
+    assert_int_equal(kf_arena_new(&a, 0), KF_OK);
+    kf_ttlv *p, *msg;
+    const kf_ttlv *item;
+    uint32_t reason;
+    /* Unsupported protocol version. */
+    msg = request(a, 3, 0, KMIP_OP_QUERY, &p);
+    assert_int_equal(kmip_call(f->kms, a, msg, &item), KMIP_RESULT_STATUS_OPERATION_FAILED);
+    /* Unknown operation. */
+    msg = request(a, 2, 1, 0x7777, &p);
+    assert_int_equal(kmip_call(f->kms, a, msg, &item), KMIP_RESULT_STATUS_OPERATION_FAILED);
+    assert_int_equal(kf_ttlv_get_enum(kf_ttlv_find(item, KMIP_TAG_RESULT_REASON), &reason), KF_OK);
+    assert_int_equal(reason, KMIP_REASON_OPERATION_NOT_SUPPORTED);
+    /* Get without a Unique Identifier. */
+    msg = request(a, 2, 1, KMIP_OP_GET, &p);
+    assert_int_equal(kmip_call(f->kms, a, msg, &item), KMIP_RESULT_STATUS_OPERATION_FAILED);
+    assert_int_equal(kf_ttlv_get_enum(kf_ttlv_find(item, KMIP_TAG_RESULT_REASON), &reason), KF_OK);
+    assert_int_equal(reason, KMIP_REASON_MISSING_DATA);
+    /* Unknown object. */
+    msg = request(a, 2, 1, KMIP_OP_GET, &p);
+    kf_ttlv_add_text(a, p, KMIP_TAG_UNIQUE_IDENTIFIER, "VENDOR/404");
+    assert_int_equal(kmip_call(f->kms, a, msg, &item), KMIP_RESULT_STATUS_OPERATION_FAILED);
+    assert_int_equal(kf_ttlv_get_enum(kf_ttlv_find(item, KMIP_TAG_RESULT_REASON), &reason), KF_OK);
+    assert_int_equal(reason, KMIP_REASON_ITEM_NOT_FOUND);
+    /* Garbage and truncated bytes get a KMIP answer, not a crash. */
+    kf_buf req, resp;
+    assert_int_equal(kf_buf_alloc(&req, 0, 1 << 20, 0), KF_OK);
+    assert_int_equal(kf_buf_alloc(&resp, 0, 1 << 20, 0), KF_OK);
+    msg = request(a, 2, 1, KMIP_OP_QUERY, &p);
+    assert_int_equal(kf_ttlv_encode(msg, &req), KF_OK);
+    for (size_t cut = 0; cut < req.len; cut += 3) {
+        kf_buf_reset(&resp);
+        assert_int_equal(kf_kms_handle_kmip(f->kms, "test", req.data, cut, &resp), KF_OK);
+        kf_ttlv *r;
+        assert_int_equal(kf_ttlv_decode(resp.data, resp.len, NULL, a, &r), KF_OK);
+        uint32_t st = 0;
+        assert_int_equal(kf_ttlv_get_enum(KF_TTLV_PATH(r, KMIP_TAG_BATCH_ITEM,
+                                                       KMIP_TAG_RESULT_STATUS), &st), KF_OK);
+        assert_int_equal(st, KMIP_RESULT_STATUS_OPERATION_FAILED);
+    }
+    kf_buf_free(&req);
+    kf_buf_free(&resp);
+    kf_arena_free(a);
+}
+
+int main(void)
+{
+    kf_log_open(NULL, KF_LOG_ERROR);
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(stuck_random_source_refuses_creation_and_is_audited, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(domains_are_isolated, setup, teardown),
+        cmocka_unit_test_setup_teardown(wrapped_material_moved_to_another_object_fails, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(lifecycle_through_the_service, setup, teardown),
+        cmocka_unit_test_setup_teardown(sealed_service_refuses_key_operations, setup, teardown),
+        cmocka_unit_test_setup_teardown(kmip_v1_create_with_template_attributes, setup, teardown),
+        cmocka_unit_test_setup_teardown(kmip_refusals_have_reasons, setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
