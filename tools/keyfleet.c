@@ -138,7 +138,9 @@ static int call(struct cli *c, kf_ttlv *msg, const kf_ttlv **out)
         goto out;
     }
     kf_ttlv *r;
-    if ((rc = kf_ttlv_decode(resp.data, resp.len, NULL, c->arena, &r)) < 0) {
+    /* Listings are long: a page of 500 objects is ~7000 items. */
+    struct kf_ttlv_limits lim = {.max_items = 100000, .max_total = KF_FRAME_MAX};
+    if ((rc = kf_ttlv_decode(resp.data, resp.len, &lim, c->arena, &r)) < 0) {
         fprintf(stderr, "keyfleet: malformed answer: %s\n", kf_strerror(rc));
         goto out;
     }

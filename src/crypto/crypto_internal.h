@@ -43,10 +43,11 @@ const struct nettle_hash *kf_nettle_hash(enum kf_hash h);
 /*
  * nettle wants a void-returning random function; this one draws from
  * kf_crypto_random and records a failure in the context so the caller can
- * discard whatever nettle computed from the (then zero) bytes.
+ * discard whatever nettle computed from the (then filler) bytes.
  */
 struct kf_random_ctx {
     int failed;
+    uint32_t filler; /* see kf_nettle_random */
 };
 void kf_nettle_random(void *ctx, size_t len, uint8_t *out);
 

@@ -53,6 +53,21 @@ int kf_crypto_random(uint8_t *out, size_t len)
 void kf_nettle_random(void *ctx, size_t len, uint8_t *out)
 {
     struct kf_random_ctx *rnd = ctx;
-    if (kf_crypto_random(out, len) != KF_OK)
-        rnd->failed = 1; /* out is zeroed; the caller discards the result */
+    if (kf_crypto_random(out, len) == KF_OK)
+        return;
+    /*
+     * nettle cannot be told the source failed, and it loops until the bytes
+     * give an acceptable value (a non-zero scalar below the group order,
+     * two distinct primes). Feed it a public xorshift stream so it
+     * terminates; the caller sees the flag and discards the result.
+     */
+    rnd->failed = 1;
+    if (rnd->filler == 0)
+        rnd->filler = 0x9e3779b9u;
+    for (size_t i = 0; i < len; i++) {
+        rnd->filler ^= rnd->filler << 13;
+        rnd->filler ^= rnd->filler >> 17;
+        rnd->filler ^= rnd->filler << 5;
+        out[i] = (uint8_t)(rnd->filler >> 24);
+    }
 }

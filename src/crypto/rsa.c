@@ -86,6 +86,11 @@ int kf_rsa_generate(unsigned bits, kf_rsa_key **out)
     KF_ENSURE(out, KF_ERR_ARG);
     *out = NULL;
     KF_ENSURE(bits >= RSA_GENERATE_MIN_BITS && bits <= RSA_GENERATE_MAX_BITS, KF_ERR_KEY_SIZE);
+    /* Refuse early when the source is already failing (e.g. a latched health test). */
+    uint8_t probe[16];
+    int probe_rc = kf_crypto_random(probe, sizeof(probe));
+    kf_wipe(probe, sizeof(probe));
+    KF_GUARD(probe_rc);
     kf_rsa_key *k = key_new();
     KF_ENSURE(k, KF_ERR_NOMEM);
     struct kf_random_ctx rnd = {0};

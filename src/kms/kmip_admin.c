@@ -6,7 +6,7 @@
 #include "keyfleet/secmem.h"
 #include "kmip_internal.h"
 
-#define KF_LIST_DEFAULT_LIMIT 1000
+#define KF_LIST_DEFAULT_LIMIT 500
 
 static int add_bool(struct kmip_call *c, uint32_t tag, bool v)
 {

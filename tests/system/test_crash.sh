@@ -31,7 +31,7 @@ assert not bad, f"ids went backwards or repeated: {bad[:5]}"
 PY
 ok
 start_daemon --dev
-kf --json key list --domain CRASH --limit 1000 > /dev/null || fail "list"
+kf --json key list --domain CRASH --limit 500 > /dev/null || fail "list"
 # Every acknowledged key is present and unwraps (export decrypts it).
 python3 - "$WORK/acked" "$KEYFLEET" "$DATA" <<'PY' || fail "acknowledged key missing or does not unwrap"
 import json, subprocess, sys
@@ -41,7 +41,7 @@ present = {}
 offset = 0
 while True:
     out = subprocess.run([cli, "--dir", data, "--json", "key", "list", "--domain", "CRASH",
-                          "--offset", str(offset), "--limit", "1000"],
+                          "--offset", str(offset), "--limit", "500"],
                          check=True, capture_output=True, text=True).stdout
     page = json.loads(out)
     if not page:
