@@ -8,6 +8,11 @@ scripts/install-deps.sh
 FUZZ_SECONDS=${KF_FUZZ_SECONDS:-60}
 JOBS=$(nproc)
 export KF_SHARED_DIR=${KF_SHARED_DIR:-$(cd .. && pwd)/shared}
+if [ ! -d "$KF_SHARED_DIR/kmip/testcases/v1.4" ]; then
+  echo "WARNING: no OASIS KMIP test cases at $KF_SHARED_DIR/kmip/testcases/v1.4:"
+  echo "         the TTLV round trip over them is skipped and the fuzz corpus is not seeded."
+  echo "         Set KF_SHARED_DIR to the shared/ folder to run them."
+fi
 
 echo "== build (release) =="
 cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo -DKF_SHARED_DIR="$KF_SHARED_DIR" > /dev/null

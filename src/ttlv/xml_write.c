@@ -106,8 +106,13 @@ static int put_mask(kf_buf *out, uint32_t ctx, uint32_t v)
 
 static int put_time(kf_buf *out, int64_t v, bool micro)
 {
-    int64_t secs = micro ? (v >= 0 ? v / 1000000 : -((-(v + 1)) / 1000000) - 1) : v;
-    int64_t frac = micro ? v - secs * 1000000 : 0;
+    /* Floor division without overflow, even for INT64_MIN (found by fuzz_ttlv). */
+    int64_t secs = micro ? v / 1000000 : v;
+    int64_t frac = micro ? v % 1000000 : 0;
+    if (frac < 0) {
+        frac += 1000000;
+        secs -= 1;
+    }
     struct kf_civil c;
     kf_civil_from_seconds(secs, &c);
     if (c.year < 0 || c.year > 9999)

@@ -176,6 +176,10 @@ static void special_values_round_trip(void **state)
     assert_non_null(kf_ttlv_add_datetime(a, s, KMIP_TAG_ACTIVATION_DATE, INT64_MIN));
     assert_non_null(kf_ttlv_add_datetime(a, s, KMIP_TAG_ARCHIVE_DATE, -1));
     assert_non_null(kf_ttlv_add_dtx(a, s, 0x54000F, -1));
+    /* Extremes of the microsecond form (fuzz_ttlv found an overflow at INT64_MIN). */
+    assert_non_null(kf_ttlv_add_dtx(a, s, KMIP_TAG_KEYFLEET_AUDIT_TIME, INT64_MIN));
+    assert_non_null(kf_ttlv_add_dtx(a, s, KMIP_TAG_KEYFLEET_AUDIT_TIME, INT64_MAX));
+    assert_non_null(kf_ttlv_add_dtx(a, s, KMIP_TAG_KEYFLEET_AUDIT_TIME, -1000001));
     assert_non_null(kf_ttlv_add_dtx(a, s, KMIP_TAG_KEYFLEET_AUDIT_TIME, 1205495800123456LL));
     assert_non_null(kf_ttlv_add_int(a, s, KMIP_TAG_CRYPTOGRAPHIC_USAGE_MASK, (int32_t)0x80000004));
     assert_non_null(kf_ttlv_add_int(a, s, KMIP_TAG_CRYPTOGRAPHIC_USAGE_MASK, 0));
