@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh
 scripts/build.sh
-mkdir -p data
+# keyfleetd creates data/ itself, mode 0700.
 echo "keyfleetd: data in $(pwd)/data, admin socket $(pwd)/data/keyfleetd.sock"
 echo "try, in another shell:  build/keyfleet --dir data status"
 exec build/keyfleetd --dev --dir data

@@ -118,55 +118,69 @@ static void store_be(uint8_t *p, uint64_t v, size_t n)
     }
 }
 
-static int get_be(kf_buf *b, size_t n, uint64_t *v)
+/* Fixed widths are the hot path of every decoder: one load and a byte swap. */
+static inline uint16_t load_be16(const uint8_t *p)
 {
-    KF_ENSURE(kf_buf_remaining(b) >= n, KF_ERR_SHORT);
-    *v = load_be(b->data + b->off, n);
-    b->off += n;
-    return KF_OK;
+    uint16_t v;
+    memcpy(&v, p, 2);
+    return __builtin_bswap16(v);
+}
+static inline uint32_t load_be32(const uint8_t *p)
+{
+    uint32_t v;
+    memcpy(&v, p, 4);
+    return __builtin_bswap32(v);
+}
+static inline uint64_t load_be64(const uint8_t *p)
+{
+    uint64_t v;
+    memcpy(&v, p, 8);
+    return __builtin_bswap64(v);
 }
 
 int kf_buf_get_u8(kf_buf *b, uint8_t *v)
 {
-    uint64_t x;
-    KF_GUARD(get_be(b, 1, &x));
-    *v = (uint8_t)x;
+    KF_ENSURE(kf_buf_remaining(b) >= 1, KF_ERR_SHORT);
+    *v = b->data[b->off++];
     return KF_OK;
 }
 
 int kf_buf_get_u16(kf_buf *b, uint16_t *v)
 {
-    uint64_t x;
-    KF_GUARD(get_be(b, 2, &x));
-    *v = (uint16_t)x;
+    KF_ENSURE(kf_buf_remaining(b) >= 2, KF_ERR_SHORT);
+    *v = load_be16(b->data + b->off);
+    b->off += 2;
     return KF_OK;
 }
 
 int kf_buf_get_u24(kf_buf *b, uint32_t *v)
 {
-    uint64_t x;
-    KF_GUARD(get_be(b, 3, &x));
-    *v = (uint32_t)x;
+    KF_ENSURE(kf_buf_remaining(b) >= 3, KF_ERR_SHORT);
+    *v = (uint32_t)load_be(b->data + b->off, 3);
+    b->off += 3;
     return KF_OK;
 }
 
 int kf_buf_get_u32(kf_buf *b, uint32_t *v)
 {
-    uint64_t x;
-    KF_GUARD(get_be(b, 4, &x));
-    *v = (uint32_t)x;
+    KF_ENSURE(kf_buf_remaining(b) >= 4, KF_ERR_SHORT);
+    *v = load_be32(b->data + b->off);
+    b->off += 4;
     return KF_OK;
 }
 
 int kf_buf_get_u64(kf_buf *b, uint64_t *v)
 {
-    return get_be(b, 8, v);
+    KF_ENSURE(kf_buf_remaining(b) >= 8, KF_ERR_SHORT);
+    *v = load_be64(b->data + b->off);
+    b->off += 8;
+    return KF_OK;
 }
 
 int kf_buf_peek_u32(const kf_buf *b, size_t at, uint32_t *v)
 {
     KF_ENSURE(at <= kf_buf_remaining(b) && kf_buf_remaining(b) - at >= 4, KF_ERR_SHORT);
-    *v = (uint32_t)load_be(b->data + b->off + at, 4);
+    *v = load_be32(b->data + b->off + at);
     return KF_OK;
 }
 
@@ -240,11 +254,18 @@ static int put_be(kf_buf *b, uint64_t v, size_t n)
 
 int kf_buf_put_u8(kf_buf *b, uint8_t v)
 {
-    return put_be(b, v, 1);
+    uint8_t *dst;
+    KF_GUARD(kf_buf_put_space(b, 1, &dst));
+    *dst = v;
+    return KF_OK;
 }
 int kf_buf_put_u16(kf_buf *b, uint16_t v)
 {
-    return put_be(b, v, 2);
+    uint8_t *dst;
+    KF_GUARD(kf_buf_put_space(b, 2, &dst));
+    v = __builtin_bswap16(v);
+    memcpy(dst, &v, 2);
+    return KF_OK;
 }
 int kf_buf_put_u24(kf_buf *b, uint32_t v)
 {
@@ -253,11 +274,19 @@ int kf_buf_put_u24(kf_buf *b, uint32_t v)
 }
 int kf_buf_put_u32(kf_buf *b, uint32_t v)
 {
-    return put_be(b, v, 4);
+    uint8_t *dst;
+    KF_GUARD(kf_buf_put_space(b, 4, &dst));
+    v = __builtin_bswap32(v);
+    memcpy(dst, &v, 4);
+    return KF_OK;
 }
 int kf_buf_put_u64(kf_buf *b, uint64_t v)
 {
-    return put_be(b, v, 8);
+    uint8_t *dst;
+    KF_GUARD(kf_buf_put_space(b, 8, &dst));
+    v = __builtin_bswap64(v);
+    memcpy(dst, &v, 8);
+    return KF_OK;
 }
 
 int kf_buf_patch_u32(kf_buf *b, size_t at, uint32_t v)
