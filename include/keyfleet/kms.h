@@ -26,6 +26,31 @@
 
 typedef struct kf_kms kf_kms;
 
+/*
+ * Who is asking, and what they may do. The local admin socket maps root and
+ * the daemon's user to an administrator of every domain; the TLS listener
+ * maps a client certificate to a principal through its configuration.
+ * Authorisation happens in the KMIP layer (kmip_authorize) before the
+ * service is called; the service records who->name as the audit actor.
+ */
+enum kf_role {
+    KF_ROLE_ADMIN = 1u << 0,  /* init, unseal, seal, domains, audit */
+    KF_ROLE_MANAGE = 1u << 1, /* create, register, activate, revoke, destroy, attributes */
+    KF_ROLE_USE = 1u << 2,    /* encrypt, decrypt, sign, verify, MAC, derive, locate, get attributes */
+    KF_ROLE_EXPORT = 1u << 3, /* Get of key material */
+};
+#define KF_PRINCIPAL_MAX_DOMAINS 32
+struct kf_principal {
+    char name[256];          /* audit actor: "local:uid=0,pid=1" or "cert:CN=...,O=..." */
+    unsigned roles;          /* enum kf_role bits */
+    bool all_domains;        /* may act in every domain */
+    size_t ndomains;
+    char domains[KF_PRINCIPAL_MAX_DOMAINS][65];
+    char default_domain[65]; /* where Create/Register go without an x-keyfleet-domain attribute */
+};
+/* True if who holds every role in roles for domain (NULL domain: server-wide). */
+bool kf_principal_allows(const struct kf_principal *who, unsigned roles, const char *domain);
+
 struct kf_kms_config {
     const char *dir;          /* data directory (created 0700 if missing) */
     bool dev;                 /* soft backend, 1-of-1 key file, unseals itself */
@@ -89,6 +114,45 @@ KF_RESULT int kf_kms_revoke(kf_kms *kms, const char *actor, const char *uid, uin
                             int64_t compromise_time, const char *message);
 KF_RESULT int kf_kms_destroy(kf_kms *kms, const char *actor, const char *uid);
 
+/*
+ * Use a key: load it, check the lifecycle allows purpose (lifecycle.h) and
+ * that its Cryptographic Usage Mask has usage_bit (0 = no mask check), unwrap
+ * its material into secure memory, call fn, wipe, audit "<op>" with the
+ * outcome. fn runs under no store lock; it must not keep material.
+ */
+typedef int (*kf_kms_key_fn)(void *ctx, const struct kf_object *obj, const uint8_t *material,
+                             size_t material_len);
+KF_RESULT int kf_kms_use_key(kf_kms *kms, const char *actor, const char *op, const char *uid,
+                             int purpose, uint32_t usage_bit, kf_kms_key_fn fn, void *ctx);
+
+/* Store given material as a new managed object (KMIP Register, and the second
+ * half of Create Key Pair). spec->crypto_length is taken as given. */
+struct kf_register_spec {
+    const char *domain;
+    uint32_t object_type;    /* any KF_OBJ_* */
+    uint32_t crypto_alg;
+    int32_t crypto_length;
+    uint32_t usage_mask;
+    uint8_t key_format;      /* KMIP Key Format Type of material */
+    const char *name;
+    const uint8_t *attributes; /* TTLV of further attributes (opaque to the store), or NULL */
+    size_t attributes_len;
+    uint32_t state;          /* 0 = Pre-Active; KF_STATE_ACTIVE for objects registered active */
+};
+KF_RESULT int kf_kms_register(kf_kms *kms, const char *actor, const char *op,
+                              const struct kf_register_spec *spec, const uint8_t *material,
+                              size_t material_len, char uid[KF_UID_MAX]);
+
+/* Change an object's metadata in one audited transaction: fn may modify any
+ * field of obj except domain_id, key_id, state, version and material (state
+ * changes go through activate/revoke/destroy). */
+typedef int (*kf_kms_update_fn)(void *ctx, struct kf_object *obj);
+KF_RESULT int kf_kms_update(kf_kms *kms, const char *actor, const char *op, const char *uid,
+                            kf_kms_update_fn fn, void *ctx);
+
+/* The domain name part of a UID ("VENDOR" of "VENDOR/17"); KF_ERR_OBJECT if malformed. */
+KF_RESULT int kf_kms_uid_domain(const char *uid, char domain[65]);
+
 /* ---- Audit ---- */
 KF_RESULT int kf_kms_audit_list(kf_kms *kms, uint64_t from, uint64_t max, kf_audit_record_cb cb,
                                 void *ctx);
@@ -100,8 +164,10 @@ KF_RESULT int kf_kms_audit_verify(kf_kms *kms, struct kf_audit_report *r);
  * append the Response Message to resp. Never fails for a bad request: that
  * gets a KMIP error response. Returns < 0 only if no response can be made.
  */
-KF_RESULT int kf_kms_handle_kmip(kf_kms *kms, const char *actor, const uint8_t *req, size_t len,
-                                 kf_buf *resp);
+KF_RESULT int kf_kms_handle_kmip(kf_kms *kms, const struct kf_principal *who, const uint8_t *req,
+                                 size_t len, kf_buf *resp);
+/* The principal of the local admin socket: every role, every domain. */
+void kf_principal_local_admin(struct kf_principal *who, const char *name);
 /* KMIP Result Reason for a kf error (protocol major version matters). */
 uint32_t kf_kms_result_reason(int err, int kmip_major);
 

@@ -31,6 +31,7 @@ static int64_t get_long_or(const kf_ttlv *parent, uint32_t tag, int64_t dflt)
 
 int kmip_kf_init(struct kmip_call *c)
 {
+    KF_GUARD(kmip_authorize(c, KF_ROLE_ADMIN, NULL, "init"));
     const char *pin = kmip_text(c, c->req, KMIP_TAG_KEYFLEET_PIN);
     if (pin)
         return kf_kms_init_pkcs11(c->kms, c->actor, pin);
@@ -51,6 +52,7 @@ int kmip_kf_init(struct kmip_call *c)
 
 int kmip_kf_unseal(struct kmip_call *c)
 {
+    KF_GUARD(kmip_authorize(c, KF_ROLE_ADMIN, NULL, "unseal"));
     const char *secret = kmip_text(c, c->req, KMIP_TAG_KEYFLEET_SHARE);
     if (!secret)
         secret = kmip_text(c, c->req, KMIP_TAG_KEYFLEET_PIN);
@@ -70,6 +72,7 @@ int kmip_kf_unseal(struct kmip_call *c)
 
 int kmip_kf_seal(struct kmip_call *c)
 {
+    KF_GUARD(kmip_authorize(c, KF_ROLE_ADMIN, NULL, "seal"));
     return kf_kms_seal(c->kms, c->actor);
 }
 
@@ -100,6 +103,7 @@ int kmip_kf_domain_create(struct kmip_call *c)
         snprintf(c->message, sizeof(c->message), "domain create needs a domain name");
         return KF_ERR_REQUEST;
     }
+    KF_GUARD(kmip_authorize(c, KF_ROLE_ADMIN, NULL, "domain-create"));
     KF_GUARD(kf_kms_domain_create(c->kms, c->actor, name, parent));
     return kf_ttlv_add_text(c->arena, c->resp, KMIP_TAG_KEYFLEET_DOMAIN, name) ? KF_OK
                                                                               : KF_ERR_NOMEM;
@@ -127,6 +131,7 @@ static int put_domain(void *ctx, const struct kf_domain *d)
 
 int kmip_kf_domain_list(struct kmip_call *c)
 {
+    KF_GUARD(kmip_authorize(c, KF_ROLE_ADMIN, NULL, "domain-list"));
     return kf_kms_domain_list(c->kms, put_domain, c);
 }
 
@@ -150,6 +155,7 @@ int kmip_kf_key_list(struct kmip_call *c)
         snprintf(c->message, sizeof(c->message), "key list needs a domain");
         return KF_ERR_REQUEST;
     }
+    KF_GUARD(kmip_authorize(c, KF_ROLE_USE, domain, "key-list"));
     struct kf_object_filter f = {0};
     uint32_t v;
     if (kf_ttlv_get_enum(kf_ttlv_find(c->req, KMIP_TAG_STATE), &v) == KF_OK)
@@ -181,6 +187,7 @@ static int put_audit_record(void *ctx, const struct kf_audit_record *r)
 
 int kmip_kf_audit_show(struct kmip_call *c)
 {
+    KF_GUARD(kmip_authorize(c, KF_ROLE_ADMIN, NULL, "audit-show"));
     uint64_t from = (uint64_t)get_long_or(c->req, KMIP_TAG_KEYFLEET_FROM, 1);
     int32_t limit = get_int_or(c->req, KMIP_TAG_KEYFLEET_LIMIT, KF_LIST_DEFAULT_LIMIT);
     if (limit <= 0 || limit > KF_LIST_DEFAULT_LIMIT)
@@ -190,6 +197,7 @@ int kmip_kf_audit_show(struct kmip_call *c)
 
 int kmip_kf_audit_verify(struct kmip_call *c)
 {
+    KF_GUARD(kmip_authorize(c, KF_ROLE_ADMIN, NULL, "audit-verify"));
     struct kf_audit_report r;
     memset(&r, 0, sizeof(r));
     int rc = kf_kms_audit_verify(c->kms, &r);

@@ -3,6 +3,7 @@
  * through its handler, encode the Response Message. Malformed requests get
  * a KMIP failure response, never a crash or a silent close.
  */
+#include <pthread.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -91,6 +92,27 @@ const char *kmip_text(struct kmip_call *c, const kf_ttlv *parent, uint32_t tag)
     return strlen(s) == len ? s : NULL;
 }
 
+int kmip_authorize(struct kmip_call *c, unsigned roles, const char *domain, const char *op)
+{
+    if (kf_principal_allows(c->who, roles, domain))
+        return KF_OK;
+    snprintf(c->message, sizeof(c->message), "%.120s may not %.40s%s%.64s", c->who->name, op,
+             domain ? " in domain " : "", domain ? domain : "");
+    pthread_mutex_lock(&c->kms->lock);
+    kms_audit_refusal(c->kms, c->actor, op, domain && kf_domain_name_valid(domain) ? domain : "",
+                      "", KF_ERR_PERM, "not authorised");
+    pthread_mutex_unlock(&c->kms->lock);
+    return KF_ERR_PERM;
+}
+
+int kmip_authorize_uid(struct kmip_call *c, unsigned roles, const char *uid, const char *op)
+{
+    char domain[65];
+    if (kf_kms_uid_domain(uid, domain) < 0)
+        return KF_OK; /* the service answers Item Not Found */
+    return kmip_authorize(c, roles, domain, op);
+}
+
 static kmip_handler find_handler(uint32_t op)
 {
     for (size_t i = 0; i < sizeof(handlers) / sizeof(handlers[0]); i++)
@@ -117,7 +139,8 @@ static int put_failure(kf_arena *a, kf_ttlv *item, int err, int major, const cha
 }
 
 /* Run one batch item; always produces a response batch item. */
-static int run_item(kf_kms *kms, const char *actor, int major, int minor, const kf_ttlv *bi,
+static int run_item(kf_kms *kms, const struct kf_principal *who, int major, int minor,
+                    const kf_ttlv *bi,
                     kf_arena *a, kf_ttlv *resp_msg)
 {
     kf_ttlv *item = kf_ttlv_struct(a, resp_msg, KMIP_TAG_BATCH_ITEM);
@@ -142,7 +165,8 @@ static int run_item(kf_kms *kms, const char *actor, int major, int minor, const 
     KF_ENSURE(payload != NULL, KF_ERR_NOMEM);
     struct kmip_call call = {
         .kms = kms,
-        .actor = actor,
+        .who = who,
+        .actor = who->name,
         .major = major,
         .minor = minor,
         .req = kf_ttlv_find(bi, KMIP_TAG_REQUEST_PAYLOAD),
@@ -182,13 +206,13 @@ static int message_failure(kf_arena *a, kf_buf *resp, int major, int minor, int 
     return kf_ttlv_encode(msg, resp);
 }
 
-static int handle(kf_kms *kms, const char *actor, const uint8_t *req, size_t len, kf_arena *a,
-                  kf_buf *resp)
+static int handle(kf_kms *kms, const struct kf_principal *who, const uint8_t *req, size_t len,
+                  kf_arena *a, kf_buf *resp)
 {
     kf_ttlv *msg;
     int rc = kf_ttlv_decode(req, len, NULL, a, &msg);
     if (rc < 0) {
-        kf_info("refused a KMIP message from %s: %s", actor, kf_strerror(rc));
+        kf_info("refused a KMIP message from %s: %s", who->name, kf_strerror(rc));
         kf_arena_reset(a);
         return message_failure(a, resp, 1, 4, KF_ERR_FORMAT, kf_strerror(rc));
     }
@@ -213,16 +237,17 @@ static int handle(kf_kms *kms, const char *actor, const uint8_t *req, size_t len
     KF_GUARD(put_header(a, out, major, minor, (int32_t)items));
     for (const kf_ttlv *bi = kf_ttlv_find(msg, KMIP_TAG_BATCH_ITEM); bi;
          bi = kf_ttlv_find_next(bi, KMIP_TAG_BATCH_ITEM))
-        KF_GUARD(run_item(kms, actor, major, minor, bi, a, out));
+        KF_GUARD(run_item(kms, who, major, minor, bi, a, out));
     return kf_ttlv_encode(out, resp);
 }
 
-int kf_kms_handle_kmip(kf_kms *kms, const char *actor, const uint8_t *req, size_t len,
-                       kf_buf *resp)
+int kf_kms_handle_kmip(kf_kms *kms, const struct kf_principal *who, const uint8_t *req,
+                       size_t len, kf_buf *resp)
 {
+    KF_ENSURE(kms && who && resp, KF_ERR_ARG);
     kf_arena *a;
     KF_GUARD(kf_arena_new(&a, 0));
-    int rc = handle(kms, actor, req, len, a, resp);
+    int rc = handle(kms, who, req, len, a, resp);
     if (rc < 0) {
         /* Out of arena or buffer space: answer with the reason if at all possible. */
         kf_buf_reset(resp);

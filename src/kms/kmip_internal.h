@@ -8,7 +8,8 @@
 /* What a handler gets: the request payload and a response payload to fill. */
 struct kmip_call {
     kf_kms *kms;
-    const char *actor;
+    const struct kf_principal *who;
+    const char *actor;       /* who->name */
     int major, minor;        /* protocol version of the request */
     const kf_ttlv *req;      /* Request Payload (may be NULL) */
     kf_ttlv *resp;           /* Response Payload, already created */
@@ -37,6 +38,14 @@ int kmip_kf_domain_list(struct kmip_call *c);
 int kmip_kf_key_list(struct kmip_call *c);
 int kmip_kf_audit_show(struct kmip_call *c);
 int kmip_kf_audit_verify(struct kmip_call *c);
+
+/*
+ * KF_OK if c->who holds roles in domain (NULL: server-wide); otherwise audits
+ * the refusal of op and returns KF_ERR_PERM with a sentence in c->message.
+ */
+int kmip_authorize(struct kmip_call *c, unsigned roles, const char *domain, const char *op);
+/* Same, for the domain of a Unique Identifier (unknown UIDs pass to the service's not-found). */
+int kmip_authorize_uid(struct kmip_call *c, unsigned roles, const char *uid, const char *op);
 
 /* Text field of the payload as a NUL-terminated arena string, or NULL. */
 const char *kmip_text(struct kmip_call *c, const kf_ttlv *parent, uint32_t tag);

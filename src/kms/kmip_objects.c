@@ -83,7 +83,7 @@ static int parse_create(struct kmip_call *c, struct create_attrs *at)
     if (!at->domain)
         at->domain = kmip_text(c, c->req, KMIP_TAG_KEYFLEET_DOMAIN);
     if (!at->domain)
-        at->domain = KF_DEFAULT_DOMAIN;
+        at->domain = c->who->default_domain[0] ? c->who->default_domain : KF_DEFAULT_DOMAIN;
     return KF_OK;
 }
 
@@ -102,6 +102,7 @@ int kmip_create(struct kmip_call *c)
                  "Create of a symmetric key needs Cryptographic Algorithm and Length");
         return KF_ERR_REQUEST;
     }
+    KF_GUARD(kmip_authorize(c, KF_ROLE_MANAGE, at.domain, "Create"));
     struct kf_key_spec spec = {
         .domain = at.domain,
         .object_type = type,
@@ -154,6 +155,7 @@ int kmip_get(struct kmip_call *c)
 {
     const char *uid = request_uid(c);
     KF_ENSURE(uid, KF_ERR_REQUEST);
+    KF_GUARD(kmip_authorize_uid(c, KF_ROLE_EXPORT, uid, "Get"));
     struct kf_object obj = {0};
     kf_buf material;
     KF_GUARD(kf_buf_alloc(&material, 64, 4096, KF_BUF_SECRET));
@@ -219,6 +221,7 @@ int kmip_get_attributes(struct kmip_call *c)
 {
     const char *uid = request_uid(c);
     KF_ENSURE(uid, KF_ERR_REQUEST);
+    KF_GUARD(kmip_authorize_uid(c, KF_ROLE_USE, uid, "Get Attributes"));
     struct kf_object obj = {0};
     KF_GUARD(kf_kms_get(c->kms, c->actor, uid, &obj, NULL));
     int rc = KF_OK;
@@ -240,6 +243,7 @@ int kmip_activate(struct kmip_call *c)
 {
     const char *uid = request_uid(c);
     KF_ENSURE(uid, KF_ERR_REQUEST);
+    KF_GUARD(kmip_authorize_uid(c, KF_ROLE_MANAGE, uid, "Activate"));
     KF_GUARD(kf_kms_activate(c->kms, c->actor, uid));
     return answer_uid(c, uid);
 }
@@ -248,6 +252,7 @@ int kmip_revoke(struct kmip_call *c)
 {
     const char *uid = request_uid(c);
     KF_ENSURE(uid, KF_ERR_REQUEST);
+    KF_GUARD(kmip_authorize_uid(c, KF_ROLE_MANAGE, uid, "Revoke"));
     const kf_ttlv *rr = kf_ttlv_find(c->req, KMIP_TAG_REVOCATION_REASON);
     uint32_t code;
     if (kf_ttlv_get_enum(kf_ttlv_find(rr, KMIP_TAG_REVOCATION_REASON_CODE), &code) < 0) {
@@ -267,6 +272,7 @@ int kmip_destroy(struct kmip_call *c)
 {
     const char *uid = request_uid(c);
     KF_ENSURE(uid, KF_ERR_REQUEST);
+    KF_GUARD(kmip_authorize_uid(c, KF_ROLE_MANAGE, uid, "Destroy"));
     KF_GUARD(kf_kms_destroy(c->kms, c->actor, uid));
     return answer_uid(c, uid);
 }

@@ -314,3 +314,174 @@ int kf_kms_destroy(kf_kms *kms, const char *actor, const char *uid)
     struct lifecycle_change c = {.op = "Destroy", .ev = KF_EV_DESTROY};
     return lifecycle_op(kms, actor, uid, &c);
 }
+
+int kf_kms_uid_domain(const char *uid, char domain[65])
+{
+    uint64_t key_id;
+    KF_ENSURE(uid && kf_object_uid_parse(uid, domain, &key_id) == KF_OK, KF_ERR_OBJECT);
+    return KF_OK;
+}
+
+/* Load and unwrap under the lock; the caller's crypto runs after it is released. */
+static int fetch_for_use(kf_kms *kms, const char *uid, int purpose, uint32_t usage_bit,
+                         struct kf_domain *d, struct kf_object *obj, kf_buf *material)
+{
+    KF_ENSURE(!kf_secmod_sealed(kms->secmod), KF_ERR_SEALED);
+    KF_GUARD(kf_store_begin(kms->store));
+    int rc = load_object(kms, uid, d, obj);
+    if (rc == KF_OK && !kf_lifecycle_allows_use(obj->state, (enum kf_use_purpose)purpose))
+        rc = KF_ERR_STATE;
+    if (rc == KF_OK && usage_bit && !(obj->usage_mask & usage_bit))
+        rc = KF_ERR_PERM;
+    if (rc == KF_OK)
+        rc = unwrap_material(kms, d, obj, material);
+    kf_store_rollback(kms->store); /* read only */
+    return rc;
+}
+
+int kf_kms_use_key(kf_kms *kms, const char *actor, const char *op, const char *uid, int purpose,
+                   uint32_t usage_bit, kf_kms_key_fn fn, void *ctx)
+{
+    struct kf_domain d = {0};
+    struct kf_object obj = {0};
+    kf_buf material;
+    KF_GUARD(kf_buf_alloc(&material, 64, 8192, KF_BUF_SECRET));
+    pthread_mutex_lock(&kms->lock);
+    int rc = fetch_for_use(kms, uid, purpose, usage_bit, &d, &obj, &material);
+    pthread_mutex_unlock(&kms->lock);
+    if (rc == KF_OK)
+        rc = fn(ctx, &obj, material.data, material.len);
+    kf_buf_free(&material);
+    pthread_mutex_lock(&kms->lock);
+    if (rc == KF_OK) {
+        int arc = kf_store_begin(kms->store);
+        if (arc == KF_OK)
+            arc = kms_audit(kms, actor, op, d.name, uid, KF_OK, NULL);
+        if (arc == KF_OK)
+            arc = kf_store_commit(kms->store);
+        if (arc < 0) {
+            kf_store_rollback(kms->store);
+            rc = KF_ERR_AUDIT_WRITE; /* the caller must not release the result */
+        }
+    } else {
+        kms_audit_refusal(kms, actor, op, d.name, rc == KF_ERR_OBJECT ? "" : uid, rc, NULL);
+    }
+    pthread_mutex_unlock(&kms->lock);
+    kf_object_clear(&obj);
+    kf_domain_clear(&d);
+    return rc;
+}
+
+static int register_locked(kf_kms *kms, const char *actor, const char *op,
+                           const struct kf_register_spec *spec, const uint8_t *material,
+                           size_t material_len, char uid[KF_UID_MAX])
+{
+    struct kf_domain d = {0};
+    struct kf_object obj = {0};
+    kf_buf wrapped = {0};
+    kf_domain_handle h;
+    int rc;
+    KF_GUARD(kf_store_begin(kms->store));
+    if ((rc = kf_store_domain_get(kms->store, spec->domain, &d)) < 0 ||
+        (rc = kms_domain_handle(kms, &d, &h)) < 0 ||
+        (rc = kf_store_next_key_id(kms->store, d.id, &obj.key_id)) < 0 ||
+        (rc = kf_buf_alloc(&wrapped, 0, 65536, 0)) < 0)
+        goto out;
+    obj.domain_id = d.id;
+    obj.object_type = spec->object_type;
+    obj.state = spec->state ? spec->state : KF_STATE_PRE_ACTIVE;
+    obj.crypto_alg = spec->crypto_alg;
+    obj.crypto_length = spec->crypto_length;
+    obj.usage_mask = spec->usage_mask;
+    obj.key_format = spec->key_format;
+    obj.version = 1;
+    obj.initial_date = obj.last_change_date = now_seconds();
+    if (obj.state == KF_STATE_ACTIVE)
+        obj.activation_date = obj.initial_date;
+    if (spec->name)
+        snprintf(obj.name, sizeof(obj.name), "%s", spec->name);
+    obj.attributes = (uint8_t *)(uintptr_t)spec->attributes; /* borrowed for the insert */
+    obj.attributes_len = spec->attributes_len;
+    if ((rc = kf_secmod_wrap(kms->secmod, h, obj.key_id, d.id, obj.version, material,
+                             material_len, &wrapped)) < 0)
+        goto out;
+    obj.material = wrapped.data;
+    obj.material_len = wrapped.len;
+    if ((rc = kf_store_object_insert(kms->store, &obj)) < 0 ||
+        (rc = kf_object_uid_format(d.name, obj.key_id, uid, KF_UID_MAX)) < 0)
+        goto out;
+    char detail[96];
+    snprintf(detail, sizeof(detail), "type %u alg %u length %d", obj.object_type, obj.crypto_alg,
+             obj.crypto_length);
+    if ((rc = kms_audit(kms, actor, op, d.name, uid, KF_OK, detail)) < 0)
+        goto out;
+    rc = kf_store_commit(kms->store);
+out:
+    if (rc < 0)
+        kf_store_rollback(kms->store);
+    kf_buf_free(&wrapped);
+    kf_domain_clear(&d);
+    return rc;
+}
+
+int kf_kms_register(kf_kms *kms, const char *actor, const char *op,
+                    const struct kf_register_spec *spec, const uint8_t *material,
+                    size_t material_len, char uid[KF_UID_MAX])
+{
+    KF_ENSURE(spec && spec->domain && material && material_len > 0 && material_len <= 16384,
+              KF_ERR_ARG);
+    KF_ENSURE(!spec->name || strlen(spec->name) <= KF_OBJECT_NAME_MAX, KF_ERR_ATTRIBUTE);
+    pthread_mutex_lock(&kms->lock);
+    int rc = kf_secmod_sealed(kms->secmod) ? KF_ERR_SEALED : KF_OK;
+    if (rc == KF_OK)
+        rc = register_locked(kms, actor, op, spec, material, material_len, uid);
+    if (rc < 0)
+        kms_audit_refusal(kms, actor, op, kf_domain_name_valid(spec->domain) ? spec->domain : "",
+                          "", rc, NULL);
+    pthread_mutex_unlock(&kms->lock);
+    return rc;
+}
+
+static int update_locked(kf_kms *kms, const char *actor, const char *op, const char *uid,
+                         kf_kms_update_fn fn, void *ctx, struct kf_domain *d)
+{
+    struct kf_object obj = {0};
+    KF_GUARD(kf_store_begin(kms->store));
+    int rc = load_object(kms, uid, d, &obj);
+    if (rc == KF_OK) {
+        struct kf_object before = obj;
+        free(obj.material);
+        obj.material = NULL; /* update leaves material alone when NULL */
+        before.material = NULL;
+        rc = fn(ctx, &obj);
+        /* Identity, state and wrapping are not fn's to change. */
+        if (rc == KF_OK && (obj.domain_id != before.domain_id || obj.key_id != before.key_id ||
+                            obj.state != before.state || obj.version != before.version))
+            rc = KF_ERR_INTERNAL;
+        if (rc == KF_OK) {
+            obj.last_change_date = now_seconds();
+            rc = kf_store_object_update(kms->store, &obj);
+        }
+    }
+    if (rc == KF_OK)
+        rc = kms_audit(kms, actor, op, d->name, uid, KF_OK, NULL);
+    if (rc == KF_OK)
+        rc = kf_store_commit(kms->store);
+    if (rc < 0)
+        kf_store_rollback(kms->store);
+    kf_object_clear(&obj);
+    return rc;
+}
+
+int kf_kms_update(kf_kms *kms, const char *actor, const char *op, const char *uid,
+                  kf_kms_update_fn fn, void *ctx)
+{
+    struct kf_domain d = {0};
+    pthread_mutex_lock(&kms->lock);
+    int rc = update_locked(kms, actor, op, uid, fn, ctx, &d);
+    if (rc < 0)
+        kms_audit_refusal(kms, actor, op, d.name, rc == KF_ERR_OBJECT ? "" : uid, rc, NULL);
+    pthread_mutex_unlock(&kms->lock);
+    kf_domain_clear(&d);
+    return rc;
+}

@@ -21,6 +21,7 @@
 struct conn {
     int fd;
     char actor[64];
+    struct kf_principal who;
     const struct kf_local_server_config *cfg;
     atomic_uint *active;
 };
@@ -57,7 +58,7 @@ static void serve_connection(struct conn *c)
             break;
         }
         kf_buf_reset(&resp);
-        rc = kf_kms_handle_kmip(c->cfg->kms, c->actor, req.data, req.len, &resp);
+        rc = kf_kms_handle_kmip(c->cfg->kms, &c->who, req.data, req.len, &resp);
         if (rc < 0 || kf_frame_write(c->fd, resp.data, resp.len) < 0) {
             kf_warn("admin connection %s: cannot answer: %s", c->actor, kf_strerror(rc));
             break;
@@ -121,6 +122,7 @@ static void accept_one(int lfd, const struct kf_local_server_config *cfg, atomic
         free(c);
         return;
     }
+    kf_principal_local_admin(&c->who, c->actor);
     if (atomic_fetch_add(active, 1) >= max) {
         atomic_fetch_sub(active, 1);
         kf_warn("admin socket: refused %s, %u connections open", c->actor, max);

@@ -228,7 +228,9 @@ static int kmip_call(kf_kms *kms, kf_arena *a, kf_ttlv *msg, const kf_ttlv **ite
     assert_int_equal(kf_buf_alloc(&req, 0, 1 << 20, 0), KF_OK);
     assert_int_equal(kf_buf_alloc(&resp, 0, 1 << 20, 0), KF_OK);
     assert_int_equal(kf_ttlv_encode(msg, &req), KF_OK);
-    assert_int_equal(kf_kms_handle_kmip(kms, "test", req.data, req.len, &resp), KF_OK);
+    struct kf_principal who;
+    kf_principal_local_admin(&who, "test");
+    assert_int_equal(kf_kms_handle_kmip(kms, &who, req.data, req.len, &resp), KF_OK);
     assert_int_equal(kf_ttlv_decode(resp.data, resp.len, NULL, a, &r), KF_OK);
     assert_int_equal(r->tag, KMIP_TAG_RESPONSE_MESSAGE);
     *item = kf_ttlv_find(r, KMIP_TAG_BATCH_ITEM);
@@ -341,7 +343,9 @@ static void kmip_refusals_have_reasons(void **state)
     assert_int_equal(kf_ttlv_encode(msg, &req), KF_OK);
     for (size_t cut = 0; cut < req.len; cut += 3) {
         kf_buf_reset(&resp);
-        assert_int_equal(kf_kms_handle_kmip(f->kms, "test", req.data, cut, &resp), KF_OK);
+        struct kf_principal who;
+        kf_principal_local_admin(&who, "test");
+        assert_int_equal(kf_kms_handle_kmip(f->kms, &who, req.data, cut, &resp), KF_OK);
         kf_ttlv *r;
         assert_int_equal(kf_ttlv_decode(resp.data, resp.len, NULL, a, &r), KF_OK);
         uint32_t st = 0;
@@ -351,6 +355,65 @@ static void kmip_refusals_have_reasons(void **state)
     }
     kf_buf_free(&req);
     kf_buf_free(&resp);
+    kf_arena_free(a);
+}
+
+/* A principal limited to using keys in VENDOR. */
+static void principals_are_authorised_per_domain(void **state)
+{
+    struct fixture *f = *state;
+    char uid[KF_UID_MAX];
+    struct kf_key_spec usps = aes256;
+    usps.domain = "USPS";
+    assert_int_equal(kf_kms_create(f->kms, "test", &aes256, uid), KF_OK);
+    assert_int_equal(kf_kms_create(f->kms, "test", &usps, uid), KF_OK);
+    struct kf_principal user = {.name = "cert:CN=app", .roles = KF_ROLE_USE, .ndomains = 1};
+    snprintf(user.domains[0], sizeof(user.domains[0]), "VENDOR");
+    assert_true(kf_principal_allows(&user, KF_ROLE_USE, "VENDOR"));
+    assert_false(kf_principal_allows(&user, KF_ROLE_USE, "USPS"));
+    assert_false(kf_principal_allows(&user, KF_ROLE_EXPORT, "VENDOR"));
+    assert_false(kf_principal_allows(&user, KF_ROLE_ADMIN, NULL));
+
+    kf_arena *a;
+    assert_int_equal(kf_arena_new(&a, 0), KF_OK);
+    struct {
+        uint32_t op;
+        const char *uid;
+        uint32_t want;
+    } cases[] = {
+        {KMIP_OP_GET_ATTRIBUTES, "VENDOR/1", KMIP_RESULT_STATUS_SUCCESS},
+        {KMIP_OP_GET_ATTRIBUTES, "USPS/1", KMIP_RESULT_STATUS_OPERATION_FAILED},
+        {KMIP_OP_GET, "VENDOR/1", KMIP_RESULT_STATUS_OPERATION_FAILED},
+        {KMIP_OP_DESTROY, "VENDOR/1", KMIP_RESULT_STATUS_OPERATION_FAILED},
+        {KMIP_OP_KEYFLEET_SEAL, NULL, KMIP_RESULT_STATUS_OPERATION_FAILED},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        kf_ttlv *p, *msg = request(a, 2, 1, cases[i].op, &p);
+        if (cases[i].uid)
+            kf_ttlv_add_text(a, p, KMIP_TAG_UNIQUE_IDENTIFIER, cases[i].uid);
+        kf_buf req, resp;
+        kf_ttlv *r;
+        assert_int_equal(kf_buf_alloc(&req, 0, 1 << 20, 0), KF_OK);
+        assert_int_equal(kf_buf_alloc(&resp, 0, 1 << 20, 0), KF_OK);
+        assert_int_equal(kf_ttlv_encode(msg, &req), KF_OK);
+        assert_int_equal(kf_kms_handle_kmip(f->kms, &user, req.data, req.len, &resp), KF_OK);
+        assert_int_equal(kf_ttlv_decode(resp.data, resp.len, NULL, a, &r), KF_OK);
+        const kf_ttlv *item = kf_ttlv_find(r, KMIP_TAG_BATCH_ITEM);
+        uint32_t st = 99, reason = 0;
+        assert_int_equal(kf_ttlv_get_enum(kf_ttlv_find(item, KMIP_TAG_RESULT_STATUS), &st), KF_OK);
+        assert_int_equal(st, cases[i].want);
+        if (st != KMIP_RESULT_STATUS_SUCCESS) {
+            assert_int_equal(kf_ttlv_get_enum(kf_ttlv_find(item, KMIP_TAG_RESULT_REASON), &reason),
+                             KF_OK);
+            assert_int_equal(reason, KMIP_REASON_PERMISSION_DENIED);
+        }
+        kf_buf_free(&req);
+        kf_buf_free(&resp);
+    }
+    /* The refusals are in the audit trail under the certificate's name. */
+    struct last_record l = {0};
+    assert_int_equal(kf_kms_audit_list(f->kms, 1, 0, remember, &l), KF_OK);
+    assert_string_equal(l.result, "KF_ERR_PERM");
     kf_arena_free(a);
 }
 
@@ -367,6 +430,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(sealed_service_refuses_key_operations, setup, teardown),
         cmocka_unit_test_setup_teardown(kmip_v1_create_with_template_attributes, setup, teardown),
         cmocka_unit_test_setup_teardown(kmip_refusals_have_reasons, setup, teardown),
+        cmocka_unit_test_setup_teardown(principals_are_authorised_per_domain, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
