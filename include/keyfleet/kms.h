@@ -59,6 +59,7 @@ struct kf_kms_config {
     const char *token_label;
     const char *pin;          /* optional: log in at start (from a PIN file) */
     uint32_t audit_checkpoint_interval; /* 0 = default */
+    bool memory_store;        /* fuzzing/tests: the store in memory (dir still holds secmod files) */
 };
 
 KF_RESULT int kf_kms_open(const struct kf_kms_config *cfg, kf_kms **out);

@@ -30,6 +30,8 @@ struct sqlite3;
 typedef struct kf_store kf_store;
 
 #define KF_STORE_DB_NAME "keyfleet.db"
+/* Pass as dir to kf_store_open for a private in-memory database (fuzzing, tests): not durable. */
+#define KF_STORE_IN_MEMORY ":memory:"
 
 /* Open (creating and migrating if needed) <dir>/keyfleet.db.
  * KF_ERR_SCHEMA if the file was written by a newer keyfleet; KF_ERR_DB/KF_ERR_IO otherwise. */

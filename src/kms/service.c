@@ -94,7 +94,7 @@ static int open_parts(kf_kms *kms, const struct kf_kms_config *cfg)
         .key_label = NULL,
     };
     KF_GUARD(kf_secmod_open(&sc, &kms->secmod));
-    KF_GUARD(kf_store_open(kms->dir, &kms->store));
+    KF_GUARD(kf_store_open(cfg->memory_store ? KF_STORE_IN_MEMORY : kms->dir, &kms->store));
     struct kf_audit_mac mac = {.mac = audit_mac_cb, .ctx = kms};
     struct kf_audit_options opt = {.checkpoint_interval = cfg->audit_checkpoint_interval};
     KF_GUARD(kf_audit_open(kf_store_db(kms->store), &mac, &opt, &kms->audit));

@@ -249,10 +249,12 @@ static int migrate(sqlite3 *db)
     return err;
 }
 
-static int configure(sqlite3 *db)
+static int configure(sqlite3 *db, bool in_memory)
 {
     sqlite3_extended_result_codes(db, 1);
     sqlite3_busy_timeout(db, BUSY_TIMEOUT_MS);
+    if (in_memory) /* fuzzing and tests only: nothing to make durable */
+        return exec_sql(db, "PRAGMA foreign_keys=ON; PRAGMA secure_delete=ON;");
     sqlite3_stmt *s = NULL;
     int rc = sqlite3_prepare_v2(db, "PRAGMA journal_mode=WAL", -1, &s, NULL);
     if (rc != SQLITE_OK)
@@ -274,16 +276,21 @@ int kf_store_open(const char *dir, kf_store **out)
     KF_ENSURE(dir && out, KF_ERR_ARG);
     *out = NULL;
     char path[4096];
-    int n = snprintf(path, sizeof(path), "%s/%s", dir, KF_STORE_DB_NAME);
-    KF_ENSURE(n > 0 && (size_t)n < sizeof(path), KF_ERR_LIMIT);
-    KF_GUARD(create_db_file(path));
+    bool in_memory = strcmp(dir, KF_STORE_IN_MEMORY) == 0;
+    if (in_memory) {
+        snprintf(path, sizeof(path), ":memory:");
+    } else {
+        int n = snprintf(path, sizeof(path), "%s/%s", dir, KF_STORE_DB_NAME);
+        KF_ENSURE(n > 0 && (size_t)n < sizeof(path), KF_ERR_LIMIT);
+        KF_GUARD(create_db_file(path));
+    }
 
     kf_store *st = calloc(1, sizeof(*st));
     KF_ENSURE(st, KF_ERR_NOMEM);
     int rc = sqlite3_open_v2(path, &st->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL);
     int err = rc == SQLITE_OK ? KF_OK : kf_store_sqlite_error(st, rc, "open");
     if (err == KF_OK)
-        err = configure(st->db);
+        err = configure(st->db, in_memory);
     if (err == KF_OK)
         err = migrate(st->db);
     if (err != KF_OK) {
