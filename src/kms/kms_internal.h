@@ -7,6 +7,21 @@
 #include "keyfleet/kms.h"
 
 #define KF_KMS_MAX_DOMAIN_HANDLES 4096
+#define KF_KMS_READERS 8
+
+/* A read-only connection of the pool: reads (Get, key use) never take kms->lock. */
+struct kms_reader {
+    pthread_mutex_t lock;
+    kf_store *store;
+};
+
+/* One audit record waiting for a group commit. */
+struct kms_audit_wait {
+    struct kf_audit_event ev;
+    int result;            /* of the append and commit */
+    bool done;
+    struct kms_audit_wait *next;
+};
 
 struct kf_kms {
     char dir[4096];
@@ -17,7 +32,15 @@ struct kf_kms {
     kf_audit *audit;
     /* One writer at a time: the store connection and the audit head are shared. */
     pthread_mutex_t lock;
+    /* Readers: NULL stores when the store is in memory (then reads use the writer). */
+    struct kms_reader readers[KF_KMS_READERS];
+    /* Group commit of audit records for reads and key uses. */
+    pthread_mutex_t audit_queue_lock;
+    pthread_cond_t audit_queue_done;
+    struct kms_audit_wait *audit_pending;
+    bool audit_flushing;
     /* Domain keys loaded into the security module since the last unseal. */
+    pthread_rwlock_t handles_lock;
     struct {
         uint64_t domain_id;
         kf_domain_handle handle;
@@ -31,6 +54,12 @@ int kms_audit(kf_kms *kms, const char *actor, const char *op, const char *domain
 /* Audit a refusal in a transaction of its own (the action's was rolled back). */
 void kms_audit_refusal(kf_kms *kms, const char *actor, const char *op, const char *domain,
                        const char *object, int err, const char *detail);
+/* Append ev durably, sharing the transaction and fsync with concurrent callers.
+ * Must be called WITHOUT kms->lock held. */
+int kms_audit_group(kf_kms *kms, const struct kf_audit_event *ev);
+/* A pooled read connection (locked); release when done. NULL: use kms->store under kms->lock. */
+struct kms_reader *kms_reader_acquire(kf_kms *kms);
+void kms_reader_release(struct kms_reader *r);
 /* Handle for a domain's key, loading it into the security module if needed. */
 int kms_domain_handle(kf_kms *kms, const struct kf_domain *d, kf_domain_handle *h);
 /* Forget all loaded handles (on seal). */

@@ -121,21 +121,66 @@ int kf_kms_create(kf_kms *kms, const char *actor, const struct kf_key_spec *spec
     return rc;
 }
 
-/* Resolve a UID to its domain and object inside the open transaction. */
-static int load_object(kf_kms *kms, const char *uid, struct kf_domain *d, struct kf_object *obj)
+/* Resolve a UID to its domain and object on connection st. */
+static int load_object_from(kf_store *st, const char *uid, struct kf_domain *d,
+                            struct kf_object *obj)
 {
     char dname[KF_DOMAIN_NAME_MAX + 1];
     uint64_t key_id;
     KF_ENSURE(uid != NULL, KF_ERR_OBJECT);
     KF_ENSURE(kf_object_uid_parse(uid, dname, &key_id) == KF_OK, KF_ERR_OBJECT);
-    int rc = kf_store_domain_get(kms->store, dname, d);
+    int rc = kf_store_domain_get(st, dname, d);
     KF_ENSURE(rc != KF_ERR_DOMAIN, KF_ERR_OBJECT);
     KF_GUARD(rc);
-    KF_GUARD(kf_store_object_get(kms->store, d->id, key_id, obj));
+    KF_GUARD(kf_store_object_get(st, d->id, key_id, obj));
     /* Date-driven transitions take effect when the object is next touched. */
     obj->state = kf_lifecycle_effective_state(obj->state, obj->activation_date,
                                               obj->deactivation_date, now_seconds());
     return KF_OK;
+}
+
+/* Inside the writer's open transaction. */
+static int load_object(kf_kms *kms, const char *uid, struct kf_domain *d, struct kf_object *obj)
+{
+    return load_object_from(kms->store, uid, d, obj);
+}
+
+/* Read on a pooled connection (no kms->lock), or on the writer when there is no pool. */
+struct read_ctx {
+    struct kms_reader *reader;
+    kf_store *st;
+};
+static void read_begin(kf_kms *kms, struct read_ctx *r)
+{
+    r->reader = kms_reader_acquire(kms);
+    if (r->reader) {
+        r->st = r->reader->store;
+    } else {
+        pthread_mutex_lock(&kms->lock);
+        r->st = kms->store;
+    }
+}
+static void read_end(kf_kms *kms, struct read_ctx *r)
+{
+    if (r->reader)
+        kms_reader_release(r->reader);
+    else
+        pthread_mutex_unlock(&kms->lock);
+}
+
+/* Audit a read or key use (group commit); refusals name no object that does not exist. */
+static int audit_use(kf_kms *kms, const char *actor, const char *op, const char *domain,
+                     const char *uid, int rc, const char *detail)
+{
+    struct kf_audit_event ev = {
+        .actor = actor,
+        .operation = op,
+        .domain = domain ? domain : "",
+        .object = rc == KF_ERR_OBJECT || !uid ? "" : uid,
+        .result = rc == KF_OK ? "ok" : kf_errname(rc),
+        .detail = detail ? detail : "",
+    };
+    return kms_audit_group(kms, &ev);
 }
 
 static int unwrap_material(kf_kms *kms, const struct kf_domain *d, const struct kf_object *obj,
@@ -153,11 +198,10 @@ int kf_kms_get(kf_kms *kms, const char *actor, const char *uid, struct kf_object
 {
     struct kf_domain d = {0};
     struct kf_object obj = {0};
+    struct read_ctx r;
     const char *op = material ? "Get (export)" : "Get Attributes";
-    pthread_mutex_lock(&kms->lock);
-    int rc = kf_store_begin(kms->store);
-    if (rc == KF_OK)
-        rc = load_object(kms, uid, &d, &obj);
+    read_begin(kms, &r);
+    int rc = load_object_from(r.st, uid, &d, &obj);
     if (rc == KF_OK && material) {
         if (!kf_lifecycle_allows_use(obj.state, KF_USE_GET))
             rc = KF_ERR_STATE;
@@ -166,15 +210,13 @@ int kf_kms_get(kf_kms *kms, const char *actor, const char *uid, struct kf_object
         else
             rc = unwrap_material(kms, &d, &obj, material);
     }
-    if (rc == KF_OK)
-        rc = kms_audit(kms, actor, op, d.name, uid, KF_OK, NULL);
-    if (rc == KF_OK)
-        rc = kf_store_commit(kms->store);
+    read_end(kms, &r);
+    int arc = audit_use(kms, actor, op, d.name, uid, rc, NULL);
+    if (rc == KF_OK && arc < 0)
+        rc = arc; /* never release what could not be audited */
     if (rc < 0) {
-        kf_store_rollback(kms->store);
         if (material)
             kf_buf_reset(material);
-        kms_audit_refusal(kms, actor, op, d.name, rc == KF_ERR_OBJECT ? "" : uid, rc, NULL);
         kf_object_clear(&obj);
     } else {
         free(obj.material);
@@ -183,7 +225,6 @@ int kf_kms_get(kf_kms *kms, const char *actor, const char *uid, struct kf_object
         *out = obj;
     }
     kf_domain_clear(&d);
-    pthread_mutex_unlock(&kms->lock);
     return rc;
 }
 
@@ -322,20 +363,19 @@ int kf_kms_uid_domain(const char *uid, char domain[65])
     return KF_OK;
 }
 
-/* Load and unwrap under the lock; the caller's crypto runs after it is released. */
-static int fetch_for_use(kf_kms *kms, const char *uid, int purpose, uint32_t usage_bit,
-                         struct kf_domain *d, struct kf_object *obj, kf_buf *material)
+/* Load and unwrap on a read connection; the caller's crypto runs after. */
+static int fetch_for_use(kf_kms *kms, kf_store *st, const char *uid, int purpose,
+                         uint32_t usage_bit, struct kf_domain *d, struct kf_object *obj,
+                         kf_buf *material)
 {
     KF_ENSURE(!kf_secmod_sealed(kms->secmod), KF_ERR_SEALED);
-    KF_GUARD(kf_store_begin(kms->store));
-    int rc = load_object(kms, uid, d, obj);
+    int rc = load_object_from(st, uid, d, obj);
     if (rc == KF_OK && !kf_lifecycle_allows_use(obj->state, (enum kf_use_purpose)purpose))
         rc = KF_ERR_STATE;
     if (rc == KF_OK && usage_bit && !(obj->usage_mask & usage_bit))
         rc = KF_ERR_PERM;
     if (rc == KF_OK)
         rc = unwrap_material(kms, d, obj, material);
-    kf_store_rollback(kms->store); /* read only */
     return rc;
 }
 
@@ -344,29 +384,18 @@ int kf_kms_use_key(kf_kms *kms, const char *actor, const char *op, const char *u
 {
     struct kf_domain d = {0};
     struct kf_object obj = {0};
+    struct read_ctx r;
     kf_buf material;
     KF_GUARD(kf_buf_alloc(&material, 64, 8192, KF_BUF_SECRET));
-    pthread_mutex_lock(&kms->lock);
-    int rc = fetch_for_use(kms, uid, purpose, usage_bit, &d, &obj, &material);
-    pthread_mutex_unlock(&kms->lock);
+    read_begin(kms, &r);
+    int rc = fetch_for_use(kms, r.st, uid, purpose, usage_bit, &d, &obj, &material);
+    read_end(kms, &r);
     if (rc == KF_OK)
         rc = fn(ctx, &obj, material.data, material.len);
     kf_buf_free(&material);
-    pthread_mutex_lock(&kms->lock);
-    if (rc == KF_OK) {
-        int arc = kf_store_begin(kms->store);
-        if (arc == KF_OK)
-            arc = kms_audit(kms, actor, op, d.name, uid, KF_OK, NULL);
-        if (arc == KF_OK)
-            arc = kf_store_commit(kms->store);
-        if (arc < 0) {
-            kf_store_rollback(kms->store);
-            rc = KF_ERR_AUDIT_WRITE; /* the caller must not release the result */
-        }
-    } else {
-        kms_audit_refusal(kms, actor, op, d.name, rc == KF_ERR_OBJECT ? "" : uid, rc, NULL);
-    }
-    pthread_mutex_unlock(&kms->lock);
+    int arc = audit_use(kms, actor, op, d.name, uid, rc, NULL);
+    if (rc == KF_OK && arc < 0)
+        rc = KF_ERR_AUDIT_WRITE; /* the caller must not release the result */
     kf_object_clear(&obj);
     kf_domain_clear(&d);
     return rc;

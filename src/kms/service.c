@@ -3,6 +3,7 @@
  * status, domains, and the audit helpers every operation uses.
  */
 #include <errno.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -48,26 +49,129 @@ void kms_audit_refusal(kf_kms *kms, const char *actor, const char *op, const cha
         kf_store_rollback(kms->store);
 }
 
-int kms_domain_handle(kf_kms *kms, const struct kf_domain *d, kf_domain_handle *h)
+static bool find_handle(kf_kms *kms, uint64_t domain_id, kf_domain_handle *h)
 {
     for (size_t i = 0; i < kms->nloaded; i++) {
-        if (kms->loaded[i].domain_id == d->id) {
+        if (kms->loaded[i].domain_id == domain_id) {
             *h = kms->loaded[i].handle;
-            return KF_OK;
+            return true;
         }
     }
-    KF_ENSURE(kms->nloaded < KF_KMS_MAX_DOMAIN_HANDLES, KF_ERR_LIMIT);
+    return false;
+}
+
+int kms_domain_handle(kf_kms *kms, const struct kf_domain *d, kf_domain_handle *h)
+{
+    pthread_rwlock_rdlock(&kms->handles_lock);
+    bool found = find_handle(kms, d->id, h);
+    pthread_rwlock_unlock(&kms->handles_lock);
+    if (found)
+        return KF_OK;
     KF_ENSURE(d->wrapped_key != NULL, KF_ERR_INTERNAL);
-    KF_GUARD(kf_secmod_domain_key_load(kms->secmod, d->id, d->wrapped_key, d->wrapped_key_len, h));
-    kms->loaded[kms->nloaded].domain_id = d->id;
-    kms->loaded[kms->nloaded].handle = *h;
-    kms->nloaded++;
-    return KF_OK;
+    pthread_rwlock_wrlock(&kms->handles_lock);
+    int rc = KF_OK;
+    if (!find_handle(kms, d->id, h)) {
+        if (kms->nloaded >= KF_KMS_MAX_DOMAIN_HANDLES)
+            rc = KF_ERR_LIMIT;
+        else
+            rc = kf_secmod_domain_key_load(kms->secmod, d->id, d->wrapped_key, d->wrapped_key_len,
+                                           h);
+        if (rc == KF_OK) {
+            kms->loaded[kms->nloaded].domain_id = d->id;
+            kms->loaded[kms->nloaded].handle = *h;
+            kms->nloaded++;
+        }
+    }
+    pthread_rwlock_unlock(&kms->handles_lock);
+    return rc;
 }
 
 void kms_forget_handles(kf_kms *kms)
 {
+    pthread_rwlock_wrlock(&kms->handles_lock);
     kms->nloaded = 0;
+    pthread_rwlock_unlock(&kms->handles_lock);
+}
+
+struct kms_reader *kms_reader_acquire(kf_kms *kms)
+{
+    static atomic_uint next;
+    if (!kms->readers[0].store)
+        return NULL;
+    unsigned start = atomic_fetch_add(&next, 1);
+    for (unsigned i = 0; i < KF_KMS_READERS; i++) {
+        struct kms_reader *r = &kms->readers[(start + i) % KF_KMS_READERS];
+        if (pthread_mutex_trylock(&r->lock) == 0)
+            return r;
+    }
+    struct kms_reader *r = &kms->readers[start % KF_KMS_READERS];
+    pthread_mutex_lock(&r->lock);
+    return r;
+}
+
+void kms_reader_release(struct kms_reader *r)
+{
+    if (r)
+        pthread_mutex_unlock(&r->lock);
+}
+
+/*
+ * Group commit: callers queue their record; whoever finds no flush running
+ * becomes the leader, takes the whole queue, writes it in one transaction
+ * (one fsync) and wakes everyone it carried. Each caller returns only once
+ * its own record is durable, so a result is never released unaudited.
+ */
+static void flush_batch(kf_kms *kms, struct kms_audit_wait *batch)
+{
+    pthread_mutex_lock(&kms->lock);
+    int rc = kf_store_begin(kms->store);
+    /* The queue is LIFO; append in arrival order. */
+    struct kms_audit_wait *ordered = NULL;
+    while (batch) {
+        struct kms_audit_wait *n = batch->next;
+        batch->next = ordered;
+        ordered = batch;
+        batch = n;
+    }
+    for (struct kms_audit_wait *w = ordered; w && rc == KF_OK; w = w->next)
+        rc = kf_audit_append(kms->audit, &w->ev, NULL);
+    if (rc == KF_OK)
+        rc = kf_store_commit(kms->store);
+    if (rc < 0) {
+        kf_store_rollback(kms->store);
+        kf_error("audit group commit failed: %s", kf_strerror(rc));
+    }
+    pthread_mutex_unlock(&kms->lock);
+    pthread_mutex_lock(&kms->audit_queue_lock);
+    for (struct kms_audit_wait *w = ordered; w; w = w->next) {
+        w->result = rc < 0 ? KF_ERR_AUDIT_WRITE : KF_OK;
+        w->done = true;
+    }
+    pthread_mutex_unlock(&kms->audit_queue_lock);
+}
+
+int kms_audit_group(kf_kms *kms, const struct kf_audit_event *ev)
+{
+    struct kms_audit_wait me = {.ev = *ev};
+    pthread_mutex_lock(&kms->audit_queue_lock);
+    me.next = kms->audit_pending;
+    kms->audit_pending = &me;
+    while (!me.done) {
+        if (!kms->audit_flushing) {
+            struct kms_audit_wait *batch = kms->audit_pending;
+            kms->audit_pending = NULL;
+            kms->audit_flushing = true;
+            pthread_mutex_unlock(&kms->audit_queue_lock);
+            flush_batch(kms, batch);
+            pthread_mutex_lock(&kms->audit_queue_lock);
+            kms->audit_flushing = false;
+            pthread_cond_broadcast(&kms->audit_queue_done);
+        } else {
+            pthread_cond_wait(&kms->audit_queue_done, &kms->audit_queue_lock);
+        }
+    }
+    pthread_mutex_unlock(&kms->audit_queue_lock);
+    return me.result;
 }
 
 static int make_dir(const char *dir)
@@ -98,6 +202,8 @@ static int open_parts(kf_kms *kms, const struct kf_kms_config *cfg)
     struct kf_audit_mac mac = {.mac = audit_mac_cb, .ctx = kms};
     struct kf_audit_options opt = {.checkpoint_interval = cfg->audit_checkpoint_interval};
     KF_GUARD(kf_audit_open(kf_store_db(kms->store), &mac, &opt, &kms->audit));
+    for (int i = 0; i < KF_KMS_READERS && !cfg->memory_store; i++)
+        KF_GUARD(kf_store_open(kms->dir, &kms->readers[i].store));
     return KF_OK;
 }
 
@@ -131,6 +237,11 @@ int kf_kms_open(const struct kf_kms_config *cfg, kf_kms **out)
     kms->dev = cfg->dev;
     kms->pkcs11 = cfg->pkcs11_module != NULL;
     pthread_mutex_init(&kms->lock, NULL);
+    pthread_mutex_init(&kms->audit_queue_lock, NULL);
+    pthread_cond_init(&kms->audit_queue_done, NULL);
+    pthread_rwlock_init(&kms->handles_lock, NULL);
+    for (int i = 0; i < KF_KMS_READERS; i++)
+        pthread_mutex_init(&kms->readers[i].lock, NULL);
     int rc = open_parts(kms, cfg);
     if (rc == KF_OK && cfg->dev && !kms->pkcs11)
         rc = dev_autostart(kms);
@@ -153,8 +264,15 @@ void kf_kms_close(kf_kms *kms)
         return;
     kf_audit_close(kms->audit);
     kf_store_close(kms->store);
+    for (int i = 0; i < KF_KMS_READERS; i++) {
+        kf_store_close(kms->readers[i].store);
+        pthread_mutex_destroy(&kms->readers[i].lock);
+    }
     kf_secmod_close(kms->secmod);
     pthread_mutex_destroy(&kms->lock);
+    pthread_mutex_destroy(&kms->audit_queue_lock);
+    pthread_cond_destroy(&kms->audit_queue_done);
+    pthread_rwlock_destroy(&kms->handles_lock);
     free(kms);
 }
 

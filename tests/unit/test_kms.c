@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <cmocka.h>
+#include <pthread.h>
 #include <sqlite3.h>
 
 #include "keyfleet/kmip_tags.h"
@@ -358,6 +359,79 @@ static void kmip_refusals_have_reasons(void **state)
     kf_arena_free(a);
 }
 
+struct hammer {
+    kf_kms *kms;
+    int ops;
+    int failures;
+};
+
+static int count_bytes(void *ctx, const struct kf_object *obj, const uint8_t *m, size_t len)
+{
+    (void)obj;
+    (void)m;
+    *(size_t *)ctx += len;
+    return KF_OK;
+}
+
+static void *hammer_reads(void *arg)
+{
+    struct hammer *h = arg;
+    kf_buf m;
+    if (kf_buf_alloc(&m, 64, 4096, KF_BUF_SECRET) < 0)
+        return NULL;
+    for (int i = 0; i < h->ops; i++) {
+        struct kf_object obj = {0};
+        size_t seen = 0;
+        kf_buf_reset(&m);
+        if (kf_kms_get(h->kms, "reader", "VENDOR/1", &obj, &m) != KF_OK || m.len != 32)
+            h->failures++;
+        kf_object_clear(&obj);
+        if (kf_kms_use_key(h->kms, "reader", "Encrypt", "VENDOR/1", KF_USE_ENCRYPT,
+                           KMIP_USAGE_ENCRYPT, count_bytes, &seen) != KF_OK || seen != 32)
+            h->failures++;
+    }
+    kf_buf_free(&m);
+    return NULL;
+}
+
+static int count_records(void *ctx, const struct kf_audit_record *r)
+{
+    (void)r;
+    (*(uint64_t *)ctx)++;
+    return KF_OK;
+}
+
+/* Reads and key uses from 8 threads while keys are created: every use is
+ * audited exactly once (group commit), ids stay unique, the chain verifies. */
+static void concurrent_reads_and_creates_are_all_audited(void **state)
+{
+    struct fixture *f = *state;
+    char uid[KF_UID_MAX];
+    assert_int_equal(kf_kms_create(f->kms, "test", &aes256, uid), KF_OK);
+    assert_int_equal(kf_kms_activate(f->kms, "test", uid), KF_OK);
+    uint64_t before = 0;
+    assert_int_equal(kf_kms_audit_list(f->kms, 1, 0, count_records, &before), KF_OK);
+    enum { THREADS = 8, OPS = 40, CREATES = 50 };
+    struct hammer h[THREADS];
+    pthread_t t[THREADS];
+    for (int i = 0; i < THREADS; i++) {
+        h[i] = (struct hammer){.kms = f->kms, .ops = OPS};
+        assert_int_equal(pthread_create(&t[i], NULL, hammer_reads, &h[i]), 0);
+    }
+    for (int i = 0; i < CREATES; i++)
+        assert_int_equal(kf_kms_create(f->kms, "test", &aes256, uid), KF_OK);
+    for (int i = 0; i < THREADS; i++) {
+        pthread_join(t[i], NULL);
+        assert_int_equal(h[i].failures, 0);
+    }
+    assert_string_equal(uid, "VENDOR/51");
+    uint64_t after = 0;
+    assert_int_equal(kf_kms_audit_list(f->kms, 1, 0, count_records, &after), KF_OK);
+    assert_int_equal(after - before, (uint64_t)(THREADS * OPS * 2 + CREATES));
+    struct kf_audit_report r;
+    assert_int_equal(kf_kms_audit_verify(f->kms, &r), KF_OK);
+}
+
 /* A principal limited to using keys in VENDOR. */
 static void principals_are_authorised_per_domain(void **state)
 {
@@ -431,6 +505,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(kmip_v1_create_with_template_attributes, setup, teardown),
         cmocka_unit_test_setup_teardown(kmip_refusals_have_reasons, setup, teardown),
         cmocka_unit_test_setup_teardown(principals_are_authorised_per_domain, setup, teardown),
+        cmocka_unit_test_setup_teardown(concurrent_reads_and_creates_are_all_audited, setup,
+                                        teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
