@@ -16,6 +16,7 @@
 #include "keyfleet/lifecycle.h"
 #include "keyfleet/secmem.h"
 #include "keyfleet/server.h"
+#include "keyfleet/tls.h"
 #include "keyfleet/ttlv.h"
 
 /* Optional fields: a missing or mistyped one leaves the default. */
@@ -28,6 +29,8 @@ struct cli {
     char socket[4200];
     bool json;
     kf_arena *arena;
+    /* Remote mode: KMIP over TLS with a client certificate instead of the socket. */
+    const char *server, *ca, *cert, *key;
 };
 
 #define EXIT_REFUSED 1
@@ -63,6 +66,9 @@ static const char *const usage_text =
     "Options:\n"
     "  --dir DIR       data directory of the server (default: $KEYFLEET_DIR or ./data)\n"
     "  --socket PATH   admin socket (default: DIR/keyfleetd.sock)\n"
+    "  --server HOST:PORT --ca FILE --cert FILE --key FILE\n"
+    "                  remote mode: KMIP over TLS to HOST:PORT with a client certificate;\n"
+    "                  what is allowed depends on the roles the server maps it to\n"
     "  --json          machine-readable output\n"
     "  -h, --help      this text (also: keyfleet COMMAND --help)\n";
 
@@ -116,6 +122,39 @@ static kf_ttlv *new_request(struct cli *c, uint32_t op, kf_ttlv **payload)
     return *payload ? msg : NULL;
 }
 
+/* One request over TLS; the connection lives for one command. */
+static int remote_call(struct cli *c, const kf_buf *req, kf_buf *resp)
+{
+    char host[256];
+    const char *colon = strrchr(c->server, ':');
+    if (!colon || colon == c->server || (size_t)(colon - c->server) >= sizeof(host)) {
+        fprintf(stderr, "keyfleet: --server wants HOST:PORT\n");
+        return KF_ERR_USAGE;
+    }
+    memcpy(host, c->server, (size_t)(colon - c->server));
+    host[colon - c->server] = 0;
+    if (host[0] == '[' && host[strlen(host) - 1] == ']') { /* [v6]:port */
+        memmove(host, host + 1, strlen(host));
+        host[strlen(host) - 1] = 0;
+    }
+    long port = strtol(colon + 1, NULL, 10);
+    if (port <= 0 || port > 65535) {
+        fprintf(stderr, "keyfleet: bad port in --server\n");
+        return KF_ERR_USAGE;
+    }
+    kf_tls_client *t;
+    int rc = kf_tls_client_connect(host, (uint16_t)port, c->ca, c->cert, c->key, &t);
+    if (rc < 0) {
+        fprintf(stderr, "keyfleet: cannot reach %s over TLS: %s\n", c->server, kf_strerror(rc));
+        return rc;
+    }
+    rc = kf_tls_client_call(t, req->data, req->len, resp);
+    if (rc < 0)
+        fprintf(stderr, "keyfleet: no answer from %s: %s\n", c->server, kf_strerror(rc));
+    kf_tls_client_close(t);
+    return rc;
+}
+
 /* Send, receive, check the result. *out gets the Response Payload. */
 static int call(struct cli *c, kf_ttlv *msg, const kf_ttlv **out)
 {
@@ -127,12 +166,17 @@ static int call(struct cli *c, kf_ttlv *msg, const kf_ttlv **out)
         fprintf(stderr, "keyfleet: cannot build the request\n");
         goto out;
     }
-    if ((rc = kf_client_connect(c->socket, &fd)) < 0) {
+    if (c->server) {
+        rc = remote_call(c, &req, &resp);
+        if (rc < 0) {
+            exit_code = EXIT_CONNECT;
+            goto out;
+        }
+    } else if ((rc = kf_client_connect(c->socket, &fd)) < 0) {
         fprintf(stderr, "keyfleet: %s (socket %s)\n", kf_strerror(rc), c->socket);
         exit_code = EXIT_CONNECT;
         goto out;
-    }
-    if ((rc = kf_client_call(fd, req.data, req.len, &resp)) < 0) {
+    } else if ((rc = kf_client_call(fd, req.data, req.len, &resp)) < 0) {
         fprintf(stderr, "keyfleet: no answer from keyfleetd: %s\n", kf_strerror(rc));
         exit_code = EXIT_CONNECT;
         goto out;
@@ -887,6 +931,14 @@ int main(int argc, char **argv)
             dir = argv[++i];
         } else if (strcmp(argv[i], "--socket") == 0 && i + 1 < argc) {
             sock = argv[++i];
+        } else if (strcmp(argv[i], "--server") == 0 && i + 1 < argc) {
+            c.server = argv[++i];
+        } else if (strcmp(argv[i], "--ca") == 0 && i + 1 < argc) {
+            c.ca = argv[++i];
+        } else if (strcmp(argv[i], "--cert") == 0 && i + 1 < argc) {
+            c.cert = argv[++i];
+        } else if (strcmp(argv[i], "--key") == 0 && i + 1 < argc) {
+            c.key = argv[++i];
         } else if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
             fputs(usage_text, stdout);
             return 0;
@@ -900,6 +952,8 @@ int main(int argc, char **argv)
     }
     if (i >= argc)
         return usage_error("no command given");
+    if (c.server && (!c.ca || !c.cert || !c.key))
+        return usage_error("--server needs --ca, --cert and --key");
     for (int j = i; j < argc; j++)
         if (strcmp(argv[j], "--help") == 0 || strcmp(argv[j], "-h") == 0) {
             fputs(usage_text, stdout);

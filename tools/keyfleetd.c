@@ -1,6 +1,7 @@
 /*
  * keyfleetd: owns the data directory and the security module, serves KMIP
- * TTLV on the local admin socket.
+ * TTLV on the local admin socket and, when configured (always in --dev),
+ * KMIP over mutually authenticated TLS on a TCP port.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -17,6 +18,7 @@
 #include "keyfleet/log.h"
 #include "keyfleet/secmem.h"
 #include "keyfleet/server.h"
+#include "keyfleet/tls.h"
 
 static volatile sig_atomic_t stop_requested;
 
@@ -43,7 +45,24 @@ static void usage(FILE *f)
             "  --audit-checkpoint N   MAC checkpoint every N audit records (default 64)\n"
             "  -v, --verbose          debug logging\n"
             "  -h, --help             this text\n"
-            "  --version              print the version\n\n"
+            "  --version              print the version\n"
+            "\nKMIP over TLS (TLS 1.2/1.3, client certificate required):\n"
+            "  --kmip-listen ADDR:PORT  listen here (e.g. 0.0.0.0:5696, [::]:5696; port 0 =\n"
+            "                         any free port). Without it there is no TLS listener,\n"
+            "                         except in --dev: 127.0.0.1:5696 when that port is free\n"
+            "  --kmip-ca FILE         PEM CA certificate(s) client certificates must chain to\n"
+            "  --kmip-cert FILE       PEM server certificate (chain)\n"
+            "  --kmip-key FILE|URL    PEM server key, or a pkcs11: URL of a key in a token\n"
+            "  --kmip-pkcs11-module PATH  PKCS#11 module holding the pkcs11: key\n"
+            "  --kmip-pin-file FILE   PIN of the token holding the pkcs11: key (mode 0600)\n"
+            "  --kmip-identities FILE identity map: which certificate gets which roles and\n"
+            "                         domains (format: docs/architecture.md, KMIP over TLS)\n"
+            "  --kmip-max-connections N  at most N TLS connections (default 256)\n"
+            "  --no-kmip              no TLS listener, even in --dev\n"
+            "  In --dev, missing --kmip-ca/--kmip-cert/--kmip-key/--kmip-identities come from\n"
+            "  DIR/certs, generated at first start (dev CA, server, 'admin' and 'user' clients).\n"
+            "\n"
+
             "Without --dev the server starts sealed: run 'keyfleet init' once, then\n"
             "'keyfleet unseal' with M of the N operator shares after every start.\n");
 }
@@ -69,6 +88,80 @@ static int read_pin_file(const char *path, char *pin, size_t len)
     return KF_OK;
 }
 
+/* Options of the KMIP TLS listener, as given on the command line. */
+struct kmip_options {
+    const char *listen, *ca, *cert, *key, *pkcs11_module, *pin_file, *identities;
+    unsigned max_connections;
+    bool disabled;
+};
+
+/*
+ * Start the TLS listener if configured. --dev fills what is missing from
+ * DIR/certs (generated at first start) and listens on 127.0.0.1:5696 by
+ * default, but an occupied default port only costs the TLS listener, so
+ * several dev daemons (tests) can run side by side.
+ */
+static int start_kmip_tls(kf_kms *kms, const char *dir, bool dev, struct kmip_options *o,
+                          char *pin, size_t pin_len, kf_tls_server **srv)
+{
+    struct kf_tls_dev_files devf;
+    char certs[4200];
+    bool default_listen = false;
+    *srv = NULL;
+    if (o->disabled || (!dev && !o->listen))
+        return KF_OK;
+    if (!o->listen) {
+        o->listen = "127.0.0.1:5696";
+        default_listen = true;
+    }
+    if (dev && (!o->ca || !o->cert || !o->key || !o->identities)) {
+        snprintf(certs, sizeof(certs), "%s/certs", dir);
+        int rc = kf_tls_dev_certs(certs, &devf);
+        if (rc < 0) {
+            fprintf(stderr, "keyfleetd: cannot create dev certificates in %s: %s\n", certs,
+                    kf_strerror(rc));
+            return rc;
+        }
+        o->ca = o->ca ? o->ca : devf.ca_cert;
+        if (!o->cert && !o->key) {
+            o->cert = devf.server_cert;
+            o->key = devf.server_key;
+        }
+        o->identities = o->identities ? o->identities : devf.identities;
+        kf_info("dev TLS files: CA %s, identities %s", devf.ca_cert, devf.identities);
+        kf_info("dev TLS client 'admin' (every role): %s %s", devf.admin_cert, devf.admin_key);
+        kf_info("dev TLS client 'user' (use, domain default): %s %s", devf.user_cert,
+                devf.user_key);
+    }
+    if (!o->ca || !o->cert || !o->key || !o->identities) {
+        fprintf(stderr, "keyfleetd: --kmip-listen needs --kmip-ca, --kmip-cert, --kmip-key and "
+                        "--kmip-identities\n");
+        return KF_ERR_USAGE;
+    }
+    if (o->pin_file && read_pin_file(o->pin_file, pin, pin_len) < 0) {
+        fprintf(stderr, "keyfleetd: cannot read PIN file %s\n", o->pin_file);
+        return KF_ERR_IO;
+    }
+    struct kf_tls_server_config tcfg = {.kms = kms,
+                                        .listen = o->listen,
+                                        .ca_file = o->ca,
+                                        .cert_file = o->cert,
+                                        .key_file = o->key,
+                                        .pkcs11_module = o->pkcs11_module,
+                                        .key_pin = o->pin_file ? pin : NULL,
+                                        .identities_file = o->identities,
+                                        .max_connections = o->max_connections};
+    int rc = kf_tls_server_start(&tcfg, srv);
+    if (rc == KF_ERR_IO && dev && default_listen) { /* could not bind the default port */
+        kf_warn("dev: %s is busy; no KMIP TLS listener (give --kmip-listen)", o->listen);
+        return KF_OK;
+    }
+    if (rc < 0)
+        fprintf(stderr, "keyfleetd: cannot start the KMIP TLS listener on %s: %s\n", o->listen,
+                kf_strerror(rc));
+    return rc;
+}
+
 /* One daemon per data directory. */
 static int lock_dir(const char *dir)
 {
@@ -88,7 +181,11 @@ static int lock_dir(const char *dir)
 
 int main(int argc, char **argv)
 {
-    enum { OPT_SOCKET = 1000, OPT_DEV, OPT_MODULE, OPT_TOKEN, OPT_PIN, OPT_LOG, OPT_CKPT, OPT_VER };
+    enum {
+        OPT_SOCKET = 1000, OPT_DEV, OPT_MODULE, OPT_TOKEN, OPT_PIN, OPT_LOG, OPT_CKPT, OPT_VER,
+        OPT_KMIP_LISTEN, OPT_KMIP_CA, OPT_KMIP_CERT, OPT_KMIP_KEY, OPT_KMIP_MODULE, OPT_KMIP_PIN,
+        OPT_KMIP_IDS, OPT_KMIP_MAX, OPT_NO_KMIP
+    };
     static const struct option opts[] = {
         {"dir", required_argument, NULL, 'd'},
         {"socket", required_argument, NULL, OPT_SOCKET},
@@ -101,11 +198,21 @@ int main(int argc, char **argv)
         {"verbose", no_argument, NULL, 'v'},
         {"help", no_argument, NULL, 'h'},
         {"version", no_argument, NULL, OPT_VER},
+        {"kmip-listen", required_argument, NULL, OPT_KMIP_LISTEN},
+        {"kmip-ca", required_argument, NULL, OPT_KMIP_CA},
+        {"kmip-cert", required_argument, NULL, OPT_KMIP_CERT},
+        {"kmip-key", required_argument, NULL, OPT_KMIP_KEY},
+        {"kmip-pkcs11-module", required_argument, NULL, OPT_KMIP_MODULE},
+        {"kmip-pin-file", required_argument, NULL, OPT_KMIP_PIN},
+        {"kmip-identities", required_argument, NULL, OPT_KMIP_IDS},
+        {"kmip-max-connections", required_argument, NULL, OPT_KMIP_MAX},
+        {"no-kmip", no_argument, NULL, OPT_NO_KMIP},
         {NULL, 0, NULL, 0},
     };
     const char *dir = getenv("KEYFLEET_DIR") ? getenv("KEYFLEET_DIR") : "data";
     const char *socket_path = NULL, *log_file = NULL, *pin_file = NULL;
     struct kf_kms_config cfg = {0};
+    struct kmip_options kmip = {0};
     enum kf_log_level level = KF_LOG_INFO;
     int c;
     while ((c = getopt_long(argc, argv, "d:vh", opts, NULL)) != -1) {
@@ -121,6 +228,15 @@ int main(int argc, char **argv)
         case 'v': level = KF_LOG_DEBUG; break;
         case 'h': usage(stdout); return 0;
         case OPT_VER: puts("keyfleetd 0.1.0"); return 0;
+        case OPT_KMIP_LISTEN: kmip.listen = optarg; break;
+        case OPT_KMIP_CA: kmip.ca = optarg; break;
+        case OPT_KMIP_CERT: kmip.cert = optarg; break;
+        case OPT_KMIP_KEY: kmip.key = optarg; break;
+        case OPT_KMIP_MODULE: kmip.pkcs11_module = optarg; break;
+        case OPT_KMIP_PIN: kmip.pin_file = optarg; break;
+        case OPT_KMIP_IDS: kmip.identities = optarg; break;
+        case OPT_KMIP_MAX: kmip.max_connections = (unsigned)strtoul(optarg, NULL, 10); break;
+        case OPT_NO_KMIP: kmip.disabled = true; break;
         default: usage(stderr); return 2;
         }
     }
@@ -177,9 +293,19 @@ int main(int argc, char **argv)
                 !st.initialised ? "not initialised (run keyfleet init)"
                 : st.sealed     ? "sealed (run keyfleet unseal)"
                                 : "unsealed");
+    kf_tls_server *tls = NULL;
+    char kmip_pin[256] = "";
+    rc = start_kmip_tls(kms, dir, cfg.dev, &kmip, kmip_pin, sizeof(kmip_pin), &tls);
+    if (rc < 0) {
+        kf_wipe(kmip_pin, sizeof(kmip_pin));
+        kf_kms_close(kms);
+        return 1;
+    }
     struct kf_local_server_config scfg = {.socket_path = socket_path, .kms = kms};
     rc = kf_local_server_run(&scfg, &stop_requested);
     kf_info("keyfleetd stopping");
+    kf_tls_server_stop(tls);
+    kf_wipe(kmip_pin, sizeof(kmip_pin));
     kf_kms_close(kms);
     return rc < 0 ? 1 : 0;
 }

@@ -18,14 +18,30 @@ static const struct {
     uint32_t op;
     kmip_handler fn;
 } handlers[] = {
-    {KMIP_OP_CREATE, kmip_create},
+    {KMIP_OP_CREATE, kmip_attrs_create},
     {KMIP_OP_GET, kmip_get},
-    {KMIP_OP_GET_ATTRIBUTES, kmip_get_attributes},
+    {KMIP_OP_GET_ATTRIBUTES, kmip_attrs_get_attributes},
+    {KMIP_OP_GET_ATTRIBUTE_LIST, kmip_get_attribute_list},
+    {KMIP_OP_ADD_ATTRIBUTE, kmip_add_attribute},
+    {KMIP_OP_MODIFY_ATTRIBUTE, kmip_modify_attribute},
+    {KMIP_OP_DELETE_ATTRIBUTE, kmip_delete_attribute},
+    {KMIP_OP_SET_ATTRIBUTE, kmip_set_attribute},
+    {KMIP_OP_LOCATE, kmip_locate},
     {KMIP_OP_ACTIVATE, kmip_activate},
     {KMIP_OP_REVOKE, kmip_revoke},
     {KMIP_OP_DESTROY, kmip_destroy},
     {KMIP_OP_DISCOVER_VERSIONS, kmip_discover_versions},
     {KMIP_OP_QUERY, kmip_query},
+    {KMIP_OP_ENCRYPT, kmip_encrypt},
+    {KMIP_OP_DECRYPT, kmip_decrypt},
+    {KMIP_OP_SIGN, kmip_sign},
+    {KMIP_OP_SIGNATURE_VERIFY, kmip_signature_verify},
+    {KMIP_OP_MAC, kmip_mac},
+    {KMIP_OP_MAC_VERIFY, kmip_mac_verify},
+    {KMIP_OP_RNG_RETRIEVE, kmip_rng_retrieve},
+    {KMIP_OP_HASH, kmip_hash},
+    {KMIP_OP_REGISTER, kmip_attrs_register},
+    {KMIP_OP_CREATE_KEY_PAIR, kmip_create_key_pair},
     {KMIP_OP_KEYFLEET_INIT, kmip_kf_init},
     {KMIP_OP_KEYFLEET_UNSEAL, kmip_kf_unseal},
     {KMIP_OP_KEYFLEET_SEAL, kmip_kf_seal},
@@ -36,6 +52,16 @@ static const struct {
     {KMIP_OP_KEYFLEET_AUDIT_SHOW, kmip_kf_audit_show},
     {KMIP_OP_KEYFLEET_AUDIT_VERIFY, kmip_kf_audit_verify},
 };
+
+/* The standard operations this server answers, from the handler table itself. */
+size_t kmip_supported_operations(uint32_t *out, size_t max)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < sizeof(handlers) / sizeof(handlers[0]) && n < max; i++)
+        if (handlers[i].op < 0x80000000u)
+            out[n++] = handlers[i].op;
+    return n;
+}
 
 uint32_t kf_kms_result_reason(int err, int kmip_major)
 {
@@ -74,8 +100,20 @@ uint32_t kf_kms_result_reason(int err, int kmip_major)
         return KMIP_REASON_CRYPTOGRAPHIC_FAILURE;
     case KF_ERR_EXPORT:
         return kmip_major >= 2 ? KMIP_REASON_NOT_EXTRACTABLE : KMIP_REASON_PERMISSION_DENIED;
+    case KF_ERR_KEY_FORMAT:
+        return KMIP_REASON_KEY_FORMAT_TYPE_NOT_SUPPORTED;
     case KF_ERR_LIMIT:
         return KMIP_REASON_RESPONSE_TOO_LARGE;
+    case KF_ERR_ATTR_READ_ONLY:
+        return kmip_major >= 2 ? KMIP_REASON_READ_ONLY_ATTRIBUTE : KMIP_REASON_PERMISSION_DENIED;
+    case KF_ERR_ATTR_NOT_FOUND:
+        return kmip_major >= 2 ? KMIP_REASON_ATTRIBUTE_NOT_FOUND : KMIP_REASON_ITEM_NOT_FOUND;
+    case KF_ERR_ATTR_SINGLE:
+        return kmip_major >= 2 ? KMIP_REASON_ATTRIBUTE_SINGLE_VALUED : KMIP_REASON_INVALID_FIELD;
+    case KF_ERR_ATTR_MULTI:
+        return kmip_major >= 2 ? KMIP_REASON_MULTI_VALUED_ATTRIBUTE : KMIP_REASON_INVALID_FIELD;
+    case KF_ERR_USAGE_LIMIT:
+        return kmip_major >= 2 ? KMIP_REASON_USAGE_LIMIT_EXCEEDED : KMIP_REASON_PERMISSION_DENIED;
     default:
         return KMIP_REASON_GENERAL_FAILURE;
     }
@@ -138,12 +176,100 @@ static int put_failure(kf_arena *a, kf_ttlv *item, int err, int major, const cha
     return KF_OK;
 }
 
-/* Run one batch item; always produces a response batch item. */
-static int run_item(kf_kms *kms, const struct kf_principal *who, int major, int minor,
-                    const kf_ttlv *bi,
-                    kf_arena *a, kf_ttlv *resp_msg)
+/*
+ * One Request Message's batch: what later items need from earlier ones.
+ * ID Placeholder (KMIP 1.4 §6.x, 2.1 §7): the Unique Identifier a creating
+ * operation or Locate returned stands in for an omitted one in later items.
+ */
+struct batch {
+    kf_kms *kms;
+    const struct kf_principal *who;
+    int major, minor;
+    kf_arena *a;
+    kf_ttlv *out;                     /* Response Message */
+    char id_placeholder[KF_UID_MAX];  /* "" until an item sets it */
+};
+
+/* Operations whose request takes the object's Unique Identifier (or the placeholder). */
+static bool takes_uid(uint32_t op)
 {
-    kf_ttlv *item = kf_ttlv_struct(a, resp_msg, KMIP_TAG_BATCH_ITEM);
+    static const uint32_t ops[] = {
+        KMIP_OP_GET,           KMIP_OP_GET_ATTRIBUTES,   KMIP_OP_GET_ATTRIBUTE_LIST,
+        KMIP_OP_ADD_ATTRIBUTE, KMIP_OP_MODIFY_ATTRIBUTE, KMIP_OP_DELETE_ATTRIBUTE,
+        KMIP_OP_SET_ATTRIBUTE, KMIP_OP_ADJUST_ATTRIBUTE, KMIP_OP_OBTAIN_LEASE,
+        KMIP_OP_GET_USAGE_ALLOCATION, KMIP_OP_ACTIVATE, KMIP_OP_REVOKE,
+        KMIP_OP_DESTROY,       KMIP_OP_ARCHIVE,          KMIP_OP_RECOVER,
+        KMIP_OP_CHECK,         KMIP_OP_RE_KEY,           KMIP_OP_RE_KEY_KEY_PAIR,
+        KMIP_OP_CERTIFY,       KMIP_OP_RE_CERTIFY,       KMIP_OP_ENCRYPT,
+        KMIP_OP_DECRYPT,       KMIP_OP_SIGN,             KMIP_OP_SIGNATURE_VERIFY,
+        KMIP_OP_MAC,           KMIP_OP_MAC_VERIFY,       KMIP_OP_EXPORT,
+    };
+    for (size_t i = 0; i < sizeof(ops) / sizeof(ops[0]); i++)
+        if (ops[i] == op)
+            return true;
+    return false;
+}
+
+/* Operations that set the ID Placeholder from their answer. */
+static uint32_t placeholder_source(uint32_t op)
+{
+    switch (op) {
+    case KMIP_OP_CREATE:
+    case KMIP_OP_REGISTER:
+    case KMIP_OP_LOCATE:
+    case KMIP_OP_DERIVE_KEY:
+    case KMIP_OP_CERTIFY:
+    case KMIP_OP_RE_CERTIFY:
+    case KMIP_OP_RE_KEY:
+    case KMIP_OP_JOIN_SPLIT_KEY:
+    case KMIP_OP_IMPORT:
+        return KMIP_TAG_UNIQUE_IDENTIFIER;
+    case KMIP_OP_CREATE_KEY_PAIR:
+    case KMIP_OP_RE_KEY_KEY_PAIR:
+        return KMIP_TAG_PRIVATE_KEY_UNIQUE_IDENTIFIER;
+    default:
+        return 0;
+    }
+}
+
+/* The request payload, with the ID Placeholder put in when the item omits the
+ * Unique Identifier: a new payload node whose first child is the identifier and
+ * whose rest is the request's own children (shared, not copied or changed). */
+static const kf_ttlv *payload_for(struct batch *b, uint32_t op, const kf_ttlv *req)
+{
+    if (!b->id_placeholder[0] || !takes_uid(op) || kf_ttlv_find(req, KMIP_TAG_UNIQUE_IDENTIFIER))
+        return req;
+    kf_ttlv *p = kf_ttlv_struct(b->a, NULL, KMIP_TAG_REQUEST_PAYLOAD);
+    kf_ttlv *uid = p ? kf_ttlv_add_text(b->a, p, KMIP_TAG_UNIQUE_IDENTIFIER, b->id_placeholder)
+                     : NULL;
+    if (!uid)
+        return req; /* out of arena: the handler reports the missing identifier */
+    if (req && req->child) {
+        uid->next = req->child;
+        p->last_child = req->last_child;
+        p->nchildren += req->nchildren;
+    }
+    return p;
+}
+
+static void remember_placeholder(struct batch *b, uint32_t op, const kf_ttlv *payload)
+{
+    uint32_t tag = placeholder_source(op);
+    const char *uid;
+    size_t len;
+    if (tag && kf_ttlv_get_text(kf_ttlv_find(payload, tag), &uid, &len) == KF_OK &&
+        len < sizeof(b->id_placeholder) && strlen(uid) == len)
+        memcpy(b->id_placeholder, uid, len + 1);
+}
+
+/* Run one batch item; always produces a response batch item. *failed tells
+ * whether it failed, for the Batch Error Continuation Option. */
+static int run_item(struct batch *b, const kf_ttlv *bi, bool *failed)
+{
+    kf_arena *a = b->a;
+    int major = b->major;
+    *failed = true;
+    kf_ttlv *item = kf_ttlv_struct(a, b->out, KMIP_TAG_BATCH_ITEM);
     KF_ENSURE(item != NULL, KF_ERR_NOMEM);
     uint32_t op = 0;
     int rc = kf_ttlv_get_enum(kf_ttlv_find(bi, KMIP_TAG_OPERATION), &op);
@@ -164,18 +290,21 @@ static int run_item(kf_kms *kms, const struct kf_principal *who, int major, int 
     kf_ttlv *payload = kf_ttlv_struct(a, NULL, KMIP_TAG_RESPONSE_PAYLOAD);
     KF_ENSURE(payload != NULL, KF_ERR_NOMEM);
     struct kmip_call call = {
-        .kms = kms,
-        .who = who,
-        .actor = who->name,
+        .kms = b->kms,
+        .who = b->who,
+        .actor = b->who->name,
         .major = major,
-        .minor = minor,
-        .req = kf_ttlv_find(bi, KMIP_TAG_REQUEST_PAYLOAD),
+        .minor = b->minor,
+        .req = payload_for(b, op, kf_ttlv_find(bi, KMIP_TAG_REQUEST_PAYLOAD)),
         .resp = payload,
         .arena = a,
+        .id_placeholder = b->id_placeholder,
     };
     rc = fn(&call);
     if (rc < 0)
         return put_failure(a, item, rc, major, call.message);
+    *failed = false;
+    remember_placeholder(b, op, payload);
     if (!kf_ttlv_add_enum(a, item, KMIP_TAG_RESULT_STATUS, KMIP_RESULT_STATUS_SUCCESS))
         return KF_ERR_NOMEM;
     return kf_ttlv_append(item, payload);
@@ -206,6 +335,55 @@ static int message_failure(kf_arena *a, kf_buf *resp, int major, int minor, int 
     return kf_ttlv_encode(msg, resp);
 }
 
+/* Batch Count of the response: the items answered (fewer than asked after a Stop). */
+static void set_batch_count(kf_ttlv *out, int32_t count)
+{
+    kf_ttlv *h = out->child; /* the Response Header, made first */
+    for (kf_ttlv *n = h ? h->child : NULL; n; n = n->next)
+        if (n->tag == KMIP_TAG_BATCH_COUNT)
+            n->v.i32 = count;
+}
+
+/* Every answered item replaced by Response Too Large (the operations did run). */
+static int too_large(struct batch *b, kf_buf *resp)
+{
+    kf_ttlv *msg = kf_ttlv_struct(b->a, NULL, KMIP_TAG_RESPONSE_MESSAGE);
+    KF_ENSURE(msg != NULL, KF_ERR_NOMEM);
+    int32_t n = (int32_t)kf_ttlv_count(b->out, KMIP_TAG_BATCH_ITEM);
+    KF_GUARD(put_header(b->a, msg, b->major, b->minor, n));
+    for (const kf_ttlv *it = kf_ttlv_find(b->out, KMIP_TAG_BATCH_ITEM); it;
+         it = kf_ttlv_find_next(it, KMIP_TAG_BATCH_ITEM)) {
+        kf_ttlv *item = kf_ttlv_struct(b->a, msg, KMIP_TAG_BATCH_ITEM);
+        KF_ENSURE(item != NULL, KF_ERR_NOMEM);
+        const kf_ttlv *op = kf_ttlv_find(it, KMIP_TAG_OPERATION);
+        const kf_ttlv *ubi = kf_ttlv_find(it, KMIP_TAG_UNIQUE_BATCH_ITEM_ID);
+        if (op)
+            KF_ENSURE(kf_ttlv_add_enum(b->a, item, KMIP_TAG_OPERATION, op->v.u32), KF_ERR_NOMEM);
+        if (ubi)
+            KF_ENSURE(kf_ttlv_add_bytes(b->a, item, KMIP_TAG_UNIQUE_BATCH_ITEM_ID,
+                                        ubi->v.bytes.p, ubi->v.bytes.len),
+                      KF_ERR_NOMEM);
+        KF_GUARD(put_failure(b->a, item, KF_ERR_LIMIT, b->major,
+                             "the response is larger than the request's Maximum Response Size"));
+    }
+    return kf_ttlv_encode(msg, resp);
+}
+
+/* Maximum Response Size: encode aside (secure memory: a Get answer holds key
+ * material), then send it or Response Too Large. */
+static int encode_capped(struct batch *b, kf_buf *resp, size_t max)
+{
+    kf_buf whole;
+    KF_GUARD(kf_buf_alloc(&whole, 0, KF_TTLV_DEFAULT_MAX_TOTAL, KF_BUF_SECRET));
+    int rc = kf_ttlv_encode(b->out, &whole);
+    if (rc == KF_OK && whole.len <= max)
+        rc = kf_buf_put_bytes(resp, whole.data, whole.len);
+    else if (rc == KF_OK)
+        rc = too_large(b, resp);
+    kf_buf_free(&whole);
+    return rc;
+}
+
 static int handle(kf_kms *kms, const struct kf_principal *who, const uint8_t *req, size_t len,
                   kf_arena *a, kf_buf *resp)
 {
@@ -232,13 +410,39 @@ static int handle(kf_kms *kms, const struct kf_principal *who, const uint8_t *re
     if (items == 0 || items > KMIP_MAX_BATCH_ITEMS)
         return message_failure(a, resp, major, minor, KF_ERR_REQUEST,
                                "a request carries 1 to 64 batch items");
-    kf_ttlv *out = kf_ttlv_struct(a, NULL, KMIP_TAG_RESPONSE_MESSAGE);
-    KF_ENSURE(out != NULL, KF_ERR_NOMEM);
-    KF_GUARD(put_header(a, out, major, minor, (int32_t)items));
+    uint32_t on_error = KMIP_BATCH_ERR_STOP;
+    const kf_ttlv *opt = kf_ttlv_find(hdr, KMIP_TAG_BATCH_ERROR_CONTINUATION_OPTION);
+    if (opt && (kf_ttlv_get_enum(opt, &on_error) < 0 || on_error < KMIP_BATCH_ERR_CONTINUE ||
+                on_error > KMIP_BATCH_ERR_UNDO))
+        return message_failure(a, resp, major, minor, KF_ERR_REQUEST,
+                               "Batch Error Continuation Option must be Continue, Stop or Undo");
+    int32_t max_size = 0;
+    const kf_ttlv *mrs = kf_ttlv_find(hdr, KMIP_TAG_MAXIMUM_RESPONSE_SIZE);
+    if (mrs && (kf_ttlv_get_int(mrs, &max_size) < 0 || max_size <= 0))
+        return message_failure(a, resp, major, minor, KF_ERR_REQUEST,
+                               "Maximum Response Size must be a positive Integer");
+    /* Asynchronous Indicator only says the client could take an asynchronous
+     * answer; keyfleet always answers synchronously, which the spec allows.
+     * Batch Order Option: items always run in order, which satisfies both values. */
+    struct batch b = {.kms = kms, .who = who, .major = major, .minor = minor, .a = a};
+    b.out = kf_ttlv_struct(a, NULL, KMIP_TAG_RESPONSE_MESSAGE);
+    KF_ENSURE(b.out != NULL, KF_ERR_NOMEM);
+    KF_GUARD(put_header(a, b.out, major, minor, (int32_t)items));
+    int32_t ran = 0;
     for (const kf_ttlv *bi = kf_ttlv_find(msg, KMIP_TAG_BATCH_ITEM); bi;
-         bi = kf_ttlv_find_next(bi, KMIP_TAG_BATCH_ITEM))
-        KF_GUARD(run_item(kms, who, major, minor, bi, a, out));
-    return kf_ttlv_encode(out, resp);
+         bi = kf_ttlv_find_next(bi, KMIP_TAG_BATCH_ITEM)) {
+        bool failed;
+        KF_GUARD(run_item(&b, bi, &failed));
+        ran++;
+        /* Stop, and Undo (keyfleet cannot roll back finished items, so it stops
+         * there too and reports those items as done, never as Undone). */
+        if (failed && on_error != KMIP_BATCH_ERR_CONTINUE)
+            break;
+    }
+    set_batch_count(b.out, ran);
+    if (max_size > 0)
+        return encode_capped(&b, resp, (size_t)max_size);
+    return kf_ttlv_encode(b.out, resp);
 }
 
 int kf_kms_handle_kmip(kf_kms *kms, const struct kf_principal *who, const uint8_t *req,

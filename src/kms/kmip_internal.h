@@ -15,6 +15,10 @@ struct kmip_call {
     kf_ttlv *resp;           /* Response Payload, already created */
     kf_arena *arena;
     char message[256];       /* optional extra sentence for a failure */
+    /* KMIP ID Placeholder: the Unique Identifier the last Create/Register/Create Key
+     * Pair/Locate... of this batch returned ("" if none). run_item puts it into the
+     * payload of a later item that omits its Unique Identifier. */
+    const char *id_placeholder;
 };
 
 typedef int (*kmip_handler)(struct kmip_call *c);
@@ -22,12 +26,26 @@ typedef int (*kmip_handler)(struct kmip_call *c);
 /* Standard operations (kmip_objects.c). */
 int kmip_create(struct kmip_call *c);
 int kmip_get(struct kmip_call *c);
-int kmip_get_attributes(struct kmip_call *c);
 int kmip_activate(struct kmip_call *c);
 int kmip_revoke(struct kmip_call *c);
 int kmip_destroy(struct kmip_call *c);
 int kmip_discover_versions(struct kmip_call *c);
 int kmip_query(struct kmip_call *c);
+/* Attribute operations (kmip_attrs.c) and Locate (kmip_locate.c). */
+int kmip_attrs_get_attributes(struct kmip_call *c);
+int kmip_get_attribute_list(struct kmip_call *c);
+int kmip_add_attribute(struct kmip_call *c);
+int kmip_modify_attribute(struct kmip_call *c);
+int kmip_delete_attribute(struct kmip_call *c);
+int kmip_set_attribute(struct kmip_call *c);
+int kmip_locate(struct kmip_call *c);
+/* Create: check the request's attributes before creating (refuses read-only ones),
+ * then store the ones kf_kms_create does not take (kmip_attrs.c). */
+struct create_attrs_out;
+int kmip_create_attrs_check(struct kmip_call *c, struct create_attrs_out *out);
+int kmip_create_attrs_apply(struct kmip_call *c, const char *uid, struct create_attrs_out *out);
+/* Create with all attributes: check, kmip_create, apply (register this for KMIP_OP_CREATE). */
+int kmip_attrs_create(struct kmip_call *c);
 /* keyfleet extension operations (kmip_admin.c). */
 int kmip_kf_init(struct kmip_call *c);
 int kmip_kf_unseal(struct kmip_call *c);
@@ -47,10 +65,61 @@ int kmip_authorize(struct kmip_call *c, unsigned roles, const char *domain, cons
 /* Same, for the domain of a Unique Identifier (unknown UIDs pass to the service's not-found). */
 int kmip_authorize_uid(struct kmip_call *c, unsigned roles, const char *uid, const char *op);
 
+/* The standard (non-extension) operations in the handler table; returns the count. */
+size_t kmip_supported_operations(uint32_t *out, size_t max);
+
+int kmip_attrs_register(struct kmip_call *c);
+
 /* Text field of the payload as a NUL-terminated arena string, or NULL. */
 const char *kmip_text(struct kmip_call *c, const kf_ttlv *parent, uint32_t tag);
 /* The object's attributes, KMIP 2.x "Attributes" form, appended to parent. */
 int kmip_put_attributes_v2(kf_arena *a, kf_ttlv *parent, const struct kf_object *obj,
                            const char *uid);
+
+/* Cryptographic operations (kmip_crypto.c). */
+int kmip_encrypt(struct kmip_call *c);
+int kmip_decrypt(struct kmip_call *c);
+int kmip_sign(struct kmip_call *c);
+int kmip_signature_verify(struct kmip_call *c);
+int kmip_mac(struct kmip_call *c);
+int kmip_mac_verify(struct kmip_call *c);
+int kmip_rng_retrieve(struct kmip_call *c);
+int kmip_hash(struct kmip_call *c);
+/* Register, Create Key Pair and object values for Get (kmip_keys.c). */
+int kmip_register(struct kmip_call *c);
+int kmip_create_key_pair(struct kmip_call *c);
+/*
+ * Append the object structure (Symmetric Key, Private Key, Public Key,
+ * Certificate, Secret Data, Opaque Object) holding material to c->resp, in
+ * requested_format (a KMIP Key Format Type; 0 = the stored format).
+ * KF_ERR_KEY_FORMAT if that format cannot be produced for this object.
+ */
+int kmip_put_object_value(struct kmip_call *c, const struct kf_object *obj,
+                          const uint8_t *material, size_t len, uint32_t requested_format);
+/*
+ * One attribute Register / Create Key Pair stored in obj->attributes (a TTLV
+ * 2.x Attributes structure: Cryptographic Parameters, Certificate Type, and
+ * Secret Data Type / Opaque Data Type as "y" custom attributes), decoded
+ * into c->arena; NULL if absent.
+ */
+const kf_ttlv *kmip_stored_attribute(struct kmip_call *c, const struct kf_object *obj,
+                                     uint32_t tag);
+/*
+ * Stored forms of asymmetric keys (keys.c): RSA as PKCS#1 DER, P-256 as the
+ * 32-byte scalar / 65-byte point, Ed25519 as 32-byte seed / point. import
+ * converts a client's encoding (format: KMIP Key Format Type; hint_alg the
+ * algorithm the client named, for Raw keys) and says what the key is;
+ * export produces a client encoding. stored/out: KF_BUF_SECRET for private keys.
+ */
+int kms_private_key_import(uint32_t format, uint32_t hint_alg, const uint8_t *in, size_t len,
+                           uint32_t *alg, int32_t *bits, kf_buf *stored);
+int kms_public_key_import(uint32_t format, uint32_t hint_alg, const uint8_t *in, size_t len,
+                          uint32_t *alg, int32_t *bits, kf_buf *stored);
+int kms_private_key_export(uint32_t alg, const uint8_t *stored, size_t len, uint32_t format,
+                           kf_buf *out);
+int kms_public_key_export(uint32_t alg, const uint8_t *stored, size_t len, uint32_t format,
+                          kf_buf *out);
+/* KF_OK if der is an X.509 certificate GnuTLS can parse. */
+int kms_certificate_check(const uint8_t *der, size_t len);
 
 #endif

@@ -127,45 +127,26 @@ static const char *request_uid(struct kmip_call *c)
     return uid;
 }
 
-static int put_key_block(struct kmip_call *c, const struct kf_object *obj, const kf_buf *material)
-{
-    uint32_t wrapper_tag =
-        obj->object_type == KF_OBJ_SECRET_DATA ? KMIP_TAG_SECRET_DATA : KMIP_TAG_SYMMETRIC_KEY;
-    kf_ttlv *w = kf_ttlv_struct(c->arena, c->resp, wrapper_tag);
-    KF_ENSURE(w != NULL, KF_ERR_NOMEM);
-    if (obj->object_type == KF_OBJ_SECRET_DATA &&
-        !kf_ttlv_add_enum(c->arena, w, KMIP_TAG_SECRET_DATA_TYPE, 2 /* Seed */))
-        return KF_ERR_NOMEM;
-    kf_ttlv *kb = kf_ttlv_struct(c->arena, w, KMIP_TAG_KEY_BLOCK);
-    KF_ENSURE(kb != NULL, KF_ERR_NOMEM);
-    uint32_t fmt = obj->object_type == KF_OBJ_SECRET_DATA ? 2 /* Opaque */ : KMIP_KEYFMT_RAW;
-    KF_ENSURE(kf_ttlv_add_enum(c->arena, kb, KMIP_TAG_KEY_FORMAT_TYPE, fmt), KF_ERR_NOMEM);
-    kf_ttlv *kv = kf_ttlv_struct(c->arena, kb, KMIP_TAG_KEY_VALUE);
-    KF_ENSURE(kv && kf_ttlv_add_bytes(c->arena, kv, KMIP_TAG_KEY_MATERIAL, material->data,
-                                      material->len),
-              KF_ERR_NOMEM);
-    if (obj->crypto_alg &&
-        (!kf_ttlv_add_enum(c->arena, kb, KMIP_TAG_CRYPTOGRAPHIC_ALGORITHM, obj->crypto_alg) ||
-         !kf_ttlv_add_int(c->arena, kb, KMIP_TAG_CRYPTOGRAPHIC_LENGTH, obj->crypto_length)))
-        return KF_ERR_NOMEM;
-    return KF_OK;
-}
-
 int kmip_get(struct kmip_call *c)
 {
     const char *uid = request_uid(c);
     KF_ENSURE(uid, KF_ERR_REQUEST);
     KF_GUARD(kmip_authorize_uid(c, KF_ROLE_EXPORT, uid, "Get"));
+    uint32_t format = 0; /* 0: as stored */
+    const kf_ttlv *kft = kf_ttlv_find(c->req, KMIP_TAG_KEY_FORMAT_TYPE);
+    if (kft)
+        KF_GUARD(kf_ttlv_get_enum(kft, &format));
     struct kf_object obj = {0};
     kf_buf material;
-    KF_GUARD(kf_buf_alloc(&material, 64, 4096, KF_BUF_SECRET));
+    /* Room for an RSA-4096 private key in PKCS#1 DER. */
+    KF_GUARD(kf_buf_alloc(&material, 64, 16384, KF_BUF_SECRET));
     int rc = kf_kms_get(c->kms, c->actor, uid, &obj, &material);
     if (rc == KF_OK) {
         if (!kf_ttlv_add_enum(c->arena, c->resp, KMIP_TAG_OBJECT_TYPE, obj.object_type) ||
             !kf_ttlv_add_text(c->arena, c->resp, KMIP_TAG_UNIQUE_IDENTIFIER, uid))
             rc = KF_ERR_NOMEM;
         else
-            rc = put_key_block(c, &obj, &material);
+            rc = kmip_put_object_value(c, &obj, material.data, material.len, format);
     }
     kf_buf_free(&material);
     kf_object_clear(&obj);
@@ -215,22 +196,6 @@ int kmip_put_attributes_v2(kf_arena *a, kf_ttlv *parent, const struct kf_object 
             ok = kf_ttlv_add_text(a, r, KMIP_TAG_REVOCATION_MESSAGE, obj->revocation_message);
     }
     return ok ? KF_OK : KF_ERR_NOMEM;
-}
-
-int kmip_get_attributes(struct kmip_call *c)
-{
-    const char *uid = request_uid(c);
-    KF_ENSURE(uid, KF_ERR_REQUEST);
-    KF_GUARD(kmip_authorize_uid(c, KF_ROLE_USE, uid, "Get Attributes"));
-    struct kf_object obj = {0};
-    KF_GUARD(kf_kms_get(c->kms, c->actor, uid, &obj, NULL));
-    int rc = KF_OK;
-    if (!kf_ttlv_add_text(c->arena, c->resp, KMIP_TAG_UNIQUE_IDENTIFIER, uid))
-        rc = KF_ERR_NOMEM;
-    if (rc == KF_OK)
-        rc = kmip_put_attributes_v2(c->arena, c->resp, &obj, uid);
-    kf_object_clear(&obj);
-    return rc;
 }
 
 static int answer_uid(struct kmip_call *c, const char *uid)
@@ -291,9 +256,8 @@ int kmip_discover_versions(struct kmip_call *c)
 
 int kmip_query(struct kmip_call *c)
 {
-    static const uint32_t ops[] = {KMIP_OP_CREATE,   KMIP_OP_GET,     KMIP_OP_GET_ATTRIBUTES,
-                                   KMIP_OP_ACTIVATE, KMIP_OP_REVOKE,  KMIP_OP_DESTROY,
-                                   KMIP_OP_QUERY,    KMIP_OP_DISCOVER_VERSIONS};
+    uint32_t ops[64];
+    size_t nops = kmip_supported_operations(ops, sizeof(ops) / sizeof(ops[0]));
     static const uint32_t objs[] = {KMIP_OBJ_SYMMETRIC_KEY, KMIP_OBJ_SECRET_DATA};
     bool want_ops = false, want_objs = false, want_info = false;
     for (const kf_ttlv *q = kf_ttlv_find(c->req, KMIP_TAG_QUERY_FUNCTION); q;
@@ -304,7 +268,7 @@ int kmip_query(struct kmip_call *c)
         want_objs |= f == KMIP_QUERY_QUERY_OBJECTS;
         want_info |= f == KMIP_QUERY_QUERY_SERVER_INFORMATION;
     }
-    for (size_t i = 0; want_ops && i < sizeof(ops) / sizeof(ops[0]); i++)
+    for (size_t i = 0; want_ops && i < nops; i++)
         KF_ENSURE(kf_ttlv_add_enum(c->arena, c->resp, KMIP_TAG_OPERATION, ops[i]), KF_ERR_NOMEM);
     for (size_t i = 0; want_objs && i < sizeof(objs) / sizeof(objs[0]); i++)
         KF_ENSURE(kf_ttlv_add_enum(c->arena, c->resp, KMIP_TAG_OBJECT_TYPE, objs[i]), KF_ERR_NOMEM);

@@ -13,6 +13,7 @@
 #include "keyfleet/rng.h"
 #include "keyfleet/secmem.h"
 #include "keyfleet/kmip_tags.h"
+#include "attributes.h"
 #include "kms_internal.h"
 
 #define KF_MATERIAL_MAX_BYTES 512
@@ -379,6 +380,43 @@ static int fetch_for_use(kf_kms *kms, kf_store *st, const char *uid, int purpose
     return rc;
 }
 
+/* Does the object carry a Usage Limits attribute (KMIP: counted per use)? */
+static bool has_usage_limits(const struct kf_object *obj)
+{
+    if (!obj->attributes || !obj->attributes_len)
+        return false;
+    kf_arena *a;
+    kf_ttlv *set;
+    if (kf_arena_new(&a, 0) < 0)
+        return true; /* cannot tell: take the counting path, which decides */
+    bool found = kf_ttlv_decode(obj->attributes, obj->attributes_len, NULL, a, &set) != KF_OK ||
+                 kf_ttlv_find(set, KMIP_TAG_USAGE_LIMITS) != NULL;
+    kf_arena_free(a);
+    return found;
+}
+
+/* Count one use against the object's Usage Limits, durably, before the use. */
+static int consume_usage(kf_kms *kms, const char *uid)
+{
+    struct kf_domain d = {0};
+    struct kf_object obj = {0};
+    pthread_mutex_lock(&kms->lock);
+    int rc = kf_store_begin(kms->store);
+    if (rc == KF_OK) {
+        rc = load_object(kms, uid, &d, &obj);
+        if (rc == KF_OK)
+            rc = kms_usage_limit_consume(kms, &obj, 0);
+        if (rc == KF_OK)
+            rc = kf_store_commit(kms->store);
+        else
+            kf_store_rollback(kms->store);
+    }
+    pthread_mutex_unlock(&kms->lock);
+    kf_object_clear(&obj);
+    kf_domain_clear(&d);
+    return rc;
+}
+
 int kf_kms_use_key(kf_kms *kms, const char *actor, const char *op, const char *uid, int purpose,
                    uint32_t usage_bit, kf_kms_key_fn fn, void *ctx)
 {
@@ -386,10 +424,12 @@ int kf_kms_use_key(kf_kms *kms, const char *actor, const char *op, const char *u
     struct kf_object obj = {0};
     struct read_ctx r;
     kf_buf material;
-    KF_GUARD(kf_buf_alloc(&material, 64, 8192, KF_BUF_SECRET));
+    KF_GUARD(kf_buf_alloc(&material, 64, 16384, KF_BUF_SECRET));
     read_begin(kms, &r);
     int rc = fetch_for_use(kms, r.st, uid, purpose, usage_bit, &d, &obj, &material);
     read_end(kms, &r);
+    if (rc == KF_OK && has_usage_limits(&obj))
+        rc = consume_usage(kms, uid);
     if (rc == KF_OK)
         rc = fn(ctx, &obj, material.data, material.len);
     kf_buf_free(&material);

@@ -207,6 +207,41 @@ static int open_parts(kf_kms *kms, const struct kf_kms_config *cfg)
     return KF_OK;
 }
 
+/*
+ * KMIP clients that know nothing of domains create into "default"; make it
+ * the first time the module is unsealed, so such a client works out of the box.
+ * Called with kms->lock held and the module unsealed.
+ */
+static void ensure_default_domain(kf_kms *kms)
+{
+    struct kf_domain d = {0};
+    int rc = kf_store_domain_get(kms->store, "default", &d);
+    kf_domain_clear(&d);
+    if (rc != KF_ERR_DOMAIN)
+        return;
+    uint64_t id;
+    kf_buf wrapped;
+    if (kf_buf_alloc(&wrapped, 128, 4096, 0) < 0)
+        return;
+    rc = kf_store_begin(kms->store);
+    if (rc == KF_OK)
+        rc = kf_store_domain_create(kms->store, "default", NULL, NULL, 0, &id);
+    if (rc == KF_OK)
+        rc = kf_secmod_domain_key_new(kms->secmod, id, &wrapped);
+    if (rc == KF_OK)
+        rc = kf_store_domain_set_key(kms->store, id, wrapped.data, wrapped.len);
+    if (rc == KF_OK)
+        rc = kms_audit(kms, "system", "domain-create", "default", "", KF_OK,
+                       "made at first unseal for clients that name no domain");
+    if (rc == KF_OK)
+        rc = kf_store_commit(kms->store);
+    if (rc < 0) {
+        kf_store_rollback(kms->store);
+        kf_warn("could not create the default domain: %s", kf_strerror(rc));
+    }
+    kf_buf_free(&wrapped);
+}
+
 /* Dev mode: a 1-of-1 root key kept in the data directory that unseals itself. */
 static int dev_autostart(kf_kms *kms)
 {
@@ -222,6 +257,8 @@ static int dev_autostart(kf_kms *kms)
     }
     int rc = kf_secmod_unseal_dev(kms->secmod);
     kms_audit_refusal(kms, "system", "unseal", "", "", rc, "dev mode key file");
+    if (rc == KF_OK)
+        ensure_default_domain(kms);
     return rc;
 }
 
@@ -361,6 +398,8 @@ int kf_kms_unseal(kf_kms *kms, const char *actor, const char *share_or_pin, bool
     /* Only the outcome is recorded, never the share or PIN. */
     const char *detail = *done ? "unsealed" : (rc == KF_OK ? "share accepted" : "refused");
     rc = audited_admin(kms, actor, "unseal", "", detail, rc);
+    if (rc == KF_OK && *done)
+        ensure_default_domain(kms);
     pthread_mutex_unlock(&kms->lock);
     return rc;
 }

@@ -57,3 +57,19 @@ expect_refusal() {
 expect_contains() { grep -q -- "$1" "$WORK/out" || fail "output lacks '$1': $(cat "$WORK/out")"; ok; }
 
 finish() { echo "$(basename "$0"): $CHECKS checks passed"; }
+
+# free_tcp_port: prints a loopback TCP port nobody listens on right now.
+free_tcp_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+# wait_tcp_port PORT [PID]: waits up to 10 s until something accepts on 127.0.0.1:PORT;
+# fails early if PID (default: the daemon) exits.
+wait_tcp_port() {
+  local port=$1 pid=${2:-$DAEMON_PID}
+  for _ in $(seq 1 200); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && return 0
+    [ -z "$pid" ] || kill -0 "$pid" 2>/dev/null || fail "process $pid exited before listening on $port"
+    sleep 0.05
+  done
+  fail "nothing listens on 127.0.0.1:$port"
+}

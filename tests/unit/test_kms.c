@@ -137,12 +137,14 @@ static void move_material(const char *dir, int from_key, int to_key, const char 
     sqlite3_busy_timeout(db, 5000);
     snprintf(sql, sizeof(sql),
              "UPDATE object SET material = (SELECT material FROM object WHERE key_id = %d AND "
-             "domain_id = 1) WHERE key_id = %d AND domain_id = 1 %s",
+             "domain_id = (SELECT id FROM domain WHERE name = 'VENDOR')) WHERE key_id = %d AND "
+             "domain_id = (SELECT id FROM domain WHERE name = 'VENDOR') %s",
              from_key, to_key, column_fix);
     char *err = NULL;
     int rc = sqlite3_exec(db, sql, NULL, NULL, &err);
     if (rc != SQLITE_OK)
         fail_msg("sql: %s", err);
+    assert_int_equal(sqlite3_changes(db), 1); /* the move really happened */
     sqlite3_close(db);
 }
 

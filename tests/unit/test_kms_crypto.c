@@ -1,0 +1,1120 @@
+/*
+ * KMIP cryptographic operations end to end (request -> kf_kms_handle_kmip ->
+ * response), in KMIP 1.4 and 2.1 forms. Known answers from the standards:
+ * McGrew-Viega GCM test case 4, SP 800-38A F.2.5 / F.5.1, RFC 3394 4.1,
+ * RFC 4231 case 2, RFC 4493 example 2, FIPS 180-2 SHA-256("abc"), RFC 8032
+ * TEST 2, RFC 6979 A.2.5 (ECDSA verify), and the RSA Laboratories PKCS #1 v2.1 vectors (pkcs1v15sign
+ * Example 1.1, oaep-int.txt). Round trips where the algorithm is randomised
+ * (PSS, OAEP encryption, ECDSA); a refusal test for every refusal path.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <cmocka.h>
+
+#include "keyfleet/crypto.h"
+#include "keyfleet/kmip_tags.h"
+#include "keyfleet/kms.h"
+#include "keyfleet/log.h"
+#include "keyfleet/secmem.h"
+#include "keyfleet/ttlv.h"
+
+struct fixture {
+    char dir[64];
+    kf_kms *kms;
+    kf_arena *a;
+};
+
+static int setup(void **state)
+{
+    struct fixture *f = calloc(1, sizeof(*f));
+    snprintf(f->dir, sizeof(f->dir), "/tmp/kf-test-kmsc.XXXXXX");
+    if (!f || !mkdtemp(f->dir))
+        return -1;
+    struct kf_kms_config cfg = {.dir = f->dir, .dev = true};
+    if (kf_kms_open(&cfg, &f->kms) < 0 || kf_kms_domain_create(f->kms, "test", "VENDOR", NULL) < 0 ||
+        kf_arena_new(&f->a, 0) < 0)
+        return -1;
+    *state = f;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    struct fixture *f = *state;
+    kf_arena_free(f->a);
+    kf_kms_close(f->kms);
+    char cmd[128];
+    snprintf(cmd, sizeof(cmd), "rm -rf %s", f->dir);
+    if (system(cmd) != 0)
+        return -1;
+    free(f);
+    return 0;
+}
+
+/* Hex to bytes in the fixture's arena. */
+static uint8_t *unhex(struct fixture *f, const char *hex, size_t *len)
+{
+    size_t n = strlen(hex) / 2;
+    uint8_t *out = kf_arena_alloc(f->a, n + 1);
+    assert_non_null(out);
+    for (size_t i = 0; i < n; i++) {
+        unsigned v;
+        assert_int_equal(sscanf(hex + 2 * i, "%2x", &v), 1);
+        out[i] = (uint8_t)v;
+    }
+    if (len)
+        *len = n;
+    return out;
+}
+
+static kf_ttlv *request(struct fixture *f, int major, uint32_t op, kf_ttlv **payload)
+{
+    kf_arena *a = f->a;
+    kf_ttlv *msg = kf_ttlv_struct(a, NULL, KMIP_TAG_REQUEST_MESSAGE);
+    kf_ttlv *h = kf_ttlv_struct(a, msg, KMIP_TAG_REQUEST_HEADER);
+    kf_ttlv *pv = kf_ttlv_struct(a, h, KMIP_TAG_PROTOCOL_VERSION);
+    kf_ttlv_add_int(a, pv, KMIP_TAG_PROTOCOL_VERSION_MAJOR, major);
+    kf_ttlv_add_int(a, pv, KMIP_TAG_PROTOCOL_VERSION_MINOR, major == 1 ? 4 : 1);
+    kf_ttlv_add_int(a, h, KMIP_TAG_BATCH_COUNT, 1);
+    kf_ttlv *bi = kf_ttlv_struct(a, msg, KMIP_TAG_BATCH_ITEM);
+    kf_ttlv_add_enum(a, bi, KMIP_TAG_OPERATION, op);
+    *payload = kf_ttlv_struct(a, bi, KMIP_TAG_REQUEST_PAYLOAD);
+    return msg;
+}
+
+/* Send msg; returns the Result Status, *item the response batch item. */
+static uint32_t send_request(struct fixture *f, kf_ttlv *msg, const kf_ttlv **item)
+{
+    kf_buf req, resp;
+    kf_ttlv *r;
+    assert_int_equal(kf_buf_alloc(&req, 0, 1 << 20, 0), KF_OK);
+    assert_int_equal(kf_buf_alloc(&resp, 0, 1 << 20, 0), KF_OK);
+    assert_int_equal(kf_ttlv_encode(msg, &req), KF_OK);
+    struct kf_principal who;
+    kf_principal_local_admin(&who, "test");
+    snprintf(who.default_domain, sizeof(who.default_domain), "VENDOR");
+    assert_int_equal(kf_kms_handle_kmip(f->kms, &who, req.data, req.len, &resp), KF_OK);
+    assert_int_equal(kf_ttlv_decode(resp.data, resp.len, NULL, f->a, &r), KF_OK);
+    *item = kf_ttlv_find(r, KMIP_TAG_BATCH_ITEM);
+    uint32_t status = 99;
+    assert_int_equal(kf_ttlv_get_enum(kf_ttlv_find(*item, KMIP_TAG_RESULT_STATUS), &status), KF_OK);
+    kf_buf_free(&req);
+    kf_buf_free(&resp);
+    return status;
+}
+
+/* The response payload of a request that must succeed. */
+static const kf_ttlv *expect_success(struct fixture *f, kf_ttlv *msg)
+{
+    const kf_ttlv *item;
+    uint32_t st = send_request(f, msg, &item);
+    if (st != KMIP_RESULT_STATUS_SUCCESS) {
+        const char *m = "";
+        size_t n;
+        if (kf_ttlv_get_text(kf_ttlv_find(item, KMIP_TAG_RESULT_MESSAGE), &m, &n) < 0)
+            m = "(no message)";
+        fail_msg("request failed: %s", m);
+    }
+    return kf_ttlv_find(item, KMIP_TAG_RESPONSE_PAYLOAD);
+}
+
+/* The Result Reason of a request that must fail. */
+static uint32_t expect_failure(struct fixture *f, kf_ttlv *msg)
+{
+    const kf_ttlv *item;
+    assert_int_equal(send_request(f, msg, &item), KMIP_RESULT_STATUS_OPERATION_FAILED);
+    uint32_t reason = 0;
+    assert_int_equal(kf_ttlv_get_enum(kf_ttlv_find(item, KMIP_TAG_RESULT_REASON), &reason), KF_OK);
+    return reason;
+}
+
+static void assert_bytes(const kf_ttlv *parent, uint32_t tag, const uint8_t *want, size_t len)
+{
+    const uint8_t *p;
+    size_t n;
+    assert_int_equal(kf_ttlv_get_bytes(kf_ttlv_find(parent, tag), &p, &n), KF_OK);
+    assert_int_equal(n, len);
+    assert_memory_equal(p, want, len);
+}
+
+/* One attribute, in the 1.x (Template-Attribute) or 2.x (Attributes) form. */
+static kf_ttlv *attr_group(struct fixture *f, kf_ttlv *p, int major, uint32_t v1_tag,
+                           uint32_t v2_tag)
+{
+    return kf_ttlv_struct(f->a, p, major == 1 ? v1_tag : v2_tag);
+}
+
+static void add_attr_enum(struct fixture *f, kf_ttlv *g, int major, const char *name, uint32_t tag,
+                          uint32_t v)
+{
+    if (major >= 2) {
+        kf_ttlv_add_enum(f->a, g, tag, v);
+        return;
+    }
+    kf_ttlv *at = kf_ttlv_struct(f->a, g, KMIP_TAG_ATTRIBUTE);
+    kf_ttlv_add_text(f->a, at, KMIP_TAG_ATTRIBUTE_NAME, name);
+    kf_ttlv_add_enum(f->a, at, KMIP_TAG_ATTRIBUTE_VALUE, v);
+}
+
+static void add_attr_int(struct fixture *f, kf_ttlv *g, int major, const char *name, uint32_t tag,
+                         int32_t v)
+{
+    if (major >= 2) {
+        kf_ttlv_add_int(f->a, g, tag, v);
+        return;
+    }
+    kf_ttlv *at = kf_ttlv_struct(f->a, g, KMIP_TAG_ATTRIBUTE);
+    kf_ttlv_add_text(f->a, at, KMIP_TAG_ATTRIBUTE_NAME, name);
+    kf_ttlv_add_int(f->a, at, KMIP_TAG_ATTRIBUTE_VALUE, v);
+}
+
+static void uid_request(struct fixture *f, int major, uint32_t op, const char *uid)
+{
+    kf_ttlv *p, *msg = request(f, major, op, &p);
+    kf_ttlv_add_text(f->a, p, KMIP_TAG_UNIQUE_IDENTIFIER, uid);
+    expect_success(f, msg);
+}
+
+/*
+ * Register a key (symmetric, private or public) with algorithm and usage
+ * mask, in protocol major; activate it when asked. uid receives the UID.
+ */
+static void register_key(struct fixture *f, int major, uint32_t type, uint32_t format,
+                         const uint8_t *key, size_t len, uint32_t alg, uint32_t usage,
+                         bool activate, char uid[KF_UID_MAX])
+{
+    kf_ttlv *p, *msg = request(f, major, KMIP_OP_REGISTER, &p);
+    kf_ttlv_add_enum(f->a, p, KMIP_TAG_OBJECT_TYPE, type);
+    kf_ttlv *g = attr_group(f, p, major, KMIP_TAG_TEMPLATE_ATTRIBUTE, KMIP_TAG_ATTRIBUTES);
+    add_attr_enum(f, g, major, "Cryptographic Algorithm", KMIP_TAG_CRYPTOGRAPHIC_ALGORITHM, alg);
+    add_attr_int(f, g, major, "Cryptographic Usage Mask", KMIP_TAG_CRYPTOGRAPHIC_USAGE_MASK,
+                 (int32_t)usage);
+    uint32_t tag = type == KMIP_OBJ_SYMMETRIC_KEY ? KMIP_TAG_SYMMETRIC_KEY
+                   : type == KMIP_OBJ_PRIVATE_KEY ? KMIP_TAG_PRIVATE_KEY
+                                                  : KMIP_TAG_PUBLIC_KEY;
+    kf_ttlv *o = kf_ttlv_struct(f->a, p, tag);
+    kf_ttlv *kb = kf_ttlv_struct(f->a, o, KMIP_TAG_KEY_BLOCK);
+    kf_ttlv_add_enum(f->a, kb, KMIP_TAG_KEY_FORMAT_TYPE, format);
+    kf_ttlv *kv = kf_ttlv_struct(f->a, kb, KMIP_TAG_KEY_VALUE);
+    kf_ttlv_add_bytes(f->a, kv, KMIP_TAG_KEY_MATERIAL, key, len);
+    kf_ttlv_add_enum(f->a, kb, KMIP_TAG_CRYPTOGRAPHIC_ALGORITHM, alg);
+    const kf_ttlv *r = expect_success(f, msg);
+    const char *s;
+    size_t n;
+    assert_int_equal(kf_ttlv_get_text(kf_ttlv_find(r, KMIP_TAG_UNIQUE_IDENTIFIER), &s, &n), KF_OK);
+    assert_true(n < KF_UID_MAX);
+    memcpy(uid, s, n + 1);
+    if (activate)
+        uid_request(f, major, KMIP_OP_ACTIVATE, uid);
+}
+
+/* ---- published RSA vectors (copied from test_crypto_rsa.c) ---- */
+/* oaep-int.txt: RSAPublicKey (DER) */
+static const uint8_t oaep_pub_der[138] = {
+    0x30, 0x81, 0x87, 0x02, 0x81, 0x81, 0x00, 0xbb, 0xf8, 0x2f, 0x09, 0x06,
+    0x82, 0xce, 0x9c, 0x23, 0x38, 0xac, 0x2b, 0x9d, 0xa8, 0x71, 0xf7, 0x36,
+    0x8d, 0x07, 0xee, 0xd4, 0x10, 0x43, 0xa4, 0x40, 0xd6, 0xb6, 0xf0, 0x74,
+    0x54, 0xf5, 0x1f, 0xb8, 0xdf, 0xba, 0xaf, 0x03, 0x5c, 0x02, 0xab, 0x61,
+    0xea, 0x48, 0xce, 0xeb, 0x6f, 0xcd, 0x48, 0x76, 0xed, 0x52, 0x0d, 0x60,
+    0xe1, 0xec, 0x46, 0x19, 0x71, 0x9d, 0x8a, 0x5b, 0x8b, 0x80, 0x7f, 0xaf,
+    0xb8, 0xe0, 0xa3, 0xdf, 0xc7, 0x37, 0x72, 0x3e, 0xe6, 0xb4, 0xb7, 0xd9,
+    0x3a, 0x25, 0x84, 0xee, 0x6a, 0x64, 0x9d, 0x06, 0x09, 0x53, 0x74, 0x88,
+    0x34, 0xb2, 0x45, 0x45, 0x98, 0x39, 0x4e, 0xe0, 0xaa, 0xb1, 0x2d, 0x7b,
+    0x61, 0xa5, 0x1f, 0x52, 0x7a, 0x9a, 0x41, 0xf6, 0xc1, 0x68, 0x7f, 0xe2,
+    0x53, 0x72, 0x98, 0xca, 0x2a, 0x8f, 0x59, 0x46, 0xf8, 0xe5, 0xfd, 0x09,
+    0x1d, 0xbd, 0xcb, 0x02, 0x01, 0x11,
+};
+/* oaep-int.txt: RSAPrivateKey (DER) */
+static const uint8_t oaep_priv_der[607] = {
+    0x30, 0x82, 0x02, 0x5b, 0x02, 0x01, 0x00, 0x02, 0x81, 0x81, 0x00, 0xbb,
+    0xf8, 0x2f, 0x09, 0x06, 0x82, 0xce, 0x9c, 0x23, 0x38, 0xac, 0x2b, 0x9d,
+    0xa8, 0x71, 0xf7, 0x36, 0x8d, 0x07, 0xee, 0xd4, 0x10, 0x43, 0xa4, 0x40,
+    0xd6, 0xb6, 0xf0, 0x74, 0x54, 0xf5, 0x1f, 0xb8, 0xdf, 0xba, 0xaf, 0x03,
+    0x5c, 0x02, 0xab, 0x61, 0xea, 0x48, 0xce, 0xeb, 0x6f, 0xcd, 0x48, 0x76,
+    0xed, 0x52, 0x0d, 0x60, 0xe1, 0xec, 0x46, 0x19, 0x71, 0x9d, 0x8a, 0x5b,
+    0x8b, 0x80, 0x7f, 0xaf, 0xb8, 0xe0, 0xa3, 0xdf, 0xc7, 0x37, 0x72, 0x3e,
+    0xe6, 0xb4, 0xb7, 0xd9, 0x3a, 0x25, 0x84, 0xee, 0x6a, 0x64, 0x9d, 0x06,
+    0x09, 0x53, 0x74, 0x88, 0x34, 0xb2, 0x45, 0x45, 0x98, 0x39, 0x4e, 0xe0,
+    0xaa, 0xb1, 0x2d, 0x7b, 0x61, 0xa5, 0x1f, 0x52, 0x7a, 0x9a, 0x41, 0xf6,
+    0xc1, 0x68, 0x7f, 0xe2, 0x53, 0x72, 0x98, 0xca, 0x2a, 0x8f, 0x59, 0x46,
+    0xf8, 0xe5, 0xfd, 0x09, 0x1d, 0xbd, 0xcb, 0x02, 0x01, 0x11, 0x02, 0x81,
+    0x81, 0x00, 0xa5, 0xda, 0xfc, 0x53, 0x41, 0xfa, 0xf2, 0x89, 0xc4, 0xb9,
+    0x88, 0xdb, 0x30, 0xc1, 0xcd, 0xf8, 0x3f, 0x31, 0x25, 0x1e, 0x06, 0x68,
+    0xb4, 0x27, 0x84, 0x81, 0x38, 0x01, 0x57, 0x96, 0x41, 0xb2, 0x94, 0x10,
+    0xb3, 0xc7, 0x99, 0x8d, 0x6b, 0xc4, 0x65, 0x74, 0x5e, 0x5c, 0x39, 0x26,
+    0x69, 0xd6, 0x87, 0x0d, 0xa2, 0xc0, 0x82, 0xa9, 0x39, 0xe3, 0x7f, 0xdc,
+    0xb8, 0x2e, 0xc9, 0x3e, 0xda, 0xc9, 0x7f, 0xf3, 0xad, 0x59, 0x50, 0xac,
+    0xcf, 0xbc, 0x11, 0x1c, 0x76, 0xf1, 0xa9, 0x52, 0x94, 0x44, 0xe5, 0x6a,
+    0xaf, 0x68, 0xc5, 0x6c, 0x09, 0x2c, 0xd3, 0x8d, 0xc3, 0xbe, 0xf5, 0xd2,
+    0x0a, 0x93, 0x99, 0x26, 0xed, 0x4f, 0x74, 0xa1, 0x3e, 0xdd, 0xfb, 0xe1,
+    0xa1, 0xce, 0xcc, 0x48, 0x94, 0xaf, 0x94, 0x28, 0xc2, 0xb7, 0xb8, 0x88,
+    0x3f, 0xe4, 0x46, 0x3a, 0x4b, 0xc8, 0x5b, 0x1c, 0xb3, 0xc1, 0x02, 0x41,
+    0x00, 0xee, 0xcf, 0xae, 0x81, 0xb1, 0xb9, 0xb3, 0xc9, 0x08, 0x81, 0x0b,
+    0x10, 0xa1, 0xb5, 0x60, 0x01, 0x99, 0xeb, 0x9f, 0x44, 0xae, 0xf4, 0xfd,
+    0xa4, 0x93, 0xb8, 0x1a, 0x9e, 0x3d, 0x84, 0xf6, 0x32, 0x12, 0x4e, 0xf0,
+    0x23, 0x6e, 0x5d, 0x1e, 0x3b, 0x7e, 0x28, 0xfa, 0xe7, 0xaa, 0x04, 0x0a,
+    0x2d, 0x5b, 0x25, 0x21, 0x76, 0x45, 0x9d, 0x1f, 0x39, 0x75, 0x41, 0xba,
+    0x2a, 0x58, 0xfb, 0x65, 0x99, 0x02, 0x41, 0x00, 0xc9, 0x7f, 0xb1, 0xf0,
+    0x27, 0xf4, 0x53, 0xf6, 0x34, 0x12, 0x33, 0xea, 0xaa, 0xd1, 0xd9, 0x35,
+    0x3f, 0x6c, 0x42, 0xd0, 0x88, 0x66, 0xb1, 0xd0, 0x5a, 0x0f, 0x20, 0x35,
+    0x02, 0x8b, 0x9d, 0x86, 0x98, 0x40, 0xb4, 0x16, 0x66, 0xb4, 0x2e, 0x92,
+    0xea, 0x0d, 0xa3, 0xb4, 0x32, 0x04, 0xb5, 0xcf, 0xce, 0x33, 0x52, 0x52,
+    0x4d, 0x04, 0x16, 0xa5, 0xa4, 0x41, 0xe7, 0x00, 0xaf, 0x46, 0x15, 0x03,
+    0x02, 0x40, 0x54, 0x49, 0x4c, 0xa6, 0x3e, 0xba, 0x03, 0x37, 0xe4, 0xe2,
+    0x40, 0x23, 0xfc, 0xd6, 0x9a, 0x5a, 0xeb, 0x07, 0xdd, 0xdc, 0x01, 0x83,
+    0xa4, 0xd0, 0xac, 0x9b, 0x54, 0xb0, 0x51, 0xf2, 0xb1, 0x3e, 0xd9, 0x49,
+    0x09, 0x75, 0xea, 0xb7, 0x74, 0x14, 0xff, 0x59, 0xc1, 0xf7, 0x69, 0x2e,
+    0x9a, 0x2e, 0x20, 0x2b, 0x38, 0xfc, 0x91, 0x0a, 0x47, 0x41, 0x74, 0xad,
+    0xc9, 0x3c, 0x1f, 0x67, 0xc9, 0x81, 0x02, 0x40, 0x47, 0x1e, 0x02, 0x90,
+    0xff, 0x0a, 0xf0, 0x75, 0x03, 0x51, 0xb7, 0xf8, 0x78, 0x86, 0x4c, 0xa9,
+    0x61, 0xad, 0xbd, 0x3a, 0x8a, 0x7e, 0x99, 0x1c, 0x5c, 0x05, 0x56, 0xa9,
+    0x4c, 0x31, 0x46, 0xa7, 0xf9, 0x80, 0x3f, 0x8f, 0x6f, 0x8a, 0xe3, 0x42,
+    0xe9, 0x31, 0xfd, 0x8a, 0xe4, 0x7a, 0x22, 0x0d, 0x1b, 0x99, 0xa4, 0x95,
+    0x84, 0x98, 0x07, 0xfe, 0x39, 0xf9, 0x24, 0x5a, 0x98, 0x36, 0xda, 0x3d,
+    0x02, 0x41, 0x00, 0xb0, 0x6c, 0x4f, 0xda, 0xbb, 0x63, 0x01, 0x19, 0x8d,
+    0x26, 0x5b, 0xdb, 0xae, 0x94, 0x23, 0xb3, 0x80, 0xf2, 0x71, 0xf7, 0x34,
+    0x53, 0x88, 0x50, 0x93, 0x07, 0x7f, 0xcd, 0x39, 0xe2, 0x11, 0x9f, 0xc9,
+    0x86, 0x32, 0x15, 0x4f, 0x58, 0x83, 0xb1, 0x67, 0xa9, 0x67, 0xbf, 0x40,
+    0x2b, 0x4e, 0x9e, 0x2e, 0x0f, 0x96, 0x56, 0xe6, 0x98, 0xea, 0x36, 0x66,
+    0xed, 0xfb, 0x25, 0x79, 0x80, 0x39, 0xf7,
+};
+/* oaep-int.txt: message M */
+static const uint8_t oaep_msg[16] = {
+    0xd4, 0x36, 0xe9, 0x95, 0x69, 0xfd, 0x32, 0xa7, 0xc8, 0xa0, 0x5b, 0xbc,
+    0x90, 0xd3, 0x2c, 0x49,
+};
+/* oaep-int.txt: ciphertext */
+static const uint8_t oaep_ct[128] = {
+    0x12, 0x53, 0xe0, 0x4d, 0xc0, 0xa5, 0x39, 0x7b, 0xb4, 0x4a, 0x7a, 0xb8,
+    0x7e, 0x9b, 0xf2, 0xa0, 0x39, 0xa3, 0x3d, 0x1e, 0x99, 0x6f, 0xc8, 0x2a,
+    0x94, 0xcc, 0xd3, 0x00, 0x74, 0xc9, 0x5d, 0xf7, 0x63, 0x72, 0x20, 0x17,
+    0x06, 0x9e, 0x52, 0x68, 0xda, 0x5d, 0x1c, 0x0b, 0x4f, 0x87, 0x2c, 0xf6,
+    0x53, 0xc1, 0x1d, 0xf8, 0x23, 0x14, 0xa6, 0x79, 0x68, 0xdf, 0xea, 0xe2,
+    0x8d, 0xef, 0x04, 0xbb, 0x6d, 0x84, 0xb1, 0xc3, 0x1d, 0x65, 0x4a, 0x19,
+    0x70, 0xe5, 0x78, 0x3b, 0xd6, 0xeb, 0x96, 0xa0, 0x24, 0xc2, 0xca, 0x2f,
+    0x4a, 0x90, 0xfe, 0x9f, 0x2e, 0xf5, 0xc9, 0xc1, 0x40, 0xe5, 0xbb, 0x48,
+    0xda, 0x95, 0x36, 0xad, 0x87, 0x00, 0xc8, 0x4f, 0xc9, 0x13, 0x0a, 0xde,
+    0xa7, 0x4e, 0x55, 0x8d, 0x51, 0xa7, 0x4d, 0xdf, 0x85, 0xd8, 0xb5, 0x0d,
+    0xe9, 0x68, 0x38, 0xd6, 0x06, 0x3e, 0x09, 0x55,
+};
+/* pss-vect.txt / pkcs1v15sign-vectors.txt Example 1 (1024-bit key): n */
+static const uint8_t ex1_n[128] = {
+    0xa5, 0x6e, 0x4a, 0x0e, 0x70, 0x10, 0x17, 0x58, 0x9a, 0x51, 0x87, 0xdc,
+    0x7e, 0xa8, 0x41, 0xd1, 0x56, 0xf2, 0xec, 0x0e, 0x36, 0xad, 0x52, 0xa4,
+    0x4d, 0xfe, 0xb1, 0xe6, 0x1f, 0x7a, 0xd9, 0x91, 0xd8, 0xc5, 0x10, 0x56,
+    0xff, 0xed, 0xb1, 0x62, 0xb4, 0xc0, 0xf2, 0x83, 0xa1, 0x2a, 0x88, 0xa3,
+    0x94, 0xdf, 0xf5, 0x26, 0xab, 0x72, 0x91, 0xcb, 0xb3, 0x07, 0xce, 0xab,
+    0xfc, 0xe0, 0xb1, 0xdf, 0xd5, 0xcd, 0x95, 0x08, 0x09, 0x6d, 0x5b, 0x2b,
+    0x8b, 0x6d, 0xf5, 0xd6, 0x71, 0xef, 0x63, 0x77, 0xc0, 0x92, 0x1c, 0xb2,
+    0x3c, 0x27, 0x0a, 0x70, 0xe2, 0x59, 0x8e, 0x6f, 0xf8, 0x9d, 0x19, 0xf1,
+    0x05, 0xac, 0xc2, 0xd3, 0xf0, 0xcb, 0x35, 0xf2, 0x92, 0x80, 0xe1, 0x38,
+    0x6b, 0x6f, 0x64, 0xc4, 0xef, 0x22, 0xe1, 0xe1, 0xf2, 0x0d, 0x0c, 0xe8,
+    0xcf, 0xfb, 0x22, 0x49, 0xbd, 0x9a, 0x21, 0x37,
+};
+/* pss-vect.txt / pkcs1v15sign-vectors.txt Example 1 (1024-bit key): e */
+static const uint8_t ex1_e[3] = {
+    0x01, 0x00, 0x01,
+};
+/* pss-vect.txt / pkcs1v15sign-vectors.txt Example 1 (1024-bit key): d */
+static const uint8_t ex1_d[128] = {
+    0x33, 0xa5, 0x04, 0x2a, 0x90, 0xb2, 0x7d, 0x4f, 0x54, 0x51, 0xca, 0x9b,
+    0xbb, 0xd0, 0xb4, 0x47, 0x71, 0xa1, 0x01, 0xaf, 0x88, 0x43, 0x40, 0xae,
+    0xf9, 0x88, 0x5f, 0x2a, 0x4b, 0xbe, 0x92, 0xe8, 0x94, 0xa7, 0x24, 0xac,
+    0x3c, 0x56, 0x8c, 0x8f, 0x97, 0x85, 0x3a, 0xd0, 0x7c, 0x02, 0x66, 0xc8,
+    0xc6, 0xa3, 0xca, 0x09, 0x29, 0xf1, 0xe8, 0xf1, 0x12, 0x31, 0x88, 0x44,
+    0x29, 0xfc, 0x4d, 0x9a, 0xe5, 0x5f, 0xee, 0x89, 0x6a, 0x10, 0xce, 0x70,
+    0x7c, 0x3e, 0xd7, 0xe7, 0x34, 0xe4, 0x47, 0x27, 0xa3, 0x95, 0x74, 0x50,
+    0x1a, 0x53, 0x26, 0x83, 0x10, 0x9c, 0x2a, 0xba, 0xca, 0xba, 0x28, 0x3c,
+    0x31, 0xb4, 0xbd, 0x2f, 0x53, 0xc3, 0xee, 0x37, 0xe3, 0x52, 0xce, 0xe3,
+    0x4f, 0x9e, 0x50, 0x3b, 0xd8, 0x0c, 0x06, 0x22, 0xad, 0x79, 0xc6, 0xdc,
+    0xee, 0x88, 0x35, 0x47, 0xc6, 0xa3, 0xb3, 0x25,
+};
+/* pss-vect.txt / pkcs1v15sign-vectors.txt Example 1 (1024-bit key): p */
+static const uint8_t ex1_p[64] = {
+    0xe7, 0xe8, 0x94, 0x27, 0x20, 0xa8, 0x77, 0x51, 0x72, 0x73, 0xa3, 0x56,
+    0x05, 0x3e, 0xa2, 0xa1, 0xbc, 0x0c, 0x94, 0xaa, 0x72, 0xd5, 0x5c, 0x6e,
+    0x86, 0x29, 0x6b, 0x2d, 0xfc, 0x96, 0x79, 0x48, 0xc0, 0xa7, 0x2c, 0xbc,
+    0xcc, 0xa7, 0xea, 0xcb, 0x35, 0x70, 0x6e, 0x09, 0xa1, 0xdf, 0x55, 0xa1,
+    0x53, 0x5b, 0xd9, 0xb3, 0xcc, 0x34, 0x16, 0x0b, 0x3b, 0x6d, 0xcd, 0x3e,
+    0xda, 0x8e, 0x64, 0x43,
+};
+/* pss-vect.txt / pkcs1v15sign-vectors.txt Example 1 (1024-bit key): q */
+static const uint8_t ex1_q[64] = {
+    0xb6, 0x9d, 0xca, 0x1c, 0xf7, 0xd4, 0xd7, 0xec, 0x81, 0xe7, 0x5b, 0x90,
+    0xfc, 0xca, 0x87, 0x4a, 0xbc, 0xde, 0x12, 0x3f, 0xd2, 0x70, 0x01, 0x80,
+    0xaa, 0x90, 0x47, 0x9b, 0x6e, 0x48, 0xde, 0x8d, 0x67, 0xed, 0x24, 0xf9,
+    0xf1, 0x9d, 0x85, 0xba, 0x27, 0x58, 0x74, 0xf5, 0x42, 0xcd, 0x20, 0xdc,
+    0x72, 0x3e, 0x69, 0x63, 0x36, 0x4a, 0x1f, 0x94, 0x25, 0x45, 0x2b, 0x26,
+    0x9a, 0x67, 0x99, 0xfd,
+};
+/* pss-vect.txt / pkcs1v15sign-vectors.txt Example 1 (1024-bit key): dp */
+static const uint8_t ex1_dp[64] = {
+    0x28, 0xfa, 0x13, 0x93, 0x86, 0x55, 0xbe, 0x1f, 0x8a, 0x15, 0x9c, 0xba,
+    0xca, 0x5a, 0x72, 0xea, 0x19, 0x0c, 0x30, 0x08, 0x9e, 0x19, 0xcd, 0x27,
+    0x4a, 0x55, 0x6f, 0x36, 0xc4, 0xf6, 0xe1, 0x9f, 0x55, 0x4b, 0x34, 0xc0,
+    0x77, 0x79, 0x04, 0x27, 0xbb, 0xdd, 0x8d, 0xd3, 0xed, 0xe2, 0x44, 0x83,
+    0x28, 0xf3, 0x85, 0xd8, 0x1b, 0x30, 0xe8, 0xe4, 0x3b, 0x2f, 0xff, 0xa0,
+    0x27, 0x86, 0x19, 0x79,
+};
+/* pss-vect.txt / pkcs1v15sign-vectors.txt Example 1 (1024-bit key): dq */
+static const uint8_t ex1_dq[64] = {
+    0x1a, 0x8b, 0x38, 0xf3, 0x98, 0xfa, 0x71, 0x20, 0x49, 0x89, 0x8d, 0x7f,
+    0xb7, 0x9e, 0xe0, 0xa7, 0x76, 0x68, 0x79, 0x12, 0x99, 0xcd, 0xfa, 0x09,
+    0xef, 0xc0, 0xe5, 0x07, 0xac, 0xb2, 0x1e, 0xd7, 0x43, 0x01, 0xef, 0x5b,
+    0xfd, 0x48, 0xbe, 0x45, 0x5e, 0xae, 0xb6, 0xe1, 0x67, 0x82, 0x55, 0x82,
+    0x75, 0x80, 0xa8, 0xe4, 0xe8, 0xe1, 0x41, 0x51, 0xd1, 0x51, 0x0a, 0x82,
+    0xa3, 0xf2, 0xe7, 0x29,
+};
+/* pss-vect.txt / pkcs1v15sign-vectors.txt Example 1 (1024-bit key): qinv */
+static const uint8_t ex1_qinv[64] = {
+    0x27, 0x15, 0x6a, 0xba, 0x41, 0x26, 0xd2, 0x4a, 0x81, 0xf3, 0xa5, 0x28,
+    0xcb, 0xfb, 0x27, 0xf5, 0x68, 0x86, 0xf8, 0x40, 0xa9, 0xf6, 0xe8, 0x6e,
+    0x17, 0xa4, 0x4b, 0x94, 0xfe, 0x93, 0x19, 0x58, 0x4b, 0x8e, 0x22, 0xfd,
+    0xde, 0x1e, 0x5a, 0x2e, 0x3b, 0xd8, 0xaa, 0x5b, 0xa8, 0xd8, 0x58, 0x41,
+    0x94, 0xeb, 0x21, 0x90, 0xac, 0xf8, 0x32, 0xb8, 0x47, 0xf1, 0x3a, 0x3d,
+    0x24, 0xa7, 0x9f, 0x4d,
+};
+/* Example 1.1 message */
+static const uint8_t ex11_msg[217] = {
+    0xcd, 0xc8, 0x7d, 0xa2, 0x23, 0xd7, 0x86, 0xdf, 0x3b, 0x45, 0xe0, 0xbb,
+    0xbc, 0x72, 0x13, 0x26, 0xd1, 0xee, 0x2a, 0xf8, 0x06, 0xcc, 0x31, 0x54,
+    0x75, 0xcc, 0x6f, 0x0d, 0x9c, 0x66, 0xe1, 0xb6, 0x23, 0x71, 0xd4, 0x5c,
+    0xe2, 0x39, 0x2e, 0x1a, 0xc9, 0x28, 0x44, 0xc3, 0x10, 0x10, 0x2f, 0x15,
+    0x6a, 0x0d, 0x8d, 0x52, 0xc1, 0xf4, 0xc4, 0x0b, 0xa3, 0xaa, 0x65, 0x09,
+    0x57, 0x86, 0xcb, 0x76, 0x97, 0x57, 0xa6, 0x56, 0x3b, 0xa9, 0x58, 0xfe,
+    0xd0, 0xbc, 0xc9, 0x84, 0xe8, 0xb5, 0x17, 0xa3, 0xd5, 0xf5, 0x15, 0xb2,
+    0x3b, 0x8a, 0x41, 0xe7, 0x4a, 0xa8, 0x67, 0x69, 0x3f, 0x90, 0xdf, 0xb0,
+    0x61, 0xa6, 0xe8, 0x6d, 0xfa, 0xae, 0xe6, 0x44, 0x72, 0xc0, 0x0e, 0x5f,
+    0x20, 0x94, 0x57, 0x29, 0xcb, 0xeb, 0xe7, 0x7f, 0x06, 0xce, 0x78, 0xe0,
+    0x8f, 0x40, 0x98, 0xfb, 0xa4, 0x1f, 0x9d, 0x61, 0x93, 0xc0, 0x31, 0x7e,
+    0x8b, 0x60, 0xd4, 0xb6, 0x08, 0x4a, 0xcb, 0x42, 0xd2, 0x9e, 0x38, 0x08,
+    0xa3, 0xbc, 0x37, 0x2d, 0x85, 0xe3, 0x31, 0x17, 0x0f, 0xcb, 0xf7, 0xcc,
+    0x72, 0xd0, 0xb7, 0x1c, 0x29, 0x66, 0x48, 0xb3, 0xa4, 0xd1, 0x0f, 0x41,
+    0x62, 0x95, 0xd0, 0x80, 0x7a, 0xa6, 0x25, 0xca, 0xb2, 0x74, 0x4f, 0xd9,
+    0xea, 0x8f, 0xd2, 0x23, 0xc4, 0x25, 0x37, 0x02, 0x98, 0x28, 0xbd, 0x16,
+    0xbe, 0x02, 0x54, 0x6f, 0x13, 0x0f, 0xd2, 0xe3, 0x3b, 0x93, 0x6d, 0x26,
+    0x76, 0xe0, 0x8a, 0xed, 0x1b, 0x73, 0x31, 0x8b, 0x75, 0x0a, 0x01, 0x67,
+    0xd0,
+};
+/* PKCS#1 v1.5 Signature Example 1.1 */
+static const uint8_t ex11_v15_sig[128] = {
+    0x6b, 0xc3, 0xa0, 0x66, 0x56, 0x84, 0x29, 0x30, 0xa2, 0x47, 0xe3, 0x0d,
+    0x58, 0x64, 0xb4, 0xd8, 0x19, 0x23, 0x6b, 0xa7, 0xc6, 0x89, 0x65, 0x86,
+    0x2a, 0xd7, 0xdb, 0xc4, 0xe2, 0x4a, 0xf2, 0x8e, 0x86, 0xbb, 0x53, 0x1f,
+    0x03, 0x35, 0x8b, 0xe5, 0xfb, 0x74, 0x77, 0x7c, 0x60, 0x86, 0xf8, 0x50,
+    0xca, 0xef, 0x89, 0x3f, 0x0d, 0x6f, 0xcc, 0x2d, 0x0c, 0x91, 0xec, 0x01,
+    0x36, 0x93, 0xb4, 0xea, 0x00, 0xb8, 0x0c, 0xd4, 0x9a, 0xac, 0x4e, 0xcb,
+    0x5f, 0x89, 0x11, 0xaf, 0xe5, 0x39, 0xad, 0xa4, 0xa8, 0xf3, 0x82, 0x3d,
+    0x1d, 0x13, 0xe4, 0x72, 0xd1, 0x49, 0x05, 0x47, 0xc6, 0x59, 0xc7, 0x61,
+    0x7f, 0x3d, 0x24, 0x08, 0x7d, 0xdb, 0x6f, 0x2b, 0x72, 0x09, 0x61, 0x67,
+    0xfc, 0x09, 0x7c, 0xab, 0x18, 0xe9, 0xa4, 0x58, 0xfc, 0xb6, 0x34, 0xcd,
+    0xce, 0x8e, 0xe3, 0x58, 0x94, 0xc4, 0x84, 0xd7,
+};
+
+/* A keyed request: Unique Identifier and Cryptographic Parameters; *cp receives the latter. */
+static kf_ttlv *keyed(struct fixture *f, int major, uint32_t op, const char *uid, kf_ttlv **p,
+                      kf_ttlv **cp)
+{
+    kf_ttlv *msg = request(f, major, op, p);
+    kf_ttlv_add_text(f->a, *p, KMIP_TAG_UNIQUE_IDENTIFIER, uid);
+    *cp = kf_ttlv_struct(f->a, *p, KMIP_TAG_CRYPTOGRAPHIC_PARAMETERS);
+    return msg;
+}
+
+#define GCM_KEY "feffe9928665731c6d6a8f9467308308"
+#define GCM_IV "cafebabefacedbaddecaf888"
+#define GCM_PT_60 \
+    "d9313225f88406e5a55909c5aff5269a86a7a9531534f7da2e4c303d8a318a721c3c0c95956809532fcf0e2449a6b525b16aedf5aa0de657ba637b39"
+#define GCM_AD_20 "feedfacedeadbeeffeedfacedeadbeefabaddad2"
+#define GCM_CT_60 \
+    "42831ec2217774244b7221b784d0d49ce3aa212f2c02a4e035c17e2329aca12e21d514b25466931c7d8f6a5aac84aa051ba30b396a0aac973d58e091"
+#define GCM_TAG "5bc94fbc3221a5db94fae95ae7121a47"
+
+/* McGrew & Viega, "The Galois/Counter Mode of Operation", Test Case 4 (AES-128, 60 bytes, AAD). */
+static void gcm_encrypt_decrypt_known_answer(void **state)
+{
+    struct fixture *f = *state;
+    char uid[KF_UID_MAX];
+    size_t klen, ivlen, ptlen, adlen, ctlen, taglen;
+    uint8_t *key = unhex(f, GCM_KEY, &klen), *iv = unhex(f, GCM_IV, &ivlen);
+    uint8_t *pt = unhex(f, GCM_PT_60, &ptlen), *ad = unhex(f, GCM_AD_20, &adlen);
+    uint8_t *ct = unhex(f, GCM_CT_60, &ctlen), *tag = unhex(f, GCM_TAG, &taglen);
+    register_key(f, 2, KMIP_OBJ_SYMMETRIC_KEY, KMIP_KEYFMT_RAW, key, klen, KMIP_ALG_AES,
+                 KMIP_USAGE_ENCRYPT | KMIP_USAGE_DECRYPT, true, uid);
+
+    kf_ttlv *p, *cp, *msg = keyed(f, 2, KMIP_OP_ENCRYPT, uid, &p, &cp);
+    kf_ttlv_add_enum(f->a, cp, KMIP_TAG_BLOCK_CIPHER_MODE, KMIP_MODE_GCM);
+    kf_ttlv_add_bytes(f->a, p, KMIP_TAG_DATA, pt, ptlen);
+    kf_ttlv_add_bytes(f->a, p, KMIP_TAG_IV_COUNTER_NONCE, iv, ivlen);
+    kf_ttlv_add_bytes(f->a, p, KMIP_TAG_AUTHENTICATED_ENCRYPTION_ADDITIONAL_DATA, ad, adlen);
+    const kf_ttlv *r = expect_success(f, msg);
+    assert_bytes(r, KMIP_TAG_DATA, ct, ctlen);
+    assert_bytes(r, KMIP_TAG_AUTHENTICATED_ENCRYPTION_TAG, tag, taglen);
+    assert_null(kf_ttlv_find(r, KMIP_TAG_IV_COUNTER_NONCE)); /* the client chose it */
+
+    msg = keyed(f, 2, KMIP_OP_DECRYPT, uid, &p, &cp);
+    kf_ttlv_add_enum(f->a, cp, KMIP_TAG_BLOCK_CIPHER_MODE, KMIP_MODE_GCM);
+    kf_ttlv_add_bytes(f->a, p, KMIP_TAG_DATA, ct, ctlen);
+    kf_ttlv_add_bytes(f->a, p, KMIP_TAG_IV_COUNTER_NONCE, iv, ivlen);
+    kf_ttlv_add_bytes(f->a, p, KMIP_TAG_AUTHENTICATED_ENCRYPTION_ADDITIONAL_DATA, ad, adlen);
+    kf_ttlv_add_bytes(f->a, p, KMIP_TAG_AUTHENTICATED_ENCRYPTION_TAG, tag, taglen);
+    assert_bytes(expect_success(f, msg), KMIP_TAG_DATA, pt, ptlen);
+
+    /* A tag with one bit changed: Cryptographic Failure, and no plaintext. */
+    tag[15] ^= 0x80;
+    msg = keyed(f, 1, KMIP_OP_DECRYPT, uid, &p, &cp);
+    kf_ttlv_add_enum(f->a, cp, KMIP_TAG_BLOCK_CIPHER_MODE, KMIP_MODE_GCM);
+    kf_ttlv_add_bytes(f->a, p, KMIP_TAG_DATA, ct, ctlen);
+    kf_ttlv_add_bytes(f->a, p, KMIP_TAG_IV_COUNTER_NONCE, iv, ivlen);
+    kf_ttlv_add_bytes(f->a, p, KMIP_TAG_AUTHENTICATED_ENCRYPTION_ADDITIONAL_DATA, ad, adlen);
+    kf_ttlv_add_bytes(f->a, p, KMIP_TAG_AUTHENTICATED_ENCRYPTION_TAG, tag, taglen);
+    assert_int_equal(expect_failure(f, msg), KMIP_REASON_CRYPTOGRAPHIC_FAILURE);
+}
+
+/* Without an IV the server makes a 12-byte one and returns it; it decrypts back. */
+static void gcm_server_generated_iv_round_trip(void **state)
+{
+    struct fixture *f = *state;
+    char uid[KF_UID_MAX];
+    size_t klen;
+    uint8_t *key = unhex(f, GCM_KEY, &klen);
+    static const uint8_t pt[] = "attack at dawn";
+    register_key(f, 1, KMIP_OBJ_SYMMETRIC_KEY, KMIP_KEYFMT_RAW, key, klen, KMIP_ALG_AES,
+                 KMIP_USAGE_ENCRYPT | KMIP_USAGE_DECRYPT, true, uid);
+    kf_ttlv *p, *cp, *msg = keyed(f, 1, KMIP_OP_ENCRYPT, uid, &p, &cp);
+    kf_ttlv_add_enum(f->a, cp, KMIP_TAG_BLOCK_CIPHER_MODE, KMIP_MODE_GCM);
+    kf_ttlv_add_bytes(f->a, p, KMIP_TAG_DATA, pt, sizeof(pt));
+    const kf_ttlv *r = expect_success(f, msg);
+    const uint8_t *iv, *ct, *tag;
+    size_t ivlen, ctlen, taglen;
+    assert_int_equal(kf_ttlv_get_bytes(kf_ttlv_find(r, KMIP_TAG_IV_COUNTER_NONCE), &iv, &ivlen), KF_OK);
+    assert_int_equal(ivlen, 12);
+    assert_int_equal(kf_ttlv_get_bytes(kf_ttlv_find(r, KMIP_TAG_DATA), &ct, &ctlen), KF_OK);
+    assert_int_equal(kf_ttlv_get_bytes(kf_ttlv_find(r, KMIP_TAG_AUTHENTICATED_ENCRYPTION_TAG), &tag,
+                                       &taglen),
+                     KF_OK);
+    msg = keyed(f, 1, KMIP_OP_DECRYPT, uid, &p, &cp);
+    kf_ttlv_add_enum(f->a, cp, KMIP_TAG_BLOCK_CIPHER_MODE, KMIP_MODE_GCM);
+    kf_ttlv_add_bytes(f->a, p, KMIP_TAG_DATA, ct, ctlen);
+    kf_ttlv_add_bytes(f->a, p, KMIP_TAG_IV_COUNTER_NONCE, iv, ivlen);
+    kf_ttlv_add_bytes(f->a, p, KMIP_TAG_AUTHENTICATED_ENCRYPTION_TAG, tag, taglen);
+    assert_bytes(expect_success(f, msg), KMIP_TAG_DATA, pt, sizeof(pt));
+    /* Decrypt without the tag: Missing Data. */
+    msg = keyed(f, 1, KMIP_OP_DECRYPT, uid, &p, &cp);
+    kf_ttlv_add_enum(f->a, cp, KMIP_TAG_BLOCK_CIPHER_MODE, KMIP_MODE_GCM);
+    kf_ttlv_add_bytes(f->a, p, KMIP_TAG_DATA, ct, ctlen);
+    kf_ttlv_add_bytes(f->a, p, KMIP_TAG_IV_COUNTER_NONCE, iv, ivlen);
+    assert_int_equal(expect_failure(f, msg), KMIP_REASON_MISSING_DATA);
+}
+
+#define SP800_38A_PT \
+    "6bc1bee22e409f96e93d7e117393172aae2d8a571e03ac9c9eb76fac45af8e5130c81c46a35ce411e5fbc1191a0a52eff69f2445df4f9b17ad2b417be66c3710"
+
+/* One cipher request with a mode, optional padding and IV; returns the response payload. */
+static const kf_ttlv *cipher(struct fixture *f, int major, uint32_t op, const char *uid,
+                             uint32_t mode, uint32_t pad, const uint8_t *iv, size_t ivlen,
+                             const uint8_t *data, size_t len)
+{
+    kf_ttlv *p, *cp, *msg = keyed(f, major, op, uid, &p, &cp);
+    kf_ttlv_add_enum(f->a, cp, KMIP_TAG_BLOCK_CIPHER_MODE, mode);
+    if (pad)
+        kf_ttlv_add_enum(f->a, cp, KMIP_TAG_PADDING_METHOD, pad);
+    kf_ttlv_add_bytes(f->a, p, KMIP_TAG_DATA, data, len);
+    if (iv)
+        kf_ttlv_add_bytes(f->a, p, KMIP_TAG_IV_COUNTER_NONCE, iv, ivlen);
+    return expect_success(f, msg);
+}
+
+/* NIST SP 800-38A F.2.5 (CBC-AES256) and F.5.1 (CTR-AES128), KMIP 1.4 form. */
+static void cbc_and_ctr_sp800_38a(void **state)
+{
+    struct fixture *f = *state;
+    char cbc_uid[KF_UID_MAX], ctr_uid[KF_UID_MAX];
+    size_t n, klen, ivlen, ptlen, ctlen;
+    uint8_t *k256 = unhex(f, "603deb1015ca71be2b73aef0857d77811f352c073b6108d72d9810a30914dff4", &klen);
+    uint8_t *pt = unhex(f, SP800_38A_PT, &ptlen);
+    uint8_t *iv = unhex(f, "000102030405060708090a0b0c0d0e0f", &ivlen);
+    uint8_t *ct = unhex(f, "f58c4c04d6e5f1ba779eabfb5f7bfbd69cfc4e967edb808d679f777bc6702c7d39f23369a9d9bacfa530e26304231461b2eb05e2c39be9fcda6c19078c6a9d1b", &ctlen);
+    register_key(f, 1, KMIP_OBJ_SYMMETRIC_KEY, KMIP_KEYFMT_RAW, k256, klen, KMIP_ALG_AES,
+                 KMIP_USAGE_ENCRYPT | KMIP_USAGE_DECRYPT, true, cbc_uid);
+    assert_bytes(cipher(f, 1, KMIP_OP_ENCRYPT, cbc_uid, KMIP_MODE_CBC, KMIP_PAD_NONE, iv, ivlen, pt,
+                        ptlen),
+                 KMIP_TAG_DATA, ct, ctlen);
+    assert_bytes(cipher(f, 1, KMIP_OP_DECRYPT, cbc_uid, KMIP_MODE_CBC, KMIP_PAD_NONE, iv, ivlen, ct,
+                        ctlen),
+                 KMIP_TAG_DATA, pt, ptlen);
+    /* PKCS#5: 64 bytes of plaintext gain a whole block of 0x10, which F.2.5's first 4 blocks prefix. */
+    const uint8_t *padded;
+    assert_int_equal(kf_ttlv_get_bytes(kf_ttlv_find(cipher(f, 1, KMIP_OP_ENCRYPT, cbc_uid,
+                                                           KMIP_MODE_CBC, KMIP_PAD_PKCS5, iv, ivlen,
+                                                           pt, ptlen),
+                                                    KMIP_TAG_DATA),
+                                       &padded, &n),
+                     KF_OK);
+    assert_int_equal(n, 80);
+    assert_memory_equal(padded, ct, 64);
+    assert_bytes(cipher(f, 1, KMIP_OP_DECRYPT, cbc_uid, KMIP_MODE_CBC, KMIP_PAD_PKCS5, iv, ivlen,
+                        padded, n),
+                 KMIP_TAG_DATA, pt, ptlen);
+
+    uint8_t *k128 = unhex(f, "2b7e151628aed2a6abf7158809cf4f3c", &klen);
+    uint8_t *ctr = unhex(f, "f0f1f2f3f4f5f6f7f8f9fafbfcfdfeff", &ivlen);
+    uint8_t *ctr_ct = unhex(f, "874d6191b620e3261bef6864990db6ce9806f66b7970fdff8617187bb9fffdff5ae4df3edbd5d35e5b4f09020db03eab1e031dda2fbe03d1792170a0f3009cee", &ctlen);
+    register_key(f, 1, KMIP_OBJ_SYMMETRIC_KEY, KMIP_KEYFMT_RAW, k128, klen, KMIP_ALG_AES,
+                 KMIP_USAGE_ENCRYPT, true, ctr_uid);
+    assert_bytes(cipher(f, 1, KMIP_OP_ENCRYPT, ctr_uid, KMIP_MODE_CTR, 0, ctr, ivlen, pt, ptlen),
+                 KMIP_TAG_DATA, ctr_ct, ctlen);
+    /* That key may encrypt only: Decrypt is refused by its usage mask. */
+    kf_ttlv *p, *cp, *msg = keyed(f, 1, KMIP_OP_DECRYPT, ctr_uid, &p, &cp);
+    kf_ttlv_add_enum(f->a, cp, KMIP_TAG_BLOCK_CIPHER_MODE, KMIP_MODE_CTR);
+    kf_ttlv_add_bytes(f->a, p, KMIP_TAG_DATA, ctr_ct, ctlen);
+    kf_ttlv_add_bytes(f->a, p, KMIP_TAG_IV_COUNTER_NONCE, ctr, ivlen);
+    assert_int_equal(expect_failure(f, msg), KMIP_REASON_PERMISSION_DENIED);
+}
+
+/* RFC 3394 4.1 (128-bit KEK wraps 128-bit key data) as Block Cipher Mode NIST Key Wrap. */
+static void nist_key_wrap_rfc3394(void **state)
+{
+    struct fixture *f = *state;
+    char uid[KF_UID_MAX];
+    size_t klen, dlen, wlen;
+    uint8_t *kek = unhex(f, "000102030405060708090a0b0c0d0e0f", &klen);
+    uint8_t *data = unhex(f, "00112233445566778899aabbccddeeff", &dlen);
+    uint8_t *wrapped = unhex(f, "1fa68b0a8112b447aef34bd8fb5a7b829d3e862371d2cfe5", &wlen);
+    register_key(f, 2, KMIP_OBJ_SYMMETRIC_KEY, KMIP_KEYFMT_RAW, kek, klen, KMIP_ALG_AES,
+                 KMIP_USAGE_ENCRYPT | KMIP_USAGE_DECRYPT, true, uid);
+    assert_bytes(cipher(f, 2, KMIP_OP_ENCRYPT, uid, KMIP_MODE_NIST_KEY_WRAP, 0, NULL, 0, data, dlen),
+                 KMIP_TAG_DATA, wrapped, wlen);
+    assert_bytes(cipher(f, 2, KMIP_OP_DECRYPT, uid, KMIP_MODE_NIST_KEY_WRAP, 0, NULL, 0, wrapped,
+                        wlen),
+                 KMIP_TAG_DATA, data, dlen);
+    wrapped[3] ^= 1;
+    kf_ttlv *p, *cp, *msg = keyed(f, 2, KMIP_OP_DECRYPT, uid, &p, &cp);
+    kf_ttlv_add_enum(f->a, cp, KMIP_TAG_BLOCK_CIPHER_MODE, KMIP_MODE_NIST_KEY_WRAP);
+    kf_ttlv_add_bytes(f->a, p, KMIP_TAG_DATA, wrapped, wlen);
+    assert_int_equal(expect_failure(f, msg), KMIP_REASON_CRYPTOGRAPHIC_FAILURE);
+    /* ECB is not offered: Feature Not Supported. */
+    msg = keyed(f, 2, KMIP_OP_ENCRYPT, uid, &p, &cp);
+    kf_ttlv_add_enum(f->a, cp, KMIP_TAG_BLOCK_CIPHER_MODE, KMIP_MODE_ECB);
+    kf_ttlv_add_bytes(f->a, p, KMIP_TAG_DATA, data, dlen);
+    assert_int_equal(expect_failure(f, msg), KMIP_REASON_FEATURE_NOT_SUPPORTED);
+}
+
+/* MAC or MAC Verify; returns the payload. */
+static kf_ttlv *mac_request(struct fixture *f, int major, uint32_t op, const char *uid,
+                            uint32_t alg, const uint8_t *data, size_t len, const uint8_t *mac,
+                            size_t mac_len)
+{
+    kf_ttlv *p, *cp, *msg = keyed(f, major, op, uid, &p, &cp);
+    if (alg)
+        kf_ttlv_add_enum(f->a, cp, KMIP_TAG_CRYPTOGRAPHIC_ALGORITHM, alg);
+    kf_ttlv_add_bytes(f->a, p, KMIP_TAG_DATA, data, len);
+    if (mac)
+        kf_ttlv_add_bytes(f->a, p, KMIP_TAG_MAC_DATA, mac, mac_len);
+    return msg;
+}
+
+static uint32_t validity(const kf_ttlv *payload)
+{
+    uint32_t v = 0;
+    assert_int_equal(kf_ttlv_get_enum(kf_ttlv_find(payload, KMIP_TAG_VALIDITY_INDICATOR), &v), KF_OK);
+    return v;
+}
+
+/* RFC 4231 test case 2 (HMAC-SHA-256, key "Jefe") and RFC 4493 example 2 (AES-CMAC). */
+static void hmac_rfc4231_and_cmac_rfc4493(void **state)
+{
+    struct fixture *f = *state;
+    char hmac_uid[KF_UID_MAX], cmac_uid[KF_UID_MAX];
+    size_t klen, dlen, mlen;
+    uint8_t *key = unhex(f, "4a656665", &klen);
+    uint8_t *data = unhex(f, "7768617420646f2079612077616e7420666f72206e6f7468696e673f", &dlen);
+    uint8_t *mac = unhex(f, "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843", &mlen);
+    register_key(f, 2, KMIP_OBJ_SYMMETRIC_KEY, KMIP_KEYFMT_RAW, key, klen, KMIP_ALG_HMAC_SHA256,
+                 KMIP_USAGE_MAC_GENERATE | KMIP_USAGE_MAC_VERIFY, true, hmac_uid);
+    assert_bytes(expect_success(f, mac_request(f, 2, KMIP_OP_MAC, hmac_uid, 0, data, dlen, NULL, 0)),
+                 KMIP_TAG_MAC_DATA, mac, mlen);
+    assert_int_equal(validity(expect_success(f, mac_request(f, 1, KMIP_OP_MAC_VERIFY, hmac_uid, 0,
+                                                            data, dlen, mac, mlen))),
+                     KMIP_VALIDITY_INDICATOR_VALID);
+    mac[31] ^= 1;
+    assert_int_equal(validity(expect_success(f, mac_request(f, 2, KMIP_OP_MAC_VERIFY, hmac_uid, 0,
+                                                            data, dlen, mac, mlen))),
+                     KMIP_VALIDITY_INDICATOR_INVALID);
+    /* A truncated MAC is not accepted as valid. */
+    mac[31] ^= 1;
+    assert_int_equal(validity(expect_success(f, mac_request(f, 2, KMIP_OP_MAC_VERIFY, hmac_uid, 0,
+                                                            data, dlen, mac, 16))),
+                     KMIP_VALIDITY_INDICATOR_INVALID);
+
+    uint8_t *k128 = unhex(f, "2b7e151628aed2a6abf7158809cf4f3c", &klen);
+    uint8_t *m16 = unhex(f, "6bc1bee22e409f96e93d7e117393172a", &dlen);
+    uint8_t *cmac = unhex(f, "070a16b46b4d4144f79bdd9dd04a287c", &mlen);
+    register_key(f, 1, KMIP_OBJ_SYMMETRIC_KEY, KMIP_KEYFMT_RAW, k128, klen, KMIP_ALG_AES,
+                 KMIP_USAGE_MAC_GENERATE, true, cmac_uid);
+    assert_bytes(expect_success(f, mac_request(f, 1, KMIP_OP_MAC, cmac_uid, KMIP_ALG_AES, m16, dlen,
+                                               NULL, 0)),
+                 KMIP_TAG_MAC_DATA, cmac, mlen);
+    /* An AES key asked for an HMAC: Feature Not Supported. */
+    assert_int_equal(expect_failure(f, mac_request(f, 2, KMIP_OP_MAC, cmac_uid,
+                                                   KMIP_ALG_HMAC_SHA256, m16, dlen, NULL, 0)),
+                     KMIP_REASON_FEATURE_NOT_SUPPORTED);
+    /* No MAC Verify in its usage mask. */
+    assert_int_equal(expect_failure(f, mac_request(f, 2, KMIP_OP_MAC_VERIFY, cmac_uid, 0, m16,
+                                                   dlen, cmac, mlen)),
+                     KMIP_REASON_PERMISSION_DENIED);
+}
+
+/* FIPS 180-2 B.1 SHA-256("abc"); RNG Retrieve lengths and limits. */
+static void hash_and_rng_retrieve(void **state)
+{
+    struct fixture *f = *state;
+    size_t dlen;
+    uint8_t *digest = unhex(f, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad", &dlen);
+    kf_ttlv *p, *msg = request(f, 2, KMIP_OP_HASH, &p);
+    kf_ttlv *cp = kf_ttlv_struct(f->a, p, KMIP_TAG_CRYPTOGRAPHIC_PARAMETERS);
+    kf_ttlv_add_enum(f->a, cp, KMIP_TAG_HASHING_ALGORITHM, KMIP_HASH_SHA_256);
+    kf_ttlv_add_bytes(f->a, p, KMIP_TAG_DATA, (const uint8_t *)"abc", 3);
+    assert_bytes(expect_success(f, msg), KMIP_TAG_DATA, digest, dlen);
+    msg = request(f, 1, KMIP_OP_HASH, &p);
+    cp = kf_ttlv_struct(f->a, p, KMIP_TAG_CRYPTOGRAPHIC_PARAMETERS);
+    kf_ttlv_add_enum(f->a, cp, KMIP_TAG_HASHING_ALGORITHM, KMIP_HASH_MD5);
+    kf_ttlv_add_bytes(f->a, p, KMIP_TAG_DATA, (const uint8_t *)"abc", 3);
+    assert_int_equal(expect_failure(f, msg), KMIP_REASON_FEATURE_NOT_SUPPORTED);
+    msg = request(f, 1, KMIP_OP_HASH, &p);
+    kf_ttlv_add_bytes(f->a, p, KMIP_TAG_DATA, (const uint8_t *)"abc", 3);
+    assert_int_equal(expect_failure(f, msg), KMIP_REASON_MISSING_DATA);
+
+    msg = request(f, 2, KMIP_OP_RNG_RETRIEVE, &p);
+    kf_ttlv_add_int(f->a, p, KMIP_TAG_DATA_LENGTH, 48);
+    const uint8_t *rnd;
+    size_t n;
+    assert_int_equal(kf_ttlv_get_bytes(kf_ttlv_find(expect_success(f, msg), KMIP_TAG_DATA), &rnd, &n),
+                     KF_OK);
+    assert_int_equal(n, 48);
+    assert_false(kf_ct_is_zero(rnd, n));
+    msg = request(f, 2, KMIP_OP_RNG_RETRIEVE, &p);
+    kf_ttlv_add_int(f->a, p, KMIP_TAG_DATA_LENGTH, 65537);
+    assert_int_equal(expect_failure(f, msg), KMIP_REASON_INVALID_FIELD);
+    msg = request(f, 2, KMIP_OP_RNG_RETRIEVE, &p);
+    kf_ttlv_add_int(f->a, p, KMIP_TAG_DATA_LENGTH, 0);
+    assert_int_equal(expect_failure(f, msg), KMIP_REASON_INVALID_FIELD);
+}
+
+/* Sign (sigalg or padding/hash via Cryptographic Parameters); returns the payload. */
+static const kf_ttlv *sign(struct fixture *f, int major, const char *uid, uint32_t sigalg,
+                           uint32_t pad, uint32_t hash, const uint8_t *data, size_t len)
+{
+    kf_ttlv *p, *cp, *msg = keyed(f, major, KMIP_OP_SIGN, uid, &p, &cp);
+    if (sigalg)
+        kf_ttlv_add_enum(f->a, cp, KMIP_TAG_DIGITAL_SIGNATURE_ALGORITHM, sigalg);
+    if (pad)
+        kf_ttlv_add_enum(f->a, cp, KMIP_TAG_PADDING_METHOD, pad);
+    if (hash)
+        kf_ttlv_add_enum(f->a, cp, KMIP_TAG_HASHING_ALGORITHM, hash);
+    kf_ttlv_add_bytes(f->a, p, KMIP_TAG_DATA, data, len);
+    return expect_success(f, msg);
+}
+
+static uint32_t verify(struct fixture *f, int major, const char *uid, uint32_t sigalg,
+                       uint32_t pad, uint32_t hash, const uint8_t *data, size_t len,
+                       const uint8_t *sig, size_t sig_len)
+{
+    kf_ttlv *p, *cp, *msg = keyed(f, major, KMIP_OP_SIGNATURE_VERIFY, uid, &p, &cp);
+    if (sigalg)
+        kf_ttlv_add_enum(f->a, cp, KMIP_TAG_DIGITAL_SIGNATURE_ALGORITHM, sigalg);
+    if (pad)
+        kf_ttlv_add_enum(f->a, cp, KMIP_TAG_PADDING_METHOD, pad);
+    if (hash)
+        kf_ttlv_add_enum(f->a, cp, KMIP_TAG_HASHING_ALGORITHM, hash);
+    kf_ttlv_add_bytes(f->a, p, KMIP_TAG_DATA, data, len);
+    kf_ttlv_add_bytes(f->a, p, KMIP_TAG_SIGNATURE_DATA, sig, sig_len);
+    return validity(expect_success(f, msg));
+}
+
+/* RFC 8032 7.1 TEST 2: the registered seed signs 0x72 into the published signature. */
+static void ed25519_rfc8032_sign_and_verify(void **state)
+{
+    struct fixture *f = *state;
+    char priv_uid[KF_UID_MAX], pub_uid[KF_UID_MAX];
+    size_t sklen, pklen, siglen;
+    uint8_t *sk = unhex(f, "4ccd089b28ff96da9db6c346ec114e0f5b8a319f35aba624da8cf6ed4fb8a6fb", &sklen);
+    uint8_t *pk = unhex(f, "3d4017c3e843895a92b70aa74d1b7ebc9c982ccf2ec4968cc0cd55f12af4660c", &pklen);
+    uint8_t *sig = unhex(f, "92a009a9f0d4cab8720e820b5f642540a2b27b5416503f8fb3762223ebdb69da085ac1e43e15996e458f3613d0f11d8c387b2eaeb4302aeeb00d291612bb0c00", &siglen);
+    const uint8_t msg[] = {0x72};
+    register_key(f, 2, KMIP_OBJ_PRIVATE_KEY, KMIP_KEYFMT_RAW, sk, sklen, KMIP_ALG_ED25519,
+                 KMIP_USAGE_SIGN, true, priv_uid);
+    register_key(f, 2, KMIP_OBJ_PUBLIC_KEY, KMIP_KEYFMT_RAW, pk, pklen, KMIP_ALG_ED25519,
+                 KMIP_USAGE_VERIFY, true, pub_uid);
+    assert_bytes(sign(f, 2, priv_uid, 0, 0, 0, msg, sizeof(msg)), KMIP_TAG_SIGNATURE_DATA, sig,
+                 siglen);
+    assert_int_equal(verify(f, 2, pub_uid, 0, 0, 0, msg, sizeof(msg), sig, siglen),
+                     KMIP_VALIDITY_INDICATOR_VALID);
+    sig[10] ^= 0x04;
+    assert_int_equal(verify(f, 1, pub_uid, 0, 0, 0, msg, sizeof(msg), sig, siglen),
+                     KMIP_VALIDITY_INDICATOR_INVALID);
+    /* The public key cannot sign (its usage mask has Verify only). */
+    kf_ttlv *p, *cp, *m = keyed(f, 2, KMIP_OP_SIGN, pub_uid, &p, &cp);
+    kf_ttlv_add_bytes(f->a, p, KMIP_TAG_DATA, msg, sizeof(msg));
+    assert_int_equal(expect_failure(f, m), KMIP_REASON_PERMISSION_DENIED);
+}
+
+/* PKCS#1 v1.5 Example 1.1 key (pkcs1v15sign-vectors.txt) as PKCS#1 DER, in secure memory. */
+static uint8_t *example1_der(size_t *len)
+{
+    struct kf_rsa_parts parts = {
+        .n = {ex1_n, sizeof(ex1_n)},       .e = {ex1_e, sizeof(ex1_e)},
+        .d = {ex1_d, sizeof(ex1_d)},       .p = {ex1_p, sizeof(ex1_p)},
+        .q = {ex1_q, sizeof(ex1_q)},       .dp = {ex1_dp, sizeof(ex1_dp)},
+        .dq = {ex1_dq, sizeof(ex1_dq)},    .qinv = {ex1_qinv, sizeof(ex1_qinv)},
+    };
+    kf_rsa_key *k;
+    uint8_t *der;
+    assert_int_equal(kf_rsa_import_parts(&parts, &k), KF_OK);
+    assert_int_equal(kf_rsa_export_private(k, &der, len), KF_OK);
+    kf_rsa_free(k);
+    return der;
+}
+
+/* PKCS#1 v1.5 signature Example 1.1 (SHA-1) through KMIP Sign, then Signature Verify. */
+static void rsa_pkcs1_v15_published_signature(void **state)
+{
+    struct fixture *f = *state;
+    char uid[KF_UID_MAX];
+    size_t len;
+    uint8_t *der = example1_der(&len);
+    register_key(f, 1, KMIP_OBJ_PRIVATE_KEY, KMIP_KEYFMT_PKCS_1, der, len, KMIP_ALG_RSA,
+                 KMIP_USAGE_SIGN | KMIP_USAGE_VERIFY, true, uid);
+    kf_secmem_free(der);
+    assert_bytes(sign(f, 1, uid, KMIP_SIGALG_SHA_1_WITH_RSA_ENCRYPTION, 0, 0, ex11_msg,
+                      sizeof(ex11_msg)),
+                 KMIP_TAG_SIGNATURE_DATA, ex11_v15_sig, sizeof(ex11_v15_sig));
+    /* The same through Padding Method + Hashing Algorithm. */
+    assert_bytes(sign(f, 2, uid, 0, KMIP_PAD_PKCS1_V1_5, KMIP_HASH_SHA_1, ex11_msg,
+                      sizeof(ex11_msg)),
+                 KMIP_TAG_SIGNATURE_DATA, ex11_v15_sig, sizeof(ex11_v15_sig));
+    assert_int_equal(verify(f, 2, uid, KMIP_SIGALG_SHA_1_WITH_RSA_ENCRYPTION, 0, 0, ex11_msg,
+                            sizeof(ex11_msg), ex11_v15_sig, sizeof(ex11_v15_sig)),
+                     KMIP_VALIDITY_INDICATOR_VALID);
+    uint8_t bad[sizeof(ex11_v15_sig)];
+    memcpy(bad, ex11_v15_sig, sizeof(bad));
+    bad[100] ^= 0x01;
+    assert_int_equal(verify(f, 1, uid, KMIP_SIGALG_SHA_1_WITH_RSA_ENCRYPTION, 0, 0, ex11_msg,
+                            sizeof(ex11_msg), bad, sizeof(bad)),
+                     KMIP_VALIDITY_INDICATOR_INVALID);
+    /* Right signature, wrong hash named: Invalid too. */
+    assert_int_equal(verify(f, 1, uid, KMIP_SIGALG_SHA_256_WITH_RSA_ENCRYPTION, 0, 0, ex11_msg,
+                            sizeof(ex11_msg), ex11_v15_sig, sizeof(ex11_v15_sig)),
+                     KMIP_VALIDITY_INDICATOR_INVALID);
+    /* DSA is not offered. */
+    kf_ttlv *p, *cp, *msg = keyed(f, 2, KMIP_OP_SIGN, uid, &p, &cp);
+    kf_ttlv_add_enum(f->a, cp, KMIP_TAG_DIGITAL_SIGNATURE_ALGORITHM, KMIP_SIGALG_DSA_WITH_SHA256);
+    kf_ttlv_add_bytes(f->a, p, KMIP_TAG_DATA, ex11_msg, sizeof(ex11_msg));
+    assert_int_equal(expect_failure(f, msg), KMIP_REASON_FEATURE_NOT_SUPPORTED);
+}
+
+/* oaep-int.txt: the published ciphertext decrypts (SHA-1 OAEP) to the published message. */
+static void rsa_oaep_published_decrypt_and_sha256_round_trip(void **state)
+{
+    struct fixture *f = *state;
+    char priv_uid[KF_UID_MAX], pub_uid[KF_UID_MAX];
+    register_key(f, 2, KMIP_OBJ_PRIVATE_KEY, KMIP_KEYFMT_PKCS_1, oaep_priv_der,
+                 sizeof(oaep_priv_der), KMIP_ALG_RSA, KMIP_USAGE_DECRYPT, true, priv_uid);
+    register_key(f, 1, KMIP_OBJ_PUBLIC_KEY, KMIP_KEYFMT_PKCS_1, oaep_pub_der, sizeof(oaep_pub_der),
+                 KMIP_ALG_RSA, KMIP_USAGE_ENCRYPT, true, pub_uid);
+    kf_ttlv *p, *cp, *msg = keyed(f, 2, KMIP_OP_DECRYPT, priv_uid, &p, &cp);
+    kf_ttlv_add_enum(f->a, cp, KMIP_TAG_PADDING_METHOD, KMIP_PAD_OAEP);
+    kf_ttlv_add_bytes(f->a, p, KMIP_TAG_DATA, oaep_ct, sizeof(oaep_ct));
+    assert_bytes(expect_success(f, msg), KMIP_TAG_DATA, oaep_msg, sizeof(oaep_msg));
+
+    msg = keyed(f, 1, KMIP_OP_ENCRYPT, pub_uid, &p, &cp);
+    kf_ttlv_add_enum(f->a, cp, KMIP_TAG_PADDING_METHOD, KMIP_PAD_OAEP);
+    kf_ttlv_add_enum(f->a, cp, KMIP_TAG_HASHING_ALGORITHM, KMIP_HASH_SHA_256);
+    kf_ttlv_add_bytes(f->a, p, KMIP_TAG_DATA, oaep_msg, sizeof(oaep_msg));
+    const uint8_t *ct;
+    size_t n;
+    assert_int_equal(kf_ttlv_get_bytes(kf_ttlv_find(expect_success(f, msg), KMIP_TAG_DATA), &ct, &n),
+                     KF_OK);
+    assert_int_equal(n, 128);
+    msg = keyed(f, 2, KMIP_OP_DECRYPT, priv_uid, &p, &cp);
+    kf_ttlv_add_enum(f->a, cp, KMIP_TAG_PADDING_METHOD, KMIP_PAD_OAEP);
+    kf_ttlv_add_enum(f->a, cp, KMIP_TAG_HASHING_ALGORITHM, KMIP_HASH_SHA_256);
+    kf_ttlv_add_bytes(f->a, p, KMIP_TAG_DATA, ct, n);
+    assert_bytes(expect_success(f, msg), KMIP_TAG_DATA, oaep_msg, sizeof(oaep_msg));
+    /* Decrypted with the default SHA-1: Cryptographic Failure. */
+    msg = keyed(f, 2, KMIP_OP_DECRYPT, priv_uid, &p, &cp);
+    kf_ttlv_add_bytes(f->a, p, KMIP_TAG_DATA, ct, n);
+    assert_int_equal(expect_failure(f, msg), KMIP_REASON_CRYPTOGRAPHIC_FAILURE);
+    /* PKCS#1 v1.5 encryption is not offered. */
+    msg = keyed(f, 1, KMIP_OP_ENCRYPT, pub_uid, &p, &cp);
+    kf_ttlv_add_enum(f->a, cp, KMIP_TAG_PADDING_METHOD, KMIP_PAD_PKCS1_V1_5);
+    kf_ttlv_add_bytes(f->a, p, KMIP_TAG_DATA, oaep_msg, sizeof(oaep_msg));
+    assert_int_equal(expect_failure(f, msg), KMIP_REASON_FEATURE_NOT_SUPPORTED);
+}
+
+/* Create Key Pair; returns the two UIDs. Attributes per half carry algorithm and usage. */
+static void create_pair(struct fixture *f, int major, uint32_t alg, int32_t bits, uint32_t curve,
+                        uint32_t priv_usage, uint32_t pub_usage, char priv_uid[KF_UID_MAX],
+                        char pub_uid[KF_UID_MAX])
+{
+    kf_ttlv *p, *msg = request(f, major, KMIP_OP_CREATE_KEY_PAIR, &p);
+    kf_ttlv *common = attr_group(f, p, major, KMIP_TAG_COMMON_TEMPLATE_ATTRIBUTE,
+                                 KMIP_TAG_COMMON_ATTRIBUTES);
+    add_attr_enum(f, common, major, "Cryptographic Algorithm", KMIP_TAG_CRYPTOGRAPHIC_ALGORITHM, alg);
+    if (bits)
+        add_attr_int(f, common, major, "Cryptographic Length", KMIP_TAG_CRYPTOGRAPHIC_LENGTH, bits);
+    if (curve && major >= 2) {
+        kf_ttlv *dp = kf_ttlv_struct(f->a, common, KMIP_TAG_CRYPTOGRAPHIC_DOMAIN_PARAMETERS);
+        kf_ttlv_add_enum(f->a, dp, KMIP_TAG_RECOMMENDED_CURVE, curve);
+    }
+    kf_ttlv *pa = attr_group(f, p, major, KMIP_TAG_PRIVATE_KEY_TEMPLATE_ATTRIBUTE,
+                             KMIP_TAG_PRIVATE_KEY_ATTRIBUTES);
+    add_attr_int(f, pa, major, "Cryptographic Usage Mask", KMIP_TAG_CRYPTOGRAPHIC_USAGE_MASK,
+                 (int32_t)priv_usage);
+    kf_ttlv *qa = attr_group(f, p, major, KMIP_TAG_PUBLIC_KEY_TEMPLATE_ATTRIBUTE,
+                             KMIP_TAG_PUBLIC_KEY_ATTRIBUTES);
+    add_attr_int(f, qa, major, "Cryptographic Usage Mask", KMIP_TAG_CRYPTOGRAPHIC_USAGE_MASK,
+                 (int32_t)pub_usage);
+    const kf_ttlv *r = expect_success(f, msg);
+    const char *s;
+    size_t n;
+    assert_int_equal(kf_ttlv_get_text(kf_ttlv_find(r, KMIP_TAG_PRIVATE_KEY_UNIQUE_IDENTIFIER), &s, &n), KF_OK);
+    memcpy(priv_uid, s, n + 1);
+    assert_int_equal(kf_ttlv_get_text(kf_ttlv_find(r, KMIP_TAG_PUBLIC_KEY_UNIQUE_IDENTIFIER), &s, &n), KF_OK);
+    memcpy(pub_uid, s, n + 1);
+    assert_string_not_equal(priv_uid, pub_uid);
+}
+
+static const uint8_t message[] = "keyfleet signs this";
+
+/* One 2048-bit pair: PSS and OAEP round trips; the fresh keys are Pre-Active at first. */
+static void rsa_pair_pss_and_oaep_round_trips(void **state)
+{
+    struct fixture *f = *state;
+    char priv[KF_UID_MAX], pub[KF_UID_MAX];
+    create_pair(f, 2, KMIP_ALG_RSA, 2048, 0, KMIP_USAGE_SIGN | KMIP_USAGE_DECRYPT,
+                KMIP_USAGE_VERIFY | KMIP_USAGE_ENCRYPT, priv, pub);
+    /* Not yet active: Wrong Key Lifecycle State in 2.x, Permission Denied in 1.x. */
+    kf_ttlv *p, *cp, *msg = keyed(f, 2, KMIP_OP_SIGN, priv, &p, &cp);
+    kf_ttlv_add_bytes(f->a, p, KMIP_TAG_DATA, message, sizeof(message));
+    assert_int_equal(expect_failure(f, msg), KMIP_REASON_WRONG_KEY_LIFECYCLE_STATE);
+    msg = keyed(f, 1, KMIP_OP_SIGN, priv, &p, &cp);
+    kf_ttlv_add_bytes(f->a, p, KMIP_TAG_DATA, message, sizeof(message));
+    assert_int_equal(expect_failure(f, msg), KMIP_REASON_PERMISSION_DENIED);
+    uid_request(f, 2, KMIP_OP_ACTIVATE, priv);
+    uid_request(f, 2, KMIP_OP_ACTIVATE, pub);
+
+    const uint8_t *sig;
+    size_t n;
+    assert_int_equal(kf_ttlv_get_bytes(kf_ttlv_find(sign(f, 2, priv, KMIP_SIGALG_RSASSA_PSS, 0,
+                                                         KMIP_HASH_SHA_256, message,
+                                                         sizeof(message)),
+                                                    KMIP_TAG_SIGNATURE_DATA),
+                                       &sig, &n),
+                     KF_OK);
+    assert_int_equal(n, 256);
+    assert_int_equal(verify(f, 2, pub, 0, KMIP_PAD_PSS, KMIP_HASH_SHA_256, message,
+                            sizeof(message), sig, n),
+                     KMIP_VALIDITY_INDICATOR_VALID);
+    /* A PSS signature is not a PKCS#1 v1.5 one. */
+    assert_int_equal(verify(f, 2, pub, 0, KMIP_PAD_PKCS1_V1_5, KMIP_HASH_SHA_256, message,
+                            sizeof(message), sig, n),
+                     KMIP_VALIDITY_INDICATOR_INVALID);
+    assert_int_equal(kf_ttlv_get_bytes(kf_ttlv_find(sign(f, 1, priv,
+                                                         KMIP_SIGALG_SHA_384_WITH_RSA_ENCRYPTION,
+                                                         0, 0, message, sizeof(message)),
+                                                    KMIP_TAG_SIGNATURE_DATA),
+                                       &sig, &n),
+                     KF_OK);
+    assert_int_equal(verify(f, 1, pub, KMIP_SIGALG_SHA_384_WITH_RSA_ENCRYPTION, 0, 0, message,
+                            sizeof(message), sig, n),
+                     KMIP_VALIDITY_INDICATOR_VALID);
+
+    msg = keyed(f, 2, KMIP_OP_ENCRYPT, pub, &p, &cp);
+    kf_ttlv_add_enum(f->a, cp, KMIP_TAG_PADDING_METHOD, KMIP_PAD_OAEP);
+    kf_ttlv_add_bytes(f->a, p, KMIP_TAG_DATA, message, sizeof(message));
+    const uint8_t *ct;
+    assert_int_equal(kf_ttlv_get_bytes(kf_ttlv_find(expect_success(f, msg), KMIP_TAG_DATA), &ct, &n),
+                     KF_OK);
+    msg = keyed(f, 2, KMIP_OP_DECRYPT, priv, &p, &cp);
+    kf_ttlv_add_enum(f->a, cp, KMIP_TAG_PADDING_METHOD, KMIP_PAD_OAEP);
+    kf_ttlv_add_bytes(f->a, p, KMIP_TAG_DATA, ct, n);
+    assert_bytes(expect_success(f, msg), KMIP_TAG_DATA, message, sizeof(message));
+    /* The public key cannot decrypt. */
+    msg = keyed(f, 2, KMIP_OP_DECRYPT, pub, &p, &cp);
+    kf_ttlv_add_bytes(f->a, p, KMIP_TAG_DATA, ct, n);
+    assert_int_equal(expect_failure(f, msg), KMIP_REASON_PERMISSION_DENIED);
+}
+
+/* ECDSA P-256 (1.4 and 2.1 forms) and Ed25519 pairs: sign, verify, tamper. */
+static void ecdsa_and_ed25519_pairs_round_trip(void **state)
+{
+    struct fixture *f = *state;
+    char priv[KF_UID_MAX], pub[KF_UID_MAX];
+    const uint8_t *sig;
+    size_t n;
+    static const struct {
+        int major;
+        uint32_t alg, curve;
+        int32_t bits;
+    } cases[] = {
+        {1, KMIP_ALG_ECDSA, 0, 256},
+        {2, KMIP_ALG_EC, KMIP_CURVE_P_256, 0},
+        {2, KMIP_ALG_ED25519, 0, 0},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        create_pair(f, cases[i].major, cases[i].alg, cases[i].bits, cases[i].curve,
+                    KMIP_USAGE_SIGN, KMIP_USAGE_VERIFY, priv, pub);
+        uid_request(f, 2, KMIP_OP_ACTIVATE, priv);
+        uid_request(f, 2, KMIP_OP_ACTIVATE, pub);
+        assert_int_equal(kf_ttlv_get_bytes(kf_ttlv_find(sign(f, cases[i].major, priv, 0, 0, 0,
+                                                             message, sizeof(message)),
+                                                        KMIP_TAG_SIGNATURE_DATA),
+                                           &sig, &n),
+                         KF_OK);
+        uint8_t copy[128];
+        assert_true(n <= sizeof(copy));
+        memcpy(copy, sig, n);
+        assert_int_equal(verify(f, 2, pub, 0, 0, 0, message, sizeof(message), copy, n),
+                         KMIP_VALIDITY_INDICATOR_VALID);
+        assert_int_equal(verify(f, 2, pub, 0, 0, 0, message,
+                                sizeof(message) - 1, copy, n),
+                         KMIP_VALIDITY_INDICATOR_INVALID);
+        copy[n - 3] ^= 0x10;
+        assert_int_equal(verify(f, 1, pub, 0, 0, 0, message, sizeof(message), copy, n),
+                         KMIP_VALIDITY_INDICATOR_INVALID);
+    }
+    /* P-384 is not offered. */
+    kf_ttlv *p, *msg = request(f, 2, KMIP_OP_CREATE_KEY_PAIR, &p);
+    kf_ttlv *common = kf_ttlv_struct(f->a, p, KMIP_TAG_COMMON_ATTRIBUTES);
+    kf_ttlv_add_enum(f->a, common, KMIP_TAG_CRYPTOGRAPHIC_ALGORITHM, KMIP_ALG_ECDSA);
+    kf_ttlv_add_int(f->a, common, KMIP_TAG_CRYPTOGRAPHIC_LENGTH, 384);
+    assert_int_equal(expect_failure(f, msg), KMIP_REASON_FEATURE_NOT_SUPPORTED);
+    /* Nor DSA. */
+    msg = request(f, 1, KMIP_OP_CREATE_KEY_PAIR, &p);
+    common = kf_ttlv_struct(f->a, p, KMIP_TAG_COMMON_TEMPLATE_ATTRIBUTE);
+    add_attr_enum(f, common, 1, "Cryptographic Algorithm", 0, KMIP_ALG_DSA);
+    assert_int_equal(expect_failure(f, msg), KMIP_REASON_FEATURE_NOT_SUPPORTED);
+}
+
+/* RFC 6979 A.2.5: the published ECDSA P-256/SHA-256 signature of "sample", as DER and as r||s. */
+static void ecdsa_rfc6979_signature_verifies(void **state)
+{
+    struct fixture *f = *state;
+    char uid[KF_UID_MAX];
+    size_t qlen, rslen, dlen;
+    uint8_t *q = unhex(f, "0460fed4ba255a9d31c961eb74c6356d68c049b8923b61fa6ce669622e60f29fb6"
+                          "7903fe1008b8bc99a41ae9e95628bc64f2f1b20c2d7e9f5177a3c294d4462299", &qlen);
+    uint8_t *rs = unhex(f, "efd48b2aacb6a8fd1140dd9cd45e81d69d2c877b56aaf991c34d0ea84eaf3716"
+                           "f7cb1c942d657c41d436c7a1b6e29f65f3e900dbb9aff4064dc4ab2f843acda8", &rslen);
+    /* Ecdsa-Sig-Value ::= SEQUENCE { r INTEGER, s INTEGER }: both have the top bit set, so 33 bytes. */
+    uint8_t *der = unhex(f, "3046022100efd48b2aacb6a8fd1140dd9cd45e81d69d2c877b56aaf991c34d0ea84eaf3716"
+                            "022100f7cb1c942d657c41d436c7a1b6e29f65f3e900dbb9aff4064dc4ab2f843acda8", &dlen);
+    const uint8_t msg[] = {'s', 'a', 'm', 'p', 'l', 'e'};
+    register_key(f, 2, KMIP_OBJ_PUBLIC_KEY, KMIP_KEYFMT_RAW, q, qlen, KMIP_ALG_ECDSA,
+                 KMIP_USAGE_VERIFY, true, uid);
+    assert_int_equal(verify(f, 2, uid, KMIP_SIGALG_ECDSA_WITH_SHA256, 0, 0, msg, sizeof(msg), der,
+                            dlen),
+                     KMIP_VALIDITY_INDICATOR_VALID);
+    assert_int_equal(verify(f, 1, uid, 0, 0, KMIP_HASH_SHA_256, msg, sizeof(msg), rs, rslen),
+                     KMIP_VALIDITY_INDICATOR_VALID);
+    /* The same signature over SHA-384 of the message, or with s changed: Invalid. */
+    assert_int_equal(verify(f, 2, uid, KMIP_SIGALG_ECDSA_WITH_SHA384, 0, 0, msg, sizeof(msg), der,
+                            dlen),
+                     KMIP_VALIDITY_INDICATOR_INVALID);
+    der[dlen - 1] ^= 0x01;
+    assert_int_equal(verify(f, 2, uid, 0, 0, 0, msg, sizeof(msg), der, dlen),
+                     KMIP_VALIDITY_INDICATOR_INVALID);
+    /* Garbage that is neither DER nor 64 bytes: Invalid, not an error. */
+    assert_int_equal(verify(f, 2, uid, 0, 0, 0, msg, sizeof(msg), der, 10),
+                     KMIP_VALIDITY_INDICATOR_INVALID);
+}
+
+/* Refusals common to every keyed operation. */
+static void keyed_operation_refusals(void **state)
+{
+    struct fixture *f = *state;
+    char uid[KF_UID_MAX];
+    size_t klen;
+    uint8_t *key = unhex(f, GCM_KEY, &klen);
+    register_key(f, 2, KMIP_OBJ_SYMMETRIC_KEY, KMIP_KEYFMT_RAW, key, klen, KMIP_ALG_AES,
+                 KMIP_USAGE_ENCRYPT, false, uid);
+    /* Pre-Active key. */
+    kf_ttlv *p, *cp, *msg = keyed(f, 2, KMIP_OP_ENCRYPT, uid, &p, &cp);
+    kf_ttlv_add_enum(f->a, cp, KMIP_TAG_BLOCK_CIPHER_MODE, KMIP_MODE_GCM);
+    kf_ttlv_add_bytes(f->a, p, KMIP_TAG_DATA, message, sizeof(message));
+    assert_int_equal(expect_failure(f, msg), KMIP_REASON_WRONG_KEY_LIFECYCLE_STATE);
+    uid_request(f, 2, KMIP_OP_ACTIVATE, uid);
+    /* No Data. */
+    msg = keyed(f, 2, KMIP_OP_ENCRYPT, uid, &p, &cp);
+    kf_ttlv_add_enum(f->a, cp, KMIP_TAG_BLOCK_CIPHER_MODE, KMIP_MODE_GCM);
+    assert_int_equal(expect_failure(f, msg), KMIP_REASON_MISSING_DATA);
+    /* No Unique Identifier. */
+    msg = request(f, 2, KMIP_OP_ENCRYPT, &p);
+    kf_ttlv_add_bytes(f->a, p, KMIP_TAG_DATA, message, sizeof(message));
+    assert_int_equal(expect_failure(f, msg), KMIP_REASON_MISSING_DATA);
+    /* Unknown key. */
+    msg = keyed(f, 2, KMIP_OP_ENCRYPT, "VENDOR/999", &p, &cp);
+    kf_ttlv_add_bytes(f->a, p, KMIP_TAG_DATA, message, sizeof(message));
+    assert_int_equal(expect_failure(f, msg), KMIP_REASON_ITEM_NOT_FOUND);
+    /* Parameters may not re-type the key. */
+    msg = keyed(f, 2, KMIP_OP_ENCRYPT, uid, &p, &cp);
+    kf_ttlv_add_enum(f->a, cp, KMIP_TAG_CRYPTOGRAPHIC_ALGORITHM, KMIP_ALG_DES3);
+    kf_ttlv_add_enum(f->a, cp, KMIP_TAG_BLOCK_CIPHER_MODE, KMIP_MODE_CBC);
+    kf_ttlv_add_bytes(f->a, p, KMIP_TAG_DATA, message, sizeof(message));
+    assert_int_equal(expect_failure(f, msg), KMIP_REASON_INVALID_FIELD);
+    /* Streaming is not offered. */
+    msg = keyed(f, 2, KMIP_OP_ENCRYPT, uid, &p, &cp);
+    kf_ttlv_add_enum(f->a, cp, KMIP_TAG_BLOCK_CIPHER_MODE, KMIP_MODE_GCM);
+    kf_ttlv_add_bytes(f->a, p, KMIP_TAG_DATA, message, sizeof(message));
+    kf_ttlv_add_bool(f->a, p, KMIP_TAG_INIT_INDICATOR, true);
+    kf_ttlv_add_bool(f->a, p, KMIP_TAG_FINAL_INDICATOR, false);
+    assert_int_equal(expect_failure(f, msg), KMIP_REASON_FEATURE_NOT_SUPPORTED);
+    /* A principal without the Use role in this domain. */
+    struct kf_principal user = {.name = "cert:CN=other", .roles = KF_ROLE_USE, .ndomains = 1};
+    snprintf(user.domains[0], sizeof(user.domains[0]), "USPS");
+    msg = keyed(f, 2, KMIP_OP_ENCRYPT, uid, &p, &cp);
+    kf_ttlv_add_enum(f->a, cp, KMIP_TAG_BLOCK_CIPHER_MODE, KMIP_MODE_GCM);
+    kf_ttlv_add_bytes(f->a, p, KMIP_TAG_DATA, message, sizeof(message));
+    kf_buf req, resp;
+    kf_ttlv *r;
+    assert_int_equal(kf_buf_alloc(&req, 0, 1 << 20, 0), KF_OK);
+    assert_int_equal(kf_buf_alloc(&resp, 0, 1 << 20, 0), KF_OK);
+    assert_int_equal(kf_ttlv_encode(msg, &req), KF_OK);
+    assert_int_equal(kf_kms_handle_kmip(f->kms, &user, req.data, req.len, &resp), KF_OK);
+    assert_int_equal(kf_ttlv_decode(resp.data, resp.len, NULL, f->a, &r), KF_OK);
+    uint32_t reason = 0;
+    assert_int_equal(kf_ttlv_get_enum(KF_TTLV_PATH(r, KMIP_TAG_BATCH_ITEM, KMIP_TAG_RESULT_REASON),
+                                      &reason),
+                     KF_OK);
+    assert_int_equal(reason, KMIP_REASON_PERMISSION_DENIED);
+    kf_buf_free(&req);
+    kf_buf_free(&resp);
+}
+
+int main(void)
+{
+    kf_log_open(NULL, KF_LOG_ERROR);
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(gcm_encrypt_decrypt_known_answer, setup, teardown),
+        cmocka_unit_test_setup_teardown(gcm_server_generated_iv_round_trip, setup, teardown),
+        cmocka_unit_test_setup_teardown(cbc_and_ctr_sp800_38a, setup, teardown),
+        cmocka_unit_test_setup_teardown(nist_key_wrap_rfc3394, setup, teardown),
+        cmocka_unit_test_setup_teardown(hmac_rfc4231_and_cmac_rfc4493, setup, teardown),
+        cmocka_unit_test_setup_teardown(hash_and_rng_retrieve, setup, teardown),
+        cmocka_unit_test_setup_teardown(ed25519_rfc8032_sign_and_verify, setup, teardown),
+        cmocka_unit_test_setup_teardown(rsa_pkcs1_v15_published_signature, setup, teardown),
+        cmocka_unit_test_setup_teardown(rsa_oaep_published_decrypt_and_sha256_round_trip, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(rsa_pair_pss_and_oaep_round_trips, setup, teardown),
+        cmocka_unit_test_setup_teardown(ecdsa_and_ed25519_pairs_round_trip, setup, teardown),
+        cmocka_unit_test_setup_teardown(ecdsa_rfc6979_signature_verifies, setup, teardown),
+        cmocka_unit_test_setup_teardown(keyed_operation_refusals, setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
