@@ -24,7 +24,7 @@
 struct bench_cfg {
     char host[256];
     uint16_t port;
-    const char *ca, *cert, *key, *op, *mode;
+    const char *ca, *cert, *key, *op, *mode, *mac_key;
     int connections, major, minor;
     double seconds;
     char aes_uid[128], hmac_uid[128];
@@ -103,9 +103,12 @@ static kf_ttlv *build(kf_arena *a, const struct bench_cfg *cfg, const char *op)
         if (!gcm)
             kf_ttlv_add_enum(a, cp, KMIP_TAG_PADDING_METHOD, KMIP_PAD_PKCS5);
         kf_ttlv_add_enum(a, cp, KMIP_TAG_CRYPTOGRAPHIC_ALGORITHM, KMIP_ALG_AES);
-        if (gcm)
+        if (gcm && (cfg->major > 1 || cfg->minor >= 4)) /* Tag Length is KMIP 1.4 */
             kf_ttlv_add_int(a, cp, KMIP_TAG_TAG_LENGTH, 16);
+        /* Payload order is the spec's: Data, then IV/Counter/Nonce (strict parsers care). */
+        kf_ttlv_add_bytes(a, p, KMIP_TAG_DATA, data, sizeof(data));
         kf_ttlv_add_bytes(a, p, KMIP_TAG_IV_COUNTER_NONCE, iv, gcm ? 12 : 16);
+        return msg;
     }
     kf_ttlv_add_bytes(a, p, KMIP_TAG_DATA, data, sizeof(data));
     return msg;
@@ -173,8 +176,10 @@ static int setup_keys(struct bench_cfg *cfg)
     rc = call(t, create_request(a, cfg, KMIP_ALG_AES, 256, KMIP_USAGE_ENCRYPT | KMIP_USAGE_DECRYPT),
               &req, &resp, a, cfg->aes_uid, sizeof(cfg->aes_uid), why, sizeof(why));
     if (rc == KF_OK)
-        rc = call(t, create_request(a, cfg, KMIP_ALG_HMAC_SHA256, 256,
-                                    KMIP_USAGE_MAC_GENERATE | KMIP_USAGE_MAC_VERIFY),
+        rc = call(t, create_request(a, cfg,
+                                    strcmp(cfg->mac_key, "aes") == 0 ? KMIP_ALG_AES
+                                                                      : KMIP_ALG_HMAC_SHA256,
+                                    256, KMIP_USAGE_MAC_GENERATE | KMIP_USAGE_MAC_VERIFY),
                   &req, &resp, a, cfg->hmac_uid, sizeof(cfg->hmac_uid), why, sizeof(why));
     const char *uids[2] = {cfg->aes_uid, cfg->hmac_uid};
     for (int i = 0; rc == KF_OK && i < 2; i++) {
@@ -248,10 +253,11 @@ int main(int argc, char **argv)
         {"cert", required_argument, NULL, 'c'},   {"key", required_argument, NULL, 'k'},
         {"op", required_argument, NULL, 'o'},     {"connections", required_argument, NULL, 'n'},
         {"seconds", required_argument, NULL, 't'}, {"kmip", required_argument, NULL, 'v'},
-        {"encrypt-mode", required_argument, NULL, 'm'}, {"help", no_argument, NULL, 'h'},
+        {"encrypt-mode", required_argument, NULL, 'm'}, {"mac-key", required_argument, NULL, 'K'},
+        {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0}};
-    struct bench_cfg cfg = {.op = "get", .mode = "gcm", .connections = 4, .major = 1, .minor = 2,
-                            .seconds = 5};
+    struct bench_cfg cfg = {.op = "get", .mode = "gcm", .mac_key = "hmac", .connections = 4,
+                            .major = 1, .minor = 2, .seconds = 5};
     const char *server = NULL;
     int c;
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
@@ -264,6 +270,7 @@ int main(int argc, char **argv)
         case 'n': cfg.connections = atoi(optarg); break;
         case 't': cfg.seconds = atof(optarg); break;
         case 'm': cfg.mode = optarg; break;
+        case 'K': cfg.mac_key = optarg; break;
         case 'v':
             if (sscanf(optarg, "%d.%d", &cfg.major, &cfg.minor) != 2)
                 return 2;
@@ -271,9 +278,10 @@ int main(int argc, char **argv)
         case 'h':
             puts("Usage: keyfleet-kmip-bench --server HOST:PORT --ca F --cert F --key F\n"
                  "  [--op get|encrypt|mac|create] [--connections C] [--seconds S]\n"
-                 "  [--kmip MAJOR.MINOR] [--encrypt-mode gcm|cbc]\n"
+                 "  [--kmip MAJOR.MINOR] [--encrypt-mode gcm|cbc] [--mac-key hmac|aes]\n"
                  "KMIP over TLS load: C connections in closed loops; prints ops/s, p50, p99.\n"
-                 "Encrypt is 64 bytes with AES-256; MAC is HMAC-SHA-256 over 64 bytes.");
+                 "Encrypt is 64 bytes with AES-256; MAC is HMAC-SHA-256 over 64 bytes, with an\n"
+                 "HMAC-SHA256 key, or an AES-typed key (--mac-key aes, as PyKMIP's server wants).");
             return 0;
         default: return 2;
         }

@@ -372,11 +372,23 @@ static void bind_implicit(struct case_state *cs, const kf_ttlv *act)
 static bool compare_item(struct case_state *cs, const kf_ttlv *exp, const kf_ttlv *act,
                          const char *path);
 
+/* Diagnostic paths: a path too long for the buffer ends in "..." rather than silently. */
+__attribute__((format(printf, 3, 4))) static void path_printf(char *out, size_t cap,
+                                                               const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(out, cap, fmt, ap);
+    va_end(ap);
+    if (n >= 0 && (size_t)n >= cap && cap > 4)
+        memcpy(out + cap - 4, "...", 4);
+}
+
 static void child_path(char out[PATH_MAX_LEN], const char *path, const kf_ttlv *n,
                        const char *suffix)
 {
     char hex[16];
-    snprintf(out, PATH_MAX_LEN, "%s/%s%s", path, tag_label(n->tag, hex), suffix ? suffix : "");
+    path_printf(out, PATH_MAX_LEN, "%s/%s%s", path, tag_label(n->tag, hex), suffix ? suffix : "");
 }
 
 static bool compare_placeholder(struct case_state *cs, const char *name, const kf_ttlv *act,
@@ -782,7 +794,7 @@ static bool compare_batch_item(struct case_state *cs, const kf_ttlv *req_item, c
     char b1[16];
     uint32_t op = item_enum(exp, KMIP_TAG_OPERATION);
     char p[PATH_MAX_LEN];
-    snprintf(p, sizeof(p), "%s(%s)", path, enum_label(KMIP_TAG_OPERATION, op, b1));
+    path_printf(p, sizeof(p), "%s(%s)", path, enum_label(KMIP_TAG_OPERATION, op, b1));
     if (item_enum(exp, KMIP_TAG_RESULT_STATUS) != item_enum(act, KMIP_TAG_RESULT_STATUS)) {
         report_status(cs, exp, act, p);
         return false;

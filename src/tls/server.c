@@ -231,8 +231,10 @@ static void subject_field(gnutls_x509_crt_t crt, const char *oid, char *val, siz
         if (rc == GNUTLS_E_REQUESTED_DATA_NOT_AVAILABLE)
             return;
         (*count)++;
-        if (idx == 0 && rc == 0 && sz < cap)
-            snprintf(val, cap, "%s", tmp);
+        if (idx == 0 && rc == 0 && sz < cap) {
+            memcpy(val, tmp, sz); /* sz < cap: fits with its NUL */
+            val[sz] = 0;
+        }
     }
 }
 
@@ -374,9 +376,11 @@ static void describe_peer(const struct sockaddr_storage *ss, socklen_t len, char
     char host[NI_MAXHOST], port[NI_MAXSERV];
     if (getnameinfo((const struct sockaddr *)ss, len, host, sizeof(host), port, sizeof(port),
                     NI_NUMERICHOST | NI_NUMERICSERV) == 0)
-        snprintf(out, cap, "%s%s%s:%s", ss->ss_family == AF_INET6 ? "[" : "", host,
+    {
+        /* Numeric: an IPv6 address is at most 45 characters, a port 5. */
+        snprintf(out, cap, "%s%.46s%s:%.5s", ss->ss_family == AF_INET6 ? "[" : "", host,
                  ss->ss_family == AF_INET6 ? "]" : "", port);
-    else
+    } else
         snprintf(out, cap, "?");
 }
 
