@@ -51,6 +51,47 @@ KF_RESULT int kf_aes_cbc_decrypt(const uint8_t *key, size_t key_len, const uint8
 KF_RESULT int kf_aes_ctr(const uint8_t *key, size_t key_len, const uint8_t ctr[16],
                          const uint8_t *in, size_t len, uint8_t *out);
 
+/* ---- AES-ECB (SP 800-38A; no IV; len a multiple of 16, padding is the caller's) ---- */
+KF_RESULT int kf_aes_ecb_encrypt(const uint8_t *key, size_t key_len, const uint8_t *in, size_t len,
+                                 uint8_t *out);
+KF_RESULT int kf_aes_ecb_decrypt(const uint8_t *key, size_t key_len, const uint8_t *in, size_t len,
+                                 uint8_t *out);
+
+/* ---- AES-GCM with a truncated tag (SP 800-38D 5.2.1.2): tag_len 4, 8 or 12-16 bytes ---- */
+KF_RESULT int kf_aes_gcm_seal_ex(const uint8_t *key, size_t key_len, const uint8_t *iv,
+                                 size_t iv_len, const uint8_t *ad, size_t ad_len,
+                                 const uint8_t *pt, size_t pt_len, uint8_t *ct, uint8_t *tag,
+                                 size_t tag_len);
+KF_RESULT int kf_aes_gcm_open_ex(const uint8_t *key, size_t key_len, const uint8_t *iv,
+                                 size_t iv_len, const uint8_t *ad, size_t ad_len,
+                                 const uint8_t *ct, size_t ct_len, const uint8_t *tag,
+                                 size_t tag_len, uint8_t *pt);
+
+/*
+ * AES-GCM encryption in parts (KMIP streamed Encrypt). Every part but the
+ * last must be a multiple of 16 bytes (KF_ERR_ARG otherwise); the tag ends
+ * the stream. Free with kf_aes_gcm_stream_free (wipes the key schedule).
+ */
+typedef struct kf_aes_gcm_stream kf_aes_gcm_stream;
+KF_RESULT int kf_aes_gcm_stream_start(const uint8_t *key, size_t key_len, const uint8_t *iv,
+                                      size_t iv_len, const uint8_t *ad, size_t ad_len,
+                                      kf_aes_gcm_stream **out);
+KF_RESULT int kf_aes_gcm_stream_encrypt(kf_aes_gcm_stream *s, const uint8_t *in, size_t len,
+                                        uint8_t *out);
+KF_RESULT int kf_aes_gcm_stream_tag(kf_aes_gcm_stream *s, uint8_t *tag, size_t tag_len);
+void kf_aes_gcm_stream_free(kf_aes_gcm_stream *s);
+
+/* ---- Triple DES (TDEA, SP 800-67), 24-byte keys (K1||K2||K3), 8-byte blocks ---- */
+#define KF_DES3_KEY_LEN 24
+#define KF_DES3_BLOCK 8
+/* Sets the odd parity bit of each key byte (key generation). */
+void kf_des3_fix_parity(uint8_t *key, size_t len);
+/* ECB when iv is NULL, else CBC; len a multiple of 8. Weak keys give KF_ERR_KEY_SIZE. */
+KF_RESULT int kf_des3_encrypt(const uint8_t *key, size_t key_len, const uint8_t *iv,
+                              const uint8_t *in, size_t len, uint8_t *out);
+KF_RESULT int kf_des3_decrypt(const uint8_t *key, size_t key_len, const uint8_t *iv,
+                              const uint8_t *in, size_t len, uint8_t *out);
+
 /* ---- Hashes and MACs ---- */
 enum kf_hash { KF_HASH_SHA1 = 1, KF_HASH_SHA224, KF_HASH_SHA256, KF_HASH_SHA384, KF_HASH_SHA512 };
 size_t kf_hash_len(enum kf_hash h); /* 0 if unknown */
@@ -150,6 +191,19 @@ KF_RESULT int kf_rsa_pss_sign(const kf_rsa_key *k, enum kf_hash h, const uint8_t
                               uint8_t *sig);
 KF_RESULT int kf_rsa_pss_verify(const kf_rsa_key *k, enum kf_hash h, const uint8_t *msg,
                                 size_t len, const uint8_t *sig, size_t sig_len);
+/* PSS verification with a given salt length (RFC 8017 9.1.2); kf_rsa_pss_max_salt_len is
+ * the largest the key allows (emLen - hLen - 2), which some signers use. */
+KF_RESULT int kf_rsa_pss_verify_ex(const kf_rsa_key *k, enum kf_hash h, size_t salt_len,
+                                   const uint8_t *msg, size_t len, const uint8_t *sig,
+                                   size_t sig_len);
+size_t kf_rsa_pss_max_salt_len(const kf_rsa_key *k, enum kf_hash h); /* 0 if none fits */
+/* OAEP with the label hash h and MGF1 over mgf_h (RFC 8017 A.2.1 lets them differ). */
+KF_RESULT int kf_rsa_oaep_encrypt_ex(const kf_rsa_key *k, enum kf_hash h, enum kf_hash mgf_h,
+                                     const uint8_t *label, size_t label_len, const uint8_t *msg,
+                                     size_t len, uint8_t *out);
+KF_RESULT int kf_rsa_oaep_decrypt_ex(const kf_rsa_key *k, enum kf_hash h, enum kf_hash mgf_h,
+                                     const uint8_t *label, size_t label_len, const uint8_t *in,
+                                     size_t in_len, uint8_t *out, size_t *out_len);
 /* OAEP with MGF1 over h, empty label unless given. out has kf_rsa_modulus_len bytes. */
 KF_RESULT int kf_rsa_oaep_encrypt(const kf_rsa_key *k, enum kf_hash h, const uint8_t *label,
                                   size_t label_len, const uint8_t *msg, size_t len, uint8_t *out);

@@ -71,11 +71,13 @@ KF_ERROR(KF_ERR_REQUEST,      -600, "request is malformed or missing a required 
 KF_ERROR(KF_ERR_OPERATION,    -601, "operation not supported")
 KF_ERROR(KF_ERR_ATTRIBUTE,    -602, "attribute is invalid for this object")
 KF_ERROR(KF_ERR_EXPORT,       -603, "key material of this object may not be exported")
+KF_ERROR(KF_ERR_INVALID_MESSAGE, -609, "request fields do not fit together (e.g. a Decrypt without the IV its mode needs)")
 KF_ERROR(KF_ERR_ATTR_READ_ONLY, -640, "attribute is read-only: the client may not set, modify or delete it (now)")
 KF_ERROR(KF_ERR_ATTR_NOT_FOUND, -641, "the object has no such attribute (or no instance with that index or value)")
 KF_ERROR(KF_ERR_ATTR_SINGLE, -642, "attribute is single-valued and already present: use Modify or Set Attribute")
 KF_ERROR(KF_ERR_ATTR_MULTI,  -643, "attribute has several instances: name the one to change (Modify/Delete with index or current value)")
 KF_ERROR(KF_ERR_USAGE_LIMIT, -644, "the key has reached its Usage Limits")
+KF_ERROR(KF_ERR_OBJECT_ARCHIVED, -645, "the object is archived: Recover it before using it")
 KF_ERROR(KF_ERR_KEY_FORMAT,   -620, "key format type not supported for this object: ask for another Key Format Type")
 /* server / cli */
 KF_ERROR(KF_ERR_CONNECT,      -700, "cannot connect to keyfleetd: is it running, and is --socket right?")

@@ -139,6 +139,7 @@ struct kf_register_spec {
     const uint8_t *attributes; /* TTLV of further attributes (opaque to the store), or NULL */
     size_t attributes_len;
     uint32_t state;          /* 0 = Pre-Active; KF_STATE_ACTIVE for objects registered active */
+    bool server_generated;   /* material made by the server (Create Key Pair): RNG attribute */
 };
 KF_RESULT int kf_kms_register(kf_kms *kms, const char *actor, const char *op,
                               const struct kf_register_spec *spec, const uint8_t *material,

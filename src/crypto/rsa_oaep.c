@@ -52,8 +52,9 @@ static void scratch_free(struct oaep_scratch *s)
 }
 
 /* EM = 0x00 || maskedSeed || maskedDB, from RFC 8017 7.1.1 step 2. */
-static int oaep_encode(const struct nettle_hash *hash, const uint8_t *label, size_t label_len,
-                       const uint8_t *msg, size_t len, uint8_t *em, size_t k, uint8_t *mask)
+static int oaep_encode(const struct nettle_hash *hash, const struct nettle_hash *mgf,
+                       const uint8_t *label, size_t label_len, const uint8_t *msg, size_t len,
+                       uint8_t *em, size_t k, uint8_t *mask)
 {
     size_t hlen = hash->digest_size;
     uint8_t *seed = em + 1;
@@ -70,24 +71,31 @@ static int oaep_encode(const struct nettle_hash *hash, const uint8_t *label, siz
         memcpy(db + db_len - len, msg, len);
     em[0] = 0x00;
     KF_GUARD(kf_crypto_random(seed, hlen));
-    mgf1_xor(hash, seed, hlen, db, db_len, mask);
-    mgf1_xor(hash, db, db_len, seed, hlen, mask);
+    mgf1_xor(mgf, seed, hlen, db, db_len, mask);
+    mgf1_xor(mgf, db, db_len, seed, hlen, mask);
     return KF_OK;
 }
 
 int kf_rsa_oaep_encrypt(const kf_rsa_key *k, enum kf_hash h, const uint8_t *label,
                         size_t label_len, const uint8_t *msg, size_t len, uint8_t *out)
 {
+    return kf_rsa_oaep_encrypt_ex(k, h, h, label, label_len, msg, len, out);
+}
+
+int kf_rsa_oaep_encrypt_ex(const kf_rsa_key *k, enum kf_hash h, enum kf_hash mgf_h,
+                           const uint8_t *label, size_t label_len, const uint8_t *msg, size_t len,
+                           uint8_t *out)
+{
     KF_ENSURE(k && out && (msg || len == 0) && (label || label_len == 0), KF_ERR_ARG);
-    const struct nettle_hash *hash = kf_nettle_hash(h);
-    KF_ENSURE(hash, KF_ERR_UNSUPPORTED);
+    const struct nettle_hash *hash = kf_nettle_hash(h), *mgf = kf_nettle_hash(mgf_h);
+    KF_ENSURE(hash && mgf, KF_ERR_UNSUPPORTED);
     size_t kbytes = k->pub.size, hlen = hash->digest_size;
     KF_ENSURE(kbytes >= 2 * hlen + 2, KF_ERR_KEY_SIZE);
     KF_ENSURE(len <= kbytes - 2 * hlen - 2, KF_ERR_LIMIT); /* "message too long" */
 
     struct oaep_scratch scratch;
     KF_GUARD(scratch_alloc(&scratch, kbytes));
-    int rc = oaep_encode(hash, label, label_len, msg, len, scratch.em, kbytes, scratch.mask);
+    int rc = oaep_encode(hash, mgf, label, label_len, msg, len, scratch.em, kbytes, scratch.mask);
     if (rc == KF_OK) {
         mpz_t m, c;
         mpz_init(m);
@@ -112,9 +120,9 @@ static uint32_t ct_is_zero_mask(uint32_t x)
  * CT: RFC 8017 7.1.2 step 3 on EM; on success *msg_at is the offset of M in EM.
  * Returns all-ones if EM is well formed, 0 otherwise.
  */
-static uint32_t oaep_decode(const struct nettle_hash *hash, const uint8_t *label,
-                            size_t label_len, uint8_t *em, size_t k, uint8_t *mask,
-                            size_t *msg_at)
+static uint32_t oaep_decode(const struct nettle_hash *hash, const struct nettle_hash *mgf,
+                            const uint8_t *label, size_t label_len, uint8_t *em, size_t k,
+                            uint8_t *mask, size_t *msg_at)
 {
     size_t hlen = hash->digest_size;
     uint8_t *seed = em + 1;
@@ -127,8 +135,8 @@ static uint32_t oaep_decode(const struct nettle_hash *hash, const uint8_t *label
         hash->update(&state, label_len, label);
     hash->digest(&state, hlen, lhash);
 
-    mgf1_xor(hash, db, db_len, seed, hlen, mask);
-    mgf1_xor(hash, seed, hlen, db, db_len, mask);
+    mgf1_xor(mgf, db, db_len, seed, hlen, mask);
+    mgf1_xor(mgf, seed, hlen, db, db_len, mask);
 
     uint32_t good = ct_is_zero_mask(em[0]);
     good &= kf_ct_equal(db, lhash, hlen) ? 0xffffffffu : 0;
@@ -174,10 +182,17 @@ int kf_rsa_oaep_decrypt(const kf_rsa_key *k, enum kf_hash h, const uint8_t *labe
                         size_t label_len, const uint8_t *in, size_t in_len, uint8_t *out,
                         size_t *out_len)
 {
+    return kf_rsa_oaep_decrypt_ex(k, h, h, label, label_len, in, in_len, out, out_len);
+}
+
+int kf_rsa_oaep_decrypt_ex(const kf_rsa_key *k, enum kf_hash h, enum kf_hash mgf_h,
+                           const uint8_t *label, size_t label_len, const uint8_t *in,
+                           size_t in_len, uint8_t *out, size_t *out_len)
+{
     KF_ENSURE(k && in && out && out_len && (label || label_len == 0), KF_ERR_ARG);
     KF_ENSURE(k->has_private, KF_ERR_ARG);
-    const struct nettle_hash *hash = kf_nettle_hash(h);
-    KF_ENSURE(hash, KF_ERR_UNSUPPORTED);
+    const struct nettle_hash *hash = kf_nettle_hash(h), *mgf = kf_nettle_hash(mgf_h);
+    KF_ENSURE(hash && mgf, KF_ERR_UNSUPPORTED);
     size_t kbytes = k->pub.size, hlen = hash->digest_size;
     KF_ENSURE(kbytes >= 2 * hlen + 2, KF_ERR_KEY_SIZE);
     KF_ENSURE(in_len == kbytes, KF_ERR_AUTH); /* 7.1.2 step 1: public length check */
@@ -187,8 +202,8 @@ int kf_rsa_oaep_decrypt(const kf_rsa_key *k, enum kf_hash h, const uint8_t *labe
     int rc = oaep_rsadp(k, in, scratch.em);
     if (rc == KF_OK) {
         size_t msg_at = 0;
-        uint32_t good = oaep_decode(hash, label, label_len, scratch.em, kbytes, scratch.mask,
-                                    &msg_at);
+        uint32_t good = oaep_decode(hash, mgf, label, label_len, scratch.em, kbytes,
+                                    scratch.mask, &msg_at);
         /* The verdict is now public (it is the return value); only then use msg_at. */
         if (good) {
             *out_len = kbytes - msg_at;

@@ -148,6 +148,21 @@ int kf_rsa_pss_sign(const kf_rsa_key *k, enum kf_hash h, const uint8_t *msg, siz
 int kf_rsa_pss_verify(const kf_rsa_key *k, enum kf_hash h, const uint8_t *msg, size_t len,
                       const uint8_t *sig, size_t sig_len)
 {
+    KF_ENSURE(kf_hash_len(h) > 0, KF_ERR_UNSUPPORTED);
+    return kf_rsa_pss_verify_ex(k, h, kf_hash_len(h), msg, len, sig, sig_len);
+}
+
+size_t kf_rsa_pss_max_salt_len(const kf_rsa_key *k, enum kf_hash h)
+{
+    if (!k)
+        return 0;
+    size_t em_len = (pss_em_bits(k) + 7) / 8, hlen = kf_hash_len(h);
+    return hlen && em_len >= hlen + 2 ? em_len - hlen - 2 : 0;
+}
+
+int kf_rsa_pss_verify_ex(const kf_rsa_key *k, enum kf_hash h, size_t salt_len,
+                         const uint8_t *msg, size_t len, const uint8_t *sig, size_t sig_len)
+{
     KF_ENSURE(k && sig && (msg || len == 0), KF_ERR_ARG);
     const struct nettle_hash *hash = kf_nettle_hash(h);
     KF_ENSURE(hash, KF_ERR_UNSUPPORTED);
@@ -159,7 +174,7 @@ int kf_rsa_pss_verify(const kf_rsa_key *k, enum kf_hash h, const uint8_t *msg, s
     int rc = signature_representative(k, sig, sig_len, s);
     if (rc == KF_OK) {
         mpz_powm(em, s, k->pub.e, k->pub.n); /* RSAVP1: public, no secrets involved */
-        if (!pss_verify_mgf1(em, pss_em_bits(k), hash, hash->digest_size, digest))
+        if (!pss_verify_mgf1(em, pss_em_bits(k), hash, salt_len, digest))
             rc = KF_ERR_BAD_SIGNATURE;
     }
     mpz_clear(s);

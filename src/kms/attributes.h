@@ -134,4 +134,37 @@ KF_RESULT int kms_attrs_edit(kf_kms *kms, const char *actor, const char *op, con
  */
 KF_RESULT int kms_usage_limit_consume(kf_kms *kms, struct kf_object *obj, uint64_t bytes);
 
+/*
+ * Server-set attributes of a new object (attrs_server.c), computed where the
+ * plaintext material is (objects.c): Digest (SHA-256 over the material in its
+ * Key Format Type), Sensitive false, Always Sensitive false, Extractable true,
+ * Never Extractable false, Fresh true, Lease Time, Original Creation Date and,
+ * when the server generated the material, Random Number Generator. Attributes
+ * the client's blob already has are kept. out: malloc'd blob (free()).
+ */
+struct kms_new_object {
+    uint32_t key_format;     /* KMIP Key Format Type of material; 0: none in the Digest */
+    const uint8_t *material; /* plaintext, only hashed; NULL: no Digest */
+    size_t material_len;
+    bool generated;          /* made by the server's RNG (Create) */
+    int64_t now;
+};
+KF_RESULT int kms_server_attrs(const uint8_t *blob, size_t blob_len,
+                               const struct kms_new_object *n, uint8_t **out, size_t *out_len);
+/* Digest{SHA-256, SHA-256(material), [Key Format Type]} appended to parent. */
+KF_RESULT int kms_digest_attr(kf_arena *a, kf_ttlv *parent, uint32_t key_format,
+                              const uint8_t *material, size_t material_len);
+
+/* After a Get served obj's key material: Fresh becomes false (KMIP 1.4 §3.34),
+ * in an audited edit, only when the object was still fresh. */
+KF_RESULT int kms_mark_served(kf_kms *kms, const char *actor, const char *uid,
+                              const struct kf_object *obj);
+
+/*
+ * Create Key Pair: Link{Public Key Link, pub_uid} on the private key and
+ * Link{Private Key Link, priv_uid} on the public key, each in an audited edit.
+ */
+KF_RESULT int kms_link_pair(kf_kms *kms, const char *actor, const char *priv_uid,
+                            const char *pub_uid);
+
 #endif

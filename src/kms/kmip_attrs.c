@@ -375,7 +375,13 @@ static int put_created_attrs(void *ctx, kf_arena *a, kf_ttlv *set, const struct 
     while (c) {
         kf_ttlv *next = c->next;
         c->next = NULL;
-        KF_GUARD(kf_ttlv_append(set, c));
+        /* A single-valued attribute the client gave (Original Creation Date)
+         * replaces the default the server set at creation. */
+        kf_ttlv *old = (attr_flags(c) & AF_MULTI) ? NULL : attr_find_instance(set, c, 0);
+        if (old)
+            attr_replace(set, old, c);
+        else
+            KF_GUARD(kf_ttlv_append(set, c));
         c = next;
     }
     if (at->activation_date)

@@ -1,7 +1,8 @@
 /*
  * KMIP cryptographic services (KMIP 1.4 §4.29-4.36, 2.1 §6.1): Encrypt,
  * Decrypt, Sign, Signature Verify, MAC, MAC Verify, RNG Retrieve and Hash,
- * single-shot only (no Init/Final streaming).
+ * single-shot, except a streamed AES-GCM Encrypt (kmip_stream.c). Symmetric
+ * modes are in kmip_symcipher.c.
  *
  * Keyed operations run inside kf_kms_use_key, which checks the lifecycle
  * state and the usage mask, unwraps the key into secure memory for the
@@ -14,6 +15,7 @@
  */
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 #include <gnutls/gnutls.h>
 #include <gnutls/crypto.h>
@@ -23,18 +25,10 @@
 #include "keyfleet/lifecycle.h"
 #include "keyfleet/rng.h"
 #include "keyfleet/secmem.h"
+#include "kmip_crypto_internal.h"
 #include "kmip_internal.h"
 
 #define RNG_RETRIEVE_MAX 65536 /* bytes per RNG Retrieve; a response stays far below 1 MiB */
-#define AES_BLOCK 16
-
-/* Cryptographic Parameters (KMIP 1.4 §2.1.2); 0 = not given. */
-struct crypto_params {
-    uint32_t alg, mode, padding, hash, mgf_hash, sigalg;
-    int32_t tag_len, iv_len; /* bytes, bits (as on the wire) */
-    const uint8_t *p_source;
-    size_t p_source_len;
-};
 
 static int take_enum(const kf_ttlv *parent, uint32_t tag, uint32_t *v)
 {
@@ -111,6 +105,30 @@ static int refuse_streaming(struct kmip_call *c)
     return KF_ERR_UNSUPPORTED;
 }
 
+/*
+ * Encrypt / Decrypt in parts: Init Indicator true (and no Final) starts a
+ * stream, a Correlation Value continues one, Final Indicator true ends it.
+ * Neither present, or both indicators true: a single-shot operation.
+ */
+static int stream_indicators(struct kmip_call *c, struct cipher_job *j)
+{
+    bool init = false, final = false;
+    const kf_ttlv *n;
+    if ((n = kf_ttlv_find(c->req, KMIP_TAG_INIT_INDICATOR)))
+        KF_GUARD(kf_ttlv_get_bool(n, &init));
+    if ((n = kf_ttlv_find(c->req, KMIP_TAG_FINAL_INDICATOR)))
+        KF_GUARD(kf_ttlv_get_bool(n, &final));
+    KF_GUARD(bytes_field(c->req, KMIP_TAG_CORRELATION_VALUE, &j->corr, &j->corr_len));
+    if (init && j->corr) {
+        snprintf(c->message, sizeof(c->message),
+                 "Init Indicator starts a stream; it takes no Correlation Value");
+        return KF_ERR_INVALID_MESSAGE;
+    }
+    j->stream_start = init && !final;
+    j->stream_final = final;
+    return KF_OK;
+}
+
 /* Unique Identifier of the key, and the caller's right to use it. */
 static int use_uid(struct kmip_call *c, const char *op, const char **uid)
 {
@@ -130,147 +148,6 @@ static int put_uid(struct kmip_call *c, const char *uid)
 
 /* ==== Encrypt / Decrypt ==== */
 
-struct cipher_job {
-    struct kmip_call *c;
-    bool decrypt;
-    const kf_ttlv *cp;
-    const uint8_t *data, *iv, *aad, *tag;
-    size_t len, iv_len, aad_len, tag_len;
-    kf_buf out;
-    uint8_t iv_out[AES_BLOCK];
-    size_t iv_out_len; /* > 0 when the server chose the IV */
-    uint8_t tag_out[KF_GCM_TAG_LEN];
-    size_t tag_out_len;
-};
-
-/* The request's IV, or a fresh random one of n bytes (returned to the client). */
-static int iv_for(struct cipher_job *j, size_t n, const uint8_t **iv)
-{
-    if (j->iv) {
-        KF_ENSURE(j->iv_len == n, KF_ERR_ATTRIBUTE);
-        *iv = j->iv;
-        return KF_OK;
-    }
-    KF_ENSURE(!j->decrypt && n <= sizeof(j->iv_out), KF_ERR_REQUEST);
-    KF_GUARD(kf_rng_bytes(j->iv_out, n));
-    j->iv_out_len = n;
-    *iv = j->iv_out;
-    return KF_OK;
-}
-
-static int aes_gcm(struct cipher_job *j, const struct crypto_params *p, const uint8_t *key,
-                   size_t klen)
-{
-    const uint8_t *iv;
-    /* A client's IV may have any length GCM takes; one the server makes is 1-16 bytes. */
-    size_t iv_len = j->iv ? j->iv_len : p->iv_len > 0 ? (size_t)p->iv_len / 8 : KF_GCM_IV_LEN;
-    KF_ENSURE(iv_len >= 1 && (j->iv || iv_len <= AES_BLOCK), KF_ERR_ATTRIBUTE);
-    /* nettle's GCM here gives 16-byte tags; shorter ones are refused, not silently widened. */
-    KF_ENSURE(p->tag_len == 0 || p->tag_len == KF_GCM_TAG_LEN, KF_ERR_UNSUPPORTED);
-    KF_GUARD(iv_for(j, iv_len, &iv));
-    uint8_t *dst;
-    KF_GUARD(kf_buf_put_space(&j->out, j->len, &dst));
-    if (!j->decrypt) {
-        j->tag_out_len = KF_GCM_TAG_LEN;
-        return kf_aes_gcm_seal(key, klen, iv, iv_len, j->aad, j->aad_len, j->data, j->len, dst,
-                               j->tag_out);
-    }
-    KF_ENSURE(j->tag && j->tag_len == KF_GCM_TAG_LEN, KF_ERR_REQUEST);
-    return kf_aes_gcm_open(key, klen, iv, iv_len, j->aad, j->aad_len, j->data, j->len, j->tag,
-                           dst);
-}
-
-/* PKCS#5 padding removal. CT: the check does not branch on the pad bytes. */
-static int pkcs5_unpad(kf_buf *out)
-{
-    KF_ENSURE(out->len >= AES_BLOCK, KF_ERR_CRYPTO);
-    uint8_t n = out->data[out->len - 1];
-    unsigned bad = (unsigned)(n == 0) | (unsigned)(n > AES_BLOCK);
-    for (size_t i = 1; i <= AES_BLOCK; i++) {
-        unsigned in_pad = (unsigned)(i <= n);
-        bad |= in_pad & (unsigned)(out->data[out->len - i] != n);
-    }
-    KF_ENSURE(!bad, KF_ERR_CRYPTO);
-    kf_wipe(out->data + out->len - n, n);
-    out->len -= n;
-    return KF_OK;
-}
-
-static int aes_cbc(struct cipher_job *j, const struct crypto_params *p, const uint8_t *key,
-                   size_t klen)
-{
-    uint32_t pad = p->padding ? p->padding : KMIP_PAD_PKCS5;
-    KF_ENSURE(pad == KMIP_PAD_PKCS5 || pad == KMIP_PAD_NONE, KF_ERR_UNSUPPORTED);
-    const uint8_t *iv;
-    KF_GUARD(iv_for(j, AES_BLOCK, &iv));
-    uint8_t *dst;
-    if (j->decrypt) {
-        KF_ENSURE(j->len > 0 && j->len % AES_BLOCK == 0, KF_ERR_ATTRIBUTE);
-        KF_GUARD(kf_buf_put_space(&j->out, j->len, &dst));
-        KF_GUARD(kf_aes_cbc_decrypt(key, klen, iv, j->data, j->len, dst));
-        return pad == KMIP_PAD_PKCS5 ? pkcs5_unpad(&j->out) : KF_OK;
-    }
-    size_t npad = pad == KMIP_PAD_PKCS5 ? AES_BLOCK - j->len % AES_BLOCK : 0;
-    KF_ENSURE((j->len + npad) % AES_BLOCK == 0 && j->len + npad > 0, KF_ERR_ATTRIBUTE);
-    KF_GUARD(kf_buf_put_bytes(&j->out, j->data, j->len));
-    for (size_t i = 0; i < npad; i++)
-        KF_GUARD(kf_buf_put_u8(&j->out, (uint8_t)npad));
-    /* In place: CBC encryption reads each block before writing it. */
-    return kf_aes_cbc_encrypt(key, klen, iv, j->out.data, j->out.len, j->out.data);
-}
-
-static int aes_ctr(struct cipher_job *j, const uint8_t *key, size_t klen)
-{
-    const uint8_t *ctr;
-    KF_GUARD(iv_for(j, AES_BLOCK, &ctr));
-    uint8_t *dst;
-    KF_GUARD(kf_buf_put_space(&j->out, j->len, &dst));
-    return kf_aes_ctr(key, klen, ctr, j->data, j->len, dst);
-}
-
-/* NIST key wrap: RFC 3394 (KW) and RFC 5649 (KWP); no IV. */
-static int aes_key_wrap(struct cipher_job *j, bool padded, const uint8_t *key, size_t klen)
-{
-    uint8_t *dst;
-    KF_ENSURE(!j->iv, KF_ERR_ATTRIBUTE);
-    if (!j->decrypt) {
-        size_t n = padded ? kf_aes_kwp_wrapped_len(j->len) : j->len + 8;
-        KF_ENSURE(j->len > 0 && (padded || (j->len % 8 == 0 && j->len >= 16)), KF_ERR_ATTRIBUTE);
-        KF_GUARD(kf_buf_put_space(&j->out, n, &dst));
-        return padded ? kf_aes_kwp_wrap(key, klen, j->data, j->len, dst)
-                      : kf_aes_kw_wrap(key, klen, j->data, j->len, dst);
-    }
-    KF_ENSURE(j->len >= 16 && j->len % 8 == 0, KF_ERR_ATTRIBUTE);
-    KF_GUARD(kf_buf_put_space(&j->out, j->len - 8, &dst));
-    if (!padded)
-        return kf_aes_kw_unwrap(key, klen, j->data, j->len, dst);
-    size_t n;
-    KF_GUARD(kf_aes_kwp_unwrap(key, klen, j->data, j->len, dst, &n));
-    j->out.len -= (j->len - 8) - n;
-    return KF_OK;
-}
-
-static int aes_cipher(struct cipher_job *j, const struct crypto_params *p, const uint8_t *key,
-                      size_t klen)
-{
-    KF_ENSURE(klen == 16 || klen == 24 || klen == 32, KF_ERR_KEY_SIZE);
-    switch (p->mode) {
-    case KMIP_MODE_GCM: return aes_gcm(j, p, key, klen);
-    case KMIP_MODE_CBC: return aes_cbc(j, p, key, klen);
-    case KMIP_MODE_CTR: return aes_ctr(j, key, klen);
-    case KMIP_MODE_NIST_KEY_WRAP: return aes_key_wrap(j, false, key, klen);
-    case KMIP_MODE_AES_KEY_WRAP_PADDING: return aes_key_wrap(j, true, key, klen);
-    case 0:
-        snprintf(j->c->message, sizeof(j->c->message),
-                 "AES needs a Block Cipher Mode in the Cryptographic Parameters");
-        return KF_ERR_REQUEST;
-    default:
-        snprintf(j->c->message, sizeof(j->c->message),
-                 "block cipher modes offered: GCM, CBC, CTR, NIST Key Wrap, AES Key Wrap Padding");
-        return KF_ERR_UNSUPPORTED;
-    }
-}
-
 /* A parsed RSA key from a stored private or public key object. */
 static int rsa_load(const struct kf_object *obj, const uint8_t *m, size_t len, kf_rsa_key **k)
 {
@@ -284,12 +161,12 @@ static int rsa_load(const struct kf_object *obj, const uint8_t *m, size_t len, k
 static int rsa_oaep(struct cipher_job *j, const struct crypto_params *p,
                     const struct kf_object *obj, const uint8_t *m, size_t mlen)
 {
-    enum kf_hash h;
+    enum kf_hash h, mgf;
     KF_ENSURE(!p->padding || p->padding == KMIP_PAD_OAEP, KF_ERR_UNSUPPORTED);
-    KF_GUARD(kf_hash_of(p->hash ? p->hash : KMIP_HASH_SHA_1, &h));
-    /* One hash for the label and MGF1, as RFC 8017's default parameters pair them. */
-    KF_ENSURE(!p->mgf_hash || p->mgf_hash == (p->hash ? p->hash : KMIP_HASH_SHA_1),
-              KF_ERR_UNSUPPORTED);
+    uint32_t hash = p->hash ? p->hash : KMIP_HASH_SHA_1;
+    KF_GUARD(kf_hash_of(hash, &h));
+    /* MGF1 takes the label hash unless the Mask Generator Hashing Algorithm names another. */
+    KF_GUARD(kf_hash_of(p->mgf_hash ? p->mgf_hash : hash, &mgf));
     KF_ENSURE(!j->decrypt || obj->object_type == KF_OBJ_PRIVATE_KEY, KF_ERR_UNSUPPORTED);
     kf_rsa_key *k;
     KF_GUARD(rsa_load(obj, m, mlen, &k));
@@ -297,16 +174,38 @@ static int rsa_oaep(struct cipher_job *j, const struct crypto_params *p,
     size_t n = kf_rsa_modulus_len(k);
     int rc = kf_buf_put_space(&j->out, n, &dst);
     if (rc == KF_OK && !j->decrypt)
-        rc = kf_rsa_oaep_encrypt(k, h, p->p_source, p->p_source_len, j->data, j->len, dst);
+        rc = kf_rsa_oaep_encrypt_ex(k, h, mgf, p->p_source, p->p_source_len, j->data, j->len,
+                                    dst);
     if (rc == KF_OK && j->decrypt) {
         size_t pt_len;
-        rc = kf_rsa_oaep_decrypt(k, h, p->p_source, p->p_source_len, j->data, j->len, dst,
-                                 &pt_len);
+        rc = kf_rsa_oaep_decrypt_ex(k, h, mgf, p->p_source, p->p_source_len, j->data, j->len,
+                                    dst, &pt_len);
         if (rc == KF_OK)
             j->out.len -= n - pt_len;
     }
     kf_rsa_free(k);
     return rc;
+}
+
+/*
+ * Process Start Date and Protect Stop Date (KMIP 1.4 §3.25-3.26): before the
+ * first, the key may not decrypt (process); after the second, it may not
+ * encrypt (protect). The profiles answer these refusals Permission Denied.
+ */
+static int check_process_protect(struct kmip_call *c, const struct kf_object *obj, bool process)
+{
+    const kf_ttlv *n = kmip_stored_attribute(
+        c, obj, process ? KMIP_TAG_PROCESS_START_DATE : KMIP_TAG_PROTECT_STOP_DATE);
+    int64_t when;
+    if (!n || kf_ttlv_get_datetime(n, &when) < 0)
+        return KF_OK;
+    int64_t now = (int64_t)time(NULL);
+    if (process ? now >= when : now < when)
+        return KF_OK;
+    snprintf(c->message, sizeof(c->message), "%s",
+             process ? "the key's Process Start Date has not come"
+                     : "the key's Protect Stop Date has passed");
+    return KF_ERR_PERM;
 }
 
 static int cipher_with_key(void *ctx, const struct kf_object *obj, const uint8_t *m, size_t len)
@@ -316,12 +215,15 @@ static int cipher_with_key(void *ctx, const struct kf_object *obj, const uint8_t
     KF_GUARD(params_for_key(j->c, obj, j->cp, &p));
     uint32_t alg = p.alg ? p.alg : obj->crypto_alg;
     KF_ENSURE(alg == obj->crypto_alg, KF_ERR_ATTRIBUTE); /* parameters may not re-type a key */
-    if (obj->object_type == KF_OBJ_SYMMETRIC_KEY && alg == KMIP_ALG_AES)
-        return aes_cipher(j, &p, m, len);
+    KF_GUARD(check_process_protect(j->c, obj, j->decrypt));
+    if (obj->object_type == KF_OBJ_SYMMETRIC_KEY && (j->stream_start || j->corr))
+        return kmip_gcm_stream(j, &p, alg, m, len);
+    if (obj->object_type == KF_OBJ_SYMMETRIC_KEY)
+        return kmip_symmetric_cipher(j, &p, alg, m, len);
     if (alg == KMIP_ALG_RSA)
         return rsa_oaep(j, &p, obj, m, len);
     snprintf(j->c->message, sizeof(j->c->message),
-             "Encrypt and Decrypt take AES symmetric keys and RSA key pairs");
+             "Encrypt and Decrypt take AES and Triple DES symmetric keys and RSA key pairs");
     return KF_ERR_UNSUPPORTED;
 }
 
@@ -331,8 +233,8 @@ static int cipher_op(struct kmip_call *c, bool decrypt)
     KF_ENSURE(c->req, KF_ERR_REQUEST);
     const char *uid;
     KF_GUARD(use_uid(c, op, &uid));
-    KF_GUARD(refuse_streaming(c));
-    struct cipher_job j = {.c = c, .decrypt = decrypt};
+    struct cipher_job j = {.c = c, .decrypt = decrypt, .uid = uid};
+    KF_GUARD(stream_indicators(c, &j));
     j.cp = kf_ttlv_find(c->req, KMIP_TAG_CRYPTOGRAPHIC_PARAMETERS);
     KF_GUARD(bytes_field(c->req, KMIP_TAG_DATA, &j.data, &j.len));
     KF_GUARD(bytes_field(c->req, KMIP_TAG_IV_COUNTER_NONCE, &j.iv, &j.iv_len));
@@ -352,6 +254,10 @@ static int cipher_op(struct kmip_call *c, bool decrypt)
         rc = KF_ERR_NOMEM;
     if (rc == KF_OK && j.iv_out_len &&
         !kf_ttlv_add_bytes(c->arena, c->resp, KMIP_TAG_IV_COUNTER_NONCE, j.iv_out, j.iv_out_len))
+        rc = KF_ERR_NOMEM;
+    if (rc == KF_OK && j.corr_out_len &&
+        !kf_ttlv_add_bytes(c->arena, c->resp, KMIP_TAG_CORRELATION_VALUE, j.corr_out,
+                           j.corr_out_len))
         rc = KF_ERR_NOMEM;
     if (rc == KF_OK && j.tag_out_len &&
         !kf_ttlv_add_bytes(c->arena, c->resp, KMIP_TAG_AUTHENTICATED_ENCRYPTION_TAG, j.tag_out,
@@ -427,6 +333,20 @@ static int sig_scheme_of(const struct crypto_params *p, uint32_t key_alg, enum s
     }
 }
 
+/*
+ * KMIP 1.4 carries no PSS salt length: we sign with salt = hash length (RFC
+ * 8017's recommendation) and accept that or the largest salt the key allows
+ * (what the OASIS reference signatures and many HSMs use). Both are public.
+ */
+static int pss_verify_any_salt(const kf_rsa_key *k, enum kf_hash h, const struct sign_job *j)
+{
+    int rc = kf_rsa_pss_verify(k, h, j->data, j->len, j->sig, j->sig_len);
+    size_t max_salt = kf_rsa_pss_max_salt_len(k, h);
+    if (rc == KF_ERR_BAD_SIGNATURE && max_salt > kf_hash_len(h))
+        rc = kf_rsa_pss_verify_ex(k, h, max_salt, j->data, j->len, j->sig, j->sig_len);
+    return rc;
+}
+
 static int rsa_signature(struct sign_job *j, enum sig_scheme s, enum kf_hash h,
                          const struct kf_object *obj, const uint8_t *m, size_t mlen)
 {
@@ -436,7 +356,7 @@ static int rsa_signature(struct sign_job *j, enum sig_scheme s, enum kf_hash h,
     KF_GUARD(rsa_load(obj, m, mlen, &k));
     int rc = KF_OK;
     if (j->verify) {
-        rc = s == SIG_RSA_PSS ? kf_rsa_pss_verify(k, h, j->data, j->len, j->sig, j->sig_len)
+        rc = s == SIG_RSA_PSS ? pss_verify_any_salt(k, h, j)
                               : kf_rsa_pkcs1_verify(k, h, j->data, j->len, j->sig, j->sig_len);
     } else if (kf_rsa_modulus_len(k) > sizeof(j->out)) {
         rc = KF_ERR_KEY_SIZE;
@@ -570,6 +490,7 @@ static int signature_with_key(void *ctx, const struct kf_object *obj, const uint
     uint32_t hash;
     KF_ENSURE(obj->object_type == KF_OBJ_PRIVATE_KEY || obj->object_type == KF_OBJ_PUBLIC_KEY,
               KF_ERR_UNSUPPORTED);
+    KF_GUARD(check_process_protect(j->c, obj, j->verify)); /* signing protects */
     KF_GUARD(params_for_key(j->c, obj, j->cp, &p));
     int rc = sig_scheme_of(&p, obj->crypto_alg, &s, &hash);
     if (rc < 0) {
@@ -671,9 +592,12 @@ static int mac_with_key(void *ctx, const struct kf_object *obj, const uint8_t *m
     struct mac_job *j = ctx;
     struct crypto_params p;
     KF_ENSURE(obj->object_type == KF_OBJ_SYMMETRIC_KEY, KF_ERR_UNSUPPORTED);
+    KF_GUARD(check_process_protect(j->c, obj, j->verify)); /* a MAC protects, its check processes */
     KF_GUARD(params_for_key(j->c, obj, j->cp, &p));
     uint32_t alg = p.alg ? p.alg : obj->crypto_alg;
-    if (is_hmac(alg) && is_hmac(obj->crypto_alg)) {
+    /* An HMAC key, or an AES key whose Cryptographic Parameters name an HMAC (as the
+     * KMIP 1.4 profiles' CS-AC-M-4..6 register one): the key bytes are the HMAC key. */
+    if (is_hmac(alg) && (is_hmac(obj->crypto_alg) || obj->crypto_alg == KMIP_ALG_AES)) {
         enum kf_hash h = hmac_hash(alg);
         j->out_len = kf_hash_len(h);
         KF_GUARD(kf_hmac(h, m, len, j->data, j->len, j->out));
@@ -683,7 +607,7 @@ static int mac_with_key(void *ctx, const struct kf_object *obj, const uint8_t *m
         KF_GUARD(kf_aes_cmac(m, len, j->data, j->len, j->out));
     } else {
         snprintf(j->c->message, sizeof(j->c->message),
-                 "MACs offered: HMAC-SHA1/224/256/384/512 with HMAC keys, CMAC with AES keys");
+                 "MACs offered: HMAC-SHA1/224/256/384/512 (HMAC keys, or AES keys naming one), CMAC");
         return KF_ERR_UNSUPPORTED;
     }
     if (j->verify) /* CT: the comparison does not depend on where the MACs differ */

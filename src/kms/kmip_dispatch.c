@@ -42,6 +42,16 @@ static const struct {
     {KMIP_OP_HASH, kmip_hash},
     {KMIP_OP_REGISTER, kmip_attrs_register},
     {KMIP_OP_CREATE_KEY_PAIR, kmip_create_key_pair},
+    {KMIP_OP_RE_KEY, kmip_re_key},
+    {KMIP_OP_RE_KEY_KEY_PAIR, kmip_re_key_key_pair},
+    {KMIP_OP_DERIVE_KEY, kmip_derive_key},
+    {KMIP_OP_CHECK, kmip_check},
+    {KMIP_OP_ARCHIVE, kmip_archive},
+    {KMIP_OP_RECOVER, kmip_recover},
+    {KMIP_OP_EXPORT, kmip_export},
+    {KMIP_OP_INTEROP, kmip_interop},
+    {KMIP_OP_LOG, kmip_log},
+    {KMIP_OP_CERTIFY, kmip_certify},
     {KMIP_OP_KEYFLEET_INIT, kmip_kf_init},
     {KMIP_OP_KEYFLEET_UNSEAL, kmip_kf_unseal},
     {KMIP_OP_KEYFLEET_SEAL, kmip_kf_seal},
@@ -66,6 +76,8 @@ size_t kmip_supported_operations(uint32_t *out, size_t max)
 uint32_t kf_kms_result_reason(int err, int kmip_major)
 {
     switch (err) {
+    case KF_ERR_OBJECT_ARCHIVED:
+        return KMIP_REASON_OBJECT_ARCHIVED;
     case KF_ERR_OBJECT:
     case KF_ERR_DOMAIN:
     case KF_ERR_NOT_FOUND:
@@ -86,6 +98,8 @@ uint32_t kf_kms_result_reason(int err, int kmip_major)
     case KF_ERR_REQUEST:
     case KF_ERR_TTLV_MISSING:
         return KMIP_REASON_MISSING_DATA;
+    case KF_ERR_INVALID_MESSAGE:
+        return KMIP_REASON_INVALID_MESSAGE;
     case KF_ERR_ATTRIBUTE:
     case KF_ERR_NAME:
     case KF_ERR_THRESHOLD:

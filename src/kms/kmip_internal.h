@@ -122,4 +122,24 @@ int kms_public_key_export(uint32_t alg, const uint8_t *stored, size_t len, uint3
 /* KF_OK if der is an X.509 certificate GnuTLS can parse. */
 int kms_certificate_check(const uint8_t *der, size_t len);
 
+/* Re-key, Derive Key, Check, Archive/Recover, Export, Interop, Log
+ * (kmip_rekey.c, kmip_derive.c, kmip_ops2.c). */
+int kmip_re_key(struct kmip_call *c);
+int kmip_re_key_key_pair(struct kmip_call *c);
+int kmip_derive_key(struct kmip_call *c);
+int kmip_check(struct kmip_call *c);
+int kmip_archive(struct kmip_call *c);
+int kmip_recover(struct kmip_call *c);
+int kmip_export(struct kmip_call *c);
+int kmip_interop(struct kmip_call *c);
+int kmip_log(struct kmip_call *c);
+/* Certify a managed Public Key with an x-keyfleet-ca issuer (kmip_certify.c). */
+int kmip_certify(struct kmip_call *c);
+/* The request's Unique Identifier, else the batch's ID Placeholder; NULL (and a
+ * sentence in c->message) if neither. */
+const char *kmip_call_uid(struct kmip_call *c);
+/* True once Archive marked obj (server-owned custom attribute y-keyfleet-archived). */
+/* KF_ERR_OBJECT_ARCHIVED (with c->message) if obj is archived, else KF_OK. */
+int kmip_refuse_archived(struct kmip_call *c, const struct kf_object *obj, const char *uid);
+
 #endif

@@ -21,6 +21,7 @@
 #include "keyfleet/lifecycle.h"
 #include "keyfleet/rng.h"
 #include "keyfleet/secmem.h"
+#include "attributes.h"
 #include "kmip_internal.h"
 
 #define KF_DEFAULT_DOMAIN "default"
@@ -502,6 +503,7 @@ static struct kf_register_spec half_spec(const struct key_attrs *at, uint32_t ty
         .usage_mask = at->has_usage ? at->usage : default_usage,
         .key_format = alg == KMIP_ALG_RSA ? KMIP_KEYFMT_PKCS_1 : KMIP_KEYFMT_RAW,
         .name = at->name,
+        .server_generated = true, /* made here by Create Key Pair: the RNG attribute applies */
     };
 }
 
@@ -526,6 +528,8 @@ static int register_pair(struct kmip_call *c, const struct key_attrs *pa,
     struct stored_extras px = {.cparams = pa->cparams}, qx = {.cparams = qa->cparams};
     KF_GUARD(register_object(c, "Create Key Pair", &ps, &px, priv, priv_uid));
     int rc = register_object(c, "Create Key Pair", &qs, &qx, pub, pub_uid);
+    if (rc == KF_OK) /* Public Key Link on the private half, Private Key Link on the public */
+        rc = kms_link_pair(c->kms, c->actor, priv_uid, pub_uid);
     if (rc < 0 && kf_kms_destroy(c->kms, c->actor, priv_uid) < 0)
         snprintf(c->message, sizeof(c->message),
                  "the private key %.80s was stored but its public key was not; destroy it",

@@ -2,8 +2,11 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "keyfleet/crypto.h"
 #include "keyfleet/kmip_tags.h"
 #include "keyfleet/lifecycle.h"
+#include "keyfleet/secmem.h"
+#include "attributes.h"
 #include "kmip_internal.h"
 
 #define KF_DEFAULT_DOMAIN "default"
@@ -127,11 +130,144 @@ static const char *request_uid(struct kmip_call *c)
     return uid;
 }
 
+/* ---- Get with a Key Wrapping Specification (KMIP 1.4 §2.1.5, §4.11) ---- */
+
+struct wrap_request {
+    const char *kek_uid;
+    uint32_t mode;     /* KMIP_MODE_NIST_KEY_WRAP or KMIP_MODE_AES_KEY_WRAP_PADDING */
+    bool no_encoding;  /* Encoding Option No Encoding: wrap the Key Material bytes only */
+    const kf_ttlv *eki; /* Encryption Key Information, echoed in Key Wrapping Data */
+};
+
+static int parse_wrapping_spec(struct kmip_call *c, const kf_ttlv *spec, struct wrap_request *w)
+{
+    uint32_t method = 0, enc = KMIP_ENCODING_OPTION_TTLV_ENCODING;
+    KF_ENSURE(kf_ttlv_get_enum(kf_ttlv_find(spec, KMIP_TAG_WRAPPING_METHOD), &method) == KF_OK,
+              KF_ERR_REQUEST);
+    if (method != KMIP_WRAPPING_METHOD_ENCRYPT ||
+        kf_ttlv_find(spec, KMIP_TAG_MAC_SIGNATURE_KEY_INFORMATION)) {
+        snprintf(c->message, sizeof(c->message),
+                 "key wrapping offered: Wrapping Method Encrypt with AES key wrap");
+        return KF_ERR_UNSUPPORTED;
+    }
+    w->eki = kf_ttlv_find(spec, KMIP_TAG_ENCRYPTION_KEY_INFORMATION);
+    w->kek_uid = w->eki ? kmip_text(c, w->eki, KMIP_TAG_UNIQUE_IDENTIFIER) : NULL;
+    if (!w->kek_uid) {
+        snprintf(c->message, sizeof(c->message),
+                 "the Key Wrapping Specification needs the wrapping key's Unique Identifier");
+        return KF_ERR_REQUEST;
+    }
+    const kf_ttlv *eo = kf_ttlv_find(spec, KMIP_TAG_ENCODING_OPTION);
+    if (eo)
+        KF_GUARD(kf_ttlv_get_enum(eo, &enc));
+    KF_ENSURE(enc == KMIP_ENCODING_OPTION_TTLV_ENCODING || enc == KMIP_ENCODING_OPTION_NO_ENCODING,
+              KF_ERR_ATTRIBUTE);
+    w->no_encoding = enc == KMIP_ENCODING_OPTION_NO_ENCODING;
+    w->mode = KMIP_MODE_NIST_KEY_WRAP;
+    const kf_ttlv *bcm = kf_ttlv_find(
+        kf_ttlv_find(w->eki, KMIP_TAG_CRYPTOGRAPHIC_PARAMETERS), KMIP_TAG_BLOCK_CIPHER_MODE);
+    if (bcm)
+        KF_GUARD(kf_ttlv_get_enum(bcm, &w->mode));
+    if (w->mode != KMIP_MODE_NIST_KEY_WRAP && w->mode != KMIP_MODE_AES_KEY_WRAP_PADDING) {
+        snprintf(c->message, sizeof(c->message),
+                 "key wrapping modes offered: NIST Key Wrap, AES Key Wrap Padding");
+        return KF_ERR_UNSUPPORTED;
+    }
+    return KF_OK;
+}
+
+struct wrap_job {
+    uint32_t mode;
+    const uint8_t *in;
+    size_t in_len;
+    kf_buf *out;
+};
+
+/* Runs with the wrapping key's plaintext (kf_kms_use_key checked state and usage). */
+static int wrap_with_kek(void *ctx, const struct kf_object *kek, const uint8_t *key, size_t len)
+{
+    struct wrap_job *j = ctx;
+    KF_ENSURE(kek->object_type == KF_OBJ_SYMMETRIC_KEY && kek->crypto_alg == KMIP_ALG_AES,
+              KF_ERR_UNSUPPORTED);
+    bool padded = j->mode == KMIP_MODE_AES_KEY_WRAP_PADDING;
+    /* RFC 3394 needs whole 64-bit blocks, at least two. */
+    KF_ENSURE(padded || (j->in_len % 8 == 0 && j->in_len >= 16), KF_ERR_ARG);
+    size_t n = padded ? kf_aes_kwp_wrapped_len(j->in_len) : j->in_len + 8;
+    uint8_t *p;
+    KF_GUARD(kf_buf_put_space(j->out, n, &p));
+    return padded ? kf_aes_kwp_wrap(key, len, j->in, j->in_len, p)
+                  : kf_aes_kw_wrap(key, len, j->in, j->in_len, p);
+}
+
+/* What is wrapped: the TTLV encoding of the Key Value, or its Key Material bytes. */
+static int wrap_input(const kf_ttlv *kv, bool no_encoding, kf_buf *in)
+{
+    if (!no_encoding)
+        return kf_ttlv_encode(kv, in);
+    const kf_ttlv *km = kf_ttlv_find(kv, KMIP_TAG_KEY_MATERIAL);
+    KF_ENSURE(km && km->type == KF_TTLV_BYTES, KF_ERR_KEY_FORMAT);
+    return kf_buf_put_bytes(in, km->v.bytes.p, km->v.bytes.len);
+}
+
+/* Replace the plaintext Key Value of the answer's Key Block by its wrapping. */
+static int wrap_key_block(struct kmip_call *c, const struct wrap_request *w)
+{
+    kf_ttlv *kb = NULL;
+    for (kf_ttlv *o = c->resp->child; o && !kb; o = o->next)
+        if (o->type == KF_TTLV_STRUCTURE)
+            kb = (kf_ttlv *)(uintptr_t)kf_ttlv_find(o, KMIP_TAG_KEY_BLOCK);
+    if (!kb) {
+        snprintf(c->message, sizeof(c->message), "only objects with a Key Block can be wrapped");
+        return KF_ERR_UNSUPPORTED;
+    }
+    kf_ttlv *kv = (kf_ttlv *)(uintptr_t)kf_ttlv_find(kb, KMIP_TAG_KEY_VALUE);
+    KF_ENSURE(kv != NULL, KF_ERR_INTERNAL);
+    kf_buf in, out;
+    KF_GUARD(kf_buf_alloc(&in, 0, 65536, KF_BUF_SECRET));
+    int rc = kf_buf_alloc(&out, 0, 65536 + 16, 0);
+    if (rc < 0) {
+        kf_buf_free(&in);
+        return rc;
+    }
+    rc = wrap_input(kv, w->no_encoding, &in);
+    struct wrap_job j = {.mode = w->mode, .in = in.data, .in_len = in.len, .out = &out};
+    if (rc == KF_OK)
+        rc = kf_kms_use_key(c->kms, c->actor, "Get (wrap)", w->kek_uid, KF_USE_WRAP,
+                            KMIP_USAGE_WRAP_KEY, wrap_with_kek, &j);
+    kf_ttlv *wrapped = NULL, *kwd = NULL;
+    if (rc == KF_OK) {
+        wrapped = kf_ttlv_add_bytes(c->arena, NULL, KMIP_TAG_KEY_VALUE, out.data, out.len);
+        kwd = kf_ttlv_struct(c->arena, kb, KMIP_TAG_KEY_WRAPPING_DATA);
+        rc = wrapped && kwd &&
+                     kf_ttlv_add_enum(c->arena, kwd, KMIP_TAG_WRAPPING_METHOD,
+                                      KMIP_WRAPPING_METHOD_ENCRYPT) &&
+                     attr_clone(c->arena, kwd, w->eki, KMIP_TAG_ENCRYPTION_KEY_INFORMATION)
+                 ? KF_OK
+                 : KF_ERR_NOMEM;
+    }
+    if (rc == KF_OK && w->no_encoding)
+        rc = kf_ttlv_add_enum(c->arena, kwd, KMIP_TAG_ENCODING_OPTION,
+                              KMIP_ENCODING_OPTION_NO_ENCODING)
+                 ? KF_OK
+                 : KF_ERR_NOMEM;
+    if (rc == KF_OK)
+        attr_replace(kb, kv, wrapped);
+    kf_buf_free(&in);
+    kf_buf_free(&out);
+    return rc;
+}
+
 int kmip_get(struct kmip_call *c)
 {
     const char *uid = request_uid(c);
     KF_ENSURE(uid, KF_ERR_REQUEST);
     KF_GUARD(kmip_authorize_uid(c, KF_ROLE_EXPORT, uid, "Get"));
+    const kf_ttlv *kws = kf_ttlv_find(c->req, KMIP_TAG_KEY_WRAPPING_SPECIFICATION);
+    struct wrap_request wrap = {0};
+    if (kws) {
+        KF_GUARD(parse_wrapping_spec(c, kws, &wrap));
+        KF_GUARD(kmip_authorize_uid(c, KF_ROLE_EXPORT, wrap.kek_uid, "Get (wrap)"));
+    }
     uint32_t format = 0; /* 0: as stored */
     const kf_ttlv *kft = kf_ttlv_find(c->req, KMIP_TAG_KEY_FORMAT_TYPE);
     if (kft)
@@ -140,6 +276,7 @@ int kmip_get(struct kmip_call *c)
     kf_buf material;
     /* Room for an RSA-4096 private key in PKCS#1 DER. */
     KF_GUARD(kf_buf_alloc(&material, 64, 16384, KF_BUF_SECRET));
+    /* An archived object answers Object Archived (checked in the service, before unwrap). */
     int rc = kf_kms_get(c->kms, c->actor, uid, &obj, &material);
     if (rc == KF_OK) {
         if (!kf_ttlv_add_enum(c->arena, c->resp, KMIP_TAG_OBJECT_TYPE, obj.object_type) ||
@@ -148,6 +285,10 @@ int kmip_get(struct kmip_call *c)
         else
             rc = kmip_put_object_value(c, &obj, material.data, material.len, format);
     }
+    if (rc == KF_OK && kws)
+        rc = wrap_key_block(c, &wrap);
+    if (rc == KF_OK)
+        rc = kms_mark_served(c->kms, c->actor, uid, &obj);
     kf_buf_free(&material);
     kf_object_clear(&obj);
     return rc;
@@ -272,9 +413,13 @@ int kmip_query(struct kmip_call *c)
         KF_ENSURE(kf_ttlv_add_enum(c->arena, c->resp, KMIP_TAG_OPERATION, ops[i]), KF_ERR_NOMEM);
     for (size_t i = 0; want_objs && i < sizeof(objs) / sizeof(objs[0]); i++)
         KF_ENSURE(kf_ttlv_add_enum(c->arena, c->resp, KMIP_TAG_OBJECT_TYPE, objs[i]), KF_ERR_NOMEM);
+    /* KMIP 1.4 §4.25: Query Server Information answers Vendor Identification and
+     * a Server Information structure whose contents are the vendor's; keyfleet
+     * has nothing more to say there, so it is empty. */
     if (want_info)
         KF_ENSURE(kf_ttlv_add_text(c->arena, c->resp, KMIP_TAG_VENDOR_IDENTIFICATION,
-                                   "keyfleet " "0.1.0"),
+                                   "keyfleet " "0.1.0") &&
+                      kf_ttlv_struct(c->arena, c->resp, KMIP_TAG_SERVER_INFORMATION),
                   KF_ERR_NOMEM);
     return KF_OK;
 }

@@ -62,6 +62,8 @@ struct kms_reader *kms_reader_acquire(kf_kms *kms);
 void kms_reader_release(struct kms_reader *r);
 /* Handle for a domain's key, loading it into the security module if needed. */
 int kms_domain_handle(kf_kms *kms, const struct kf_domain *d, kf_domain_handle *h);
+/* Archived by KMIP Archive (kmip_ops2.c): no Get of material, no cryptographic use. */
+bool kms_object_archived(const struct kf_object *obj);
 /* Forget all loaded handles (on seal). */
 void kms_forget_handles(kf_kms *kms);
 

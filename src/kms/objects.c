@@ -8,6 +8,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "keyfleet/crypto.h"
 #include "keyfleet/lifecycle.h"
 #include "keyfleet/log.h"
 #include "keyfleet/rng.h"
@@ -39,6 +40,10 @@ static int check_spec(const struct kf_key_spec *s)
         KF_ENSURE(s->crypto_length == 128 || s->crypto_length == 192 || s->crypto_length == 256,
                   KF_ERR_KEY_SIZE);
         return KF_OK;
+    case KMIP_ALG_DES3:
+        /* Three-key Triple DES: 168 key bits (KMIP's usual count) or 192 with parity. */
+        KF_ENSURE(s->crypto_length == 168 || s->crypto_length == 192, KF_ERR_KEY_SIZE);
+        return KF_OK;
     case KMIP_ALG_HMAC_SHA1:
     case KMIP_ALG_HMAC_SHA224:
     case KMIP_ALG_HMAC_SHA256:
@@ -58,7 +63,8 @@ static int create_locked(kf_kms *kms, const struct kf_key_spec *spec, const char
     struct kf_object obj = {0};
     kf_buf material = {0}, wrapped = {0};
     kf_domain_handle h;
-    size_t nbytes = (size_t)spec->crypto_length / 8;
+    bool des3 = spec->object_type == KF_OBJ_SYMMETRIC_KEY && spec->crypto_alg == KMIP_ALG_DES3;
+    size_t nbytes = des3 ? KF_DES3_KEY_LEN : (size_t)spec->crypto_length / 8;
     uint8_t *p;
     int rc;
 
@@ -70,6 +76,8 @@ static int create_locked(kf_kms *kms, const struct kf_key_spec *spec, const char
         (rc = kf_buf_put_space(&material, nbytes, &p)) < 0 ||
         (rc = kf_rng_bytes(p, nbytes)) < 0 || (rc = kf_buf_alloc(&wrapped, 0, 4096, 0)) < 0)
         goto out;
+    if (des3)
+        kf_des3_fix_parity(p, nbytes); /* DES keys carry odd parity in each byte's low bit */
     obj.domain_id = d.id;
     obj.object_type = spec->object_type;
     obj.state = KF_STATE_PRE_ACTIVE;
@@ -81,6 +89,13 @@ static int create_locked(kf_kms *kms, const struct kf_key_spec *spec, const char
     obj.initial_date = obj.last_change_date = now_seconds();
     if (spec->name)
         snprintf(obj.name, sizeof(obj.name), "%s", spec->name);
+    struct kms_new_object fresh = {.key_format = obj.key_format,
+                                   .material = material.data,
+                                   .material_len = material.len,
+                                   .generated = true,
+                                   .now = obj.initial_date};
+    if ((rc = kms_server_attrs(NULL, 0, &fresh, &obj.attributes, &obj.attributes_len)) < 0)
+        goto out;
     if ((rc = kf_secmod_wrap(kms->secmod, h, obj.key_id, d.id, obj.version, material.data,
                              material.len, &wrapped)) < 0)
         goto out;
@@ -98,6 +113,7 @@ static int create_locked(kf_kms *kms, const struct kf_key_spec *spec, const char
 out:
     if (rc < 0)
         kf_store_rollback(kms->store);
+    free(obj.attributes);
     kf_buf_free(&material);
     kf_buf_free(&wrapped);
     kf_domain_clear(&d);
@@ -206,6 +222,8 @@ int kf_kms_get(kf_kms *kms, const char *actor, const char *uid, struct kf_object
     if (rc == KF_OK && material) {
         if (!kf_lifecycle_allows_use(obj.state, KF_USE_GET))
             rc = KF_ERR_STATE;
+        else if (kms_object_archived(&obj))
+            rc = KF_ERR_OBJECT_ARCHIVED;
         else if (kf_secmod_sealed(kms->secmod))
             rc = KF_ERR_SEALED;
         else
@@ -375,6 +393,8 @@ static int fetch_for_use(kf_kms *kms, kf_store *st, const char *uid, int purpose
         rc = KF_ERR_STATE;
     if (rc == KF_OK && usage_bit && !(obj->usage_mask & usage_bit))
         rc = KF_ERR_PERM;
+    if (rc == KF_OK && kms_object_archived(obj))
+        rc = KF_ERR_OBJECT_ARCHIVED;
     if (rc == KF_OK)
         rc = unwrap_material(kms, d, obj, material);
     return rc;
@@ -469,8 +489,15 @@ static int register_locked(kf_kms *kms, const char *actor, const char *op,
         obj.activation_date = obj.initial_date;
     if (spec->name)
         snprintf(obj.name, sizeof(obj.name), "%s", spec->name);
-    obj.attributes = (uint8_t *)(uintptr_t)spec->attributes; /* borrowed for the insert */
-    obj.attributes_len = spec->attributes_len;
+    /* The client's attributes plus the server-set ones (Digest over the material). */
+    struct kms_new_object given = {.key_format = spec->key_format,
+                                   .material = material,
+                                   .material_len = material_len,
+                                   .generated = spec->server_generated,
+                                   .now = obj.initial_date};
+    if ((rc = kms_server_attrs(spec->attributes, spec->attributes_len, &given, &obj.attributes,
+                               &obj.attributes_len)) < 0)
+        goto out;
     if ((rc = kf_secmod_wrap(kms->secmod, h, obj.key_id, d.id, obj.version, material,
                              material_len, &wrapped)) < 0)
         goto out;
@@ -488,6 +515,7 @@ static int register_locked(kf_kms *kms, const char *actor, const char *op,
 out:
     if (rc < 0)
         kf_store_rollback(kms->store);
+    free(obj.attributes);
     kf_buf_free(&wrapped);
     kf_domain_clear(&d);
     return rc;

@@ -1047,6 +1047,334 @@ static void v1_and_v2_forms_convert_both_ways(void **state)
     assert_int_equal(attr_from_v1(f->a, at, &node, &index), KF_ERR_ATTRIBUTE);
 }
 
+/* ---- server-set attributes, links, Query, wrapped Get ---- */
+
+static void hex_to(const char *hex, uint8_t *out, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        unsigned v;
+        assert_int_equal(sscanf(hex + 2 * i, "%2x", &v), 1);
+        out[i] = (uint8_t)v;
+    }
+}
+
+static void expect_digest(const kf_ttlv *digest, const char *hex, uint32_t key_format)
+{
+    uint8_t want[32];
+    hex_to(hex, want, sizeof(want));
+    assert_non_null(digest);
+    uint32_t alg = 0, kft = 0;
+    assert_int_equal(kf_ttlv_get_enum(kf_ttlv_find(digest, KMIP_TAG_HASHING_ALGORITHM), &alg),
+                     KF_OK);
+    assert_int_equal(alg, KMIP_HASH_SHA_256);
+    const kf_ttlv *dv = kf_ttlv_find(digest, KMIP_TAG_DIGEST_VALUE);
+    assert_non_null(dv);
+    assert_int_equal(dv->v.bytes.len, 32);
+    assert_memory_equal(dv->v.bytes.p, want, 32);
+    if (key_format) {
+        assert_int_equal(kf_ttlv_get_enum(kf_ttlv_find(digest, KMIP_TAG_KEY_FORMAT_TYPE), &kft),
+                         KF_OK);
+        assert_int_equal(kft, key_format);
+    } else {
+        assert_null(kf_ttlv_find(digest, KMIP_TAG_KEY_FORMAT_TYPE));
+    }
+}
+
+/* FIPS 180-2 Appendix B.1: SHA-256("abc"). */
+static void digest_attribute_known_answer(void **state)
+{
+    struct fixture *f = *state;
+    kf_ttlv *set = kf_ttlv_struct(f->a, NULL, KMIP_TAG_ATTRIBUTES);
+    assert_int_equal(kms_digest_attr(f->a, set, KMIP_KEYFMT_RAW, (const uint8_t *)"abc", 3), KF_OK);
+    expect_digest(kf_ttlv_find(set, KMIP_TAG_DIGEST),
+                  "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad",
+                  KMIP_KEYFMT_RAW);
+    assert_int_equal(kms_digest_attr(f->a, set, 0, (const uint8_t *)"abc", 0), KF_ERR_ARG);
+    assert_int_equal(kms_digest_attr(f->a, set, 0, NULL, 3), KF_ERR_ARG);
+}
+
+/* Register computes the Digest over the registered material (FIPS 180-2 B.2 message). */
+static void register_sets_digest_of_material(void **state)
+{
+    struct fixture *f = *state;
+    static const char msg[] = "abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq";
+    struct kf_register_spec spec = {.domain = "VENDOR",
+                                    .object_type = KF_OBJ_SECRET_DATA,
+                                    .key_format = KMIP_KEYFMT_OPAQUE};
+    char uid[KF_UID_MAX];
+    assert_int_equal(kf_kms_register(f->kms, "test", "Register", &spec, (const uint8_t *)msg,
+                                     strlen(msg), uid),
+                     KF_OK);
+    const kf_ttlv *p = get_attributes_v1(f, uid, "Digest");
+    assert_int_equal(v1_count(p, "Digest"), 1);
+    expect_digest(v1_value(p, "Digest", 0),
+                  "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1",
+                  KMIP_KEYFMT_OPAQUE);
+    /* Not given by the server for generated material only: no RNG attribute here. */
+    p = get_attributes_v1(f, uid, NULL);
+    assert_int_equal(v1_count(p, "Random Number Generator"), 0);
+    assert_int_equal(v1_count(p, "Original Creation Date"), 1);
+}
+
+static bool bool_attr(const kf_ttlv *p, const char *name)
+{
+    bool b = false;
+    assert_int_equal(kf_ttlv_get_bool(v1_value(p, name, 0), &b), KF_OK);
+    return b;
+}
+
+/* KMIP 1.4 §3.34-3.44 server-set attributes on Create; SKFF-M-9's Get Attribute List. */
+static void create_sets_server_attributes(void **state)
+{
+    struct fixture *f = *state;
+    char uid[KF_UID_MAX];
+    create_v1(f, "VENDOR", 256, "srv", NULL, NULL, uid);
+    const kf_ttlv *p = get_attributes_v1(f, uid, NULL);
+    assert_false(bool_attr(p, "Sensitive"));
+    assert_false(bool_attr(p, "Always Sensitive"));
+    assert_true(bool_attr(p, "Extractable"));
+    assert_false(bool_attr(p, "Never Extractable"));
+    assert_true(bool_attr(p, "Fresh"));
+    const kf_ttlv *lt = v1_value(p, "Lease Time", 0);
+    assert_non_null(lt);
+    assert_int_equal(lt->type, KF_TTLV_INTERVAL);
+    assert_int_equal(lt->v.u32, 3600);
+    assert_int_equal(v1_count(p, "Original Creation Date"), 1);
+    uint32_t rng = 0;
+    assert_int_equal(kf_ttlv_get_enum(kf_ttlv_find(v1_value(p, "Random Number Generator", 0),
+                                                   KMIP_TAG_RNG_ALGORITHM),
+                                      &rng),
+                     KF_OK);
+    assert_int_equal(rng, KMIP_RNG_ALGORITHM_UNSPECIFIED);
+    /* Digest of the generated key: present, Raw; its value is checked against the key. */
+    const kf_ttlv *dg = v1_value(p, "Digest", 0);
+    assert_non_null(dg);
+    struct kf_object obj = {0};
+    kf_buf key;
+    assert_int_equal(kf_buf_alloc(&key, 64, 4096, KF_BUF_SECRET), KF_OK);
+    assert_int_equal(kf_kms_activate(f->kms, "test", uid), KF_OK);
+    assert_int_equal(kf_kms_get(f->kms, "test", uid, &obj, &key), KF_OK);
+    kf_ttlv *mine = kf_ttlv_struct(f->a, NULL, KMIP_TAG_ATTRIBUTES);
+    assert_int_equal(kms_digest_attr(f->a, mine, KMIP_KEYFMT_RAW, key.data, key.len), KF_OK);
+    assert_true(attr_equal(kf_ttlv_find(mine, KMIP_TAG_DIGEST), attr_clone(f->a, NULL, dg, KMIP_TAG_DIGEST)));
+    kf_buf_free(&key);
+    kf_object_clear(&obj);
+
+    static const char *const names[] = {"Always Sensitive", "Digest", "Extractable", "Fresh",
+                                        "Lease Time", "Never Extractable",
+                                        "Original Creation Date", "Random Number Generator",
+                                        "Sensitive"};
+    kf_ttlv *q, *msg = single(f, 1, KMIP_OP_GET_ATTRIBUTE_LIST, &q);
+    kf_ttlv_add_text(f->a, q, KMIP_TAG_UNIQUE_IDENTIFIER, uid);
+    const kf_ttlv *item = call(f, msg);
+    expect_ok(item);
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+        size_t n = 0;
+        for (const kf_ttlv *a = kf_ttlv_find(payload_of(item), KMIP_TAG_ATTRIBUTE_NAME); a;
+             a = kf_ttlv_find_next(a, KMIP_TAG_ATTRIBUTE_NAME))
+            n += kf_ttlv_text_equals(a, names[i]);
+        assert_int_equal(n, 1);
+    }
+}
+
+/* Fresh (KMIP 1.4 §3.34): true until a Get serves the key, false after (TL-M-3). */
+static void get_clears_fresh(void **state)
+{
+    struct fixture *f = *state;
+    char uid[KF_UID_MAX];
+    create_v1(f, "VENDOR", 128, NULL, NULL, NULL, uid);
+    assert_int_equal(kf_kms_activate(f->kms, "test", uid), KF_OK);
+    assert_true(bool_attr(get_attributes_v1(f, uid, "Fresh"), "Fresh"));
+    for (int i = 0; i < 2; i++) {
+        kf_ttlv *p, *msg = single(f, 1, KMIP_OP_GET, &p);
+        kf_ttlv_add_text(f->a, p, KMIP_TAG_UNIQUE_IDENTIFIER, uid);
+        expect_ok(call(f, msg));
+        const kf_ttlv *got = get_attributes_v1(f, uid, "Fresh");
+        assert_int_equal(v1_count(got, "Fresh"), 1);
+        assert_false(bool_attr(got, "Fresh"));
+    }
+    /* A refused Get (unknown object) changes nothing and is not Success. */
+    kf_ttlv *p, *msg = single(f, 1, KMIP_OP_GET, &p);
+    kf_ttlv_add_text(f->a, p, KMIP_TAG_UNIQUE_IDENTIFIER, "VENDOR/99");
+    assert_int_equal(status_of(call(f, msg)), KMIP_RESULT_STATUS_OPERATION_FAILED);
+}
+
+/* The server's Digest and RNG are read-only: a client may not give or change them. */
+static void server_attributes_are_read_only(void **state)
+{
+    struct fixture *f = *state;
+    char uid[KF_UID_MAX];
+    create_v1(f, "VENDOR", 128, NULL, NULL, NULL, uid);
+    kf_ttlv *p, *msg = single(f, 1, KMIP_OP_MODIFY_ATTRIBUTE, &p);
+    kf_ttlv_add_text(f->a, p, KMIP_TAG_UNIQUE_IDENTIFIER, uid);
+    kf_ttlv_add_bool(f->a, v1_attr(f, p, "Fresh"), KMIP_TAG_ATTRIBUTE_VALUE, false);
+    expect_fail(call(f, msg), KMIP_REASON_PERMISSION_DENIED);
+    msg = single(f, 1, KMIP_OP_CREATE, &p);
+    kf_ttlv_add_enum(f->a, p, KMIP_TAG_OBJECT_TYPE, KMIP_OBJ_SYMMETRIC_KEY);
+    kf_ttlv *ta = kf_ttlv_struct(f->a, p, KMIP_TAG_TEMPLATE_ATTRIBUTE);
+    kf_ttlv_add_enum(f->a, v1_attr(f, ta, "Cryptographic Algorithm"), KMIP_TAG_ATTRIBUTE_VALUE,
+                     KMIP_ALG_AES);
+    kf_ttlv_add_int(f->a, v1_attr(f, ta, "Cryptographic Length"), KMIP_TAG_ATTRIBUTE_VALUE, 128);
+    kf_ttlv *rv = kf_ttlv_struct(f->a, v1_attr(f, ta, "Random Number Generator"),
+                                 KMIP_TAG_ATTRIBUTE_VALUE);
+    kf_ttlv_add_enum(f->a, rv, KMIP_TAG_RNG_ALGORITHM, KMIP_RNG_ALGORITHM_ANSIX9_31);
+    expect_fail(call(f, msg), KMIP_REASON_PERMISSION_DENIED);
+}
+
+static const kf_ttlv *link_of(const kf_ttlv *p, uint32_t type)
+{
+    for (int i = 0;; i++) {
+        const kf_ttlv *l = v1_value(p, "Link", i);
+        if (!l)
+            return NULL;
+        uint32_t t = 0;
+        if (kf_ttlv_get_enum(kf_ttlv_find(l, KMIP_TAG_LINK_TYPE), &t) == KF_OK && t == type)
+            return kf_ttlv_find(l, KMIP_TAG_LINKED_OBJECT_IDENTIFIER);
+    }
+}
+
+static void link_pair_links_both_halves(void **state)
+{
+    struct fixture *f = *state;
+    char priv[KF_UID_MAX], pub[KF_UID_MAX];
+    create_v1(f, "VENDOR", 128, NULL, NULL, NULL, priv);
+    create_v1(f, "VENDOR", 128, NULL, NULL, NULL, pub);
+    assert_int_equal(kms_link_pair(f->kms, "test", priv, pub), KF_OK);
+    assert_int_equal(kms_link_pair(f->kms, "test", priv, pub), KF_OK); /* idempotent */
+    const kf_ttlv *p = get_attributes_v1(f, priv, "Link");
+    assert_int_equal(v1_count(p, "Link"), 1);
+    assert_true(kf_ttlv_text_equals(link_of(p, KMIP_LINK_PUBLIC_KEY_LINK), pub));
+    p = get_attributes_v1(f, pub, "Link");
+    assert_int_equal(v1_count(p, "Link"), 1);
+    assert_true(kf_ttlv_text_equals(link_of(p, KMIP_LINK_PRIVATE_KEY_LINK), priv));
+    assert_int_equal(kms_link_pair(f->kms, "test", priv, "VENDOR/99"), KF_ERR_OBJECT);
+    assert_int_equal(kms_link_pair(f->kms, "test", priv, priv), KF_ERR_ARG);
+    assert_int_equal(kms_link_pair(f->kms, "test", NULL, pub), KF_ERR_ARG);
+}
+
+/* SASED-M-1 / TL-M-1: Query Server Information answers Vendor Identification and Server Information. */
+static void query_server_information(void **state)
+{
+    struct fixture *f = *state;
+    kf_ttlv *p, *msg = single(f, 1, KMIP_OP_QUERY, &p);
+    kf_ttlv_add_enum(f->a, p, KMIP_TAG_QUERY_FUNCTION, KMIP_QUERY_QUERY_SERVER_INFORMATION);
+    const kf_ttlv *item = call(f, msg);
+    expect_ok(item);
+    assert_non_null(kf_ttlv_find(payload_of(item), KMIP_TAG_VENDOR_IDENTIFICATION));
+    const kf_ttlv *si = kf_ttlv_find(payload_of(item), KMIP_TAG_SERVER_INFORMATION);
+    assert_non_null(si);
+    assert_int_equal(si->type, KF_TTLV_STRUCTURE);
+    /* Without the function: neither. */
+    msg = single(f, 1, KMIP_OP_QUERY, &p);
+    kf_ttlv_add_enum(f->a, p, KMIP_TAG_QUERY_FUNCTION, KMIP_QUERY_QUERY_OPERATIONS);
+    item = call(f, msg);
+    expect_ok(item);
+    assert_null(kf_ttlv_find(payload_of(item), KMIP_TAG_SERVER_INFORMATION));
+}
+
+/* KMIP 1.4 Register of an AES-256 key with given bytes; activated. */
+static void register_aes(struct fixture *f, const char *hex, uint32_t usage, char uid[KF_UID_MAX])
+{
+    uint8_t key[32];
+    hex_to(hex, key, sizeof(key));
+    kf_ttlv *p, *msg = single(f, 1, KMIP_OP_REGISTER, &p);
+    kf_ttlv_add_enum(f->a, p, KMIP_TAG_OBJECT_TYPE, KMIP_OBJ_SYMMETRIC_KEY);
+    kf_ttlv *ta = kf_ttlv_struct(f->a, p, KMIP_TAG_TEMPLATE_ATTRIBUTE);
+    kf_ttlv_add_int(f->a, v1_attr(f, ta, "Cryptographic Usage Mask"), KMIP_TAG_ATTRIBUTE_VALUE,
+                    (int32_t)usage);
+    v1_text_attr(f, ta, "x-keyfleet-domain", "VENDOR");
+    kf_ttlv *kb = kf_ttlv_struct(f->a, kf_ttlv_struct(f->a, p, KMIP_TAG_SYMMETRIC_KEY),
+                                 KMIP_TAG_KEY_BLOCK);
+    kf_ttlv_add_enum(f->a, kb, KMIP_TAG_KEY_FORMAT_TYPE, KMIP_KEYFMT_RAW);
+    kf_ttlv_add_bytes(f->a, kf_ttlv_struct(f->a, kb, KMIP_TAG_KEY_VALUE), KMIP_TAG_KEY_MATERIAL,
+                      key, sizeof(key));
+    kf_ttlv_add_enum(f->a, kb, KMIP_TAG_CRYPTOGRAPHIC_ALGORITHM, KMIP_ALG_AES);
+    kf_ttlv_add_int(f->a, kb, KMIP_TAG_CRYPTOGRAPHIC_LENGTH, 256);
+    const kf_ttlv *item = call(f, msg);
+    expect_ok(item);
+    const char *s;
+    size_t len;
+    assert_int_equal(
+        kf_ttlv_get_text(kf_ttlv_find(payload_of(item), KMIP_TAG_UNIQUE_IDENTIFIER), &s, &len),
+        KF_OK);
+    snprintf(uid, KF_UID_MAX, "%s", s);
+    assert_int_equal(kf_kms_activate(f->kms, "test", uid), KF_OK);
+}
+
+static const kf_ttlv *get_wrapped(struct fixture *f, const char *uid, const char *kek,
+                                  uint32_t method, uint32_t mode, bool no_encoding)
+{
+    kf_ttlv *p, *msg = single(f, 1, KMIP_OP_GET, &p);
+    kf_ttlv_add_text(f->a, p, KMIP_TAG_UNIQUE_IDENTIFIER, uid);
+    kf_ttlv *kws = kf_ttlv_struct(f->a, p, KMIP_TAG_KEY_WRAPPING_SPECIFICATION);
+    kf_ttlv_add_enum(f->a, kws, KMIP_TAG_WRAPPING_METHOD, method);
+    kf_ttlv *eki = kf_ttlv_struct(f->a, kws, KMIP_TAG_ENCRYPTION_KEY_INFORMATION);
+    kf_ttlv_add_text(f->a, eki, KMIP_TAG_UNIQUE_IDENTIFIER, kek);
+    kf_ttlv_add_enum(f->a, kf_ttlv_struct(f->a, eki, KMIP_TAG_CRYPTOGRAPHIC_PARAMETERS),
+                     KMIP_TAG_BLOCK_CIPHER_MODE, mode);
+    if (no_encoding)
+        kf_ttlv_add_enum(f->a, kws, KMIP_TAG_ENCODING_OPTION, KMIP_ENCODING_OPTION_NO_ENCODING);
+    return call(f, msg);
+}
+
+/* RFC 3394 §4.6: 256-bit key data wrapped with a 256-bit KEK (Encoding Option No Encoding:
+ * only the Key Material is wrapped). AX-M-2's form: Key Value as a Byte String plus Key
+ * Wrapping Data echoing the Encryption Key Information. */
+static void get_with_key_wrapping_specification(void **state)
+{
+    struct fixture *f = *state;
+    char kek[KF_UID_MAX], key[KF_UID_MAX], nowrap[KF_UID_MAX];
+    register_aes(f, "000102030405060708090A0B0C0D0E0F101112131415161718191A1B1C1D1E1F",
+                 KMIP_USAGE_WRAP_KEY, kek);
+    register_aes(f, "00112233445566778899AABBCCDDEEFF000102030405060708090A0B0C0D0E0F",
+                 KMIP_USAGE_ENCRYPT, key);
+    register_aes(f, "000102030405060708090A0B0C0D0E0F101112131415161718191A1B1C1D1E1F",
+                 KMIP_USAGE_ENCRYPT, nowrap);
+    const kf_ttlv *item =
+        get_wrapped(f, key, kek, KMIP_WRAPPING_METHOD_ENCRYPT, KMIP_MODE_NIST_KEY_WRAP, true);
+    expect_ok(item);
+    const kf_ttlv *kb =
+        kf_ttlv_find(kf_ttlv_find(payload_of(item), KMIP_TAG_SYMMETRIC_KEY), KMIP_TAG_KEY_BLOCK);
+    const kf_ttlv *kv = kf_ttlv_find(kb, KMIP_TAG_KEY_VALUE);
+    assert_non_null(kv);
+    assert_int_equal(kv->type, KF_TTLV_BYTES);
+    uint8_t want[40];
+    hex_to("28C9F404C4B810F4CBCCB35CFB87F8263F5786E2D80ED326CBC7F0E71A99F43BFB988B9B7A02DD21",
+           want, sizeof(want));
+    assert_int_equal(kv->v.bytes.len, 40);
+    assert_memory_equal(kv->v.bytes.p, want, 40);
+    const kf_ttlv *kwd = kf_ttlv_find(kb, KMIP_TAG_KEY_WRAPPING_DATA);
+    uint32_t m = 0;
+    assert_int_equal(kf_ttlv_get_enum(kf_ttlv_find(kwd, KMIP_TAG_WRAPPING_METHOD), &m), KF_OK);
+    assert_int_equal(m, KMIP_WRAPPING_METHOD_ENCRYPT);
+    assert_true(kf_ttlv_text_equals(
+        kf_ttlv_find(kf_ttlv_find(kwd, KMIP_TAG_ENCRYPTION_KEY_INFORMATION),
+                     KMIP_TAG_UNIQUE_IDENTIFIER),
+        kek));
+
+    /* TTLV encoding (the default): the wrapped Key Value structure, 48 bytes + 8. */
+    item = get_wrapped(f, key, kek, KMIP_WRAPPING_METHOD_ENCRYPT, KMIP_MODE_NIST_KEY_WRAP, false);
+    expect_ok(item);
+    kv = kf_ttlv_find(kf_ttlv_find(kf_ttlv_find(payload_of(item), KMIP_TAG_SYMMETRIC_KEY),
+                                   KMIP_TAG_KEY_BLOCK),
+                      KMIP_TAG_KEY_VALUE);
+    assert_int_equal(kv->type, KF_TTLV_BYTES);
+    assert_int_equal(kv->v.bytes.len, 56);
+
+    /* Refusals: a KEK without Wrap Key usage, an unknown KEK, MAC/sign, another mode. */
+    expect_fail(get_wrapped(f, key, nowrap, KMIP_WRAPPING_METHOD_ENCRYPT,
+                            KMIP_MODE_NIST_KEY_WRAP, false),
+                KMIP_REASON_PERMISSION_DENIED);
+    item = get_wrapped(f, key, "VENDOR/99", KMIP_WRAPPING_METHOD_ENCRYPT,
+                       KMIP_MODE_NIST_KEY_WRAP, false);
+    assert_int_equal(status_of(item), KMIP_RESULT_STATUS_OPERATION_FAILED);
+    expect_fail(get_wrapped(f, key, kek, KMIP_WRAPPING_METHOD_MAC_SIGN, KMIP_MODE_NIST_KEY_WRAP,
+                            false),
+                KMIP_REASON_FEATURE_NOT_SUPPORTED);
+    expect_fail(get_wrapped(f, key, kek, KMIP_WRAPPING_METHOD_ENCRYPT, KMIP_MODE_CBC, false),
+                KMIP_REASON_FEATURE_NOT_SUPPORTED);
+}
+
 int main(void)
 {
     kf_log_open(NULL, KF_LOG_ERROR);
@@ -1066,6 +1394,14 @@ int main(void)
         T(batch_stop_continue_undo),
         T(maximum_response_size),
         T(v1_and_v2_forms_convert_both_ways),
+        T(digest_attribute_known_answer),
+        T(register_sets_digest_of_material),
+        T(create_sets_server_attributes),
+        T(server_attributes_are_read_only),
+        T(get_clears_fresh),
+        T(link_pair_links_both_halves),
+        T(query_server_information),
+        T(get_with_key_wrapping_specification),
     };
 #undef T
     return cmocka_run_group_tests(tests, NULL, NULL);

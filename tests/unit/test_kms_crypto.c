@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <cmocka.h>
 
 #include "keyfleet/crypto.h"
@@ -598,9 +599,9 @@ static void nist_key_wrap_rfc3394(void **state)
     kf_ttlv_add_enum(f->a, cp, KMIP_TAG_BLOCK_CIPHER_MODE, KMIP_MODE_NIST_KEY_WRAP);
     kf_ttlv_add_bytes(f->a, p, KMIP_TAG_DATA, wrapped, wlen);
     assert_int_equal(expect_failure(f, msg), KMIP_REASON_CRYPTOGRAPHIC_FAILURE);
-    /* ECB is not offered: Feature Not Supported. */
+    /* OFB is not offered: Feature Not Supported. */
     msg = keyed(f, 2, KMIP_OP_ENCRYPT, uid, &p, &cp);
-    kf_ttlv_add_enum(f->a, cp, KMIP_TAG_BLOCK_CIPHER_MODE, KMIP_MODE_ECB);
+    kf_ttlv_add_enum(f->a, cp, KMIP_TAG_BLOCK_CIPHER_MODE, KMIP_MODE_OFB);
     kf_ttlv_add_bytes(f->a, p, KMIP_TAG_DATA, data, dlen);
     assert_int_equal(expect_failure(f, msg), KMIP_REASON_FEATURE_NOT_SUPPORTED);
 }
@@ -660,9 +661,9 @@ static void hmac_rfc4231_and_cmac_rfc4493(void **state)
     assert_bytes(expect_success(f, mac_request(f, 1, KMIP_OP_MAC, cmac_uid, KMIP_ALG_AES, m16, dlen,
                                                NULL, 0)),
                  KMIP_TAG_MAC_DATA, cmac, mlen);
-    /* An AES key asked for an HMAC: Feature Not Supported. */
-    assert_int_equal(expect_failure(f, mac_request(f, 2, KMIP_OP_MAC, cmac_uid,
-                                                   KMIP_ALG_HMAC_SHA256, m16, dlen, NULL, 0)),
+    /* An HMAC key asked for CMAC: Feature Not Supported. */
+    assert_int_equal(expect_failure(f, mac_request(f, 2, KMIP_OP_MAC, hmac_uid, KMIP_ALG_AES, m16,
+                                                   dlen, NULL, 0)),
                      KMIP_REASON_FEATURE_NOT_SUPPORTED);
     /* No MAC Verify in its usage mask. */
     assert_int_equal(expect_failure(f, mac_request(f, 2, KMIP_OP_MAC_VERIFY, cmac_uid, 0, m16,
@@ -1068,9 +1069,9 @@ static void keyed_operation_refusals(void **state)
     kf_ttlv_add_enum(f->a, cp, KMIP_TAG_BLOCK_CIPHER_MODE, KMIP_MODE_CBC);
     kf_ttlv_add_bytes(f->a, p, KMIP_TAG_DATA, message, sizeof(message));
     assert_int_equal(expect_failure(f, msg), KMIP_REASON_INVALID_FIELD);
-    /* Streaming is not offered. */
+    /* Streaming is offered for GCM only. */
     msg = keyed(f, 2, KMIP_OP_ENCRYPT, uid, &p, &cp);
-    kf_ttlv_add_enum(f->a, cp, KMIP_TAG_BLOCK_CIPHER_MODE, KMIP_MODE_GCM);
+    kf_ttlv_add_enum(f->a, cp, KMIP_TAG_BLOCK_CIPHER_MODE, KMIP_MODE_CBC);
     kf_ttlv_add_bytes(f->a, p, KMIP_TAG_DATA, message, sizeof(message));
     kf_ttlv_add_bool(f->a, p, KMIP_TAG_INIT_INDICATOR, true);
     kf_ttlv_add_bool(f->a, p, KMIP_TAG_FINAL_INDICATOR, false);
@@ -1097,6 +1098,319 @@ static void keyed_operation_refusals(void **state)
     kf_buf_free(&resp);
 }
 
+/* ---- KMIP 1.4 profile additions: ECB, Triple DES, GCM tag lengths, dates, IV, HMAC ---- */
+
+#define PROFILE_KEY "0123456789abcdef0123456789abcdef"
+#define PROFILE_PT "01020304050607080910111213141516"
+
+/* ECB without padding by default (FIPS-197 C.1), PKCS#5 when asked (the CS-BC-M-8 answer). */
+static void aes_ecb_fips197_and_pkcs5(void **state)
+{
+    struct fixture *f = *state;
+    char uid[KF_UID_MAX], puid[KF_UID_MAX];
+    size_t klen, plen, clen;
+    uint8_t *key = unhex(f, "000102030405060708090a0b0c0d0e0f", &klen);
+    uint8_t *pt = unhex(f, "00112233445566778899aabbccddeeff", &plen);
+    uint8_t *ct = unhex(f, "69c4e0d86a7b0430d8cdb78070b4c55a", &clen);
+    register_key(f, 1, KMIP_OBJ_SYMMETRIC_KEY, KMIP_KEYFMT_RAW, key, klen, KMIP_ALG_AES,
+                 KMIP_USAGE_ENCRYPT | KMIP_USAGE_DECRYPT, true, uid);
+    assert_bytes(cipher(f, 1, KMIP_OP_ENCRYPT, uid, KMIP_MODE_ECB, 0, NULL, 0, pt, plen),
+                 KMIP_TAG_DATA, ct, clen);
+    assert_bytes(cipher(f, 1, KMIP_OP_DECRYPT, uid, KMIP_MODE_ECB, 0, NULL, 0, ct, clen),
+                 KMIP_TAG_DATA, pt, plen);
+    /* PKCS#5: the pad block 16 x 0x10 encrypts on its own (checked against OpenSSL too). */
+    uint8_t *pkey = unhex(f, PROFILE_KEY, &klen), *ppt = unhex(f, PROFILE_PT, &plen);
+    uint8_t *pct = unhex(f, "d9bcce11b0b437b90239552df3a360c90efb6bfed93b4d1ea2123ba4db075ff6", &clen);
+    register_key(f, 1, KMIP_OBJ_SYMMETRIC_KEY, KMIP_KEYFMT_RAW, pkey, klen, KMIP_ALG_AES,
+                 KMIP_USAGE_ENCRYPT | KMIP_USAGE_DECRYPT, true, puid);
+    assert_bytes(cipher(f, 1, KMIP_OP_ENCRYPT, puid, KMIP_MODE_ECB, KMIP_PAD_PKCS5, NULL, 0, ppt,
+                        plen),
+                 KMIP_TAG_DATA, pct, clen);
+    assert_bytes(cipher(f, 1, KMIP_OP_DECRYPT, puid, KMIP_MODE_ECB, KMIP_PAD_PKCS5, NULL, 0, pct,
+                        clen),
+                 KMIP_TAG_DATA, ppt, plen);
+    /* Refusals: an IV with ECB; a partial block without padding; bad padding on decrypt. */
+    kf_ttlv *p, *cp, *msg = keyed(f, 1, KMIP_OP_ENCRYPT, uid, &p, &cp);
+    kf_ttlv_add_enum(f->a, cp, KMIP_TAG_BLOCK_CIPHER_MODE, KMIP_MODE_ECB);
+    kf_ttlv_add_bytes(f->a, p, KMIP_TAG_DATA, pt, plen);
+    kf_ttlv_add_bytes(f->a, p, KMIP_TAG_IV_COUNTER_NONCE, pt, plen);
+    assert_int_equal(expect_failure(f, msg), KMIP_REASON_INVALID_FIELD);
+    msg = keyed(f, 1, KMIP_OP_ENCRYPT, uid, &p, &cp);
+    kf_ttlv_add_enum(f->a, cp, KMIP_TAG_BLOCK_CIPHER_MODE, KMIP_MODE_ECB);
+    kf_ttlv_add_bytes(f->a, p, KMIP_TAG_DATA, pt, plen - 1);
+    assert_int_equal(expect_failure(f, msg), KMIP_REASON_INVALID_FIELD);
+    msg = keyed(f, 1, KMIP_OP_DECRYPT, puid, &p, &cp);
+    kf_ttlv_add_enum(f->a, cp, KMIP_TAG_BLOCK_CIPHER_MODE, KMIP_MODE_ECB);
+    kf_ttlv_add_enum(f->a, cp, KMIP_TAG_PADDING_METHOD, KMIP_PAD_PKCS5);
+    kf_ttlv_add_bytes(f->a, p, KMIP_TAG_DATA, pct, 16); /* last byte decrypts to 0x16 > 16 */
+    assert_int_equal(expect_failure(f, msg), KMIP_REASON_CRYPTOGRAPHIC_FAILURE);
+}
+
+/* A Decrypt in CBC without the IV: Invalid Message (CS-BC-M-11..13). */
+static void cbc_decrypt_without_iv_is_invalid_message(void **state)
+{
+    struct fixture *f = *state;
+    char uid[KF_UID_MAX];
+    size_t klen, plen;
+    uint8_t *key = unhex(f, PROFILE_KEY, &klen), *pt = unhex(f, PROFILE_PT, &plen);
+    register_key(f, 1, KMIP_OBJ_SYMMETRIC_KEY, KMIP_KEYFMT_RAW, key, klen, KMIP_ALG_AES,
+                 KMIP_USAGE_ENCRYPT | KMIP_USAGE_DECRYPT, true, uid);
+    kf_ttlv *p, *cp, *msg = keyed(f, 1, KMIP_OP_DECRYPT, uid, &p, &cp);
+    kf_ttlv_add_enum(f->a, cp, KMIP_TAG_BLOCK_CIPHER_MODE, KMIP_MODE_CBC);
+    kf_ttlv_add_bytes(f->a, p, KMIP_TAG_DATA, pt, plen);
+    assert_int_equal(expect_failure(f, msg), KMIP_REASON_INVALID_MESSAGE);
+}
+
+/* McGrew & Viega Test Case 4 with Tag Length 12: the tag is the first 12 bytes (SP 800-38D). */
+static void gcm_truncated_tag_and_bad_tag_length(void **state)
+{
+    struct fixture *f = *state;
+    char uid[KF_UID_MAX];
+    size_t klen, ivlen, ptlen, adlen, ctlen, taglen;
+    uint8_t *key = unhex(f, GCM_KEY, &klen), *iv = unhex(f, GCM_IV, &ivlen);
+    uint8_t *pt = unhex(f, GCM_PT_60, &ptlen), *ad = unhex(f, GCM_AD_20, &adlen);
+    uint8_t *ct = unhex(f, GCM_CT_60, &ctlen), *tag = unhex(f, GCM_TAG, &taglen);
+    register_key(f, 1, KMIP_OBJ_SYMMETRIC_KEY, KMIP_KEYFMT_RAW, key, klen, KMIP_ALG_AES,
+                 KMIP_USAGE_ENCRYPT | KMIP_USAGE_DECRYPT, true, uid);
+    kf_ttlv *p, *cp, *msg = keyed(f, 1, KMIP_OP_ENCRYPT, uid, &p, &cp);
+    kf_ttlv_add_enum(f->a, cp, KMIP_TAG_BLOCK_CIPHER_MODE, KMIP_MODE_GCM);
+    kf_ttlv_add_int(f->a, cp, KMIP_TAG_TAG_LENGTH, 12);
+    kf_ttlv_add_bytes(f->a, p, KMIP_TAG_DATA, pt, ptlen);
+    kf_ttlv_add_bytes(f->a, p, KMIP_TAG_IV_COUNTER_NONCE, iv, ivlen);
+    kf_ttlv_add_bytes(f->a, p, KMIP_TAG_AUTHENTICATED_ENCRYPTION_ADDITIONAL_DATA, ad, adlen);
+    const kf_ttlv *r = expect_success(f, msg);
+    assert_bytes(r, KMIP_TAG_DATA, ct, ctlen);
+    assert_bytes(r, KMIP_TAG_AUTHENTICATED_ENCRYPTION_TAG, tag, 12);
+    /* Decrypt takes the tag's own length when the parameters give none. */
+    msg = keyed(f, 1, KMIP_OP_DECRYPT, uid, &p, &cp);
+    kf_ttlv_add_enum(f->a, cp, KMIP_TAG_BLOCK_CIPHER_MODE, KMIP_MODE_GCM);
+    kf_ttlv_add_bytes(f->a, p, KMIP_TAG_DATA, ct, ctlen);
+    kf_ttlv_add_bytes(f->a, p, KMIP_TAG_IV_COUNTER_NONCE, iv, ivlen);
+    kf_ttlv_add_bytes(f->a, p, KMIP_TAG_AUTHENTICATED_ENCRYPTION_ADDITIONAL_DATA, ad, adlen);
+    kf_ttlv_add_bytes(f->a, p, KMIP_TAG_AUTHENTICATED_ENCRYPTION_TAG, tag, 12);
+    assert_bytes(expect_success(f, msg), KMIP_TAG_DATA, pt, ptlen);
+    /* Tag Length 1 and 17: General Failure, as the profiles' reference server answers. */
+    int32_t bad[] = {1, 17};
+    for (size_t i = 0; i < 2; i++) {
+        msg = keyed(f, 1, KMIP_OP_ENCRYPT, uid, &p, &cp);
+        kf_ttlv_add_enum(f->a, cp, KMIP_TAG_BLOCK_CIPHER_MODE, KMIP_MODE_GCM);
+        kf_ttlv_add_int(f->a, cp, KMIP_TAG_TAG_LENGTH, bad[i]);
+        kf_ttlv_add_bytes(f->a, p, KMIP_TAG_DATA, pt, ptlen);
+        kf_ttlv_add_bytes(f->a, p, KMIP_TAG_IV_COUNTER_NONCE, iv, ivlen);
+        assert_int_equal(expect_failure(f, msg), KMIP_REASON_GENERAL_FAILURE);
+    }
+    /* A tag of another length than Tag Length says: Invalid Field. */
+    msg = keyed(f, 1, KMIP_OP_DECRYPT, uid, &p, &cp);
+    kf_ttlv_add_enum(f->a, cp, KMIP_TAG_BLOCK_CIPHER_MODE, KMIP_MODE_GCM);
+    kf_ttlv_add_int(f->a, cp, KMIP_TAG_TAG_LENGTH, 16);
+    kf_ttlv_add_bytes(f->a, p, KMIP_TAG_DATA, ct, ctlen);
+    kf_ttlv_add_bytes(f->a, p, KMIP_TAG_IV_COUNTER_NONCE, iv, ivlen);
+    kf_ttlv_add_bytes(f->a, p, KMIP_TAG_AUTHENTICATED_ENCRYPTION_TAG, tag, 12);
+    assert_int_equal(expect_failure(f, msg), KMIP_REASON_INVALID_FIELD);
+}
+
+/* Triple DES: SP 800-67 Rev. 2 example through Encrypt/Decrypt (ECB, no padding). */
+static void des3_sp800_67_through_kmip(void **state)
+{
+    struct fixture *f = *state;
+    char uid[KF_UID_MAX];
+    size_t klen, clen;
+    uint8_t *key = unhex(f, "0123456789abcdef23456789abcdef01456789abcdef0123", &klen);
+    uint8_t *ct = unhex(f, "a826fd8ce53b855fcce21c8112256fe668d5c05dd9b6b900", &clen);
+    static const uint8_t pt[] = "The qufck brown fox jump";
+    register_key(f, 1, KMIP_OBJ_SYMMETRIC_KEY, KMIP_KEYFMT_RAW, key, klen, KMIP_ALG_DES3,
+                 KMIP_USAGE_ENCRYPT | KMIP_USAGE_DECRYPT, true, uid);
+    assert_bytes(cipher(f, 1, KMIP_OP_ENCRYPT, uid, KMIP_MODE_ECB, 0, NULL, 0, pt, 24),
+                 KMIP_TAG_DATA, ct, clen);
+    assert_bytes(cipher(f, 1, KMIP_OP_DECRYPT, uid, KMIP_MODE_ECB, 0, NULL, 0, ct, clen),
+                 KMIP_TAG_DATA, pt, 24);
+    /* CBC with PKCS#5 round-trips and pads to the 8-byte block. */
+    static const uint8_t iv[8] = {1, 2, 3, 4, 5, 6, 7, 8};
+    const uint8_t *c;
+    size_t n;
+    assert_int_equal(kf_ttlv_get_bytes(kf_ttlv_find(cipher(f, 1, KMIP_OP_ENCRYPT, uid,
+                                                           KMIP_MODE_CBC, 0, iv, 8, pt, 20),
+                                                    KMIP_TAG_DATA),
+                                       &c, &n),
+                     KF_OK);
+    assert_int_equal(n, 24);
+    assert_bytes(cipher(f, 1, KMIP_OP_DECRYPT, uid, KMIP_MODE_CBC, 0, iv, 8, c, n), KMIP_TAG_DATA,
+                 pt, 20);
+    /* GCM is an AES mode only. */
+    kf_ttlv *p, *cp, *msg = keyed(f, 1, KMIP_OP_ENCRYPT, uid, &p, &cp);
+    kf_ttlv_add_enum(f->a, cp, KMIP_TAG_BLOCK_CIPHER_MODE, KMIP_MODE_GCM);
+    kf_ttlv_add_bytes(f->a, p, KMIP_TAG_DATA, pt, 24);
+    assert_int_equal(expect_failure(f, msg), KMIP_REASON_FEATURE_NOT_SUPPORTED);
+}
+
+/* HMAC named by the parameters on an AES key (CS-AC-M-4; checked against Python's hmac). */
+static void hmac_named_by_parameters_on_aes_key(void **state)
+{
+    struct fixture *f = *state;
+    char uid[KF_UID_MAX];
+    size_t klen, dlen, mlen;
+    uint8_t *key = unhex(f, PROFILE_KEY, &klen), *data = unhex(f, PROFILE_PT, &dlen);
+    uint8_t *mac = unhex(f, "c911e78196d64c30f631bb079ea37b97a95936d4da764d6a171df030c895ecf9", &mlen);
+    register_key(f, 1, KMIP_OBJ_SYMMETRIC_KEY, KMIP_KEYFMT_RAW, key, klen, KMIP_ALG_AES,
+                 KMIP_USAGE_MAC_GENERATE | KMIP_USAGE_MAC_VERIFY, true, uid);
+    assert_bytes(expect_success(f, mac_request(f, 1, KMIP_OP_MAC, uid, KMIP_ALG_HMAC_SHA256, data,
+                                               dlen, NULL, 0)),
+                 KMIP_TAG_MAC_DATA, mac, mlen);
+    assert_int_equal(validity(expect_success(f, mac_request(f, 1, KMIP_OP_MAC_VERIFY, uid,
+                                                            KMIP_ALG_HMAC_SHA256, data, dlen, mac,
+                                                            mlen))),
+                     KMIP_VALIDITY_INDICATOR_VALID);
+    /* An algorithm that is no MAC: Feature Not Supported. */
+    assert_int_equal(expect_failure(f, mac_request(f, 1, KMIP_OP_MAC, uid, KMIP_ALG_RSA, data, dlen,
+                                                   NULL, 0)),
+                     KMIP_REASON_FEATURE_NOT_SUPPORTED);
+}
+
+/* Protect Stop Date passed: no Encrypt; Process Start Date to come: no Decrypt (CS-BC-M-14). */
+static void process_and_protect_dates_refuse(void **state)
+{
+    struct fixture *f = *state;
+    size_t klen, plen;
+    uint8_t *key = unhex(f, PROFILE_KEY, &klen), *pt = unhex(f, PROFILE_PT, &plen);
+    int64_t now = (int64_t)time(NULL);
+    struct {
+        uint32_t tag;
+        const char *name;
+        int64_t when;
+        uint32_t op;
+    } cases[] = {
+        {KMIP_TAG_PROTECT_STOP_DATE, "Protect Stop Date", now - 3600, KMIP_OP_ENCRYPT},
+        {KMIP_TAG_PROCESS_START_DATE, "Process Start Date", now + 3600, KMIP_OP_DECRYPT},
+    };
+    for (size_t i = 0; i < 2; i++) {
+        kf_ttlv *p, *msg = request(f, 1, KMIP_OP_REGISTER, &p);
+        kf_ttlv_add_enum(f->a, p, KMIP_TAG_OBJECT_TYPE, KMIP_OBJ_SYMMETRIC_KEY);
+        kf_ttlv *g = kf_ttlv_struct(f->a, p, KMIP_TAG_TEMPLATE_ATTRIBUTE);
+        add_attr_int(f, g, 1, "Cryptographic Usage Mask", KMIP_TAG_CRYPTOGRAPHIC_USAGE_MASK,
+                     (int32_t)(KMIP_USAGE_ENCRYPT | KMIP_USAGE_DECRYPT));
+        kf_ttlv *at = kf_ttlv_struct(f->a, g, KMIP_TAG_ATTRIBUTE);
+        kf_ttlv_add_text(f->a, at, KMIP_TAG_ATTRIBUTE_NAME, cases[i].name);
+        kf_ttlv_add_datetime(f->a, at, KMIP_TAG_ATTRIBUTE_VALUE, cases[i].when);
+        kf_ttlv *kb = kf_ttlv_struct(f->a, kf_ttlv_struct(f->a, p, KMIP_TAG_SYMMETRIC_KEY),
+                                     KMIP_TAG_KEY_BLOCK);
+        kf_ttlv_add_enum(f->a, kb, KMIP_TAG_KEY_FORMAT_TYPE, KMIP_KEYFMT_RAW);
+        kf_ttlv_add_bytes(f->a, kf_ttlv_struct(f->a, kb, KMIP_TAG_KEY_VALUE), KMIP_TAG_KEY_MATERIAL,
+                          key, klen);
+        kf_ttlv_add_enum(f->a, kb, KMIP_TAG_CRYPTOGRAPHIC_ALGORITHM, KMIP_ALG_AES);
+        kf_ttlv_add_int(f->a, kb, KMIP_TAG_CRYPTOGRAPHIC_LENGTH, 128);
+        const char *s;
+        size_t n;
+        assert_int_equal(kf_ttlv_get_text(kf_ttlv_find(expect_success(f, msg),
+                                                       KMIP_TAG_UNIQUE_IDENTIFIER),
+                                          &s, &n),
+                         KF_OK);
+        char uid[KF_UID_MAX];
+        assert_true(n < sizeof(uid));
+        memcpy(uid, s, n + 1);
+        uid_request(f, 1, KMIP_OP_ACTIVATE, uid);
+        kf_ttlv *cp;
+        msg = keyed(f, 1, cases[i].op, uid, &p, &cp);
+        kf_ttlv_add_enum(f->a, cp, KMIP_TAG_BLOCK_CIPHER_MODE, KMIP_MODE_ECB);
+        kf_ttlv_add_bytes(f->a, p, KMIP_TAG_DATA, pt, plen);
+        assert_int_equal(expect_failure(f, msg), KMIP_REASON_PERMISSION_DENIED);
+        /* The other direction is still allowed. */
+        assert_non_null(cipher(f, 1, cases[i].op == KMIP_OP_ENCRYPT ? KMIP_OP_DECRYPT
+                                                                    : KMIP_OP_ENCRYPT,
+                               uid, KMIP_MODE_ECB, 0, NULL, 0, pt, plen));
+    }
+}
+
+/* One part of a streamed GCM Encrypt (Tag Length 16); corr NULL starts the stream. */
+static kf_ttlv *stream_part_p(struct fixture *f, const char *uid, uint32_t op,
+                              const uint8_t *data, size_t len, const uint8_t *corr,
+                              size_t corr_len, bool init, bool final, kf_ttlv **payload)
+{
+    kf_ttlv *p, *cp, *msg = keyed(f, 1, op, uid, &p, &cp);
+    *payload = p;
+    kf_ttlv_add_enum(f->a, cp, KMIP_TAG_BLOCK_CIPHER_MODE, KMIP_MODE_GCM);
+    kf_ttlv_add_int(f->a, cp, KMIP_TAG_TAG_LENGTH, 16);
+    kf_ttlv_add_bytes(f->a, p, KMIP_TAG_DATA, data, len);
+    if (corr)
+        kf_ttlv_add_bytes(f->a, p, KMIP_TAG_CORRELATION_VALUE, corr, corr_len);
+    if (init)
+        kf_ttlv_add_bool(f->a, p, KMIP_TAG_INIT_INDICATOR, true);
+    if (final)
+        kf_ttlv_add_bool(f->a, p, KMIP_TAG_FINAL_INDICATOR, true);
+    return msg;
+}
+
+static kf_ttlv *stream_part(struct fixture *f, const char *uid, uint32_t op, const uint8_t *data,
+                            size_t len, const uint8_t *corr, size_t corr_len, bool init, bool final)
+{
+    kf_ttlv *p;
+    return stream_part_p(f, uid, op, data, len, corr, corr_len, init, final, &p);
+}
+
+/*
+ * McGrew & Viega Test Case 5 (64-bit IV) encrypted in two parts, as
+ * CS-BC-M-GCM-3 does: 32 bytes with Init Indicator, then 28 with Final.
+ */
+static void gcm_streamed_encrypt_test_case_5(void **state)
+{
+    struct fixture *f = *state;
+    char uid[KF_UID_MAX];
+    size_t klen, ivlen, ptlen, adlen, ctlen, taglen;
+    uint8_t *key = unhex(f, GCM_KEY, &klen), *iv = unhex(f, "cafebabefacedbad", &ivlen);
+    uint8_t *pt = unhex(f, GCM_PT_60, &ptlen), *ad = unhex(f, GCM_AD_20, &adlen);
+    uint8_t *ct = unhex(f, "61353b4c2806934a777ff51fa22a4755699b2a714fcdc6f83766e5f97b6c742373806900e49f24b22b097544d4896b424989b5e1ebac0f07c23f4598", &ctlen);
+    uint8_t *tag = unhex(f, "3612d2e79e3b0785561be14aaca2fccb", &taglen);
+    register_key(f, 1, KMIP_OBJ_SYMMETRIC_KEY, KMIP_KEYFMT_RAW, key, klen, KMIP_ALG_AES,
+                 KMIP_USAGE_ENCRYPT | KMIP_USAGE_DECRYPT, true, uid);
+    kf_ttlv *p, *msg = stream_part_p(f, uid, KMIP_OP_ENCRYPT, pt, 32, NULL, 0, true, false, &p);
+    kf_ttlv_add_bytes(f->a, p, KMIP_TAG_IV_COUNTER_NONCE, iv, ivlen);
+    kf_ttlv_add_bytes(f->a, p, KMIP_TAG_AUTHENTICATED_ENCRYPTION_ADDITIONAL_DATA, ad, adlen);
+    const kf_ttlv *r = expect_success(f, msg);
+    assert_bytes(r, KMIP_TAG_DATA, ct, 32);
+    assert_null(kf_ttlv_find(r, KMIP_TAG_AUTHENTICATED_ENCRYPTION_TAG));
+    const uint8_t *corr;
+    size_t corr_len;
+    assert_int_equal(kf_ttlv_get_bytes(kf_ttlv_find(r, KMIP_TAG_CORRELATION_VALUE), &corr,
+                                       &corr_len),
+                     KF_OK);
+    uint8_t saved[64];
+    assert_true(corr_len <= sizeof(saved));
+    memcpy(saved, corr, corr_len);
+    r = expect_success(f, stream_part(f, uid, KMIP_OP_ENCRYPT, pt + 32, ptlen - 32, saved,
+                                      corr_len, false, true));
+    assert_bytes(r, KMIP_TAG_DATA, ct + 32, ctlen - 32);
+    assert_bytes(r, KMIP_TAG_AUTHENTICATED_ENCRYPTION_TAG, tag, taglen);
+    assert_null(kf_ttlv_find(r, KMIP_TAG_CORRELATION_VALUE));
+    /* The stream is over: its Correlation Value no longer works (Invalid Message). */
+    assert_int_equal(expect_failure(f, stream_part(f, uid, KMIP_OP_ENCRYPT, pt, 16, saved,
+                                                   corr_len, false, true)),
+                     KMIP_REASON_INVALID_MESSAGE);
+    /* A part before the last that is not whole blocks: Invalid Field. */
+    assert_int_equal(expect_failure(f, stream_part(f, uid, KMIP_OP_ENCRYPT, pt, 20, NULL, 0, true,
+                                                   false)),
+                     KMIP_REASON_INVALID_FIELD);
+    /* A streamed Decrypt would release unauthenticated plaintext: not offered. */
+    assert_int_equal(expect_failure(f, stream_part(f, uid, KMIP_OP_DECRYPT, ct, 32, NULL, 0, true,
+                                                   false)),
+                     KMIP_REASON_FEATURE_NOT_SUPPORTED);
+    /* Init Indicator with a Correlation Value: Invalid Message. */
+    assert_int_equal(expect_failure(f, stream_part(f, uid, KMIP_OP_ENCRYPT, pt, 16, saved,
+                                                   corr_len, true, false)),
+                     KMIP_REASON_INVALID_MESSAGE);
+    /* Another key cannot continue this key's stream. */
+    char other[KF_UID_MAX];
+    register_key(f, 1, KMIP_OBJ_SYMMETRIC_KEY, KMIP_KEYFMT_RAW, key, klen, KMIP_ALG_AES,
+                 KMIP_USAGE_ENCRYPT, true, other);
+    r = expect_success(f, stream_part(f, uid, KMIP_OP_ENCRYPT, pt, 16, NULL, 0, true, false));
+    assert_int_equal(kf_ttlv_get_bytes(kf_ttlv_find(r, KMIP_TAG_CORRELATION_VALUE), &corr,
+                                       &corr_len),
+                     KF_OK);
+    memcpy(saved, corr, corr_len);
+    assert_int_equal(expect_failure(f, stream_part(f, other, KMIP_OP_ENCRYPT, pt, 16, saved,
+                                                   corr_len, false, true)),
+                     KMIP_REASON_INVALID_MESSAGE);
+    expect_success(f, stream_part(f, uid, KMIP_OP_ENCRYPT, pt, 16, saved, corr_len, false, true));
+}
+
 int main(void)
 {
     kf_log_open(NULL, KF_LOG_ERROR);
@@ -1115,6 +1429,13 @@ int main(void)
         cmocka_unit_test_setup_teardown(ecdsa_and_ed25519_pairs_round_trip, setup, teardown),
         cmocka_unit_test_setup_teardown(ecdsa_rfc6979_signature_verifies, setup, teardown),
         cmocka_unit_test_setup_teardown(keyed_operation_refusals, setup, teardown),
+        cmocka_unit_test_setup_teardown(aes_ecb_fips197_and_pkcs5, setup, teardown),
+        cmocka_unit_test_setup_teardown(cbc_decrypt_without_iv_is_invalid_message, setup, teardown),
+        cmocka_unit_test_setup_teardown(gcm_truncated_tag_and_bad_tag_length, setup, teardown),
+        cmocka_unit_test_setup_teardown(des3_sp800_67_through_kmip, setup, teardown),
+        cmocka_unit_test_setup_teardown(hmac_named_by_parameters_on_aes_key, setup, teardown),
+        cmocka_unit_test_setup_teardown(process_and_protect_dates_refuse, setup, teardown),
+        cmocka_unit_test_setup_teardown(gcm_streamed_encrypt_test_case_5, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
