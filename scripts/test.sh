@@ -26,16 +26,27 @@ cmake -S . -B build-fuzz -DCMAKE_BUILD_TYPE=Debug -DKF_FUZZ=ON -DCMAKE_C_COMPILE
 cmake --build build-fuzz -j"$JOBS"
 
 fail=0
-echo "== unit tests (ASan+UBSan) =="
-(cd build-asan && ctest --output-on-failure -j"$JOBS") || fail=1
+LOGS=$(mktemp -d)
+echo "== unit and system tests (ASan+UBSan) =="
+(cd build-asan && ctest --output-on-failure -j"$JOBS") 2>&1 | tee "$LOGS/asan.log" || fail=1
 echo "== unit and system tests (release) =="
-(cd build && ctest --output-on-failure -j"$JOBS") || fail=1
+(cd build && ctest --output-on-failure -j"$JOBS") 2>&1 | tee "$LOGS/release.log" || fail=1
 
 echo "== fuzzing, ${FUZZ_SECONDS}s per target =="
-tests/fuzz/run.sh build-fuzz "$FUZZ_SECONDS" || fail=1
+tests/fuzz/run.sh build-fuzz "$FUZZ_SECONDS" 2>&1 | tee "$LOGS/fuzz.log" || fail=1
 
-if [ $fail -ne 0 ]; then
-  echo "FAILED"
-  exit 1
-fi
-echo "all tests passed"
+# One closing line over everything: ctest's counts for both builds, plus fuzz targets.
+count() { sed -n "s/.*tests passed, \([0-9]*\) tests failed out of \([0-9]*\).*/\1 \2/p" "$1" | tail -1; }
+passed=0; failed=0
+for l in asan release; do
+  read -r f t <<< "$(count "$LOGS/$l.log")"
+  [ -n "${t:-}" ] || { fail=1; f=1; t=1; }
+  passed=$((passed + t - f)); failed=$((failed + f))
+done
+fz_ok=$(grep -c "no finding" "$LOGS/fuzz.log" || true)
+fz_bad=$(grep -c "FINDING" "$LOGS/fuzz.log" || true)
+passed=$((passed + fz_ok)); failed=$((failed + fz_bad))
+rm -rf "$LOGS"
+[ $failed -eq 0 ] || fail=1
+echo "keyfleet: $passed passed, $failed failed"
+[ $fail -eq 0 ] || exit 1
