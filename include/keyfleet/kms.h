@@ -125,6 +125,11 @@ typedef int (*kf_kms_key_fn)(void *ctx, const struct kf_object *obj, const uint8
                              size_t material_len);
 KF_RESULT int kf_kms_use_key(kf_kms *kms, const char *actor, const char *op, const char *uid,
                              int purpose, uint32_t usage_bit, kf_kms_key_fn fn, void *ctx);
+/* Same, counting bytes of data processed against a Byte-unit Usage Limit
+ * (an Object-unit limit counts one use whatever bytes is). */
+KF_RESULT int kf_kms_use_key_bytes(kf_kms *kms, const char *actor, const char *op,
+                                   const char *uid, int purpose, uint32_t usage_bit,
+                                   uint64_t bytes, kf_kms_key_fn fn, void *ctx);
 
 /* Store given material as a new managed object (KMIP Register, and the second
  * half of Create Key Pair). spec->crypto_length is taken as given. */

@@ -246,8 +246,10 @@ static int cipher_op(struct kmip_call *c, bool decrypt)
         return KF_ERR_REQUEST;
     }
     KF_GUARD(kf_buf_alloc(&j.out, 0, j.len + 1024, 0));
-    int rc = kf_kms_use_key(c->kms, c->actor, op, uid, decrypt ? KF_USE_DECRYPT : KF_USE_ENCRYPT,
-                            decrypt ? KMIP_USAGE_DECRYPT : KMIP_USAGE_ENCRYPT, cipher_with_key, &j);
+    int rc = kf_kms_use_key_bytes(c->kms, c->actor, op, uid,
+                                  decrypt ? KF_USE_DECRYPT : KF_USE_ENCRYPT,
+                                  decrypt ? KMIP_USAGE_DECRYPT : KMIP_USAGE_ENCRYPT, j.len,
+                                  cipher_with_key, &j);
     if (rc == KF_OK)
         rc = put_uid(c, uid);
     if (rc == KF_OK && !kf_ttlv_add_bytes(c->arena, c->resp, KMIP_TAG_DATA, j.out.data, j.out.len))

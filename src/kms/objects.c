@@ -415,8 +415,8 @@ static bool has_usage_limits(const struct kf_object *obj)
     return found;
 }
 
-/* Count one use against the object's Usage Limits, durably, before the use. */
-static int consume_usage(kf_kms *kms, const char *uid)
+/* Count one use (or bytes) against the object's Usage Limits, durably, before the use. */
+static int consume_usage(kf_kms *kms, const char *uid, uint64_t bytes)
 {
     struct kf_domain d = {0};
     struct kf_object obj = {0};
@@ -425,7 +425,7 @@ static int consume_usage(kf_kms *kms, const char *uid)
     if (rc == KF_OK) {
         rc = load_object(kms, uid, &d, &obj);
         if (rc == KF_OK)
-            rc = kms_usage_limit_consume(kms, &obj, 0);
+            rc = kms_usage_limit_consume(kms, &obj, bytes);
         if (rc == KF_OK)
             rc = kf_store_commit(kms->store);
         else
@@ -440,6 +440,13 @@ static int consume_usage(kf_kms *kms, const char *uid)
 int kf_kms_use_key(kf_kms *kms, const char *actor, const char *op, const char *uid, int purpose,
                    uint32_t usage_bit, kf_kms_key_fn fn, void *ctx)
 {
+    return kf_kms_use_key_bytes(kms, actor, op, uid, purpose, usage_bit, 0, fn, ctx);
+}
+
+int kf_kms_use_key_bytes(kf_kms *kms, const char *actor, const char *op, const char *uid,
+                         int purpose, uint32_t usage_bit, uint64_t bytes, kf_kms_key_fn fn,
+                         void *ctx)
+{
     struct kf_domain d = {0};
     struct kf_object obj = {0};
     struct read_ctx r;
@@ -449,7 +456,7 @@ int kf_kms_use_key(kf_kms *kms, const char *actor, const char *op, const char *u
     int rc = fetch_for_use(kms, r.st, uid, purpose, usage_bit, &d, &obj, &material);
     read_end(kms, &r);
     if (rc == KF_OK && has_usage_limits(&obj))
-        rc = consume_usage(kms, uid);
+        rc = consume_usage(kms, uid, bytes);
     if (rc == KF_OK)
         rc = fn(ctx, &obj, material.data, material.len);
     kf_buf_free(&material);
