@@ -165,6 +165,8 @@ bool attr_equal(const kf_ttlv *x, const kf_ttlv *y)
 {
     kf_buf bx = {0}, by = {0};
     bool same = false;
+    if (!x || !y) /* a filter or attribute without the field matches nothing (fuzz_kms) */
+        return false;
     if (x->tag == y->tag && kf_buf_alloc(&bx, 0, KF_TTLV_DEFAULT_MAX_TOTAL, 0) == KF_OK &&
         kf_buf_alloc(&by, 0, KF_TTLV_DEFAULT_MAX_TOTAL, 0) == KF_OK &&
         kf_ttlv_encode(x, &bx) == KF_OK && kf_ttlv_encode(y, &by) == KF_OK)
@@ -293,6 +295,19 @@ int attr_to_v1(kf_arena *a, kf_ttlv *parent, const kf_ttlv *node, int32_t index)
 
 int attr_put_reference(kf_arena *a, kf_ttlv *parent, const kf_ttlv *node)
 {
+    /* keyfleet's own extension tags (0x54xxxx) are referenced in the vendor form
+     * {Vendor Identification "x", Attribute Name}, which every 2.x client can decode;
+     * a bare extension tag as an enumeration is not (PyKMIP refuses it). */
+    if (!is_vendor(node) && node->tag >= 0x540000u && node->tag <= 0x54FFFFu) {
+        char name[96];
+        KF_GUARD(attr_name(node, name, sizeof(name))); /* "x-keyfleet-..." */
+        kf_ttlv *r = kf_ttlv_struct(a, parent, KMIP_TAG_ATTRIBUTE_REFERENCE);
+        const char *bare = strncmp(name, "x-", 2) == 0 ? name + 2 : name;
+        KF_ENSURE(r && kf_ttlv_add_text(a, r, KMIP_TAG_VENDOR_IDENTIFICATION, "x") &&
+                      kf_ttlv_add_text(a, r, KMIP_TAG_ATTRIBUTE_NAME, bare),
+                  KF_ERR_NOMEM);
+        return KF_OK;
+    }
     if (!is_vendor(node))
         return kf_ttlv_add_enum(a, parent, KMIP_TAG_ATTRIBUTE_REFERENCE, node->tag) ? KF_OK
                                                                                    : KF_ERR_NOMEM;
