@@ -145,10 +145,29 @@ struct kf_register_spec {
     size_t attributes_len;
     uint32_t state;          /* 0 = Pre-Active; KF_STATE_ACTIVE for objects registered active */
     bool server_generated;   /* material made by the server (Create Key Pair): RNG attribute */
+    /* 0: the domain's next key ID. Otherwise (KMIP Import of a new object) the ID the
+     * client named: it must be exactly the next one, else KF_ERR_EXISTS and nothing is
+     * stored (IDs are never reused, and keyfleet assigns them). */
+    uint64_t key_id;
 };
 KF_RESULT int kf_kms_register(kf_kms *kms, const char *actor, const char *op,
                               const struct kf_register_spec *spec, const uint8_t *material,
                               size_t material_len, char uid[KF_UID_MAX]);
+
+/*
+ * KMIP Import with Replace Existing: give an existing object new material and
+ * attributes (spec: object_type must match the object's; crypto_alg,
+ * crypto_length, key_format, attributes replace; usage_mask and name replace
+ * when given; domain and key_id are ignored: uid names the object). The
+ * material is wrapped with version + 1, so the wrapping's associated data
+ * changes and the old blob no longer unwraps as this object. Refused:
+ * KF_ERR_OBJECT (no such object), KF_ERR_ATTRIBUTE (other Object Type),
+ * KF_ERR_STATE (Destroyed: its ID stays retired), KF_ERR_OBJECT_ARCHIVED.
+ * Audited as op with the new version.
+ */
+KF_RESULT int kf_kms_replace_material(kf_kms *kms, const char *actor, const char *op,
+                                      const char *uid, const struct kf_register_spec *spec,
+                                      const uint8_t *material, size_t material_len);
 
 /* Change an object's metadata in one audited transaction: fn may modify any
  * field of obj except domain_id, key_id, state, version and material (state

@@ -4,6 +4,7 @@
 
 #include "keyfleet/kmip_tags.h"
 #include "keyfleet/secmem.h"
+#include "attributes.h"
 #include "kmip_internal.h"
 
 #define KF_LIST_DEFAULT_LIMIT 500
@@ -145,7 +146,10 @@ static int put_object(void *ctx, const struct kf_object *obj)
     struct key_list_ctx *k = ctx;
     char uid[KF_UID_MAX];
     KF_GUARD(kf_object_uid_format(k->domain, obj->key_id, uid, sizeof(uid)));
-    return kmip_put_attributes_v2(k->c->arena, k->c->resp, obj, uid);
+    /* The same attribute set Get Attributes answers with (one model, attributes.c). */
+    kf_ttlv *set;
+    KF_GUARD(attrs_load(k->c->arena, obj, uid, &set));
+    return kf_ttlv_append(k->c->resp, set);
 }
 
 int kmip_kf_key_list(struct kmip_call *c)

@@ -49,6 +49,7 @@ static const struct {
     {KMIP_OP_ARCHIVE, kmip_archive},
     {KMIP_OP_RECOVER, kmip_recover},
     {KMIP_OP_EXPORT, kmip_export},
+    {KMIP_OP_IMPORT, kmip_import},
     {KMIP_OP_INTEROP, kmip_interop},
     {KMIP_OP_LOG, kmip_log},
     {KMIP_OP_CERTIFY, kmip_certify},

@@ -19,6 +19,16 @@ struct kmip_call {
      * Pair/Locate... of this batch returned ("" if none). run_item puts it into the
      * payload of a later item that omits its Unique Identifier. */
     const char *id_placeholder;
+    /* Set only while Import (kmip_import.c) runs Register's path: NULL otherwise. */
+    const struct kmip_import *import;
+};
+
+/* What Import asks of Register's path (kmip_register). */
+struct kmip_import {
+    const char *uid;           /* the client's Unique Identifier */
+    char domain[65];           /* its domain: the object goes there, whatever else is named */
+    uint64_t key_id;           /* its key ID: must be exactly the domain's next one */
+    bool replace;              /* Replace Existing on an existing object: new material */
 };
 
 typedef int (*kmip_handler)(struct kmip_call *c);
@@ -72,9 +82,6 @@ int kmip_attrs_register(struct kmip_call *c);
 
 /* Text field of the payload as a NUL-terminated arena string, or NULL. */
 const char *kmip_text(struct kmip_call *c, const kf_ttlv *parent, uint32_t tag);
-/* The object's attributes, KMIP 2.x "Attributes" form, appended to parent. */
-int kmip_put_attributes_v2(kf_arena *a, kf_ttlv *parent, const struct kf_object *obj,
-                           const char *uid);
 
 /* Cryptographic operations (kmip_crypto.c). */
 int kmip_encrypt(struct kmip_call *c);
@@ -133,6 +140,8 @@ int kmip_recover(struct kmip_call *c);
 int kmip_export(struct kmip_call *c);
 int kmip_interop(struct kmip_call *c);
 int kmip_log(struct kmip_call *c);
+/* Import (KMIP 2.x; kmip_import.c). */
+int kmip_import(struct kmip_call *c);
 /* Certify a managed Public Key with an x-keyfleet-ca issuer (kmip_certify.c). */
 int kmip_certify(struct kmip_call *c);
 /* The request's Unique Identifier, else the batch's ID Placeholder; NULL (and a

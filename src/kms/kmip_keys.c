@@ -235,6 +235,37 @@ static int register_object(struct kmip_call *c, const char *op, struct kf_regist
     return rc;
 }
 
+/* Import (Replace Existing): the object named by the import gets the material. */
+static int replace_object(struct kmip_call *c, struct kf_register_spec *spec,
+                          const struct stored_extras *x, const kf_buf *material)
+{
+    kf_buf blob;
+    KF_GUARD(kf_buf_alloc(&blob, 0, 65536, 0));
+    int rc = stored_attributes(c, x, &blob);
+    if (rc == KF_OK) {
+        spec->attributes = blob.len ? blob.data : NULL;
+        spec->attributes_len = blob.len;
+        rc = kf_kms_replace_material(c->kms, c->actor, "Import", c->import->uid, spec,
+                                     material->data, material->len);
+    }
+    kf_buf_free(&blob);
+    return rc;
+}
+
+/* Import: the object stays in the domain its Unique Identifier names. */
+static int import_domain(struct kmip_call *c, struct key_attrs *at)
+{
+    const char *named = kmip_text(c, kf_ttlv_find(c->req, KMIP_TAG_ATTRIBUTES),
+                                  KMIP_TAG_KEYFLEET_DOMAIN);
+    if (named && strcmp(named, c->import->domain) != 0) {
+        snprintf(c->message, sizeof(c->message),
+                 "the x-keyfleet-domain attribute differs from the Unique Identifier's domain");
+        return KF_ERR_ATTRIBUTE;
+    }
+    at->domain = c->import->domain;
+    return KF_OK;
+}
+
 /* ---- Register ---- */
 
 struct key_block {
@@ -388,7 +419,10 @@ int kmip_register(struct kmip_call *c)
     struct key_attrs at = {0};
     KF_GUARD(take_group(c, KMIP_TAG_TEMPLATE_ATTRIBUTE, KMIP_TAG_ATTRIBUTES, &at));
     default_domain(c, &at);
-    KF_GUARD(kmip_authorize(c, KF_ROLE_MANAGE, at.domain, "Register"));
+    const char *op = c->import ? "Import" : "Register";
+    if (c->import)
+        KF_GUARD(import_domain(c, &at));
+    KF_GUARD(kmip_authorize(c, KF_ROLE_MANAGE, at.domain, op));
     struct kf_register_spec spec = {
         .domain = at.domain,
         .object_type = type,
@@ -396,6 +430,7 @@ int kmip_register(struct kmip_call *c)
         .crypto_length = at.length,
         .usage_mask = at.usage,
         .name = at.name,
+        .key_id = c->import ? c->import->key_id : 0,
     };
     struct stored_extras x = {.cparams = at.cparams};
     kf_buf stored;
@@ -407,8 +442,12 @@ int kmip_register(struct kmip_call *c)
                  "the key or certificate does not parse in the Key Format Type given");
         rc = KF_ERR_ATTRIBUTE;
     }
-    if (rc == KF_OK)
-        rc = register_object(c, "Register", &spec, &x, &stored, uid);
+    if (rc == KF_OK && c->import && c->import->replace) {
+        rc = replace_object(c, &spec, &x, &stored);
+        snprintf(uid, KF_UID_MAX, "%s", c->import->uid);
+    } else if (rc == KF_OK) {
+        rc = register_object(c, op, &spec, &x, &stored, uid);
+    }
     kf_buf_free(&stored);
     KF_GUARD(rc);
     return kf_ttlv_add_text(c->arena, c->resp, KMIP_TAG_UNIQUE_IDENTIFIER, uid) ? KF_OK

@@ -135,9 +135,47 @@ static const char *request_uid(struct kmip_call *c)
 struct wrap_request {
     const char *kek_uid;
     uint32_t mode;     /* KMIP_MODE_NIST_KEY_WRAP or KMIP_MODE_AES_KEY_WRAP_PADDING */
+    bool oaep;         /* Padding Method OAEP: RSA-OAEP under a managed RSA Public Key */
+    enum kf_hash hash, mgf_hash; /* OAEP's label hash and MGF1 hash (KMIP default SHA-1) */
     bool no_encoding;  /* Encoding Option No Encoding: wrap the Key Material bytes only */
     const kf_ttlv *eki; /* Encryption Key Information, echoed in Key Wrapping Data */
 };
+
+/* KMIP Hashing Algorithm -> kf_hash; KF_ERR_UNSUPPORTED for the ones not offered. */
+static int oaep_hash_of(struct kmip_call *c, const kf_ttlv *cp, uint32_t tag, enum kf_hash *h)
+{
+    uint32_t kmip_hash = KMIP_HASH_SHA_1; /* KMIP's default for OAEP and its MGF1 */
+    const kf_ttlv *n = kf_ttlv_find(cp, tag);
+    if (n)
+        KF_GUARD(kf_ttlv_get_enum(n, &kmip_hash));
+    switch (kmip_hash) {
+    case KMIP_HASH_SHA_1: *h = KF_HASH_SHA1; return KF_OK;
+    case KMIP_HASH_SHA_224: *h = KF_HASH_SHA224; return KF_OK;
+    case KMIP_HASH_SHA_256: *h = KF_HASH_SHA256; return KF_OK;
+    case KMIP_HASH_SHA_384: *h = KF_HASH_SHA384; return KF_OK;
+    case KMIP_HASH_SHA_512: *h = KF_HASH_SHA512; return KF_OK;
+    default:
+        snprintf(c->message, sizeof(c->message),
+                 "RSA-OAEP key wrapping hashes offered: SHA-1, SHA-224, SHA-256, SHA-384, SHA-512");
+        return KF_ERR_UNSUPPORTED;
+    }
+}
+
+/* Padding Method OAEP: Hashing Algorithm and Mask Generator Hashing Algorithm. */
+static int parse_oaep_params(struct kmip_call *c, const kf_ttlv *cp, struct wrap_request *w)
+{
+    uint32_t mg = KMIP_MASK_GENERATOR_MGF1;
+    const kf_ttlv *n = kf_ttlv_find(cp, KMIP_TAG_MASK_GENERATOR);
+    if (n)
+        KF_GUARD(kf_ttlv_get_enum(n, &mg));
+    if (mg != KMIP_MASK_GENERATOR_MGF1) {
+        snprintf(c->message, sizeof(c->message), "RSA-OAEP key wrapping uses MGF1 only");
+        return KF_ERR_UNSUPPORTED;
+    }
+    w->oaep = true;
+    KF_GUARD(oaep_hash_of(c, cp, KMIP_TAG_HASHING_ALGORITHM, &w->hash));
+    return oaep_hash_of(c, cp, KMIP_TAG_MASK_GENERATOR_HASHING_ALGORITHM, &w->mgf_hash);
+}
 
 static int parse_wrapping_spec(struct kmip_call *c, const kf_ttlv *spec, struct wrap_request *w)
 {
@@ -147,7 +185,7 @@ static int parse_wrapping_spec(struct kmip_call *c, const kf_ttlv *spec, struct 
     if (method != KMIP_WRAPPING_METHOD_ENCRYPT ||
         kf_ttlv_find(spec, KMIP_TAG_MAC_SIGNATURE_KEY_INFORMATION)) {
         snprintf(c->message, sizeof(c->message),
-                 "key wrapping offered: Wrapping Method Encrypt with AES key wrap");
+                 "key wrapping offered: Wrapping Method Encrypt with AES key wrap or RSA-OAEP");
         return KF_ERR_UNSUPPORTED;
     }
     w->eki = kf_ttlv_find(spec, KMIP_TAG_ENCRYPTION_KEY_INFORMATION);
@@ -164,8 +202,14 @@ static int parse_wrapping_spec(struct kmip_call *c, const kf_ttlv *spec, struct 
               KF_ERR_ATTRIBUTE);
     w->no_encoding = enc == KMIP_ENCODING_OPTION_NO_ENCODING;
     w->mode = KMIP_MODE_NIST_KEY_WRAP;
-    const kf_ttlv *bcm = kf_ttlv_find(
-        kf_ttlv_find(w->eki, KMIP_TAG_CRYPTOGRAPHIC_PARAMETERS), KMIP_TAG_BLOCK_CIPHER_MODE);
+    const kf_ttlv *cp = kf_ttlv_find(w->eki, KMIP_TAG_CRYPTOGRAPHIC_PARAMETERS);
+    const kf_ttlv *pad = kf_ttlv_find(cp, KMIP_TAG_PADDING_METHOD);
+    uint32_t padding = 0;
+    if (pad)
+        KF_GUARD(kf_ttlv_get_enum(pad, &padding));
+    if (padding == KMIP_PAD_OAEP)
+        return parse_oaep_params(c, cp, w);
+    const kf_ttlv *bcm = kf_ttlv_find(cp, KMIP_TAG_BLOCK_CIPHER_MODE);
     if (bcm)
         KF_GUARD(kf_ttlv_get_enum(bcm, &w->mode));
     if (w->mode != KMIP_MODE_NIST_KEY_WRAP && w->mode != KMIP_MODE_AES_KEY_WRAP_PADDING) {
@@ -177,6 +221,7 @@ static int parse_wrapping_spec(struct kmip_call *c, const kf_ttlv *spec, struct 
 }
 
 struct wrap_job {
+    const struct wrap_request *w;
     uint32_t mode;
     const uint8_t *in;
     size_t in_len;
@@ -184,9 +229,27 @@ struct wrap_job {
 };
 
 /* Runs with the wrapping key's plaintext (kf_kms_use_key checked state and usage). */
+/* RSA-OAEP (RFC 8017 §7.1) under a managed RSA Public Key; its "material" is public. */
+static int wrap_with_rsa(struct wrap_job *j, const struct kf_object *kek, const uint8_t *der,
+                         size_t len)
+{
+    KF_ENSURE(kek->object_type == KF_OBJ_PUBLIC_KEY && kek->crypto_alg == KMIP_ALG_RSA,
+              KF_ERR_UNSUPPORTED);
+    kf_rsa_key *pub;
+    KF_GUARD(kf_rsa_import_public(der, len, &pub));
+    uint8_t *p;
+    int rc = kf_buf_put_space(j->out, kf_rsa_modulus_len(pub), &p);
+    if (rc == KF_OK)
+        rc = kf_rsa_oaep_encrypt_ex(pub, j->w->hash, j->w->mgf_hash, NULL, 0, j->in, j->in_len, p);
+    kf_rsa_free(pub);
+    return rc;
+}
+
 static int wrap_with_kek(void *ctx, const struct kf_object *kek, const uint8_t *key, size_t len)
 {
     struct wrap_job *j = ctx;
+    if (j->w->oaep)
+        return wrap_with_rsa(j, kek, key, len);
     KF_ENSURE(kek->object_type == KF_OBJ_SYMMETRIC_KEY && kek->crypto_alg == KMIP_ALG_AES,
               KF_ERR_UNSUPPORTED);
     bool padded = j->mode == KMIP_MODE_AES_KEY_WRAP_PADDING;
@@ -230,7 +293,7 @@ static int wrap_key_block(struct kmip_call *c, const struct wrap_request *w)
         return rc;
     }
     rc = wrap_input(kv, w->no_encoding, &in);
-    struct wrap_job j = {.mode = w->mode, .in = in.data, .in_len = in.len, .out = &out};
+    struct wrap_job j = {.w = w, .mode = w->mode, .in = in.data, .in_len = in.len, .out = &out};
     if (rc == KF_OK)
         rc = kf_kms_use_key(c->kms, c->actor, "Get (wrap)", w->kek_uid, KF_USE_WRAP,
                             KMIP_USAGE_WRAP_KEY, wrap_with_kek, &j);
@@ -292,51 +355,6 @@ int kmip_get(struct kmip_call *c)
     kf_buf_free(&material);
     kf_object_clear(&obj);
     return rc;
-}
-
-/* KMIP 2.x Attributes form: each attribute as its own tag. */
-int kmip_put_attributes_v2(kf_arena *a, kf_ttlv *parent, const struct kf_object *obj,
-                           const char *uid)
-{
-    kf_ttlv *at = kf_ttlv_struct(a, parent, KMIP_TAG_ATTRIBUTES);
-    KF_ENSURE(at != NULL, KF_ERR_NOMEM);
-    bool ok = kf_ttlv_add_text(a, at, KMIP_TAG_UNIQUE_IDENTIFIER, uid) &&
-              kf_ttlv_add_enum(a, at, KMIP_TAG_OBJECT_TYPE, obj->object_type) &&
-              kf_ttlv_add_enum(a, at, KMIP_TAG_STATE, obj->state) &&
-              kf_ttlv_add_long(a, at, KMIP_TAG_KEYFLEET_KEY_ID, (int64_t)obj->key_id);
-    if (ok && obj->crypto_alg)
-        ok = kf_ttlv_add_enum(a, at, KMIP_TAG_CRYPTOGRAPHIC_ALGORITHM, obj->crypto_alg);
-    if (ok && obj->crypto_length)
-        ok = kf_ttlv_add_int(a, at, KMIP_TAG_CRYPTOGRAPHIC_LENGTH, obj->crypto_length);
-    if (ok)
-        ok = kf_ttlv_add_int(a, at, KMIP_TAG_CRYPTOGRAPHIC_USAGE_MASK, (int32_t)obj->usage_mask);
-    if (ok && obj->name[0]) {
-        kf_ttlv *n = kf_ttlv_struct(a, at, KMIP_TAG_NAME);
-        ok = n && kf_ttlv_add_text(a, n, KMIP_TAG_NAME_VALUE, obj->name) &&
-             kf_ttlv_add_enum(a, n, KMIP_TAG_NAME_TYPE, 1 /* Uninterpreted Text String */);
-    }
-    const struct {
-        uint32_t tag;
-        int64_t when;
-    } dates[] = {
-        {KMIP_TAG_INITIAL_DATE, obj->initial_date},
-        {KMIP_TAG_ACTIVATION_DATE, obj->activation_date},
-        {KMIP_TAG_DEACTIVATION_DATE, obj->deactivation_date},
-        {KMIP_TAG_COMPROMISE_OCCURRENCE_DATE, obj->compromise_occurrence_date},
-        {KMIP_TAG_COMPROMISE_DATE, obj->compromise_date},
-        {KMIP_TAG_DESTROY_DATE, obj->destroy_date},
-        {KMIP_TAG_LAST_CHANGE_DATE, obj->last_change_date},
-    };
-    for (size_t i = 0; ok && i < sizeof(dates) / sizeof(dates[0]); i++)
-        if (dates[i].when)
-            ok = kf_ttlv_add_datetime(a, at, dates[i].tag, dates[i].when) != NULL;
-    if (ok && obj->revocation_reason) {
-        kf_ttlv *r = kf_ttlv_struct(a, at, KMIP_TAG_REVOCATION_REASON);
-        ok = r && kf_ttlv_add_enum(a, r, KMIP_TAG_REVOCATION_REASON_CODE, obj->revocation_reason);
-        if (ok && obj->revocation_message[0])
-            ok = kf_ttlv_add_text(a, r, KMIP_TAG_REVOCATION_MESSAGE, obj->revocation_message);
-    }
-    return ok ? KF_OK : KF_ERR_NOMEM;
 }
 
 static int answer_uid(struct kmip_call *c, const char *uid)

@@ -483,6 +483,10 @@ static int register_locked(kf_kms *kms, const char *actor, const char *op,
         (rc = kf_store_next_key_id(kms->store, d.id, &obj.key_id)) < 0 ||
         (rc = kf_buf_alloc(&wrapped, 0, 65536, 0)) < 0)
         goto out;
+    if (spec->key_id && spec->key_id != obj.key_id) {
+        rc = KF_ERR_EXISTS; /* the named ID is not the next one: never reuse or skip */
+        goto out;
+    }
     obj.domain_id = d.id;
     obj.object_type = spec->object_type;
     obj.state = spec->state ? spec->state : KF_STATE_PRE_ACTIVE;
@@ -543,6 +547,93 @@ int kf_kms_register(kf_kms *kms, const char *actor, const char *op,
         kms_audit_refusal(kms, actor, op, kf_domain_name_valid(spec->domain) ? spec->domain : "",
                           "", rc, NULL);
     pthread_mutex_unlock(&kms->lock);
+    return rc;
+}
+
+/* Why an object cannot take new material (KF_OK if it can). */
+static int replace_refusal(const struct kf_object *obj, const struct kf_register_spec *spec)
+{
+    if (obj->object_type != spec->object_type)
+        return KF_ERR_ATTRIBUTE;
+    if (obj->state == KF_STATE_DESTROYED || obj->state == KF_STATE_DESTROYED_COMPROMISED ||
+        !obj->material)
+        return KF_ERR_STATE;
+    return kms_object_archived(obj) ? KF_ERR_OBJECT_ARCHIVED : KF_OK;
+}
+
+static int replace_locked(kf_kms *kms, const char *actor, const char *op, const char *uid,
+                          const struct kf_register_spec *spec, const uint8_t *material,
+                          size_t material_len, struct kf_domain *d)
+{
+    struct kf_object obj = {0};
+    kf_buf wrapped = {0};
+    kf_domain_handle h;
+    uint8_t *attrs = NULL;
+    size_t attrs_len = 0;
+    KF_GUARD(kf_store_begin(kms->store));
+    int rc = load_object(kms, uid, d, &obj);
+    if (rc == KF_OK)
+        rc = replace_refusal(&obj, spec);
+    struct kms_new_object given = {.key_format = spec->key_format,
+                                   .material = material,
+                                   .material_len = material_len,
+                                   .generated = false,
+                                   .now = now_seconds()};
+    if (rc == KF_OK)
+        rc = kms_server_attrs(spec->attributes, spec->attributes_len, &given, &attrs, &attrs_len);
+    if (rc == KF_OK && (rc = kms_domain_handle(kms, d, &h)) == KF_OK &&
+        (rc = kf_buf_alloc(&wrapped, 0, 65536, 0)) == KF_OK)
+        rc = kf_secmod_wrap(kms->secmod, h, obj.key_id, d->id, obj.version + 1, material,
+                            material_len, &wrapped);
+    if (rc == KF_OK) {
+        free(obj.material);
+        free(obj.attributes);
+        obj.material = wrapped.data; /* still owned by wrapped */
+        obj.material_len = wrapped.len;
+        obj.attributes = attrs;
+        obj.attributes_len = attrs_len;
+        attrs = NULL;
+        obj.version++;
+        obj.crypto_alg = spec->crypto_alg;
+        obj.crypto_length = spec->crypto_length;
+        obj.key_format = spec->key_format;
+        if (spec->usage_mask)
+            obj.usage_mask = spec->usage_mask;
+        if (spec->name)
+            snprintf(obj.name, sizeof(obj.name), "%s", spec->name);
+        obj.last_change_date = given.now;
+        rc = kf_store_object_update(kms->store, &obj);
+        obj.material = NULL; /* wrapped frees it */
+    }
+    char detail[64];
+    snprintf(detail, sizeof(detail), "material replaced, version %u", obj.version);
+    if (rc == KF_OK)
+        rc = kms_audit(kms, actor, op, d->name, uid, KF_OK, detail);
+    if (rc == KF_OK)
+        rc = kf_store_commit(kms->store);
+    if (rc < 0)
+        kf_store_rollback(kms->store);
+    free(attrs);
+    kf_buf_free(&wrapped);
+    kf_object_clear(&obj);
+    return rc;
+}
+
+int kf_kms_replace_material(kf_kms *kms, const char *actor, const char *op, const char *uid,
+                            const struct kf_register_spec *spec, const uint8_t *material,
+                            size_t material_len)
+{
+    KF_ENSURE(spec && uid && material && material_len > 0 && material_len <= 16384, KF_ERR_ARG);
+    KF_ENSURE(!spec->name || strlen(spec->name) <= KF_OBJECT_NAME_MAX, KF_ERR_ATTRIBUTE);
+    struct kf_domain d = {0};
+    pthread_mutex_lock(&kms->lock);
+    int rc = kf_secmod_sealed(kms->secmod) ? KF_ERR_SEALED : KF_OK;
+    if (rc == KF_OK)
+        rc = replace_locked(kms, actor, op, uid, spec, material, material_len, &d);
+    if (rc < 0)
+        kms_audit_refusal(kms, actor, op, d.name, rc == KF_ERR_OBJECT ? "" : uid, rc, NULL);
+    pthread_mutex_unlock(&kms->lock);
+    kf_domain_clear(&d);
     return rc;
 }
 
