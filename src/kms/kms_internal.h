@@ -3,6 +3,7 @@
 #define KF_KMS_INTERNAL_H
 
 #include <pthread.h>
+#include <stdatomic.h>
 
 #include "keyfleet/kms.h"
 
@@ -39,6 +40,13 @@ struct kf_kms {
     pthread_cond_t audit_queue_done;
     struct kms_audit_wait *audit_pending;
     bool audit_flushing;
+    /* Read/use audit records commit without fsync; the flusher fdatasyncs the WAL
+     * within KMS_AUDIT_SYNC_MS (see service.c). -1: off (in-memory store). */
+    int wal_fd;
+    atomic_bool wal_dirty;
+    atomic_bool flusher_stop;
+    pthread_t flusher;
+    bool flusher_running;
     /* Domain keys loaded into the security module since the last unseal. */
     pthread_rwlock_t handles_lock;
     struct {

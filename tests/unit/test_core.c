@@ -114,6 +114,24 @@ static void secmem_sizes_and_wipe(void **state)
     assert_int_equal(kf_secmem_live(), 0);
 }
 
+/* Freed mappings are cached for reuse: a reused one must come back wiped. */
+static void reused_secure_memory_is_wiped(void **state)
+{
+    (void)state;
+    for (int round = 0; round < 3; round++) {
+        uint8_t *p = kf_secmem_alloc(100);
+        assert_non_null(p);
+        assert_true(kf_ct_is_zero(p, 100));
+        memset(p, 0xa5, 100);
+        kf_secmem_free(p);
+    }
+    uint8_t *big = kf_secmem_alloc(300000); /* above the cache's size: unmapped on free */
+    assert_non_null(big);
+    memset(big, 0x11, 300000);
+    kf_secmem_free(big);
+    assert_int_equal(kf_secmem_live(), 0);
+}
+
 static void ct_equal_compares_all_bytes(void **state)
 {
     (void)state;
@@ -151,6 +169,7 @@ int main(void)
         cmocka_unit_test(owned_buffer_grows_to_its_limit),
         cmocka_unit_test(secret_buffer_uses_secure_memory),
         cmocka_unit_test(secmem_sizes_and_wipe),
+        cmocka_unit_test(reused_secure_memory_is_wiped),
         cmocka_unit_test(ct_equal_compares_all_bytes),
         cmocka_unit_test(every_error_has_a_sentence),
     };
