@@ -16,6 +16,8 @@ struct kms_reader {
     kf_store *store;
 };
 
+struct create_wait;
+
 /* One audit record waiting for a group commit. */
 struct kms_audit_wait {
     struct kf_audit_event ev;
@@ -40,6 +42,9 @@ struct kf_kms {
     pthread_cond_t audit_queue_done;
     struct kms_audit_wait *audit_pending;
     bool audit_flushing;
+    /* Group commit of creates (objects.c), under audit_queue_lock too. */
+    struct create_wait *create_pending;
+    bool create_flushing;
     /* Read/use audit records commit without fsync; the flusher fdatasyncs the WAL
      * within KMS_AUDIT_SYNC_MS (see service.c). -1: off (in-memory store). */
     int wal_fd;

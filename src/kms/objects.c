@@ -3,6 +3,7 @@
  * lifecycle operations activate, revoke and destroy. Each is one transaction
  * with its audit record; each refusal is audited with its error name.
  */
+#include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -56,8 +57,10 @@ static int check_spec(const struct kf_key_spec *s)
     }
 }
 
-static int create_locked(kf_kms *kms, const struct kf_key_spec *spec, const char *actor,
-                         char uid[KF_UID_MAX])
+/* One create inside the batch's open transaction, in a savepoint of its own so
+ * that a failure takes back only this create. */
+static int create_in_tx(kf_kms *kms, const struct kf_key_spec *spec, const char *actor,
+                        char uid[KF_UID_MAX])
 {
     struct kf_domain d = {0};
     struct kf_object obj = {0};
@@ -68,7 +71,9 @@ static int create_locked(kf_kms *kms, const struct kf_key_spec *spec, const char
     uint8_t *p;
     int rc;
 
-    KF_GUARD(kf_store_begin(kms->store));
+    if (sqlite3_exec(kf_store_db(kms->store), "SAVEPOINT kf_create", NULL, NULL, NULL) !=
+        SQLITE_OK)
+        return KF_ERR_DB;
     if ((rc = kf_store_domain_get(kms->store, spec->domain, &d)) < 0 ||
         (rc = kms_domain_handle(kms, &d, &h)) < 0 ||
         (rc = kf_store_next_key_id(kms->store, d.id, &obj.key_id)) < 0 ||
@@ -107,12 +112,11 @@ static int create_locked(kf_kms *kms, const struct kf_key_spec *spec, const char
     char detail[96];
     snprintf(detail, sizeof(detail), "type %u alg %u length %d", obj.object_type, obj.crypto_alg,
              obj.crypto_length);
-    if ((rc = kms_audit(kms, actor, "Create", d.name, uid, KF_OK, detail)) < 0)
-        goto out;
-    rc = kf_store_commit(kms->store);
+    rc = kms_audit(kms, actor, "Create", d.name, uid, KF_OK, detail);
 out:
     if (rc < 0)
-        kf_store_rollback(kms->store);
+        (void)sqlite3_exec(kf_store_db(kms->store), "ROLLBACK TO kf_create", NULL, NULL, NULL);
+    (void)sqlite3_exec(kf_store_db(kms->store), "RELEASE kf_create", NULL, NULL, NULL);
     free(obj.attributes);
     kf_buf_free(&material);
     kf_buf_free(&wrapped);
@@ -120,22 +124,87 @@ out:
     return rc;
 }
 
+/*
+ * Group commit of creates: concurrent creates share one transaction and one
+ * fsync (synchronous=FULL); each is acknowledged only after that commit.
+ * Whoever finds no batch running leads: it takes every queued create, runs
+ * each in its own savepoint, commits once, and wakes the others.
+ */
+struct create_wait {
+    const struct kf_key_spec *spec;
+    const char *actor;
+    char *uid;
+    int rc;
+    bool done;
+    struct create_wait *next;
+};
+
+static void audit_create_refusal(kf_kms *kms, const struct create_wait *w)
+{
+    const char *dom =
+        w->spec->domain && kf_domain_name_valid(w->spec->domain) ? w->spec->domain : "";
+    kms_audit_refusal(kms, w->actor, "Create", dom, "", w->rc,
+                      w->rc == KF_ERR_RNG_HEALTH ? "random source failed its health test" : NULL);
+}
+
+static void run_create_batch(kf_kms *kms, struct create_wait *batch)
+{
+    struct create_wait *ordered = NULL; /* the queue is LIFO: arrival order */
+    while (batch) {
+        struct create_wait *n = batch->next;
+        batch->next = ordered;
+        ordered = batch;
+        batch = n;
+    }
+    pthread_mutex_lock(&kms->lock);
+    int trc = kf_secmod_sealed(kms->secmod) ? KF_ERR_SEALED : kf_store_begin(kms->store);
+    for (struct create_wait *w = ordered; w; w = w->next)
+        w->rc = trc == KF_OK ? create_in_tx(kms, w->spec, w->actor, w->uid) : trc;
+    if (trc == KF_OK && (trc = kf_store_commit(kms->store)) < 0) {
+        kf_store_rollback(kms->store);
+        for (struct create_wait *w = ordered; w; w = w->next)
+            if (w->rc == KF_OK)
+                w->rc = trc; /* nothing of the batch persisted */
+    }
+    for (struct create_wait *w = ordered; w; w = w->next)
+        if (w->rc < 0)
+            audit_create_refusal(kms, w);
+    pthread_mutex_unlock(&kms->lock);
+    pthread_mutex_lock(&kms->audit_queue_lock);
+    for (struct create_wait *w = ordered; w; w = w->next)
+        w->done = true;
+    pthread_mutex_unlock(&kms->audit_queue_lock);
+}
+
 int kf_kms_create(kf_kms *kms, const char *actor, const struct kf_key_spec *spec,
                   char uid[KF_UID_MAX])
 {
-    int rc = check_spec(spec);
-    pthread_mutex_lock(&kms->lock);
-    if (rc == KF_OK && kf_secmod_sealed(kms->secmod))
-        rc = KF_ERR_SEALED;
-    if (rc == KF_OK)
-        rc = create_locked(kms, spec, actor, uid);
-    if (rc < 0) {
-        const char *dom = spec->domain && kf_domain_name_valid(spec->domain) ? spec->domain : "";
-        kms_audit_refusal(kms, actor, "Create", dom, "", rc,
-                          rc == KF_ERR_RNG_HEALTH ? "random source failed its health test" : NULL);
+    struct create_wait me = {.spec = spec, .actor = actor, .uid = uid, .rc = check_spec(spec)};
+    if (me.rc < 0) {
+        pthread_mutex_lock(&kms->lock);
+        audit_create_refusal(kms, &me);
+        pthread_mutex_unlock(&kms->lock);
+        return me.rc;
     }
-    pthread_mutex_unlock(&kms->lock);
-    return rc;
+    pthread_mutex_lock(&kms->audit_queue_lock);
+    me.next = kms->create_pending;
+    kms->create_pending = &me;
+    while (!me.done) {
+        if (!kms->create_flushing) {
+            struct create_wait *batch = kms->create_pending;
+            kms->create_pending = NULL;
+            kms->create_flushing = true;
+            pthread_mutex_unlock(&kms->audit_queue_lock);
+            run_create_batch(kms, batch);
+            pthread_mutex_lock(&kms->audit_queue_lock);
+            kms->create_flushing = false;
+            pthread_cond_broadcast(&kms->audit_queue_done);
+        } else {
+            pthread_cond_wait(&kms->audit_queue_done, &kms->audit_queue_lock);
+        }
+    }
+    pthread_mutex_unlock(&kms->audit_queue_lock);
+    return me.rc;
 }
 
 /* Resolve a UID to its domain and object on connection st. */
