@@ -29,7 +29,6 @@
 #include "kms/kmip_internal.h"
 
 #include "kms_crypto_fixture.h"
-};
 
 /* The object value Get would return for uid, in format (0 = stored), or the refusal. */
 static int get_value(struct fixture *f, const char *uid, uint32_t format, const kf_ttlv **object)
