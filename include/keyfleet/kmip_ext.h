@@ -52,3 +52,51 @@ KF_EXT_OP(KeyfleetDomainList,   0x80000006)
 KF_EXT_OP(KeyfleetAuditShow,    0x80000007)
 KF_EXT_OP(KeyfleetAuditVerify,  0x80000008)
 KF_EXT_OP(KeyfleetKeyList,      0x80000009)
+
+/* ---- Devices and pairwise KEK distribution (DESIGN §4.1, docs/pairing.md) ----
+ * 0x5401xx: the device protocol. These structures are also what devices
+ * forward to each other, so libkeyfleet-device encodes and decodes them. */
+KF_EXT_TAG(KeyfleetDeviceId,        0x540101, TextString)  /* a device's ID */
+KF_EXT_TAG(KeyfleetDeviceIdA,       0x540102, TextString)  /* requester (meter) */
+KF_EXT_TAG(KeyfleetDeviceIdB,       0x540103, TextString)  /* partner (base) */
+KF_EXT_TAG(KeyfleetProtoVersion,    0x540104, Integer)     /* device protocol version: 1 */
+KF_EXT_TAG(KeyfleetKekId,           0x540105, LongInteger) /* server-wide monotonic KEK id */
+KF_EXT_TAG(KeyfleetKekCount,        0x540106, Integer)     /* KEKs in one message: 1..8 */
+KF_EXT_TAG(KeyfleetPairRole,        0x540107, Enumeration) /* 1 = A (requester), 2 = B (partner) */
+KF_EXT_TAG(KeyfleetCounter,         0x540108, LongInteger) /* C_X of a part */
+KF_EXT_TAG(KeyfleetNonce,           0x540109, ByteString)  /* 12-byte AEAD nonce */
+KF_EXT_TAG(KeyfleetKekValidity,     0x54010A, Structure)   /* NotBefore, NotAfter, MaxUses */
+KF_EXT_TAG(KeyfleetNotBefore,       0x54010B, DateTime)
+KF_EXT_TAG(KeyfleetNotAfter,        0x54010C, DateTime)
+KF_EXT_TAG(KeyfleetMaxUses,         0x54010D, Integer)
+KF_EXT_TAG(KeyfleetSealedData,      0x54010E, ByteString)  /* AEAD ciphertext || 16-byte tag */
+KF_EXT_TAG(KeyfleetPairHeader,      0x54010F, Structure)   /* associated data of a part */
+KF_EXT_TAG(KeyfleetPairPart,        0x540110, Structure)   /* SM_A or SM_B */
+KF_EXT_TAG(KeyfleetLifetime,        0x540111, Interval)    /* requested KEK lifetime, seconds */
+KF_EXT_TAG(KeyfleetAckBody,         0x540112, Structure)
+KF_EXT_TAG(KeyfleetPairAck,         0x540113, Structure)   /* N_A or N_B */
+KF_EXT_TAG(KeyfleetAckStatus,       0x540114, Enumeration) /* enum kfd_ack_status */
+KF_EXT_TAG(KeyfleetDeviceCounter,   0x540115, LongInteger) /* the device's last accepted counter */
+KF_EXT_TAG(KeyfleetMac,             0x540116, ByteString)  /* 16-byte AES-256-CMAC */
+KF_EXT_TAG(KeyfleetSessionHeader,   0x540117, Structure)
+KF_EXT_TAG(KeyfleetSessionKey,      0x540118, Structure)   /* M3 */
+KF_EXT_TAG(KeyfleetSessionAck,      0x540119, Structure)
+KF_EXT_TAG(KeyfleetSeq,             0x54011A, LongInteger)
+KF_EXT_TAG(KeyfleetSessionRecord,   0x54011B, Structure)   /* application data under SK */
+KF_EXT_TAG(KeyfleetDevicePackage,   0x54011C, Structure)   /* installation package (MKEK) */
+KF_EXT_TAG(KeyfleetMasterKey,       0x54011D, ByteString)  /* MKEK inside the package only */
+KF_EXT_TAG(KeyfleetDeviceState,     0x54011E, Structure)   /* a device's persisted state */
+KF_EXT_TAG(KeyfleetKekSlot,         0x54011F, Structure)   /* one held KEK in the device state */
+KF_EXT_TAG(KeyfleetUses,            0x540120, Integer)
+KF_EXT_TAG(KeyfleetSendSeq,         0x540121, LongInteger)
+KF_EXT_TAG(KeyfleetRecvSeq,         0x540122, LongInteger)
+KF_EXT_TAG(KeyfleetKeyBytes,        0x540123, ByteString)  /* key inside device state only */
+KF_EXT_TAG(KeyfleetExported,        0x540124, Boolean)
+KF_EXT_TAG(KeyfleetDeviceInfo,      0x540125, Structure)
+KF_EXT_TAG(KeyfleetAcksPending,     0x540126, Integer)
+
+KF_EXT_OP(KeyfleetDeviceRegister,   0x8000000A)
+KF_EXT_OP(KeyfleetDeviceExport,     0x8000000B)
+KF_EXT_OP(KeyfleetDeviceGet,        0x8000000C)
+KF_EXT_OP(KeyfleetPairKeyRequest,   0x8000000D)
+KF_EXT_OP(KeyfleetPairAckReport,    0x8000000E)

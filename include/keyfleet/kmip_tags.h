@@ -390,6 +390,44 @@
 #define KMIP_TAG_KEYFLEET_PIN                                    0x54001AU
 #define KMIP_TAG_KEYFLEET_FROM                                   0x54001BU
 #define KMIP_TAG_KEYFLEET_LIMIT                                  0x54001CU
+#define KMIP_TAG_KEYFLEET_DEVICE_ID                              0x540101U
+#define KMIP_TAG_KEYFLEET_DEVICE_ID_A                            0x540102U
+#define KMIP_TAG_KEYFLEET_DEVICE_ID_B                            0x540103U
+#define KMIP_TAG_KEYFLEET_PROTO_VERSION                          0x540104U
+#define KMIP_TAG_KEYFLEET_KEK_ID                                 0x540105U
+#define KMIP_TAG_KEYFLEET_KEK_COUNT                              0x540106U
+#define KMIP_TAG_KEYFLEET_PAIR_ROLE                              0x540107U
+#define KMIP_TAG_KEYFLEET_COUNTER                                0x540108U
+#define KMIP_TAG_KEYFLEET_NONCE                                  0x540109U
+#define KMIP_TAG_KEYFLEET_KEK_VALIDITY                           0x54010AU
+#define KMIP_TAG_KEYFLEET_NOT_BEFORE                             0x54010BU
+#define KMIP_TAG_KEYFLEET_NOT_AFTER                              0x54010CU
+#define KMIP_TAG_KEYFLEET_MAX_USES                               0x54010DU
+#define KMIP_TAG_KEYFLEET_SEALED_DATA                            0x54010EU
+#define KMIP_TAG_KEYFLEET_PAIR_HEADER                            0x54010FU
+#define KMIP_TAG_KEYFLEET_PAIR_PART                              0x540110U
+#define KMIP_TAG_KEYFLEET_LIFETIME                               0x540111U
+#define KMIP_TAG_KEYFLEET_ACK_BODY                               0x540112U
+#define KMIP_TAG_KEYFLEET_PAIR_ACK                               0x540113U
+#define KMIP_TAG_KEYFLEET_ACK_STATUS                             0x540114U
+#define KMIP_TAG_KEYFLEET_DEVICE_COUNTER                         0x540115U
+#define KMIP_TAG_KEYFLEET_MAC                                    0x540116U
+#define KMIP_TAG_KEYFLEET_SESSION_HEADER                         0x540117U
+#define KMIP_TAG_KEYFLEET_SESSION_KEY                            0x540118U
+#define KMIP_TAG_KEYFLEET_SESSION_ACK                            0x540119U
+#define KMIP_TAG_KEYFLEET_SEQ                                    0x54011AU
+#define KMIP_TAG_KEYFLEET_SESSION_RECORD                         0x54011BU
+#define KMIP_TAG_KEYFLEET_DEVICE_PACKAGE                         0x54011CU
+#define KMIP_TAG_KEYFLEET_MASTER_KEY                             0x54011DU
+#define KMIP_TAG_KEYFLEET_DEVICE_STATE                           0x54011EU
+#define KMIP_TAG_KEYFLEET_KEK_SLOT                               0x54011FU
+#define KMIP_TAG_KEYFLEET_USES                                   0x540120U
+#define KMIP_TAG_KEYFLEET_SEND_SEQ                               0x540121U
+#define KMIP_TAG_KEYFLEET_RECV_SEQ                               0x540122U
+#define KMIP_TAG_KEYFLEET_KEY_BYTES                              0x540123U
+#define KMIP_TAG_KEYFLEET_EXPORTED                               0x540124U
+#define KMIP_TAG_KEYFLEET_DEVICE_INFO                            0x540125U
+#define KMIP_TAG_KEYFLEET_ACKS_PENDING                           0x540126U
 
 /* Adjustment Type enumeration */
 #define KMIP_ADJUSTMENT_TYPE_INCREMENT                           0x00000001U
@@ -875,6 +913,11 @@
 #define KMIP_OP_KEYFLEET_AUDIT_SHOW                              0x80000007U  /* keyfleet */
 #define KMIP_OP_KEYFLEET_AUDIT_VERIFY                            0x80000008U  /* keyfleet */
 #define KMIP_OP_KEYFLEET_KEY_LIST                                0x80000009U  /* keyfleet */
+#define KMIP_OP_KEYFLEET_DEVICE_REGISTER                         0x8000000AU  /* keyfleet */
+#define KMIP_OP_KEYFLEET_DEVICE_EXPORT                           0x8000000BU  /* keyfleet */
+#define KMIP_OP_KEYFLEET_DEVICE_GET                              0x8000000CU  /* keyfleet */
+#define KMIP_OP_KEYFLEET_PAIR_KEY_REQUEST                        0x8000000DU  /* keyfleet */
+#define KMIP_OP_KEYFLEET_PAIR_ACK_REPORT                         0x8000000EU  /* keyfleet */
 
 /* Padding Method enumeration */
 #define KMIP_PAD_NONE                                            0x00000001U

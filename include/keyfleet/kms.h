@@ -38,6 +38,7 @@ enum kf_role {
     KF_ROLE_MANAGE = 1u << 1, /* create, register, activate, revoke, destroy, attributes */
     KF_ROLE_USE = 1u << 2,    /* encrypt, decrypt, sign, verify, MAC, derive, locate, get attributes */
     KF_ROLE_EXPORT = 1u << 3, /* Get of key material */
+    KF_ROLE_DEVICE = 1u << 4, /* pair key requests and acknowledgements (docs/pairing.md) */
 };
 #define KF_PRINCIPAL_MAX_DOMAINS 32
 struct kf_principal {

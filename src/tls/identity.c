@@ -181,13 +181,14 @@ static int add_role(const char *item, struct rule *r, struct parse_error *e)
                  {"manage", KF_ROLE_MANAGE},
                  {"use", KF_ROLE_USE},
                  {"export", KF_ROLE_EXPORT},
+                 {"device", KF_ROLE_DEVICE},
                  {"none", 0}};
     for (size_t i = 0; i < sizeof(roles) / sizeof(roles[0]); i++)
         if (strcmp(item, roles[i].name) == 0) {
             r->roles |= roles[i].bit;
             return KF_OK;
         }
-    return refuse(e, "unknown role '%s' (admin, manage, use, export, none)", item);
+    return refuse(e, "unknown role '%s' (admin, manage, use, export, device, none)", item);
 }
 
 static bool domain_name_ok(const char *s)

@@ -1,10 +1,17 @@
-/* The bounded cursor. Every check lives here so callers never index wire data. */
+/*
+ * The bounded cursor. Every check lives here so callers never index wire data.
+ * This file allocates nothing: owned (growable) buffers come from
+ * src/core/buf_owned.c, which installs the grower. The device library links
+ * this module without core, so it has the same cursor and no allocator.
+ */
 #include "keyfleet/buf.h"
 
 #include <stdlib.h>
 #include <string.h>
 
-#include "keyfleet/secmem.h"
+#include "keyfleet/buf_grow.h"
+
+int (*kf_buf_grower)(kf_buf *b, size_t want);
 
 void kf_buf_reader(kf_buf *b, const uint8_t *data, size_t len)
 {
@@ -27,53 +34,10 @@ void kf_buf_fixed(kf_buf *b, uint8_t *mem, size_t cap)
     b->flags = 0;
 }
 
-static uint8_t *raw_alloc(size_t n, unsigned flags)
-{
-    if (flags & KF_BUF_SECRET)
-        return kf_secmem_alloc(n);
-    return calloc(1, n);
-}
-
-static void raw_free(uint8_t *p, size_t cap, unsigned flags)
-{
-    if (!p)
-        return;
-    if (flags & KF_BUF_SECRET) {
-        kf_secmem_free(p);
-    } else {
-        (void)cap;
-        free(p);
-    }
-}
-
-int kf_buf_alloc(kf_buf *b, size_t initial, size_t max, unsigned flags)
-{
-    memset(b, 0, sizeof(*b));
-    KF_ENSURE(initial <= max && max > 0, KF_ERR_ARG);
-    if (initial == 0)
-        initial = max < 256 ? max : 256;
-    b->data = raw_alloc(initial, flags);
-    KF_ENSURE(b->data != NULL, (flags & KF_BUF_SECRET) ? KF_ERR_SECMEM : KF_ERR_NOMEM);
-    b->cap = initial;
-    b->max = max;
-    b->flags = (flags & KF_BUF_SECRET) | KF_BUF_OWNED;
-    return KF_OK;
-}
-
-void kf_buf_free(kf_buf *b)
-{
-    if (b->flags & KF_BUF_OWNED) {
-        if (b->flags & KF_BUF_SECRET)
-            kf_wipe(b->data, b->cap);
-        raw_free(b->data, b->cap, b->flags);
-    }
-    memset(b, 0, sizeof(*b));
-}
-
 void kf_buf_reset(kf_buf *b)
 {
-    if ((b->flags & KF_BUF_SECRET) && b->data)
-        kf_wipe(b->data, b->len);
+    if ((b->flags & KF_BUF_SECRET) && b->data && b->len)
+        explicit_bzero(b->data, b->len);
     b->len = 0;
     b->off = 0;
 }
@@ -200,22 +164,8 @@ int kf_buf_reserve(kf_buf *b, size_t n)
         return KF_OK;
     KF_ENSURE(b->flags & KF_BUF_OWNED, KF_ERR_NOSPACE);
     KF_ENSURE(n <= b->max - b->len, KF_ERR_LIMIT);
-    size_t want = b->len + n;
-    size_t ncap = b->cap ? b->cap : 64;
-    while (ncap < want)
-        ncap = ncap > b->max / 2 ? b->max : ncap * 2;
-    if (ncap > b->max)
-        ncap = b->max;
-    uint8_t *nd = raw_alloc(ncap, b->flags);
-    KF_ENSURE(nd != NULL, (b->flags & KF_BUF_SECRET) ? KF_ERR_SECMEM : KF_ERR_NOMEM);
-    if (b->len)
-        memcpy(nd, b->data, b->len);
-    if (b->flags & KF_BUF_SECRET)
-        kf_wipe(b->data, b->cap);
-    raw_free(b->data, b->cap, b->flags);
-    b->data = nd;
-    b->cap = ncap;
-    return KF_OK;
+    KF_ENSURE(kf_buf_grower != NULL, KF_ERR_INTERNAL);
+    return kf_buf_grower(b, b->len + n);
 }
 
 int kf_buf_put_space(kf_buf *b, size_t n, uint8_t **p)
