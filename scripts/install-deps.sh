@@ -3,7 +3,8 @@
 set -euo pipefail
 PKGS=(build-essential cmake pkg-config clang libclang-rt-14-dev llvm
       libgnutls28-dev gnutls-bin nettle-dev libgmp-dev libsqlite3-dev sqlite3
-      libp11-kit-dev softhsm2 opensc libcmocka-dev python3-pykmip)
+      libp11-kit-dev softhsm2 opensc libcmocka-dev python3-pykmip
+      krb5-kdc krb5-admin-server krb5-user libkrb5-dev)
 SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"
 missing=()

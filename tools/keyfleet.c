@@ -5,6 +5,8 @@
  * 3 cannot reach the server.
  */
 #include <ctype.h>
+#include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -61,6 +63,11 @@ static const char *const usage_text =
     "                                      affiliation-changed, superseded, cessation,\n"
     "                                      privilege-withdrawn\n"
     "  key destroy UID                     (revoke an active key first)\n"
+    "  device register ID --domain D       a device and its master key (MKEK) in domain D\n"
+    "  device export ID -o FILE            its installation package, ONCE (a second export\n"
+    "                                      is refused); FILE is new, mode 0600, never replaced\n"
+    "  device show ID                      domain, pairing counter, exported, last KEK ID,\n"
+    "                                      acknowledgements pending\n"
     "  audit show [--from SEQ] [--limit N]\n"
     "  audit verify                        check the hash chain, MACs and order\n\n"
     "Options:\n"
@@ -918,6 +925,191 @@ static int cmd_audit(struct cli *c, int argc, char **argv)
     return 0;
 }
 
+/* ---- Devices (docs/pairing.md) ---- */
+static kf_ttlv *device_request(struct cli *c, uint32_t op, const char *id, kf_ttlv **p)
+{
+    kf_ttlv *msg = new_request(c, op, p);
+    if (msg)
+        kf_ttlv_add_text(c->arena, *p, KMIP_TAG_KEYFLEET_DEVICE_ID, id);
+    return msg;
+}
+
+static int cmd_device_register(struct cli *c, int argc, char **argv)
+{
+    static const char *const vals[] = {"--domain", NULL};
+    int rc = check_opts(argc, argv, vals, NULL, 1);
+    if (rc)
+        return rc;
+    const char *domain = opt_value(argc, argv, "--domain");
+    if (!domain)
+        return usage_error("device register needs --domain");
+    kf_ttlv *p, *msg = device_request(c, KMIP_OP_KEYFLEET_DEVICE_REGISTER, argv[0], &p);
+    if (msg)
+        kf_ttlv_add_text(c->arena, p, KMIP_TAG_KEYFLEET_DOMAIN, domain);
+    const kf_ttlv *r;
+    if ((rc = call(c, msg, &r)))
+        return rc;
+    const char *id = text_of(r, KMIP_TAG_KEYFLEET_DEVICE_ID);
+    const char *dom = text_of(r, KMIP_TAG_KEYFLEET_DOMAIN);
+    const char *mkek = text_of(r, KMIP_TAG_UNIQUE_IDENTIFIER);
+    if (c->json) {
+        printf("{\"device\":");
+        json_string(id, strlen(id));
+        printf(",\"domain\":");
+        json_string(dom, strlen(dom));
+        printf(",\"master_key\":");
+        json_string(mkek, strlen(mkek));
+        printf("}\n");
+    } else {
+        printf("Device %s registered in %s (master key %s, counter 0).\n"
+               "Export its installation package once: keyfleet device export %s -o FILE\n",
+               id, dom, mkek, id);
+    }
+    return 0;
+}
+
+/* Write all of data to fd. */
+static int write_all(int fd, const uint8_t *data, size_t len)
+{
+    while (len > 0) {
+        ssize_t n = write(fd, data, len);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            return -1;
+        data += n;
+        len -= (size_t)n;
+    }
+    return 0;
+}
+
+/*
+ * The package holds the device's master key and can be had once: the file is
+ * created (new, 0600, no symlink followed) BEFORE asking, so a bad path never
+ * costs the one export; it is removed again if the server refuses.
+ */
+static int cmd_device_export(struct cli *c, int argc, char **argv)
+{
+    const char *id = NULL, *out = NULL;
+    for (int i = 0; i < argc; i++) {
+        if (strcmp(argv[i], "-o") == 0 || strcmp(argv[i], "--output") == 0) {
+            if (i + 1 >= argc)
+                return usage_error("-o needs a file name");
+            out = argv[++i];
+        } else if (argv[i][0] == '-') {
+            fprintf(stderr, "keyfleet: unknown option %s\n", argv[i]);
+            return EXIT_USAGE;
+        } else if (!id) {
+            id = argv[i];
+        } else {
+            return usage_error("unexpected argument");
+        }
+    }
+    if (!id)
+        return usage_error("missing argument");
+    if (!out)
+        return usage_error("device export needs -o FILE (the package is never printed)");
+    int fd = open(out, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+    if (fd < 0) {
+        fprintf(stderr, "keyfleet: cannot create %s: %s%s\n", out, strerror(errno),
+                errno == EEXIST ? " (an existing file is never replaced)" : "");
+        return EXIT_USAGE;
+    }
+    kf_ttlv *p, *msg = device_request(c, KMIP_OP_KEYFLEET_DEVICE_EXPORT, id, &p);
+    const kf_ttlv *r;
+    int rc = call(c, msg, &r);
+    if (rc) {
+        close(fd);
+        unlink(out);
+        return rc;
+    }
+    const kf_ttlv *pkg = kf_ttlv_find(r, KMIP_TAG_KEYFLEET_DEVICE_PACKAGE);
+    kf_buf bytes = {0};
+    bool ok = pkg && kf_buf_alloc(&bytes, 256, 65536, KF_BUF_SECRET) == KF_OK &&
+              kf_ttlv_encode(pkg, &bytes) == KF_OK && write_all(fd, bytes.data, bytes.len) == 0 &&
+              fsync(fd) == 0;
+    size_t written = bytes.len;
+    kf_buf_free(&bytes);
+    if (close(fd) != 0)
+        ok = false;
+    if (!ok) {
+        /* The server has marked the export done: say so plainly. */
+        fprintf(stderr, "keyfleet: the package of %s was exported but could not be written to %s;"
+                        " the export cannot be repeated: register the device under a new ID\n",
+                id, out);
+        unlink(out);
+        return EXIT_REFUSED;
+    }
+    if (c->json) {
+        printf("{\"device\":");
+        json_string(id, strlen(id));
+        printf(",\"file\":");
+        json_string(out, strlen(out));
+        printf(",\"bytes\":%zu}\n", written);
+    } else {
+        printf("Installation package of %s written to %s (%zu bytes, mode 0600).\n"
+               "It holds the device's master key: install it, then destroy the file.\n",
+               id, out, written);
+    }
+    return 0;
+}
+
+static int cmd_device_show(struct cli *c, int argc, char **argv)
+{
+    int rc = check_opts(argc, argv, NULL, NULL, 1);
+    if (rc)
+        return rc;
+    kf_ttlv *p, *msg = device_request(c, KMIP_OP_KEYFLEET_DEVICE_GET, argv[0], &p);
+    const kf_ttlv *r;
+    if ((rc = call(c, msg, &r)))
+        return rc;
+    const kf_ttlv *di = kf_ttlv_find(r, KMIP_TAG_KEYFLEET_DEVICE_INFO);
+    const char *id = text_of(di, KMIP_TAG_KEYFLEET_DEVICE_ID);
+    const char *dom = text_of(di, KMIP_TAG_KEYFLEET_DOMAIN);
+    const char *mkek = text_of(di, KMIP_TAG_UNIQUE_IDENTIFIER);
+    long long counter = (long long)long_of(di, KMIP_TAG_KEYFLEET_COUNTER);
+    long long kek = (long long)long_of(di, KMIP_TAG_KEYFLEET_KEK_ID);
+    bool exported = bool_of(di, KMIP_TAG_KEYFLEET_EXPORTED);
+    int pending = int_of(di, KMIP_TAG_KEYFLEET_ACKS_PENDING);
+    if (c->json) {
+        printf("{\"device\":");
+        json_string(id, strlen(id));
+        printf(",\"domain\":");
+        json_string(dom, strlen(dom));
+        printf(",\"master_key\":");
+        json_string(mkek, strlen(mkek));
+        printf(",\"counter\":%lld,\"exported\":%s,\"last_kek_id\":%lld,\"acks_pending\":%d}\n",
+               counter, exported ? "true" : "false", kek, pending);
+        return 0;
+    }
+    printf("device         %s\n", id);
+    printf("domain         %s\n", dom);
+    printf("master key     %s\n", *mkek ? mkek : "-");
+    printf("counter        %lld\n", counter);
+    printf("exported       %s\n", exported ? "yes" : "no");
+    if (kek)
+        printf("last KEK id    %lld\n", kek);
+    else
+        printf("last KEK id    -\n");
+    printf("acks pending   %d\n", pending);
+    return 0;
+}
+
+static int cmd_device(struct cli *c, int argc, char **argv)
+{
+    if (argc < 1)
+        return usage_error("device register|export|show");
+    const char *sub = argv[0];
+    argc--, argv++;
+    if (strcmp(sub, "register") == 0)
+        return cmd_device_register(c, argc, argv);
+    if (strcmp(sub, "export") == 0)
+        return cmd_device_export(c, argc, argv);
+    if (strcmp(sub, "show") == 0)
+        return cmd_device_show(c, argc, argv);
+    return usage_error("device register|export|show");
+}
+
 int main(int argc, char **argv)
 {
     struct cli c = {0};
@@ -983,6 +1175,8 @@ int main(int argc, char **argv)
         rc = cmd_key(&c, sub_argc, sub_argv);
     else if (strcmp(cmd, "audit") == 0)
         rc = cmd_audit(&c, sub_argc, sub_argv);
+    else if (strcmp(cmd, "device") == 0)
+        rc = cmd_device(&c, sub_argc, sub_argv);
     else
         rc = usage_error("unknown command");
     kf_arena_free(c.arena);

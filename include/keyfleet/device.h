@@ -23,9 +23,18 @@
  *   AK_X   = KDF(MKEK_X, "keyfleet ack v1", ID-X)
  *   SKEK   = KDF(KEK, "keyfleet session v1", [kek_id]_64 || sender ID)
  *   SK confirmation key = KDF(SK, "keyfleet confirm v1", [kek_id]_64 || [seq]_64)
- *   AEAD   = AES-256-GCM, 12-byte nonce carried in the header, 16-byte tag,
- *            associated data = the exact TTLV bytes of the header structure.
+ *   AEAD   = AES-256-CCM (NIST SP 800-38C), 12-byte nonce carried in the
+ *            header (so L = 3: up to 2^24 - 1 bytes a message), 16-byte tag
+ *            appended, associated data = the exact TTLV bytes of the header
+ *            structure. CCM, not GCM, for the device's RAM: it needs only the
+ *            AES key schedule (280 bytes of context in nettle), where nettle's
+ *            GCM context is 4,400 bytes with its GHASH table.
  *   MAC    = AES-256-CMAC (16 bytes) over the exact TTLV bytes of the body.
+ *
+ * RAM (docs/device.md, scripts/device-footprint.sh): struct kfd_device is
+ * 1,488 bytes; the deepest call, kfd_pair_with, peaks at about 6 KB of stack
+ * (x86-64, gcc -Os), its 3,680-byte work buffer included; every other call
+ * stays under 4.2 KB.
  *
  * Every function returns KF_OK or a negative kf error code
  * (include/keyfleet/error_codes.h, device range -800..-829); kf_strerror()
@@ -50,7 +59,7 @@
 #define KFD_MAC_LEN 16
 #define KFD_MAX_KEKS 8      /* KEKs in one message (a KEK list, seed [0049]-[0051]) and slots held */
 #define KFD_MSG_MAX 2048    /* largest protocol message or payload, in bytes */
-#define KFD_STATE_MAX 2048  /* largest encoded device state */
+#define KFD_STATE_MAX 2304  /* largest encoded device state (8 slots, 64-character IDs: 2208) */
 #define KFD_DATA_MAX 1024   /* largest application data in one session record */
 
 enum kfd_role { KFD_ROLE_A = 1, KFD_ROLE_B = 2 };
@@ -122,7 +131,9 @@ void kfd_close(struct kfd_device *d);
 KF_RESULT int kfd_pair_request(const struct kfd_device *d, const char *partner, uint32_t kek_count,
                                uint32_t lifetime_s, uint32_t max_uses, kf_buf *payload);
 /* Split the server's response payload M into its two parts (each the full
- * TTLV bytes of one KeyfleetPairPart), A's first. Checks framing only. */
+ * TTLV bytes of one KeyfleetPairPart), A's first. Checks framing, and that
+ * neither part is longer than the largest valid part (8 KEKs, 64-character
+ * IDs: 992 bytes); the contents are kfd_pair_accept's to check. */
 struct kfd_span { const uint8_t *p; size_t len; };
 KF_RESULT int kfd_pair_split(const uint8_t *m, size_t len, struct kfd_span *part_a,
                              struct kfd_span *part_b);
@@ -160,9 +171,10 @@ KF_RESULT int kfd_session_confirm(const struct kfd_device *d, const char *partne
                                   uint64_t seq, const uint8_t sk[KFD_KEY_LEN], const uint8_t *ack,
                                   size_t len);
 
-/* Application data under SK: KeyfleetSessionRecord {Seq, SealedData}, GCM with
- * nonce [0]_32 || [seq]_64 and AAD = the Seq item. One direction per
- * struct; the receiver refuses seq <= last. */
+/* Application data under SK: KeyfleetSessionRecord {Seq, SealedData}, AES-256-CCM
+ * with nonce [0]_32 || [seq]_64 and AAD = the Seq item. One direction per
+ * struct; the receiver refuses seq <= last. The nonce carries no direction:
+ * two directions under one SK must use different keys (or SKs). */
 struct kfd_channel {
     uint8_t sk[KFD_KEY_LEN];
     uint64_t seq;                    /* last sent or accepted */
@@ -188,7 +200,8 @@ enum kfd_peer { KFD_PEER_SERVER = 1, KFD_PEER_PARTNER = 2 };
 struct kfd_transport {
     void *ctx;
     /* Send req to peer and receive its one answer (a KMIP Response Message
-     * from the server; a protocol message from the partner). */
+     * from the server; a protocol message from the partner) into resp, at most
+     * cap bytes. req and resp never overlap. */
     int (*exchange)(void *ctx, enum kfd_peer peer, const uint8_t *req, size_t len, uint8_t *resp,
                     size_t cap, size_t *resp_len);
 };
@@ -201,7 +214,8 @@ struct kfd_pair_result {
 /* Requester (A): request, accept own part, forward SM_B and collect N_B,
  * report both acks to the server. On a stale counter (server behind after a
  * restore) the acks resynchronise the server and the request is retried
- * once. */
+ * once. Everything travels through one 3,680-byte work buffer on the stack,
+ * which also takes the state encoding handed to save() (docs/device.md). */
 KF_RESULT int kfd_pair_with(struct kfd_device *d, const char *partner, uint32_t kek_count,
                             uint32_t lifetime_s, uint32_t max_uses,
                             const struct kfd_transport *t, struct kfd_pair_result *r);

@@ -93,6 +93,8 @@ KF_ERROR(KF_ERR_DEVICE_STORAGE,   -809, "the device's secure storage refused the
 KF_ERROR(KF_ERR_DEVICE_ID,        -810, "device ID is invalid: use 1-64 characters from A-Z a-z 0-9 . _ -")
 KF_ERROR(KF_ERR_DEVICE_SERVER,    -811, "the key server refused the request (see its result reason and message)")
 KF_ERROR(KF_ERR_KEK_SLOTS,        -812, "the device holds no free KEK slot and none has expired")
+KF_ERROR(KF_ERR_DEVICE_STATE,     -813, "the saved device state is malformed or inconsistent; restore it from a good copy or reinstall the device")
+KF_ERROR(KF_ERR_PAIR_NOT_FORWARDED, -814, "the partner's part was not forwarded because this device refused its own part")
 KF_ERROR(KF_ERR_DEVICE_UNKNOWN,   -830, "no such device is registered")
 KF_ERROR(KF_ERR_DEVICE_EXISTS,    -831, "a device with this ID is already registered (device IDs are never reused)")
 KF_ERROR(KF_ERR_DEVICE_EXPORTED,  -832, "the device's master key was already exported once; a second export is refused")
@@ -101,6 +103,7 @@ KF_ERROR(KF_ERR_ACK_MAC,          -834, "acknowledgement refused: its MAC does n
 KF_ERROR(KF_ERR_ACK_REPLAY,       -835, "acknowledgement refused: this device already acknowledged this KEK (replay)")
 KF_ERROR(KF_ERR_ACK_UNKNOWN,      -836, "acknowledgement names a KEK that was not issued to this device")
 KF_ERROR(KF_ERR_PAIR_POLICY,      -837, "pair request outside policy: KEK count 1-8, lifetime 1 s-1 year, max uses 1-1000000")
+KF_ERROR(KF_ERR_DEVICE_COUNTER,   -838, "the device's pairing counter has reached its maximum (2^63 - 1): register the device under a new ID")
 /* server / cli */
 KF_ERROR(KF_ERR_CONNECT,      -700, "cannot connect to keyfleetd: is it running, and is --socket right?")
 KF_ERROR(KF_ERR_PEER,         -701, "peer credentials refused: the admin socket accepts root and the daemon's own user only")
@@ -110,3 +113,10 @@ KF_ERROR(KF_ERR_TLS,          -710, "TLS handshake or record layer failed (see t
 KF_ERROR(KF_ERR_TLS_CONFIG,   -711, "TLS configuration is unusable: check the certificate, key, CA and priority settings (see the log)")
 KF_ERROR(KF_ERR_IDENTITY_FILE,-712, "identity map file is malformed (see the line number and reason)")
 KF_ERROR(KF_ERR_IDENTITY_UNKNOWN,-713, "client certificate matches no rule of the identity map")
+/* split TLS endpoint (src/tlssplit) */
+KF_ERROR(KF_ERR_TLS_RECORD,   -720, "TLS record is malformed: unknown content type, wrong version field, or too short for its cipher")
+KF_ERROR(KF_ERR_TLS_RECORD_OVERFLOW, -721, "TLS record is longer than the protocol allows (more than 2^14 bytes of plaintext)")
+KF_ERROR(KF_ERR_TLS_SEQUENCE, -722, "TLS sequence number exhausted: the traffic keys must be updated before another record")
+KF_ERROR(KF_ERR_TLS_STATE,    -723, "TLS traffic state is unusable: version, cipher, key and IV lengths do not fit together")
+KF_ERROR(KF_ERR_SPLIT_CHANNEL,-724, "split TLS: unexpected or malformed message between session handler and worker; the session was ended")
+KF_ERROR(KF_ERR_SPLIT_HANDLER,-725, "split TLS: the session handler is not running or gave up on the session (see its log)")

@@ -180,6 +180,82 @@ KF_RESULT int kf_kms_update(kf_kms *kms, const char *actor, const char *op, cons
 /* The domain name part of a UID ("VENDOR" of "VENDOR/17"); KF_ERR_OBJECT if malformed. */
 KF_RESULT int kf_kms_uid_domain(const char *uid, char domain[65]);
 
+/* ---- Devices and pairwise KEKs (docs/pairing.md, DESIGN §4.1) ----
+ * A device is registered into one domain with a fresh 256-bit MKEK, kept as
+ * an ordinary wrapped managed object of that domain (name "device:<id>",
+ * marked server-side so that no KMIP operation serves or uses its material)
+ * and exported exactly once in an installation package. A pair request
+ * advances both devices' counters and reserves KEK IDs in one durable,
+ * group-committed transaction with its audit record, and only then draws the
+ * KEKs and builds the message M = SM_A || SM_B; KEKs exist only in secure
+ * memory while M is built and are never stored. Authorisation (roles and
+ * domains) is the KMIP layer's; every refusal here is audited. */
+struct kf_device_info {
+    char id[KF_DEVICE_ID_MAX + 1];
+    char domain[KF_DOMAIN_NAME_MAX + 1];
+    char mkek_uid[KF_UID_MAX];  /* the MKEK's Unique Identifier ("<domain>/<key id>") */
+    uint64_t counter;           /* C_X: the last counter sent to the device */
+    bool exported;
+    int64_t exported_at;        /* 0 = not exported */
+    int64_t created_at;
+    uint64_t last_kek_id;       /* highest KEK ID issued to the device; 0 = none */
+    uint64_t acks_pending;      /* parts sent to it and not acknowledged by it */
+};
+/* KF_ERR_DEVICE_ID (bad ID), KF_ERR_DEVICE_EXISTS (ever registered), KF_ERR_DOMAIN,
+ * KF_ERR_SEALED, KF_ERR_RNG_HEALTH. out may be NULL. Audited "DeviceRegister". */
+KF_RESULT int kf_kms_device_register(kf_kms *kms, const char *actor, const char *id,
+                                     const char *domain, struct kf_device_info *out);
+/* Append the installation package (TTLV KeyfleetDevicePackage, docs/pairing.md)
+ * to package, which must be KF_BUF_SECRET. Once per device: the export mark
+ * commits before the package is released; a second call is refused with
+ * KF_ERR_DEVICE_EXPORTED and audited. Audited "DeviceExport". */
+KF_RESULT int kf_kms_device_export(kf_kms *kms, const char *actor, const char *id,
+                                   kf_buf *package);
+/* Metadata only (no key). Audited "DeviceGet" (a read: group-committed). */
+KF_RESULT int kf_kms_device_get(kf_kms *kms, const char *actor, const char *id,
+                                struct kf_device_info *out);
+/* The device's domain, unaudited, for authorisation before the audited call.
+ * KF_ERR_DEVICE_UNKNOWN if there is no such device. */
+KF_RESULT int kf_kms_device_domain(kf_kms *kms, const char *id,
+                                   char domain[KF_DOMAIN_NAME_MAX + 1]);
+
+#define KF_PAIR_MAX_KEKS 8
+#define KF_PAIR_DEFAULT_LIFETIME 86400u    /* seconds per KEK */
+#define KF_PAIR_MAX_LIFETIME 31536000u
+#define KF_PAIR_DEFAULT_MAX_USES 10000u
+#define KF_PAIR_MAX_MAX_USES 1000000u
+/*
+ * Pair key request of id_a (requester) with id_b: count KEKs (1..8), each
+ * valid for lifetime_s seconds in consecutive windows from now and for
+ * max_uses uses (0 = the defaults above). Appends M = PairPart(A) || PairPart(B)
+ * to m. Refusals: KF_ERR_DEVICE_ID, KF_ERR_PAIR_SAME, KF_ERR_PAIR_POLICY,
+ * KF_ERR_DEVICE_UNKNOWN, KF_ERR_DOMAIN_CROSS, KF_ERR_STATE (an MKEK revoked or
+ * destroyed), KF_ERR_OBJECT_ARCHIVED, KF_ERR_DEVICE_COUNTER, KF_ERR_SEALED,
+ * KF_ERR_RNG_HEALTH. Audited "PairKeyRequest" (devices, KEK IDs, counters).
+ */
+KF_RESULT int kf_kms_pair_issue(kf_kms *kms, const char *actor, const char *id_a,
+                                const char *id_b, uint32_t count, uint32_t lifetime_s,
+                                uint32_t max_uses, kf_buf *m);
+
+/* What the server recorded for one acknowledgement. */
+struct kf_pair_ack_result {
+    char device[KF_DEVICE_ID_MAX + 1];
+    uint64_t kek_id;     /* first KEK ID of the part; 0 if the device could not attribute it */
+    uint32_t status;     /* enum kfd_ack_status, as recorded */
+    uint64_t counter;    /* the server's C_X for the device after this ack */
+    bool resynced;       /* C_X moved forward to the device's counter */
+};
+/*
+ * One KeyfleetPairAck (its full TTLV bytes): MAC under the device's MKEK
+ * (KF_ERR_ACK_MAC), KEK issued to that device in that part (KF_ERR_ACK_UNKNOWN),
+ * not yet acknowledged by it (KF_ERR_ACK_REPLAY); records status and time and,
+ * if DeviceCounter > C_X, sets C_X = DeviceCounter (never lower; audited
+ * "PairResync"). Also KF_ERR_PAIR_MALFORMED, KF_ERR_DEVICE_UNKNOWN,
+ * KF_ERR_SEALED. Audited "PairAck". out may be NULL.
+ */
+KF_RESULT int kf_kms_pair_ack(kf_kms *kms, const char *actor, const uint8_t *ack, size_t len,
+                              struct kf_pair_ack_result *out);
+
 /* ---- Audit ---- */
 KF_RESULT int kf_kms_audit_list(kf_kms *kms, uint64_t from, uint64_t max, kf_audit_record_cb cb,
                                 void *ctx);

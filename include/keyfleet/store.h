@@ -215,4 +215,67 @@ KF_RESULT int kf_store_object_list(kf_store *st, uint64_t domain_id,
                                    const struct kf_object_filter *f, kf_store_object_cb cb,
                                    void *ctx);
 
+/* ---- Devices and pairwise KEK metadata (docs/pairing.md, DESIGN §4.1) ----
+ * A device row names its MKEK (an ordinary wrapped managed object of the
+ * device's domain, key_id mkek_key_id) and holds its pairing counter C_X.
+ * The schema's triggers make the rules hold whatever the caller does:
+ * device rows are never deleted (IDs never reused), the counter never goes
+ * back, the export mark is set once. A pair_kek row is the metadata of one
+ * KEK; the KEK itself is never stored anywhere. KEK IDs are server-wide,
+ * strictly increasing and never reused (a trigger-protected high-water mark;
+ * an ID can get a row at most once). */
+#define KF_DEVICE_ID_MAX 64
+
+struct kf_device {
+    char id[KF_DEVICE_ID_MAX + 1];
+    uint64_t domain_id;
+    uint64_t mkek_key_id;  /* the MKEK object: (domain_id, mkek_key_id) */
+    uint64_t counter;      /* C_X: the last counter sent to this device (0 = none yet) */
+    int64_t exported_at;   /* seconds since the epoch; 0 = package not exported */
+    int64_t created_at;
+};
+
+/* KF_ERR_DEVICE_EXISTS if the ID was ever taken; KF_ERR_DOMAIN if no such domain. */
+KF_RESULT int kf_store_device_insert(kf_store *st, const struct kf_device *dev);
+/* KF_ERR_DEVICE_UNKNOWN if there is no such device. */
+KF_RESULT int kf_store_device_get(kf_store *st, const char *id, struct kf_device *out);
+/* KF_ERR_ARG (the trigger) if counter is below the stored one; KF_ERR_DEVICE_UNKNOWN. */
+KF_RESULT int kf_store_device_set_counter(kf_store *st, const char *id, uint64_t counter);
+/* KF_ERR_DEVICE_EXPORTED if it was already set. */
+KF_RESULT int kf_store_device_set_exported(kf_store *st, const char *id, int64_t when);
+struct kf_device_stats {
+    uint64_t last_kek_id;   /* highest KEK ID issued to the device (either role); 0 = none */
+    uint64_t acks_pending;  /* parts sent to it that it has not acknowledged */
+};
+KF_RESULT int kf_store_device_stats(kf_store *st, const char *id, struct kf_device_stats *out);
+
+/* Reserve count (1..8) consecutive KEK IDs inside the caller's transaction:
+ * *first .. *first + count - 1. They commit (or roll back) with the rows that
+ * use them; a rolled-back reservation was never seen outside the database.
+ * KF_ERR_STATE outside a transaction. */
+KF_RESULT int kf_store_kek_ids_next(kf_store *st, uint32_t count, uint64_t *first);
+
+struct kf_pair_kek {
+    uint64_t kek_id;
+    uint64_t domain_id;
+    char id_a[KF_DEVICE_ID_MAX + 1], id_b[KF_DEVICE_ID_MAX + 1];
+    uint64_t counter_a, counter_b;   /* C_A, C_B of the message that carried it */
+    int64_t not_before, not_after;   /* validity window [not_before, not_after) */
+    uint32_t max_uses;
+    uint32_t kek_index;              /* position in its message: kek_id - kek_index = first */
+    int64_t issued_at;
+    uint32_t ack_a_status, ack_b_status; /* enum kfd_ack_status; 0 = no ack yet */
+    int64_t ack_a_at, ack_b_at;
+};
+/* kek_id must be reserved and not used before (KF_ERR_ARG from the trigger). */
+KF_RESULT int kf_store_pair_kek_insert(kf_store *st, const struct kf_pair_kek *k);
+/* KF_ERR_NOT_FOUND if no KEK has this ID. */
+KF_RESULT int kf_store_pair_kek_get(kf_store *st, uint64_t kek_id, struct kf_pair_kek *out);
+/* Record the acknowledgement of the device in role (1 = A, 2 = B) for every
+ * KEK of the message whose first KEK is first_kek_id. KF_ERR_ACK_REPLAY if
+ * that device already acknowledged it (the trigger), KF_ERR_ACK_UNKNOWN if
+ * no KEK of that message was issued to device in that role. */
+KF_RESULT int kf_store_pair_kek_ack(kf_store *st, uint64_t first_kek_id, const char *device,
+                                    int role, uint32_t status, int64_t when);
+
 #endif

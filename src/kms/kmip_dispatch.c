@@ -62,6 +62,11 @@ static const struct {
     {KMIP_OP_KEYFLEET_KEY_LIST, kmip_kf_key_list},
     {KMIP_OP_KEYFLEET_AUDIT_SHOW, kmip_kf_audit_show},
     {KMIP_OP_KEYFLEET_AUDIT_VERIFY, kmip_kf_audit_verify},
+    {KMIP_OP_KEYFLEET_DEVICE_REGISTER, kmip_kf_device_register},
+    {KMIP_OP_KEYFLEET_DEVICE_EXPORT, kmip_kf_device_export},
+    {KMIP_OP_KEYFLEET_DEVICE_GET, kmip_kf_device_get},
+    {KMIP_OP_KEYFLEET_PAIR_KEY_REQUEST, kmip_kf_pair_key_request},
+    {KMIP_OP_KEYFLEET_PAIR_ACK_REPORT, kmip_kf_pair_ack_report},
 };
 
 /* The standard operations this server answers, from the handler table itself. */
@@ -82,6 +87,8 @@ uint32_t kf_kms_result_reason(int err, int kmip_major)
     case KF_ERR_OBJECT:
     case KF_ERR_DOMAIN:
     case KF_ERR_NOT_FOUND:
+    case KF_ERR_DEVICE_UNKNOWN:
+    case KF_ERR_ACK_UNKNOWN:
         return KMIP_REASON_ITEM_NOT_FOUND;
     case KF_ERR_STATE:
     case KF_ERR_TRANSITION:
@@ -90,6 +97,8 @@ uint32_t kf_kms_result_reason(int err, int kmip_major)
     case KF_ERR_PERM:
     case KF_ERR_PEER:
     case KF_ERR_DOMAIN_CROSS:
+    case KF_ERR_DEVICE_EXPORTED:
+    case KF_ERR_ACK_REPLAY:
         return KMIP_REASON_PERMISSION_DENIED;
     case KF_ERR_OPERATION:
         return KMIP_REASON_OPERATION_NOT_SUPPORTED;
@@ -103,11 +112,19 @@ uint32_t kf_kms_result_reason(int err, int kmip_major)
         return KMIP_REASON_INVALID_MESSAGE;
     case KF_ERR_ATTRIBUTE:
     case KF_ERR_NAME:
+    case KF_ERR_DEVICE_ID:
+    case KF_ERR_PAIR_SAME:
+    case KF_ERR_PAIR_POLICY:
     case KF_ERR_THRESHOLD:
     case KF_ERR_TTLV_TYPE:
     case KF_ERR_SHARE:
         return KMIP_REASON_INVALID_FIELD;
+    case KF_ERR_PAIR_MALFORMED:
+        return KMIP_REASON_INVALID_MESSAGE;
+    case KF_ERR_ACK_MAC:
+        return KMIP_REASON_CRYPTOGRAPHIC_FAILURE;
     case KF_ERR_EXISTS:
+    case KF_ERR_DEVICE_EXISTS:
         return kmip_major >= 2 ? KMIP_REASON_OBJECT_ALREADY_EXISTS : KMIP_REASON_INVALID_FIELD;
     case KF_ERR_AUTH:
     case KF_ERR_CRYPTO:

@@ -66,6 +66,12 @@ int kmip_kf_domain_list(struct kmip_call *c);
 int kmip_kf_key_list(struct kmip_call *c);
 int kmip_kf_audit_show(struct kmip_call *c);
 int kmip_kf_audit_verify(struct kmip_call *c);
+/* Devices and pairwise KEKs (kmip_device.c, docs/pairing.md). */
+int kmip_kf_device_register(struct kmip_call *c);
+int kmip_kf_device_export(struct kmip_call *c);
+int kmip_kf_device_get(struct kmip_call *c);
+int kmip_kf_pair_key_request(struct kmip_call *c);
+int kmip_kf_pair_ack_report(struct kmip_call *c);
 
 /*
  * KF_OK if c->who holds roles in domain (NULL: server-wide); otherwise audits

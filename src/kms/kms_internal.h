@@ -17,6 +17,7 @@ struct kms_reader {
 };
 
 struct create_wait;
+struct dev_job;
 
 /* One audit record waiting for a group commit. */
 struct kms_audit_wait {
@@ -45,6 +46,9 @@ struct kf_kms {
     /* Group commit of creates (objects.c), under audit_queue_lock too. */
     struct create_wait *create_pending;
     bool create_flushing;
+    /* Group commit of pair key requests and acks (device.c), under audit_queue_lock too. */
+    struct dev_job *device_pending;
+    bool device_flushing;
     /* Read/use audit records commit without fsync; the flusher fdatasyncs the WAL
      * within KMS_AUDIT_SYNC_MS (see service.c). -1: off (in-memory store). */
     int wal_fd;
@@ -79,5 +83,14 @@ int kms_domain_handle(kf_kms *kms, const struct kf_domain *d, kf_domain_handle *
 bool kms_object_archived(const struct kf_object *obj);
 /* Forget all loaded handles (on seal). */
 void kms_forget_handles(kf_kms *kms);
+/* A device's MKEK (server-owned mark y-keyfleet-device, device.c): its
+ * material is never served by Get/Export nor used by a KMIP operation, and
+ * never replaced; only the pairing service unwraps it. */
+bool kms_object_device_bound(const struct kf_object *obj);
+/* KMIP Register's body inside the caller's open transaction (objects.c):
+ * wrap, store, audit as op; the caller commits or rolls back. */
+int kms_register_in_tx(kf_kms *kms, const char *actor, const char *op,
+                       const struct kf_register_spec *spec, const uint8_t *material,
+                       size_t material_len, char uid[KF_UID_MAX]);
 
 #endif

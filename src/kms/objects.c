@@ -293,6 +293,8 @@ int kf_kms_get(kf_kms *kms, const char *actor, const char *uid, struct kf_object
             rc = KF_ERR_STATE;
         else if (kms_object_archived(&obj))
             rc = KF_ERR_OBJECT_ARCHIVED;
+        else if (kms_object_device_bound(&obj))
+            rc = KF_ERR_EXPORT; /* a device MKEK leaves only in its installation package */
         else if (kf_secmod_sealed(kms->secmod))
             rc = KF_ERR_SEALED;
         else
@@ -464,6 +466,8 @@ static int fetch_for_use(kf_kms *kms, kf_store *st, const char *uid, int purpose
         rc = KF_ERR_PERM;
     if (rc == KF_OK && kms_object_archived(obj))
         rc = KF_ERR_OBJECT_ARCHIVED;
+    if (rc == KF_OK && kms_object_device_bound(obj))
+        rc = KF_ERR_PERM; /* a device MKEK serves only the pairing service */
     if (rc == KF_OK)
         rc = unwrap_material(kms, d, obj, material);
     return rc;
@@ -537,16 +541,15 @@ int kf_kms_use_key_bytes(kf_kms *kms, const char *actor, const char *op, const c
     return rc;
 }
 
-static int register_locked(kf_kms *kms, const char *actor, const char *op,
-                           const struct kf_register_spec *spec, const uint8_t *material,
-                           size_t material_len, char uid[KF_UID_MAX])
+int kms_register_in_tx(kf_kms *kms, const char *actor, const char *op,
+                       const struct kf_register_spec *spec, const uint8_t *material,
+                       size_t material_len, char uid[KF_UID_MAX])
 {
     struct kf_domain d = {0};
     struct kf_object obj = {0};
     kf_buf wrapped = {0};
     kf_domain_handle h;
     int rc;
-    KF_GUARD(kf_store_begin(kms->store));
     if ((rc = kf_store_domain_get(kms->store, spec->domain, &d)) < 0 ||
         (rc = kms_domain_handle(kms, &d, &h)) < 0 ||
         (rc = kf_store_next_key_id(kms->store, d.id, &obj.key_id)) < 0 ||
@@ -589,15 +592,24 @@ static int register_locked(kf_kms *kms, const char *actor, const char *op,
     char detail[96];
     snprintf(detail, sizeof(detail), "type %u alg %u length %d", obj.object_type, obj.crypto_alg,
              obj.crypto_length);
-    if ((rc = kms_audit(kms, actor, op, d.name, uid, KF_OK, detail)) < 0)
-        goto out;
-    rc = kf_store_commit(kms->store);
+    rc = kms_audit(kms, actor, op, d.name, uid, KF_OK, detail);
 out:
-    if (rc < 0)
-        kf_store_rollback(kms->store);
     free(obj.attributes);
     kf_buf_free(&wrapped);
     kf_domain_clear(&d);
+    return rc;
+}
+
+static int register_locked(kf_kms *kms, const char *actor, const char *op,
+                           const struct kf_register_spec *spec, const uint8_t *material,
+                           size_t material_len, char uid[KF_UID_MAX])
+{
+    KF_GUARD(kf_store_begin(kms->store));
+    int rc = kms_register_in_tx(kms, actor, op, spec, material, material_len, uid);
+    if (rc == KF_OK)
+        rc = kf_store_commit(kms->store);
+    if (rc < 0)
+        kf_store_rollback(kms->store);
     return rc;
 }
 
@@ -627,6 +639,8 @@ static int replace_refusal(const struct kf_object *obj, const struct kf_register
     if (obj->state == KF_STATE_DESTROYED || obj->state == KF_STATE_DESTROYED_COMPROMISED ||
         !obj->material)
         return KF_ERR_STATE;
+    if (kms_object_device_bound(obj))
+        return KF_ERR_PERM; /* new material would be a key the device does not hold */
     return kms_object_archived(obj) ? KF_ERR_OBJECT_ARCHIVED : KF_OK;
 }
 

@@ -62,6 +62,83 @@ static const char *const store_migrations[] = {
     "  WHEN NEW.key_id < 1 OR NEW.key_id >"
     "       (SELECT last_key_id FROM domain WHERE id = NEW.domain_id)"
     "  BEGIN SELECT RAISE(ABORT, 'key id was not reserved'); END;",
+    /* 1 -> 2: devices and pairwise KEK metadata (docs/pairing.md). No key is
+     * stored here: the device's MKEK is an ordinary wrapped object of its
+     * domain (mkek_key_id), and a KEK leaves nothing but its metadata. */
+    "CREATE TABLE device("
+    "  id TEXT PRIMARY KEY,"
+    "  domain_id INTEGER NOT NULL REFERENCES domain(id),"
+    "  mkek_key_id INTEGER NOT NULL CHECK (mkek_key_id >= 1),"
+    "  counter INTEGER NOT NULL DEFAULT 0 CHECK (counter >= 0),"
+    "  exported_at INTEGER NOT NULL DEFAULT 0,"
+    "  created_at INTEGER NOT NULL) WITHOUT ROWID;"
+    "CREATE UNIQUE INDEX device_by_mkek ON device(domain_id, mkek_key_id);"
+    /* C_X only moves forward (a replayed message must stay stale on the device). */
+    "CREATE TRIGGER device_counter_forward BEFORE UPDATE OF counter ON device"
+    "  WHEN NEW.counter < OLD.counter"
+    "  BEGIN SELECT RAISE(ABORT, 'device counter may not go back'); END;"
+    /* The installation package is exported once: the mark is never taken back. */
+    "CREATE TRIGGER device_exported_once BEFORE UPDATE OF exported_at ON device"
+    "  WHEN OLD.exported_at != 0 AND NEW.exported_at != OLD.exported_at"
+    "  BEGIN SELECT RAISE(ABORT, 'device was already exported'); END;"
+    "CREATE TRIGGER device_identity_fixed BEFORE UPDATE OF id, domain_id, mkek_key_id,"
+    "  created_at ON device"
+    "  BEGIN SELECT RAISE(ABORT, 'device identity may not change'); END;"
+    /* Device IDs are never reused: a row, once made, stays. */
+    "CREATE TRIGGER device_never_deleted BEFORE DELETE ON device"
+    "  BEGIN SELECT RAISE(ABORT, 'device ids are never reused'); END;"
+    /* KEK IDs: server-wide, strictly increasing, never reused. last_reserved is
+     * the high-water mark handed out; last_inserted the highest ID that got a
+     * row. Both only move forward, so deleting pair_kek rows frees nothing. */
+    "CREATE TABLE kek_id_mark("
+    "  one INTEGER PRIMARY KEY CHECK (one = 1),"
+    "  last_reserved INTEGER NOT NULL CHECK (last_reserved >= 0),"
+    "  last_inserted INTEGER NOT NULL CHECK (last_inserted >= 0));"
+    "INSERT INTO kek_id_mark(one, last_reserved, last_inserted) VALUES (1, 0, 0);"
+    "CREATE TRIGGER kek_id_mark_forward BEFORE UPDATE ON kek_id_mark"
+    "  WHEN NEW.last_reserved < OLD.last_reserved OR NEW.last_inserted < OLD.last_inserted"
+    "    OR NEW.one != OLD.one"
+    "  BEGIN SELECT RAISE(ABORT, 'kek id counter may not go back'); END;"
+    "CREATE TRIGGER kek_id_mark_kept BEFORE DELETE ON kek_id_mark"
+    "  BEGIN SELECT RAISE(ABORT, 'kek id counter may not be removed'); END;"
+    "CREATE TABLE pair_kek("
+    "  kek_id INTEGER PRIMARY KEY,"
+    "  domain_id INTEGER NOT NULL REFERENCES domain(id),"
+    "  id_a TEXT NOT NULL REFERENCES device(id),"
+    "  id_b TEXT NOT NULL REFERENCES device(id),"
+    "  counter_a INTEGER NOT NULL,"
+    "  counter_b INTEGER NOT NULL,"
+    "  not_before INTEGER NOT NULL,"
+    "  not_after INTEGER NOT NULL,"
+    "  max_uses INTEGER NOT NULL,"
+    "  kek_index INTEGER NOT NULL CHECK (kek_index >= 0),"
+    "  issued_at INTEGER NOT NULL,"
+    "  ack_a_status INTEGER NOT NULL DEFAULT 0,"
+    "  ack_a_at INTEGER NOT NULL DEFAULT 0,"
+    "  ack_b_status INTEGER NOT NULL DEFAULT 0,"
+    "  ack_b_at INTEGER NOT NULL DEFAULT 0,"
+    "  CHECK (id_a != id_b));"
+    "CREATE INDEX pair_kek_by_a ON pair_kek(id_a);"
+    "CREATE INDEX pair_kek_by_b ON pair_kek(id_b);"
+    /* Only reserved IDs, each at most once, in increasing order. */
+    "CREATE TRIGGER pair_kek_id_reserved BEFORE INSERT ON pair_kek"
+    "  WHEN NEW.kek_id IS NULL"
+    "    OR NEW.kek_id > (SELECT last_reserved FROM kek_id_mark WHERE one = 1)"
+    "    OR NEW.kek_id <= (SELECT last_inserted FROM kek_id_mark WHERE one = 1)"
+    "  BEGIN SELECT RAISE(ABORT, 'kek id was not reserved or was already used'); END;"
+    "CREATE TRIGGER pair_kek_id_used AFTER INSERT ON pair_kek"
+    "  BEGIN UPDATE kek_id_mark SET last_inserted = NEW.kek_id WHERE one = 1; END;"
+    /* What was issued is history: only the acknowledgements are written later,
+     * each once. */
+    "CREATE TRIGGER pair_kek_fixed BEFORE UPDATE OF kek_id, domain_id, id_a, id_b, counter_a,"
+    "  counter_b, not_before, not_after, max_uses, kek_index, issued_at ON pair_kek"
+    "  BEGIN SELECT RAISE(ABORT, 'issued kek metadata may not change'); END;"
+    "CREATE TRIGGER pair_kek_ack_a_once BEFORE UPDATE OF ack_a_status, ack_a_at ON pair_kek"
+    "  WHEN OLD.ack_a_status != 0"
+    "  BEGIN SELECT RAISE(ABORT, 'kek already acknowledged by device a'); END;"
+    "CREATE TRIGGER pair_kek_ack_b_once BEFORE UPDATE OF ack_b_status, ack_b_at ON pair_kek"
+    "  WHEN OLD.ack_b_status != 0"
+    "  BEGIN SELECT RAISE(ABORT, 'kek already acknowledged by device b'); END;",
 };
 #define STORE_SCHEMA_VERSION ((int)(sizeof(store_migrations) / sizeof(store_migrations[0])))
 
@@ -112,6 +189,33 @@ static const char *const stmt_sql[KF_STMT_COUNT] = {
         "FROM object WHERE domain_id = ?1 AND (?2 = 0 OR object_type = ?2)"
         " AND (?3 = 0 OR state = ?3) AND (?4 IS NULL OR name = ?4) "
         "ORDER BY key_id LIMIT ?5 OFFSET ?6",
+    [KF_STMT_DEVICE_INSERT] = "INSERT INTO device(id, domain_id, mkek_key_id, counter, exported_at,"
+                              " created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    [KF_STMT_DEVICE_GET] = "SELECT id, domain_id, mkek_key_id, counter, exported_at, created_at "
+                           "FROM device WHERE id = ?1",
+    [KF_STMT_DEVICE_SET_COUNTER] = "UPDATE device SET counter = ?2 WHERE id = ?1",
+    [KF_STMT_DEVICE_SET_EXPORTED] = "UPDATE device SET exported_at = ?2 WHERE id = ?1",
+    [KF_STMT_DEVICE_STATS] =
+        "SELECT (SELECT max(kek_id) FROM pair_kek WHERE id_a = ?1 OR id_b = ?1),"
+        " (SELECT count(*) FROM pair_kek WHERE kek_index = 0 AND"
+        "  ((id_a = ?1 AND ack_a_status = 0) OR (id_b = ?1 AND ack_b_status = 0)))",
+    [KF_STMT_KEK_RESERVE] = "UPDATE kek_id_mark SET last_reserved = last_reserved + ?1 "
+                            "WHERE one = 1 RETURNING last_reserved",
+    [KF_STMT_PAIR_KEK_INSERT] =
+        "INSERT INTO pair_kek(kek_id, domain_id, id_a, id_b, counter_a, counter_b, not_before,"
+        " not_after, max_uses, kek_index, issued_at) "
+        "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+    [KF_STMT_PAIR_KEK_GET] =
+        "SELECT kek_id, domain_id, id_a, id_b, counter_a, counter_b, not_before, not_after,"
+        " max_uses, kek_index, issued_at, ack_a_status, ack_a_at, ack_b_status, ack_b_at "
+        "FROM pair_kek WHERE kek_id = ?1",
+    /* Every KEK of one message: IDs first .. first + 7 whose index puts them there. */
+    [KF_STMT_PAIR_KEK_ACK_A] = "UPDATE pair_kek SET ack_a_status = ?3, ack_a_at = ?4 "
+                               "WHERE kek_id BETWEEN ?1 AND ?1 + 7 AND kek_id - kek_index = ?1"
+                               " AND id_a = ?2",
+    [KF_STMT_PAIR_KEK_ACK_B] = "UPDATE pair_kek SET ack_b_status = ?3, ack_b_at = ?4 "
+                               "WHERE kek_id BETWEEN ?1 AND ?1 + 7 AND kek_id - kek_index = ?1"
+                               " AND id_b = ?2",
 };
 
 int kf_store_sqlite_error(kf_store *st, int rc, const char *what)

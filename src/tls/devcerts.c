@@ -1,7 +1,10 @@
 /*
  * Development certificates: a throwaway CA, a server certificate for
- * localhost, and two client certificates with an identity map, so that
- * `keyfleetd --dev` serves KMIP over TLS with no setup. Never for production:
+ * localhost, and three client certificates with an identity map, so that
+ * `keyfleetd --dev` serves KMIP over TLS with no setup. The third, "device",
+ * has only the device role (pair key requests and acknowledgements in domain
+ * "default"): the device simulator and its tests connect with it
+ * (docs/device-simulator.md). Never for production:
  * the CA key sits next to the certificates it signs.
  *
  * The set is made in a temporary sibling directory and renamed into place,
@@ -178,7 +181,7 @@ static int fingerprint_hex(gnutls_x509_crt_t crt, char out[65])
     return KF_OK;
 }
 
-/* The admin is matched by fingerprint, the user by subject: one of each form. */
+/* The admin is matched by fingerprint, the user and the device by subject: both forms. */
 static int write_identities(const char *dir, gnutls_x509_crt_t admin)
 {
     char fp[65], text[1024];
@@ -189,8 +192,13 @@ static int write_identities(const char *dir, gnutls_x509_crt_t admin)
                      "fingerprint=SHA256:%s roles=admin,manage,use,export domains=*\n"
                      "# user-cert.pem: use keys of domain 'default' only\n"
                      "subject-CN=user subject-O=\"" DEV_ORG "\" roles=use domains=default "
+                     "default=default\n"
+                     "# device-cert.pem: pair key requests and acknowledgements in 'default'\n"
+                     "subject-CN=device subject-O=\"" DEV_ORG "\" roles=device domains=default "
                      "default=default\n",
                      fp);
+    if (n < 0 || (size_t)n >= sizeof(text))
+        return KF_ERR_INTERNAL;
     return write_file(dir, "identities", text, (size_t)n);
 }
 
@@ -200,7 +208,8 @@ static int make_all(const char *dir)
     static const struct subject server_sub = {"localhost", false, GNUTLS_KP_TLS_WWW_SERVER, true};
     static const struct subject admin_sub = {"admin", false, GNUTLS_KP_TLS_WWW_CLIENT, false};
     static const struct subject user_sub = {"user", false, GNUTLS_KP_TLS_WWW_CLIENT, false};
-    struct issued ca = {0}, server = {0}, admin = {0}, user = {0};
+    static const struct subject device_sub = {"device", false, GNUTLS_KP_TLS_WWW_CLIENT, false};
+    struct issued ca = {0}, server = {0}, admin = {0}, user = {0}, device = {0};
     int rc = issue(&ca_sub, NULL, &ca);
     if (rc == KF_OK)
         rc = issue(&server_sub, &ca, &server);
@@ -208,6 +217,8 @@ static int make_all(const char *dir)
         rc = issue(&admin_sub, &ca, &admin);
     if (rc == KF_OK)
         rc = issue(&user_sub, &ca, &user);
+    if (rc == KF_OK)
+        rc = issue(&device_sub, &ca, &device);
     if (rc == KF_OK && ((rc = write_cert(dir, "ca-cert.pem", ca.crt)) < 0 ||
                         (rc = write_key(dir, "ca-key.pem", ca.key)) < 0 ||
                         (rc = write_cert(dir, "server-cert.pem", server.crt)) < 0 ||
@@ -215,7 +226,9 @@ static int make_all(const char *dir)
                         (rc = write_cert(dir, "admin-cert.pem", admin.crt)) < 0 ||
                         (rc = write_key(dir, "admin-key.pem", admin.key)) < 0 ||
                         (rc = write_cert(dir, "user-cert.pem", user.crt)) < 0 ||
-                        (rc = write_key(dir, "user-key.pem", user.key)) < 0))
+                        (rc = write_key(dir, "user-key.pem", user.key)) < 0 ||
+                        (rc = write_cert(dir, "device-cert.pem", device.crt)) < 0 ||
+                        (rc = write_key(dir, "device-key.pem", device.key)) < 0))
         kf_error("dev certificates: cannot write into %s", dir);
     if (rc == KF_OK)
         rc = write_identities(dir, admin.crt);
@@ -223,6 +236,7 @@ static int make_all(const char *dir)
     issued_free(&server);
     issued_free(&admin);
     issued_free(&user);
+    issued_free(&device);
     return rc;
 }
 
@@ -230,7 +244,8 @@ static void remove_partial(const char *dir)
 {
     static const char *const names[] = {"ca-cert.pem",    "ca-key.pem",     "server-cert.pem",
                                         "server-key.pem", "admin-cert.pem", "admin-key.pem",
-                                        "user-cert.pem",  "user-key.pem",   "identities"};
+                                        "user-cert.pem",  "user-key.pem",   "device-cert.pem",
+                                        "device-key.pem", "identities"};
     char path[PATH_MAX];
     for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
         int len = snprintf(path, sizeof(path), "%s/%s", dir, names[i]);

@@ -211,7 +211,7 @@ static bool is_secret_tag(uint32_t tag)
         KMIP_TAG_P,                KMIP_TAG_Q,          KMIP_TAG_PRIME_EXPONENT_P,
         KMIP_TAG_PRIME_EXPONENT_Q, KMIP_TAG_CRT_COEFFICIENT, KMIP_TAG_X,
         KMIP_TAG_PASSWORD,         KMIP_TAG_DATA,       KMIP_TAG_KEYFLEET_SHARE,
-        KMIP_TAG_KEYFLEET_PIN,
+        KMIP_TAG_KEYFLEET_PIN,     KMIP_TAG_KEYFLEET_MASTER_KEY, KMIP_TAG_KEYFLEET_KEY_BYTES,
     };
     for (size_t i = 0; i < sizeof(secret) / sizeof(secret[0]); i++)
         if (secret[i] == tag)

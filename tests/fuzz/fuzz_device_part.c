@@ -1,0 +1,105 @@
+/*
+ * libFuzzer target: a KeyfleetPairPart into kfd_pair_accept, as role A and
+ * as role B, on a fixed device ("meter-1", MKEK = 00 01 .. 1f, two KEKs
+ * held, clock at 1700000000). Whatever the input, the device must write an
+ * ack that decodes and verifies under its own key, and a refused part must
+ * leave the device as it was; the same part inside the work buffer that takes
+ * the state encoding (as the driver passes it) must give the same verdict,
+ * state and ack.
+ * Seeds: tests/fuzz/corpus/fuzz_device_part/, written by the fuzz_seeds test
+ * in tests/unit/test_device_driver.c (KFD_CORPUS_DIR=<dir> ./test_device_driver).
+ */
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "device/internal.h"
+#include "keyfleet/device.h"
+
+static int save_ok(void *ctx, const uint8_t *state, size_t len)
+{
+    (void)ctx, (void)state, (void)len;
+    return 0;
+}
+
+static int64_t fixed_now(void *ctx)
+{
+    (void)ctx;
+    return 1700000000;
+}
+
+static int fixed_random(void *ctx, uint8_t *out, size_t n)
+{
+    (void)ctx;
+    memset(out, 0x5A, n);
+    return 0;
+}
+
+static void make_template(struct kfd_device *d)
+{
+    memset(d, 0, sizeof(*d));
+    strcpy(d->st.id, "meter-1");
+    strcpy(d->st.domain, "plant-7");
+    for (int i = 0; i < 32; i++)
+        d->st.mkek[i] = (uint8_t)i;
+    for (int s = 0; s < 2; s++) {
+        struct kfd_kek *k = &d->st.keks[s];
+        k->in_use = true, k->role = KFD_ROLE_A, k->kek_id = 5 + (uint64_t)s;
+        strcpy(k->partner, s ? "base-1" : "base-2");
+        k->not_before = 1700000000 - 10, k->not_after = 1700000000 + 10, k->max_uses = 3;
+    }
+    d->env = (struct kfd_env){NULL, save_ok, fixed_now, fixed_random};
+}
+
+/* The driver's way (kfd_pair_accept_in): the part lies inside the work buffer that takes the
+ * state encoding. It must come to the same verdict, state and ack as kfd_pair_accept. */
+static void same_in_work_buffer(const struct kfd_device *template, enum kfd_role role,
+                                const uint8_t *data, size_t size, int rc,
+                                const struct kfd_device *d, const kf_buf *ack)
+{
+    static uint8_t work[KFD_STATE_MAX + KFD_MSG_MAX + 64];
+    const size_t at = 24;
+    if (size > sizeof(work) - at)
+        return;
+    struct kfd_device d2 = *template;
+    uint8_t ack2[512];
+    kf_buf out;
+    kf_buf_fixed(&out, ack2, sizeof(ack2));
+    memcpy(work + at, data, size);
+    int rc2 = kfd_pair_accept_in(&d2, role, work + at, size, &out, work, sizeof(work));
+    if (rc2 != rc || memcmp(&d2.st, &d->st, sizeof(d2.st)) != 0 || out.len != ack->len ||
+        memcmp(ack2, ack->data, out.len) != 0)
+        abort();
+    kfd_close(&d2);
+}
+
+static void accept_as(const struct kfd_device *template, enum kfd_role role, const uint8_t *data,
+                      size_t size)
+{
+    struct kfd_device d = *template;
+    uint8_t ack[512];
+    kf_buf out;
+    struct kfd_ack a;
+    kf_buf_fixed(&out, ack, sizeof(ack));
+    int rc = kfd_pair_accept(&d, role, data, size, &out);
+    if (kfd_ack_decode(ack, out.len, &a) != KF_OK || kfd_ack_verify(&a, d.st.mkek) != KF_OK)
+        abort();
+    if (rc != KF_OK && memcmp(&d.st, &template->st, sizeof(d.st)) != 0)
+        abort();
+    same_in_work_buffer(template, role, data, size, rc, &d, &out);
+    kfd_close(&d);
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    static struct kfd_device template;
+    static int ready;
+    if (!ready) {
+        make_template(&template);
+        ready = 1;
+    }
+    accept_as(&template, KFD_ROLE_A, data, size);
+    accept_as(&template, KFD_ROLE_B, data, size);
+    return 0;
+}
