@@ -173,8 +173,8 @@ static void step_b_accept_2(void) { b_accept(1); }
 static void step_offer(void) { kf_buf o; kf_buf_fixed(&o, m3, sizeof(m3)); if (kfd_kek_current(&A, id_b, &offer_slot) || kfd_session_offer(&A, id_b, sk_a, &o)) abort(); m3_len = o.len; }
 static void step_answer(void) { kf_buf o; bool got; kf_buf_fixed(&o, ack, sizeof(ack)); if (kfd_partner_answer(&B, m3, m3_len, &o, sk_b, &got) || !got) abort(); ack_len = o.len; }
 static void step_confirm(void) { const struct kfd_kek *k = &A.st.keks[offer_slot]; if (kfd_session_confirm(&A, id_b, k->kek_id, k->send_seq, sk_a, ack, ack_len)) abort(); }
-static void step_seal(void) { kf_buf o; kf_buf_fixed(&o, rec, sizeof(rec)); memcpy(tx.sk, sk_a, 32); if (kfd_record_seal(&tx, (const uint8_t *)"42.7 kWh", 8, &o)) abort(); rec_len = o.len; }
-static void step_open_record(void) { size_t n; memcpy(rx.sk, sk_b, 32); if (kfd_record_open(&rx, rec, rec_len, data, sizeof(data), &n)) abort(); }
+static void step_seal(void) { kf_buf o; kf_buf_fixed(&o, rec, sizeof(rec)); if (kfd_channel_init(&tx, sk_a, KFD_DIR_OFFERER) || kfd_record_seal(&tx, (const uint8_t *)"42.7 kWh", 8, &o)) abort(); rec_len = o.len; }
+static void step_open_record(void) { size_t n; if (kfd_channel_init(&rx, sk_b, KFD_DIR_OFFERER) || kfd_record_open(&rx, rec, rec_len, data, sizeof(data), &n)) abort(); }
 
 static void *run(void *fn) { ((void (*)(void))fn)(); return NULL; }
 
@@ -211,7 +211,7 @@ int main(int argc, char **argv)
     size_t base = measured(step_nothing);  /* thread start-up, and glibc's thread block at the top */
     struct { const char *name; void (*fn)(void); int device; } steps[] = {
         {"kfd_install (A and B)", step_install, 0},
-        {"kfd_pair_with (A: request, accept SM_A, forward, report)", step_pair_with, 'A'},
+        {"kfd_pair_with (A: request, check SM_A, forward, conclude, report)", step_pair_with, 'A'},
         {"kfd_pair_with again (A: the new KEKs replace the old)", step_pair_with, 'A'},
         {"kfd_partner_answer -> kfd_pair_accept (B, SM_B)", step_b_accept_1, 'B'},
         {"kfd_partner_answer -> kfd_pair_accept (B, the second SM_B)", step_b_accept_2, 'B'},
@@ -262,7 +262,8 @@ void *volatile keep[] = {(void *)kfd_install, (void *)kfd_open, (void *)kfd_clos
     (void *)kfd_ack_report, (void *)kfd_ack_decode, (void *)kfd_kek_current, (void *)kfd_session_offer,
     (void *)kfd_session_accept, (void *)kfd_session_confirm, (void *)kfd_record_seal, (void *)kfd_record_open,
     (void *)kfd_kmip_wrap, (void *)kfd_kmip_unwrap, (void *)kfd_pair_with, (void *)kfd_partner_answer,
-    (void *)kfd_kdf, (void *)kfd_id_valid};
+    (void *)kfd_kdf, (void *)kfd_id_valid, (void *)kfd_pair_check, (void *)kfd_pair_conclude,
+    (void *)kfd_channel_init};
 int main(void) { return keep[0] == 0; }
 EOF
   nettle_a=/usr/lib/x86_64-linux-gnu/libnettle.a

@@ -26,7 +26,6 @@
 #include <gnutls/gnutls.h>
 
 #include "devsim/devsim.h"
-#include "keyfleet/arena.h"
 #include "keyfleet/device.h"
 #include "keyfleet/kmip_tags.h"
 #include "keyfleet/secmem.h"
@@ -408,11 +407,21 @@ static bool find_id(const uint8_t *msg, size_t len, uint32_t tag, char out[KFD_I
 
 /* ---- base ---- */
 
+/* The records of the session last accepted: the base accepted SK, so it seals in the
+ * accepter's direction and opens the offerer's (the library's nonce carries it). */
 struct base {
     struct sim *s;
     unsigned long link, msgs;
-    struct ds_channels ch;
+    struct kfd_channel tx, rx;
+    bool ready;
 };
+
+static void base_forget_session(struct base *b)
+{
+    kf_wipe(&b->tx, sizeof(b->tx));
+    kf_wipe(&b->rx, sizeof(b->rx));
+    b->ready = false;
+}
 
 static void base_log(const struct base *b, const char *what, const char *verdict, int rc)
 {
@@ -438,10 +447,10 @@ static int base_answer(struct base *b, const uint8_t *msg, size_t len, kf_buf *a
     if (is_record) {
         uint8_t data[KFD_DATA_MAX];
         size_t n = 0;
-        rc = b->ch.ready ? kfd_record_open(&b->ch.rx, msg, len, data, sizeof(data), &n)
-                         : KF_ERR_SESSION_INTEGRITY; /* no session key to open it with */
+        rc = b->ready ? kfd_record_open(&b->rx, msg, len, data, sizeof(data), &n)
+                      : KF_ERR_SESSION_INTEGRITY; /* no session key to open it with */
         if (rc == KF_OK)
-            rc = kfd_record_seal(&b->ch.tx, data, n, answer);
+            rc = kfd_record_seal(&b->tx, data, n, answer);
         kf_wipe(data, sizeof(data));
         snprintf(verdict, sizeof(verdict), "echoed %zu bytes", n);
         base_log(b, what, verdict, rc);
@@ -450,11 +459,12 @@ static int base_answer(struct base *b, const uint8_t *msg, size_t len, kf_buf *a
     rc = kfd_partner_answer(b->s->dev, msg, len, answer, sk, &got_sk);
     if (got_sk) {
         char sender[KFD_ID_MAX + 1] = "";
-        ds_channels_close(&b->ch);
-        if (find_id(msg, len, KMIP_TAG_KEYFLEET_DEVICE_ID, sender))
-            rc = ds_channels_open(&b->ch, sk, b->s->dev->st.id, sender);
-        else
+        base_forget_session(b);
+        if (!find_id(msg, len, KMIP_TAG_KEYFLEET_DEVICE_ID, sender))
             rc = KF_ERR_PAIR_MALFORMED;
+        else if ((rc = kfd_channel_init(&b->tx, sk, KFD_DIR_ACCEPTER)) == KF_OK &&
+                 (rc = kfd_channel_init(&b->rx, sk, KFD_DIR_OFFERER)) == KF_OK)
+            b->ready = true;
         snprintf(verdict, sizeof(verdict), "accepted session key from %s", sender);
     } else if (rc == KF_OK) {
         uint64_t kek = 0;
@@ -498,7 +508,7 @@ static void base_serve_link(struct base *b, int fd, int idle_ms)
         if (rc < 0)
             break;
     }
-    ds_channels_close(&b->ch);
+    base_forget_session(b);
     kf_buf_free(&msg);
     kf_buf_free(&answer);
 }
@@ -569,29 +579,7 @@ struct meter_io {
     kf_buf rx;
     /* what went wrong last, for the message */
     enum kfd_peer failed_peer;
-    char server_said[600];
 };
-
-/* A KMIP failure's Result Message ("KF_ERR_NAME: sentence"), kept for the report. */
-static void note_server_failure(struct meter_io *io, const uint8_t *resp, size_t len)
-{
-    kf_arena *a;
-    kf_ttlv *root;
-    if (kf_arena_new(&a, 0) < 0)
-        return;
-    if (kf_ttlv_decode(resp, len, NULL, a, &root) == KF_OK) {
-        const kf_ttlv *item = kf_ttlv_find(root, KMIP_TAG_BATCH_ITEM);
-        uint32_t status = 0;
-        const char *text;
-        size_t tl;
-        if (kf_ttlv_get_enum(kf_ttlv_find(item, KMIP_TAG_RESULT_STATUS), &status) == KF_OK &&
-            status != 0 &&
-            kf_ttlv_get_text(kf_ttlv_find(item, KMIP_TAG_RESULT_MESSAGE), &text, &tl) == KF_OK)
-            snprintf(io->server_said, sizeof(io->server_said), "%.*s", (int)(tl > 500 ? 500 : tl),
-                     text);
-    }
-    kf_arena_free(a);
-}
 
 static int server_connect(struct meter_io *io)
 {
@@ -624,8 +612,6 @@ static int meter_exchange(void *ctx, enum kfd_peer peer, const uint8_t *req, siz
     int rc, code;
     if (peer == KFD_PEER_SERVER) {
         rc = server_exchange(io, req, len);
-        if (rc == KF_OK)
-            note_server_failure(io, io->rx.data, io->rx.len);
     } else {
         rc = ds_frame_write(io->partner_fd, req, len);
         if (rc == KF_OK)
@@ -749,15 +735,17 @@ static int meter_data(struct meter_io *io, const struct meter_opts *o, struct me
                       uint64_t i, const uint8_t sk[KFD_KEY_LEN], kf_buf *rec)
 {
     uint8_t data[KFD_DATA_MAX], back[KFD_DATA_MAX];
-    struct ds_channels ch;
+    struct kfd_channel tx, rx; /* we offered SK: ours is the offerer's direction */
     size_t n = 0;
     bool refused;
-    int rc = ds_channels_open(&ch, sk, io->s->dev->st.id, o->partner_id);
+    int rc = kfd_channel_init(&tx, sk, KFD_DIR_OFFERER);
+    if (rc == KF_OK)
+        rc = kfd_channel_init(&rx, sk, KFD_DIR_ACCEPTER);
     if (rc == KF_OK && gnutls_rnd(GNUTLS_RND_NONCE, data, (size_t)o->data) != 0)
         rc = KF_ERR_RNG_SOURCE;
     kf_buf_reset(rec);
     if (rc == KF_OK)
-        rc = kfd_record_seal(&ch.tx, data, (size_t)o->data, rec);
+        rc = kfd_record_seal(&tx, data, (size_t)o->data, rec);
     if (rc < 0) {
         fail(r, rc, i, "cannot seal application data");
         goto out;
@@ -769,7 +757,7 @@ static int meter_data(struct meter_io *io, const struct meter_opts *o, struct me
                      : "the application data did not come back");
         goto out;
     }
-    rc = kfd_record_open(&ch.rx, io->rx.data, io->rx.len, back, sizeof(back), &n);
+    rc = kfd_record_open(&rx, io->rx.data, io->rx.len, back, sizeof(back), &n);
     if (rc < 0) {
         fail(r, rc, i, "the echoed record does not open");
         goto out;
@@ -780,7 +768,8 @@ static int meter_data(struct meter_io *io, const struct meter_opts *o, struct me
     }
     r->bytes += n;
 out:
-    ds_channels_close(&ch);
+    kf_wipe(&tx, sizeof(tx));
+    kf_wipe(&rx, sizeof(rx));
     kf_wipe(data, sizeof(data));
     kf_wipe(back, sizeof(back));
     return rc;
@@ -829,9 +818,26 @@ static const char *verdict_name(int v)
     return v == KF_OK ? "accepted" : kf_errname(v);
 }
 
+/* A name from the KMIP dictionary, or the number. */
+static const char *kmip_name(uint32_t tag, uint32_t value, char *buf, size_t cap)
+{
+    const char *name = kf_ttlv_enum_name(tag, value);
+    if (name)
+        return name;
+    snprintf(buf, cap, "0x%08" PRIx32, value);
+    return buf;
+}
+
 static void meter_report(const struct meter_io *io, const struct meter_opts *o,
                          const struct meter_result *r)
 {
+    /* The key server's refusal, as kfd_pair_with kept it (operation, reason, message). */
+    const struct kfd_pair_result *pr = &r->pr;
+    char op_buf[16], reason_buf[16];
+    const char *op = kmip_name(KMIP_TAG_OPERATION, pr->server_operation, op_buf, sizeof(op_buf));
+    const char *reason =
+        kmip_name(KMIP_TAG_RESULT_REASON, pr->server_reason, reason_buf, sizeof(reason_buf));
+    bool server_refused = o->pair && pr->server_operation != 0;
     const struct kfd_state *st = &io->s->dev->st;
     if (o->json) {
         printf("{\"device\":");
@@ -856,9 +862,13 @@ static void meter_report(const struct meter_io *io, const struct meter_opts *o,
             printf(",\"sentence\":");
             ds_json_string(stdout, kf_strerror(r->rc));
         }
-        if (io->server_said[0]) {
+        if (server_refused) {
             printf(",\"server_said\":");
-            ds_json_string(stdout, io->server_said);
+            ds_json_string(stdout, pr->server_message);
+            printf(",\"server_operation\":");
+            ds_json_string(stdout, op);
+            printf(",\"server_reason\":");
+            ds_json_string(stdout, reason);
         }
         printf("}\n");
     } else {
@@ -882,8 +892,9 @@ static void meter_report(const struct meter_io *io, const struct meter_opts *o,
         if (o->pair && !r->paired && (r->pr.own != 0 || r->pr.partner != 0))
             fprintf(stderr, "keyfleet-device meter: own part: %s; partner's part: %s\n",
                     verdict_name(r->pr.own), verdict_name(r->pr.partner));
-        if (io->server_said[0])
-            fprintf(stderr, "keyfleet-device meter: the key server said: %s\n", io->server_said);
+        if (server_refused)
+            fprintf(stderr, "keyfleet-device meter: the key server said: %s (%s refused: %s)\n",
+                    pr->server_message, op, reason);
     }
 }
 
@@ -898,8 +909,11 @@ static int meter_pair(struct meter_io *io, const struct meter_opts *o, struct me
     }
     r->rc = rc;
     if (rc == KF_ERR_DEVICE_SERVER)
-        snprintf(r->what, sizeof(r->what), "pairing with %s: the key server refused",
-                 o->partner_id);
+        snprintf(r->what, sizeof(r->what), "pairing with %s: the key server refused %s",
+                 o->partner_id,
+                 r->pr.server_operation == KMIP_OP_KEYFLEET_PAIR_ACK_REPORT
+                     ? "the acknowledgements"
+                     : "the request");
     else if (io->failed_peer == KFD_PEER_SERVER)
         snprintf(r->what, sizeof(r->what), "pairing with %s: no answer from the key server",
                  o->partner_id);

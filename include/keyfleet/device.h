@@ -32,9 +32,15 @@
  *   MAC    = AES-256-CMAC (16 bytes) over the exact TTLV bytes of the body.
  *
  * RAM (docs/device.md, scripts/device-footprint.sh): struct kfd_device is
- * 1,488 bytes; the deepest call, kfd_pair_with, peaks at about 6 KB of stack
+ * 1,488 bytes; the deepest call, kfd_pair_with, peaks at about 6.3 KB of stack
  * (x86-64, gcc -Os), its 3,680-byte work buffer included; every other call
  * stays under 4.2 KB.
+ *
+ * KEKs on a device are named by (partner, KEK ID): a server restored from a
+ * backup may issue an ID again, and two partners' KEKs may share one. A
+ * device keeps the KEKs of one message per partner: storing a new message's
+ * KEKs for a partner supersedes (frees) every KEK held for it before, on A and
+ * on B alike, so a renewal takes effect at once and never fills the slots.
  *
  * Every function returns KF_OK or a negative kf error code
  * (include/keyfleet/error_codes.h, device range -800..-829); kf_strerror()
@@ -73,6 +79,9 @@ enum kfd_ack_status {
     KFD_ACK_MALFORMED = 5,
     KFD_ACK_EXPIRED = 6,   /* every KEK in the part is already past its not-after */
     KFD_ACK_STORAGE = 7,   /* secure storage refused the write */
+    KFD_ACK_PARTNER = 8,   /* requester A only: its part was good and its counter moved, but it
+                              stored no KEK because B did not accept its part (refused it, or
+                              never answered): seed [0048], A takes the KEKs only after B */
 };
 
 /* One KEK held by a device, with its validity and its use counters. */
@@ -140,22 +149,45 @@ KF_RESULT int kfd_pair_split(const uint8_t *m, size_t len, struct kfd_span *part
 /*
  * Process one part addressed to this device: check version, role and IDs,
  * counter > last_counter, AEAD under MSK, validity; store the KEK(s) and the
- * counter (save() before returning); and always write an authenticated
- * acknowledgement (KeyfleetPairAck) into ack, whatever the verdict, so the
- * server learns the device's counter. Returns KF_OK when the KEKs were
- * accepted, otherwise the refusal (KF_ERR_PAIR_STALE, _INTEGRITY,
- * _WRONG_DEVICE, _MALFORMED, KF_ERR_KEK_EXPIRED, KF_ERR_DEVICE_STORAGE).
- * A part that cannot be attributed to this device at all still gets an ack
- * with status MALFORMED/WRONG_DEVICE and KekId 0.
+ * counter (save() before returning), superseding every KEK held for the same
+ * partner; and always write an authenticated acknowledgement (KeyfleetPairAck)
+ * into ack, whatever the verdict, so the server learns the device's counter.
+ * Returns KF_OK when the KEKs were accepted, otherwise the refusal
+ * (KF_ERR_PAIR_STALE, _INTEGRITY, _WRONG_DEVICE, _MALFORMED, KF_ERR_KEK_EXPIRED,
+ * KF_ERR_KEK_SLOTS, KF_ERR_DEVICE_STORAGE). A part that cannot be attributed to
+ * this device at all still gets an ack with status MALFORMED/WRONG_DEVICE and
+ * KekId 0. This is the partner B's step (kfd_partner_answer calls it); the
+ * requester A stores only after B accepted: kfd_pair_check, then
+ * kfd_pair_conclude (kfd_pair_with does both).
  */
 KF_RESULT int kfd_pair_accept(struct kfd_device *d, enum kfd_role role, const uint8_t *part,
                               size_t len, kf_buf *ack);
+/* Requester A, before forwarding SM_B: the checks of kfd_pair_accept on its own part, nothing
+ * stored, saved or written. KF_OK if SM_A passes every check (then forward SM_B), else the
+ * refusal. */
+KF_RESULT int kfd_pair_check(const struct kfd_device *d, const uint8_t *part, size_t len);
+/*
+ * Requester A, once B answered SM_B with partner_ack (NULL, 0: B never answered): checks SM_A
+ * again, and B's verdict: partner_ack must be a well-formed PairAck from the partner the part
+ * names, for this part's first KEK ID (or 0), whose status says accepted (its MAC is the
+ * server's to check). *partner_verdict gets it (KF_OK, B's refusal, KF_ERR_PAIR_MALFORMED or
+ * _WRONG_DEVICE for an answer that is no ack of this part, KF_ERR_IO for none). Then one save:
+ * if B accepted, SM_A's KEKs (superseding every KEK held for B) and the counter; otherwise the
+ * counter only, so the part can never be taken later, while the KEKs held before stay. Always
+ * writes A's PairAck into ack: ACCEPTED, PARTNER (good part, no KEK taken) or the refusal.
+ * Returns A's verdict on SM_A: KF_OK if it passed and the save succeeded (the KEKs are then
+ * held if and only if *partner_verdict is KF_OK), else the refusal.
+ */
+KF_RESULT int kfd_pair_conclude(struct kfd_device *d, const uint8_t *part, size_t len,
+                                const uint8_t *partner_ack, size_t partner_ack_len,
+                                int *partner_verdict, kf_buf *ack);
 /* Payload of KeyfleetPairAckReport: one or two KeyfleetPairAck items as received. */
 KF_RESULT int kfd_ack_report(const struct kfd_span *acks, size_t n, kf_buf *payload);
 
 /* ---- Session keys (seed steps 6-9) ---- */
 /* The KEK this device would use now with partner: valid at now, uses < max,
- * lowest ID first. KF_ERR_KEK_UNKNOWN / _EXPIRED / _EXHAUSTED otherwise. */
+ * lowest ID first (the KEKs held for a partner are one list with consecutive
+ * windows). KF_ERR_KEK_UNKNOWN / _EXPIRED / _EXHAUSTED otherwise. */
 KF_RESULT int kfd_kek_current(const struct kfd_device *d, const char *partner, size_t *slot);
 /* Sender: fresh SK, next seq, M3 = KeyfleetSessionKey. Counts one use and
  * saves before returning. sk receives the session key. */
@@ -172,13 +204,23 @@ KF_RESULT int kfd_session_confirm(const struct kfd_device *d, const char *partne
                                   size_t len);
 
 /* Application data under SK: KeyfleetSessionRecord {Seq, SealedData}, AES-256-CCM
- * with nonce [0]_32 || [seq]_64 and AAD = the Seq item. One direction per
- * struct; the receiver refuses seq <= last. The nonce carries no direction:
- * two directions under one SK must use different keys (or SKs). */
+ * with nonce [direction]_32 || [seq]_64 and AAD = the Seq item. Both devices
+ * seal under the same SK, so the direction keeps their nonces apart: 1 for
+ * records sent by the device that offered SK (sent M3), 2 for records sent by
+ * the device that accepted it. One struct per direction: a device seals with
+ * a channel of its own direction and opens with one of its peer's; a record
+ * sealed in the other direction (our own, reflected back) fails the tag
+ * (KF_ERR_SESSION_INTEGRITY), and the receiver refuses seq <= last. A channel
+ * whose direction is neither is refused (KF_ERR_ARG). */
+enum kfd_direction { KFD_DIR_OFFERER = 1, KFD_DIR_ACCEPTER = 2 };
 struct kfd_channel {
     uint8_t sk[KFD_KEY_LEN];
     uint64_t seq;                    /* last sent or accepted */
+    uint32_t direction;              /* enum kfd_direction of the records sealed or opened */
 };
+/* sk and direction in, seq 0. */
+KF_RESULT int kfd_channel_init(struct kfd_channel *ch, const uint8_t sk[KFD_KEY_LEN],
+                               enum kfd_direction direction);
 KF_RESULT int kfd_record_seal(struct kfd_channel *ch, const uint8_t *data, size_t len,
                               kf_buf *record);
 KF_RESULT int kfd_record_open(struct kfd_channel *ch, const uint8_t *record, size_t len,
@@ -205,17 +247,29 @@ struct kfd_transport {
     int (*exchange)(void *ctx, enum kfd_peer peer, const uint8_t *req, size_t len, uint8_t *resp,
                     size_t cap, size_t *resp_len);
 };
+#define KFD_SERVER_MSG_MAX 128 /* bytes of the server's Result Message kept, terminator included */
 struct kfd_pair_result {
     uint64_t kek_id;                /* first KEK ID of the message */
     uint32_t kek_count;
     int own;                        /* our verdict on SM_A */
     int partner;                    /* partner's verdict on SM_B, from its ack */
+    /* The key server's refusal in the last attempt, if any (else 0, 0, ""): */
+    uint32_t server_operation;      /* the KMIP operation it refused (PairKeyRequest, PairAckReport) */
+    uint32_t server_reason;         /* its KMIP Result Reason */
+    char server_message[KFD_SERVER_MSG_MAX]; /* its Result Message, cut to fit, NUL-terminated */
 };
-/* Requester (A): request, accept own part, forward SM_B and collect N_B,
- * report both acks to the server. On a stale counter (server behind after a
- * restore) the acks resynchronise the server and the request is retried
- * once. Everything travels through one 3,680-byte work buffer on the stack,
- * which also takes the state encoding handed to save() (docs/device.md). */
+/* Requester (A): request, check own part, forward SM_B and collect N_B, then
+ * store the KEKs only if B accepted (else move the counter only: the KEKs held
+ * before stay), and report both acks to the server. The KEKs are stored if
+ * and only if r->own and r->partner are both KF_OK. On a stale verdict
+ * (server behind after a restore) the acks resynchronise the server and the
+ * request is retried, once per device, whatever the report's outcome (a
+ * server that refuses the report, e.g. a replayed M's ack as
+ * KF_ERR_ACK_REPLAY, still gets its retry). The result is a transport error,
+ * then KF_ERR_PAIR_STALE if still stale, then the report's refusal, then the
+ * verdicts. Everything travels through one 3,680-byte work buffer on the
+ * stack, which also takes the state encoding handed to save()
+ * (docs/device.md). */
 KF_RESULT int kfd_pair_with(struct kfd_device *d, const char *partner, uint32_t kek_count,
                             uint32_t lifetime_s, uint32_t max_uses,
                             const struct kfd_transport *t, struct kfd_pair_result *r);

@@ -15,8 +15,11 @@ static const int status_error[] = {
     [KFD_ACK_MALFORMED] = KF_ERR_PAIR_MALFORMED,
     [KFD_ACK_EXPIRED] = KF_ERR_KEK_EXPIRED,
     [KFD_ACK_STORAGE] = KF_ERR_DEVICE_STORAGE,
+    /* Only A says it, of its own part (kfd_pair_conclude); from a partner, about the part it
+     * was given, it is no answer to that part. */
+    [KFD_ACK_PARTNER] = KF_ERR_PAIR_MALFORMED,
 };
-#define STATUS_LAST KFD_ACK_STORAGE
+#define STATUS_LAST KFD_ACK_PARTNER
 
 int kfd_ack_status_error(uint32_t status)
 {

@@ -58,16 +58,23 @@ KF_RESULT int kfd_commit(struct kfd_device *d, const struct kfd_change *c, uint8
 /* Validity of a held KEK at now (KF_OK, KF_ERR_KEK_EXPIRED or _EXHAUSTED). */
 KF_RESULT int kfd_kek_usable(const struct kfd_kek *k, int64_t now);
 
-/* Forget the KEKs [first, first + count) held for partner (their partner
- * refused them) and save; work as for kfd_commit. */
-KF_RESULT int kfd_kek_release(struct kfd_device *d, const char *partner, uint64_t first,
-                              uint32_t count, uint8_t *work, size_t cap);
-
 /* kfd_pair_accept with a work buffer for the state encoding (cap >= KFD_STATE_MAX; see
  * kfd_commit). work may overlap part: part is not read again once its KEKs are decrypted,
  * which is before anything is written to work. ack must not overlap either. */
 KF_RESULT int kfd_pair_accept_in(struct kfd_device *d, enum kfd_role role, const uint8_t *part,
                                  size_t len, kf_buf *ack, uint8_t *work, size_t cap);
+
+/* kfd_pair_conclude with a work buffer for the state encoding, as kfd_pair_accept_in (work
+ * NULL: a buffer on the stack). partner_ack must not overlap work or ack. */
+KF_RESULT int kfd_pair_conclude_in(struct kfd_device *d, const uint8_t *part, size_t len,
+                                   const uint8_t *partner_ack, size_t partner_ack_len,
+                                   int *partner_verdict, kf_buf *ack, uint8_t *work, size_t cap);
+
+/* B's verdict on its part, from its answer to SM_B (ack NULL: none, KF_ERR_IO): the answer
+ * must be a PairAck from the partner that part (A's part) names, for its first KEK ID or 0;
+ * then what its status says. */
+KF_RESULT int kfd_partner_verdict(const uint8_t *part, size_t len, const uint8_t *ack,
+                                  size_t ack_len);
 
 /* First KEK ID and count of a well-framed PairPart (its AEAD unchecked). */
 KF_RESULT int kfd_part_ids(const uint8_t *part, size_t len, uint64_t *kek_id, uint32_t *count);

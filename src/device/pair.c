@@ -146,97 +146,101 @@ static int check_live(const struct part *p, int64_t now)
     return KF_ERR_KEK_EXPIRED;
 }
 
+/* Checks 1-5 in their order. f gets what the ack says of the part; keks its KEKs if they
+ * were decrypted (the caller wipes them in any case). part is read for the last time here. */
+static int check_part(const struct kfd_device *d, enum kfd_role role, const uint8_t *part,
+                      size_t len, struct part *p, uint8_t keks[KFD_MAX_KEKS][KFD_KEY_LEN],
+                      struct kfd_ack_fields *f)
+{
+    memset(f, 0, sizeof(*f));
+    KF_GUARD(part_decode(part, len, p));
+    KF_GUARD(check_addressee(d, role, p));
+    f->kek_id = p->kek_id;
+    f->part_counter = p->counter;
+    KF_GUARD(check_fresh(d, p));
+    KF_GUARD(open_keks(d, p, keks));
+    return check_live(p, d->env.now(d->env.ctx));
+}
+
 /* A slot whose KEK can no longer be used (or that holds none). */
 static bool slot_dead(const struct kfd_kek *k, int64_t now)
 {
     return !k->in_use || now >= k->not_after || k->uses >= k->max_uses;
 }
 
-/* A KEK for the same partner from an earlier list: a newer list supersedes it. */
-static bool slot_superseded(const struct kfd_kek *k, const char *partner, uint64_t first_new)
-{
-    return k->in_use && k->kek_id < first_new && strcmp(k->partner, partner) == 0;
-}
-
-/* Where a new KEK goes: a free slot, else one whose KEK can no longer be
- * used, else the oldest KEK held for the same partner from an earlier list.
- * Slots that already take a new KEK of this part are not free. */
-static int pick_slot(const struct kfd_state *st, const uint8_t taken[KFD_MAX_KEKS],
-                     const char *partner, uint64_t first_new, int64_t now, size_t *slot)
+/* Where a new KEK goes: a slot that is free or superseded by this change, else one whose KEK
+ * can no longer be used. Slots that already take a new KEK of this part are not free. */
+static int pick_slot(const struct kfd_state *st, const struct kfd_change *c, int64_t now,
+                     size_t *slot)
 {
     for (size_t i = 0; i < KFD_MAX_KEKS; i++)
-        if (!taken[i] && !st->keks[i].in_use)
+        if (c->slot[i] == KFD_SLOT_CLEAR || (c->slot[i] == KFD_SLOT_KEEP && !st->keks[i].in_use))
             return *slot = i, KF_OK;
     for (size_t i = 0; i < KFD_MAX_KEKS; i++)
-        if (!taken[i] && slot_dead(&st->keks[i], now))
+        if (c->slot[i] == KFD_SLOT_KEEP && slot_dead(&st->keks[i], now))
             return *slot = i, KF_OK;
-    size_t oldest = KFD_MAX_KEKS;
-    for (size_t i = 0; i < KFD_MAX_KEKS; i++)
-        if (!taken[i] && slot_superseded(&st->keks[i], partner, first_new) &&
-            (oldest == KFD_MAX_KEKS || st->keks[i].kek_id < st->keks[oldest].kek_id))
-            oldest = i;
-    KF_ENSURE(oldest < KFD_MAX_KEKS, KF_ERR_KEK_SLOTS);
-    *slot = oldest;
-    return KF_OK;
+    return KF_ERR_KEK_SLOTS;
 }
 
-/* Store the live KEKs and the counter in one save; d changes only if it succeeds. */
+/*
+ * Store the live KEKs and the counter in one save; d changes only if it succeeds. Every KEK
+ * held for this partner came from an earlier message (a message is taken once: its counter
+ * moves on), so the new list supersedes them all: their slots are freed in the same save.
+ * That is also what keeps a KEK's identity, (partner, KEK ID), unique when a restored server
+ * issues an ID again.
+ */
 static KFD_NOINLINE int store_keks(struct kfd_device *d, enum kfd_role role, const struct part *p,
-                                   const uint8_t keks[KFD_MAX_KEKS][KFD_KEY_LEN], int64_t now,
-                                   uint8_t *work, size_t cap)
+                                   const uint8_t keks[KFD_MAX_KEKS][KFD_KEY_LEN], uint8_t *work,
+                                   size_t cap)
 {
     const struct kfd_new_keks list = {(uint8_t)role, partner_of(p, role), p->validity,
                                       (const uint8_t(*)[KFD_KEY_LEN])keks};
     struct kfd_change c = {.last_counter = p->counter, .keks = &list};
+    int64_t now = d->env.now(d->env.ctx);
+    for (size_t i = 0; i < KFD_MAX_KEKS; i++)
+        if (d->st.keks[i].in_use && strcmp(d->st.keks[i].partner, list.partner) == 0)
+            c.slot[i] = KFD_SLOT_CLEAR;
     for (uint32_t i = 0; i < p->count; i++) {
         size_t slot;
         if (p->validity[i].not_after <= now)
             continue;
-        KF_GUARD(pick_slot(&d->st, c.slot, list.partner, p->kek_id, now, &slot));
+        KF_GUARD(pick_slot(&d->st, &c, now, &slot));
         c.slot[slot] = (uint8_t)(KFD_SLOT_NEW + i);
     }
     return kfd_commit(d, &c, work, cap);
 }
 
-/* Checks 4 and 5, then storage. */
-static int take_keks(struct kfd_device *d, enum kfd_role role, const struct part *p, uint8_t *work,
-                     size_t cap)
+/* The counter alone (A's part was good, B did not take its own): the KEKs held stay. */
+static int store_counter(struct kfd_device *d, const struct part *p, uint8_t *work, size_t cap)
 {
-    uint8_t keks[KFD_MAX_KEKS][KFD_KEY_LEN];
-    int rc = open_keks(d, p, keks);
-    if (rc == KF_OK) {
-        int64_t now = d->env.now(d->env.ctx);
-        rc = check_live(p, now);
-        if (rc == KF_OK)
-            rc = store_keks(d, role, p, keks, now, work, cap);
-    }
-    kfd_wipe(keks, sizeof(keks));
-    return rc;
+    struct kfd_change c = {.last_counter = p->counter, .keks = NULL};
+    return kfd_commit(d, &c, work, cap);
 }
 
+enum take { TAKE_KEKS, TAKE_COUNTER };
+
+/* The checks, then what to keep (one save), then the ack of whatever the verdict. */
 static int accept_part(struct kfd_device *d, enum kfd_role role, const uint8_t *part, size_t len,
-                       kf_buf *ack, uint8_t *work, size_t cap)
+                       enum take take, kf_buf *ack, uint8_t *work, size_t cap)
 {
     KF_ENSURE(d && ack && d->env.now && d->env.save, KF_ERR_ARG);
     KF_ENSURE(role == KFD_ROLE_A || role == KFD_ROLE_B, KF_ERR_ARG);
     /* Room for the ack first: a verdict is never reached that cannot be acknowledged. */
     KF_GUARD(kf_buf_reserve(ack, KFD_ACK_MAX));
     struct part p;
-    struct kfd_ack_fields f = {0, 0, 0, 0};
-    int verdict = part_decode(part, len, &p);
-    if (verdict == KF_OK)
-        verdict = check_addressee(d, role, &p);
-    if (verdict == KF_OK) {
-        f.kek_id = p.kek_id;
-        f.part_counter = p.counter;
-        verdict = check_fresh(d, &p);
-    }
+    struct kfd_ack_fields f;
+    uint8_t keks[KFD_MAX_KEKS][KFD_KEY_LEN];
     /* part is read for the last time when its KEKs are decrypted (kfd_pair_accept_in may
      * write over it after that): everything needed later is in p. */
+    int verdict = check_part(d, role, part, len, &p, keks, &f);
     if (verdict == KF_OK)
-        verdict = take_keks(d, role, &p, work, cap);
+        verdict = take == TAKE_KEKS ? store_keks(d, role, &p, (const uint8_t(*)[KFD_KEY_LEN])keks,
+                                                 work, cap)
+                                    : store_counter(d, &p, work, cap);
+    kfd_wipe(keks, sizeof(keks));
     f.device_counter = d->st.last_counter;
-    f.status = kfd_error_ack_status(verdict);
+    f.status = verdict == KF_OK && take == TAKE_COUNTER ? KFD_ACK_PARTNER
+                                                        : kfd_error_ack_status(verdict);
     KF_GUARD(kfd_ack_write(d->st.mkek, d->st.id, &f, ack));
     return verdict;
 }
@@ -244,14 +248,59 @@ static int accept_part(struct kfd_device *d, enum kfd_role role, const uint8_t *
 int kfd_pair_accept(struct kfd_device *d, enum kfd_role role, const uint8_t *part, size_t len,
                     kf_buf *ack)
 {
-    return accept_part(d, role, part, len, ack, NULL, 0);
+    return accept_part(d, role, part, len, TAKE_KEKS, ack, NULL, 0);
 }
 
 int kfd_pair_accept_in(struct kfd_device *d, enum kfd_role role, const uint8_t *part, size_t len,
                        kf_buf *ack, uint8_t *work, size_t cap)
 {
     KF_ENSURE(work && cap >= KFD_STATE_MAX, KF_ERR_ARG);
-    return accept_part(d, role, part, len, ack, work, cap);
+    return accept_part(d, role, part, len, TAKE_KEKS, ack, work, cap);
+}
+
+int kfd_pair_check(const struct kfd_device *d, const uint8_t *part, size_t len)
+{
+    KF_ENSURE(d && d->env.now, KF_ERR_ARG);
+    struct part p;
+    struct kfd_ack_fields f;
+    uint8_t keks[KFD_MAX_KEKS][KFD_KEY_LEN];
+    int rc = check_part(d, KFD_ROLE_A, part, len, &p, keks, &f);
+    kfd_wipe(keks, sizeof(keks));
+    return rc;
+}
+
+int kfd_partner_verdict(const uint8_t *part, size_t len, const uint8_t *ack, size_t ack_len)
+{
+    struct part p;
+    struct kfd_ack a;
+    KF_ENSURE(ack, KF_ERR_IO); /* no answer */
+    KF_GUARD(kfd_ack_decode(ack, ack_len, &a));
+    KF_GUARD(part_decode(part, len, &p));
+    /* B's ack must be B's, of this part (KekId 0: B could not attribute it, so it cannot
+     * have taken it either). */
+    KF_ENSURE(strcmp(a.device, p.id_b) == 0, KF_ERR_PAIR_WRONG_DEVICE);
+    KF_ENSURE(a.kek_id == p.kek_id || (a.kek_id == 0 && a.status != KFD_ACK_ACCEPTED),
+              KF_ERR_PAIR_MALFORMED);
+    return kfd_ack_status_error(a.status);
+}
+
+int kfd_pair_conclude_in(struct kfd_device *d, const uint8_t *part, size_t len,
+                         const uint8_t *partner_ack, size_t partner_ack_len, int *partner_verdict,
+                         kf_buf *ack, uint8_t *work, size_t cap)
+{
+    KF_ENSURE(partner_verdict && (partner_ack || partner_ack_len == 0), KF_ERR_ARG);
+    KF_ENSURE(!work || cap >= KFD_STATE_MAX, KF_ERR_ARG);
+    *partner_verdict = kfd_partner_verdict(part, len, partner_ack, partner_ack_len);
+    return accept_part(d, KFD_ROLE_A, part, len,
+                       *partner_verdict == KF_OK ? TAKE_KEKS : TAKE_COUNTER, ack, work, cap);
+}
+
+int kfd_pair_conclude(struct kfd_device *d, const uint8_t *part, size_t len,
+                      const uint8_t *partner_ack, size_t partner_ack_len, int *partner_verdict,
+                      kf_buf *ack)
+{
+    return kfd_pair_conclude_in(d, part, len, partner_ack, partner_ack_len, partner_verdict, ack,
+                                NULL, 0);
 }
 
 int kfd_part_ids(const uint8_t *part, size_t len, uint64_t *kek_id, uint32_t *count)

@@ -224,13 +224,30 @@ int kfd_session_confirm(const struct kfd_device *d, const char *partner, uint64_
 
 /* ---- records ---- */
 
-static void record_nonce(uint64_t seq, uint8_t nonce[KFD_NONCE_LEN])
+/* [direction]_32 || [seq]_64: the two devices seal under one SK, each in its own direction. */
+static void record_nonce(uint32_t direction, uint64_t seq, uint8_t nonce[KFD_NONCE_LEN])
 {
-    memset(nonce, 0, 4);
+    nonce[0] = (uint8_t)(direction >> 24), nonce[1] = (uint8_t)(direction >> 16);
+    nonce[2] = (uint8_t)(direction >> 8), nonce[3] = (uint8_t)direction;
     kfd_be64(nonce + 4, seq);
 }
 
-static int put_record(kf_buf *record, const uint8_t sk[KFD_KEY_LEN], uint64_t seq,
+static bool direction_valid(uint32_t direction)
+{
+    return direction == KFD_DIR_OFFERER || direction == KFD_DIR_ACCEPTER;
+}
+
+int kfd_channel_init(struct kfd_channel *ch, const uint8_t sk[KFD_KEY_LEN],
+                     enum kfd_direction direction)
+{
+    KF_ENSURE(ch && sk && direction_valid(direction), KF_ERR_ARG);
+    memcpy(ch->sk, sk, KFD_KEY_LEN);
+    ch->seq = 0;
+    ch->direction = direction;
+    return KF_OK;
+}
+
+static int put_record(kf_buf *record, const struct kfd_channel *ch, uint64_t seq,
                       const uint8_t *data, size_t len)
 {
     size_t outer;
@@ -241,19 +258,19 @@ static int put_record(kf_buf *record, const uint8_t sk[KFD_KEY_LEN], uint64_t se
     size_t seq_len = record->len - seq_item;
     KF_GUARD(
         kfd_put_bytes_space(record, KMIP_TAG_KEYFLEET_SEALED_DATA, len + KFD_TAG_LEN, &sealed));
-    record_nonce(seq, nonce);
-    kfd_aead_seal(sk, nonce, record->data + seq_item, seq_len, data, len, sealed);
+    record_nonce(ch->direction, seq, nonce);
+    kfd_aead_seal(ch->sk, nonce, record->data + seq_item, seq_len, data, len, sealed);
     return kfd_put_close(record, outer);
 }
 
 int kfd_record_seal(struct kfd_channel *ch, const uint8_t *data, size_t len, kf_buf *record)
 {
-    KF_ENSURE(ch && record && (data || len == 0), KF_ERR_ARG);
+    KF_ENSURE(ch && record && (data || len == 0) && direction_valid(ch->direction), KF_ERR_ARG);
     KF_ENSURE(len <= KFD_DATA_MAX, KF_ERR_LIMIT);
     /* The nonce is the sequence number: it must never come round again. */
     KF_ENSURE(ch->seq < UINT64_MAX, KF_ERR_SESSION_REPLAY);
     size_t start = record->len;
-    int rc = put_record(record, ch->sk, ch->seq + 1, data, len);
+    int rc = put_record(record, ch, ch->seq + 1, data, len);
     if (rc != KF_OK) {
         record->len = start;
         return rc;
@@ -265,7 +282,8 @@ int kfd_record_seal(struct kfd_channel *ch, const uint8_t *data, size_t len, kf_
 int kfd_record_open(struct kfd_channel *ch, const uint8_t *record, size_t len, uint8_t *data,
                     size_t cap, size_t *data_len)
 {
-    KF_ENSURE(ch && record && data_len && (data || cap == 0), KF_ERR_ARG);
+    KF_ENSURE(ch && record && data_len && (data || cap == 0) && direction_valid(ch->direction),
+              KF_ERR_ARG);
     KF_ENSURE(len <= KFD_MSG_MAX, KF_ERR_PAIR_MALFORMED);
     kf_buf in, outer;
     struct kfd_span sealed;
@@ -281,7 +299,8 @@ int kfd_record_open(struct kfd_channel *ch, const uint8_t *record, size_t len, u
     KF_GUARD(kfd_get_end(&outer));
     KF_ENSURE(seq > ch->seq, KF_ERR_SESSION_REPLAY);
     KF_ENSURE(sealed.len - KFD_TAG_LEN <= cap, KF_ERR_NOSPACE);
-    record_nonce(seq, nonce);
+    /* The peer's direction: a record sealed in ours (reflected back) does not open. */
+    record_nonce(ch->direction, seq, nonce);
     KF_ENSURE(kfd_aead_open(ch->sk, nonce, seq_item, seq_len, sealed.p, sealed.len, data) == KF_OK,
               KF_ERR_SESSION_INTEGRITY);
     ch->seq = seq;

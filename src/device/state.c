@@ -94,8 +94,10 @@ static int check_slot(const struct kfd_state *st, size_t n)
     KF_ENSURE(k->kek_id >= 1 && k->not_before < k->not_after, KF_ERR_DEVICE_STATE);
     KF_ENSURE(k->max_uses >= 1 && k->uses <= k->max_uses, KF_ERR_DEVICE_STATE);
     KF_ENSURE(strcmp(k->partner, st->id) != 0, KF_ERR_DEVICE_STATE);
+    /* A KEK is (partner, KEK ID): the same ID may come from two partners' messages. */
     for (size_t i = 0; i < n; i++)
-        KF_ENSURE(st->keks[i].kek_id != k->kek_id, KF_ERR_DEVICE_STATE);
+        KF_ENSURE(st->keks[i].kek_id != k->kek_id || strcmp(st->keks[i].partner, k->partner) != 0,
+                  KF_ERR_DEVICE_STATE);
     return KF_OK;
 }
 
@@ -283,20 +285,4 @@ int kfd_kek_current(const struct kfd_device *d, const char *partner, size_t *slo
     KF_ENSURE(best < KFD_MAX_KEKS, verdict);
     *slot = best;
     return KF_OK;
-}
-
-int kfd_kek_release(struct kfd_device *d, const char *partner, uint64_t first, uint32_t count,
-                    uint8_t *work, size_t cap)
-{
-    struct kfd_change c = {.last_counter = d->st.last_counter};
-    bool changed = false;
-    for (size_t i = 0; i < KFD_MAX_KEKS; i++) {
-        const struct kfd_kek *k = &d->st.keks[i];
-        if (k->in_use && strcmp(k->partner, partner) == 0 && k->kek_id >= first &&
-            k->kek_id - first < count) {
-            c.slot[i] = KFD_SLOT_CLEAR;
-            changed = true;
-        }
-    }
-    return changed ? kfd_commit(d, &c, work, cap) : KF_OK;
 }

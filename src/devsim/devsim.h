@@ -192,21 +192,4 @@ KF_RESULT int ds_tls_read_frame(ds_tls *t, kf_buf *msg, size_t max, int timeout_
 KF_RESULT int ds_tls_write(ds_tls *t, const uint8_t *p, size_t n);
 void ds_tls_close(ds_tls *t);
 
-/* ---- application records on the simulated link ---- */
-/*
- * kfd_channel seals with nonce [0]32 || [seq]64 and no direction, so the
- * two directions of one session must not share a key: each direction uses
- * KDF(SK, "keyfleet-sim record v1", sender ID) (docs/device-simulator.md).
- */
-KF_RESULT int ds_record_key(const uint8_t sk[32], const char *sender_id, uint8_t out[32]);
-/* A session's two record channels: tx under our record key, rx under the peer's. */
-struct ds_channels {
-    struct kfd_channel tx, rx;
-    bool ready;
-};
-KF_RESULT int ds_channels_open(struct ds_channels *c, const uint8_t sk[KFD_KEY_LEN],
-                               const char *self, const char *peer);
-/* Wipe both keys. */
-void ds_channels_close(struct ds_channels *c);
-
 #endif

@@ -1,7 +1,7 @@
 /*
  * libFuzzer target: kfd_ack_decode, then kfd_ack_verify under a fixed MKEK
  * (00 01 .. 1f). A decoded ack must have a valid device ID, a status in
- * 1..7 and a body inside the input.
+ * 1..8 (KFD_ACK_ACCEPTED..KFD_ACK_PARTNER) and a body inside the input.
  * Seeds: tests/fuzz/corpus/fuzz_device_ack/ (see fuzz_device_part.c).
  */
 #include <stdint.h>
@@ -19,7 +19,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         mkek[i] = (uint8_t)i;
     if (kfd_ack_decode(data, size, &a) != KF_OK)
         return 0;
-    if (kfd_id_valid(a.device) != KF_OK || a.status < 1 || a.status > 7)
+    if (kfd_id_valid(a.device) != KF_OK || a.status < KFD_ACK_ACCEPTED || a.status > KFD_ACK_PARTNER)
         abort();
     if (a.body.p < data || a.body.p + a.body.len > data + size)
         abort();

@@ -4,13 +4,16 @@
  * SessionRecord (kfd_record_open under that SK), on a fixed device
  * ("meter-1" holding KEK 77 = 80 81 .. 9f with partner "base-1", window
  * [1700000000, +1 day), 1000 uses). A refusal must change nothing and hand
- * out no key.
+ * out no key. The record is opened as the partner's (the direction of the
+ * device that accepted the fixed SK) and as our own: no record opens in both
+ * directions.
  * Seeds: tests/fuzz/corpus/fuzz_device_session/ (see fuzz_device_part.c).
  */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "device/keys.h"
 #include "keyfleet/device.h"
 
 static int save_ok(void *ctx, const uint8_t *state, size_t len)
@@ -71,13 +74,19 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     for (int i = 0; i < KFD_KEY_LEN; i++)
         fixed_sk[i] = (uint8_t)(0x40 + i);
     (void)kfd_session_confirm(&template, "base-1", 77, 1, fixed_sk, data, size);
-    struct kfd_channel ch;
+    struct kfd_channel ch, own;
     size_t n;
-    memcpy(ch.sk, fixed_sk, sizeof(ch.sk));
-    ch.seq = 0;
+    if (kfd_channel_init(&ch, fixed_sk, KFD_DIR_ACCEPTER) != KF_OK ||
+        kfd_channel_init(&own, fixed_sk, KFD_DIR_OFFERER) != KF_OK)
+        abort();
     rc = kfd_record_open(&ch, data, size, out, sizeof(out), &n);
     if ((rc == KF_OK) != (ch.seq != 0) || (rc == KF_OK && n > sizeof(out)))
         abort();
+    int rc_own = kfd_record_open(&own, data, size, out, sizeof(out), &n);
+    if ((rc_own == KF_OK) != (own.seq != 0) || (rc == KF_OK && rc_own == KF_OK))
+        abort();
+    kfd_wipe(&ch, sizeof(ch));
+    kfd_wipe(&own, sizeof(own));
     kfd_close(&d);
     return 0;
 }

@@ -4,8 +4,9 @@
 # base = B) get the same KEK through the meter, exchange 1,000 session keys with
 # application data under each, and stop at the KEK's use limit and validity
 # window on both sides; a KEK list rolls over window by window; a renewal gives
-# a new KEK at higher counters. Finally no KEK is in any server file, the log or
-# the audit trail (and the scan does find it where it is: the device state).
+# a new KEK at higher counters, which supersedes the old one on both devices at
+# once. Finally no KEK is in any server file, the log or the audit trail (and the
+# scan does find it where it is: the device state).
 source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/pairing_lib.sh"
 start_kms
@@ -148,33 +149,45 @@ restart_base base-4 --clock-skew 1801
 expect_refusal "KF_ERR_KEK_EXPIRED" meter meter-4 base-4 --no-pair --sessions 1 --clock-skew 1801
 restart_base base-4
 
-# ---- 5. renewal: requesting again gives a new KEK at higher counters ----
+# ---- 5. renewal: requesting again gives a new KEK at higher counters, in force at once ----
+# (seed [0037]: the KEK is changed by requesting M again; the new one supersedes the old on
+# both devices, so the very next session key travels under it)
 expect_ok meter meter-1 base-1 --pair --sessions 0 --json
 KEK2=$(jv "$WORK/out" 'd["kek_id"]')
 [ "$KEK2" -gt "$KEK1" ] || fail "renewed KEK id $KEK2 not above $KEK1"; ok
 dshow meter-1 "$WORK/m1.renewed"; dshow base-1 "$WORK/b1.renewed"
-check "$WORK/m1.renewed" "d['counter']==2 and sorted(k['kek_id'] for k in d['keks'])==[$KEK1,$KEK2]" "meter renewed"
-check "$WORK/b1.renewed" "d['counter']==2 and sorted(k['kek_id'] for k in d['keks'])==[$KEK1,$KEK2]" "base renewed"
-python3 - "$WORK/m1.renewed" "$WORK/b1.renewed" <<'PY' || fail "renewed KEK differs between devices or equals the old one"
+check "$WORK/m1.renewed" "d['counter']==2 and [k['kek_id'] for k in d['keks']]==[$KEK2]" "meter renewed: KEK $KEK1 superseded"
+check "$WORK/b1.renewed" "d['counter']==2 and [k['kek_id'] for k in d['keks']]==[$KEK2]" "base renewed: KEK $KEK1 superseded"
+python3 - "$WORK/m1.renewed" "$WORK/b1.renewed" "$WORK/m1" <<'PY' || fail "renewed KEK differs between devices or equals the old one"
 import json, sys
-m, b = (json.load(open(p)) for p in sys.argv[1:3])
-km, kb = ({k["kek_id"]: k["key"] for k in x["keks"]} for x in (m, b))
-assert km == kb and len(set(km.values())) == 2
+m, b, old = (json.load(open(p)) for p in sys.argv[1:4])
+assert m["keks"][0]["key"] == b["keks"][0]["key"] != old["keks"][0]["key"]
+assert m["keks"][0]["uses"] == 0 and m["keks"][0]["send_seq"] == 0
 PY
 ok
 server_dev meter-1 "$WORK/s.m1"; check "$WORK/s.m1" "d['counter']==2 and d['last_kek_id']==$KEK2 and d['acks_pending']==0" "server counters after renewal"
 expect_ok meter meter-1 base-1 --no-pair --sessions 10 --json
-check "$WORK/out" 'd["sessions"]==10' "sessions after renewal"
+check "$WORK/out" "d['sessions']==10 and d['keks_used']==[$KEK2]" "sessions after renewal use the new KEK"
+# Renewed again and again: never more than one KEK (and slot) per partner.
+for round in 1 2 3 4 5 6 7 8 9; do
+  expect_ok meter meter-1 base-1 --pair --sessions 1 --data 0 --json
+  KEKN=$(jv "$WORK/out" 'd["kek_id"]')
+  check "$WORK/out" "d['result']=='ok' and d['keks_used']==[$KEKN]" "renewal $round is used at once"
+done
+dshow meter-1 "$WORK/m1.renewed9"; dshow base-1 "$WORK/b1.renewed9"
+check "$WORK/m1.renewed9" "[k['kek_id'] for k in d['keks']]==[$KEKN] and d['counter']==11" "meter after 10 renewals"
+check "$WORK/b1.renewed9" "[k['kek_id'] for k in d['keks']]==[$KEKN] and d['counter']==11" "base after 10 renewals"
 
 # ---- 6. no KEK anywhere on the server side ----
 for id in meter-1 meter-2 meter-3 meter-4; do dshow "$id" "$WORK/keys.$id"; done
-python3 - "$WORK"/keys.meter-* > "$WORK/keks.hex" <<'PY'
+# (and the superseded KEK1 and KEK2 of meter-1, from the snapshots taken when they were held)
+python3 - "$WORK"/keys.meter-* "$WORK/m1" "$WORK/m1.renewed" > "$WORK/keks.hex" <<'PY'
 import json, sys
 for p in sys.argv[1:]:
     for k in json.load(open(p))["keks"]:
         print(k["key"])
 PY
-[ "$(sort -u "$WORK/keks.hex" | wc -l)" -eq 7 ] || fail "expected 7 distinct KEKs (2 + 1 + 1 + 3): $(cat "$WORK/keks.hex")"; ok
+[ "$(sort -u "$WORK/keks.hex" | wc -l)" -eq 8 ] || fail "expected 8 distinct KEKs (3 + 1 + 1 + 3): $(cat "$WORK/keks.hex")"; ok
 audit_all "$WORK/audit.json" "$WORK/audit.txt"
 check "$WORK/audit.json" 'len(d) > 20 and len({r["seq"] for r in d}) == len(d)' "the whole audit trail"
 grep -q "meter-1" "$WORK/audit.txt" || fail "the audit trail does not name the devices"; ok

@@ -58,15 +58,21 @@ KEK_NEW=$(jv "$WORK/out" 'd["kek_id"]')
 [ "$KEK_NEW" -gt "$KEK_OLD" ] || fail "second pairing"; ok
 
 # ---- 1. replayed old M into a new pairing: refused as stale ([0039]-[0041]) ----
+# The meter's stale ack names a KEK it acknowledged long ago, so keyfleetd refuses the ack
+# report as a replay; the stale verdict is retried all the same (once), and the attacker
+# replays again: the result is the stale verdict, the server's refusal said alongside.
 snap s1
 server_dev meter-1 "$WORK/s1.srv"
 relays "down @KeyfleetPairPart replace $REC_GW/1-down.ttlv" ""
 expect_refusal "KF_ERR_PAIR_STALE" via --sessions 0 "${T[@]}"
+grep -q "this device refused its part SM_A: .*(KF_ERR_PAIR_STALE)" "$WORK/err" || fail "stale verdict: $(cat "$WORK/err")"; ok
+grep -q "the key server said: KF_ERR_ACK_REPLAY.*(KeyfleetPairAckReport refused: PermissionDenied)" "$WORK/err" || fail "server refusal: $(cat "$WORK/err")"; ok
 grep -q "replace with $REC_GW/1-down.ttlv" "$WORK/$GW.relay.log" || fail "the relay did not replay"; ok
+[ "$(grep -c "RequestMessage KeyfleetPairKeyRequest" "$WORK/$GW.relay.log")" -eq 2 ] || fail "not retried once: $(cat "$WORK/$GW.relay.log")"; ok
 unchanged s1 "replayed M"
 if grep -q "up #" "$WORK/$LINK.relay.log"; then fail "a stale SM_B was forwarded to the base"; fi; ok
 server_dev meter-1 "$WORK/s1b.srv"
-check "$WORK/s1b.srv" "d['counter'] > $(jv "$WORK/s1.srv" 'd["counter"]')" "the server moved on while the device kept its counter"
+check "$WORK/s1b.srv" "d['counter'] == $(jv "$WORK/s1.srv" 'd["counter"]') + 2" "the server moved on (twice) while the device kept its counter"
 # The old SM_B replayed into a fresh pairing reaches the base: refused there as stale,
 # and the meter gives up the KEKs it got for that pairing.
 # (The base's ack names the old KEK, so the meter cannot take it for this pairing's.)
@@ -74,6 +80,14 @@ relays "" "up 1 replace $REC_LINK/1-up.ttlv"
 expect_refusal "own part: accepted; partner's part: KF_ERR_" via --sessions 0 "${T[@]}"
 base_log_has "KeyfleetPairPart kek=$KEK_OLD counter=1: refused KF_ERR_PAIR_STALE"
 unchanged s1 "replayed SM_B" meter-keks
+# The old M replayed once only: the retry of the stale verdict gets the new M, and pairs.
+server_dev meter-1 "$WORK/s1c.srv"
+relays "down 1 replace $REC_GW/1-down.ttlv" ""
+expect_ok via --sessions 1 --json "${T[@]}"
+check "$WORK/out" 'd["result"]=="ok" and d["sessions"]==1 and "server_said" not in d' "pairing after one replayed M"
+grep -q "down #2 ResponseMessage KeyfleetPairAckReport OperationFailed" "$WORK/$GW.relay.log" || fail "the stale ack's report was not refused: $(cat "$WORK/$GW.relay.log")"; ok
+grep -q "up #3 RequestMessage KeyfleetPairKeyRequest" "$WORK/$GW.relay.log" || fail "no retry"; ok
+check "$WORK/out" "d['counter'] == $(jv "$WORK/s1c.srv" 'd["counter"]') + 2" "the retry's counter"
 
 # ---- 2. modified parts: any changed byte is an integrity failure ----
 snap s2
@@ -110,6 +124,25 @@ unchanged s3 "swapped parts"
 relays "" ""
 expect_ok via --no-pair --sessions 1 "${T[@]}"
 M3_OLD="$WORK/$LINK.rec/1-up.ttlv"
+# The record and its echo: both Seq 1 under one SK, the same data, yet different bytes (each
+# direction has its own nonces: [1]32 || seq from the meter, which offered SK, [2]32 || seq back).
+python3 - "$WORK/$LINK.rec/2-up.ttlv" "$WORK/$LINK.rec/2-down.ttlv" <<'PY' || fail "record and echo share a nonce"
+import struct, sys
+def items(b):
+    out, i = {}, 8
+    while i < len(b):
+        tag, typ, n = b[i:i + 3], b[i + 3], struct.unpack(">I", b[i + 4:i + 8])[0]
+        out[tag.hex()] = b[i + 8:i + 8 + n]
+        i += 8 + n + (-n % 8)
+    return out
+up, down = (items(open(p, "rb").read()) for p in sys.argv[1:3])
+seq = {k for k in up if len(up[k]) == 8}
+assert len(seq) == 1 and up[seq.pop()] == (1).to_bytes(8, "big")
+sealed = [k for k in up if len(up[k]) > 16]
+assert len(sealed) == 1 and len(up[sealed[0]]) == len(down[sealed[0]])
+assert up[sealed[0]] != down[sealed[0]]
+PY
+ok
 snap s4
 relays "" "up 1 replace $M3_OLD"
 expect_refusal "KF_ERR_SESSION_REPLAY" via --no-pair --sessions 1 "${T[@]}"
@@ -132,17 +165,25 @@ grep -q "the echoed record does not open" "$WORK/err" || fail "modified echo"; o
 # ---- 5. acknowledgements: forged N_B, replayed ack report ----
 server_dev base-1 "$WORK/s5.srv"
 relays "up @KeyfleetPairAck flip @KeyfleetMac#2+0" ""
-expect_refusal "KF_ERR_ACK_MAC" via --sessions 0 "${T[@]}"
-grep -q "the key server said: KF_ERR_ACK_MAC" "$WORK/err" || fail "server refusal: $(cat "$WORK/err")"; ok
+expect_refusal "KF_ERR_ACK_MAC" via --sessions 0 --json "${T[@]}"
+# what the server said comes from the library's result: its message, the operation it
+# refused and the KMIP Result Reason
+grep -q "the key server said: KF_ERR_ACK_MAC: .*(KeyfleetPairAckReport refused: CryptographicFailure)" "$WORK/err" || fail "server refusal: $(cat "$WORK/err")"; ok
+check "$WORK/out" 'd["server_said"].startswith("KF_ERR_ACK_MAC") and d["server_operation"]=="KeyfleetPairAckReport" and d["server_reason"]=="CryptographicFailure"' "the server's refusal in the JSON summary"
 server_dev base-1 "$WORK/s5b.srv"
 check "$WORK/s5b.srv" 'd["acks_pending"] >= 1' "the forged ack left N_B pending"
+# The recorded ack report sent instead of the pair request: the server refuses it as a replay
+# (audited), and the meter, whose request that was not an answer to, takes the answer as
+# malformed and changes nothing.
+replays() { audit_all "$WORK/audit.json" "$WORK/audit.txt"; jv "$WORK/audit.json" 'sum(1 for r in d if r["result"]=="KF_ERR_ACK_REPLAY")'; }
 snap s5
+BEFORE=$(replays)
 relays "up 1 replace $REC_GW/2-up.ttlv" ""
-expect_refusal "KF_ERR_ACK_REPLAY" via --sessions 0 "${T[@]}"
+expect_refusal "KF_ERR_PAIR_MALFORMED" via --sessions 0 "${T[@]}"
 unchanged s5 "replayed ack report"
+[ "$(replays)" -gt "$BEFORE" ] || fail "the replayed ack report was not refused as a replay"; ok
 
 # An ack report duplicated in flight: the first is recorded, the copy refused (audited).
-replays() { audit_all "$WORK/audit.json" "$WORK/audit.txt"; jv "$WORK/audit.json" 'sum(1 for r in d if r["result"]=="KF_ERR_ACK_REPLAY")'; }
 BEFORE=$(replays)
 relays "up @KeyfleetPairAck dup" ""
 expect_ok via --sessions 0 "${T[@]}"
@@ -170,12 +211,23 @@ set +e; via --sessions 0 "${T[@]}" > "$WORK/out" 2> "$WORK/err"; rc=$?; set -e
 unchanged s6c "closed connection"
 
 # ---- 7. dropped N_B: the server shows the ack pending; the next pairing works ----
+# (seed [0048]: the meter takes the new KEK only once the base's ack says the base took it;
+# without that ack it keeps the KEK it had and moves only its counter, and its own ack says so)
 server_dev base-1 "$WORK/s7.srv"; P7=$(jv "$WORK/s7.srv" 'd["acks_pending"]')
+server_dev meter-1 "$WORK/s7m.srv"; PM7=$(jv "$WORK/s7m.srv" 'd["acks_pending"]')
+snap s7
 relays "" "down 1 drop"
-expect_refusal "KF_ERR_TIMEOUT" via --sessions 0 "${T[@]}"
+expect_refusal "KF_ERR_TIMEOUT" via --sessions 0 --json "${T[@]}"
 grep -q "no answer from the partner" "$WORK/err" || fail "dropped N_B: $(cat "$WORK/err")"; ok
+KEK7=$(jv "$WORK/out" 'd["kek_id"]')
+check "$WORK/out" "d['own']=='accepted' and d['counter'] > $(jv "$WORK/s7.m" 'd["counter"]')" "the meter's part was good: its counter moved"
+dshow meter-1 "$WORK/s7b.m"; dshow base-1 "$WORK/s7b.b"
+[ "$(jv "$WORK/s7.m" 'd["keks"]')" = "$(jv "$WORK/s7b.m" 'd["keks"]')" ] || fail "dropped N_B: the meter took KEKs the base's ack never confirmed"; ok
+check "$WORK/s7b.b" "[k['kek_id'] for k in d['keks']]==[$KEK7]" "the base took the new KEK, superseding its old one"
 server_dev base-1 "$WORK/s7b.srv"
 check "$WORK/s7b.srv" "d['acks_pending']==$P7+1" "N_B pending at the server"
+server_dev meter-1 "$WORK/s7mb.srv"
+check "$WORK/s7mb.srv" "d['acks_pending']==$PM7" "the meter's ack (took nothing) is on record"
 relays "" ""
 expect_ok via --sessions 2 --json
 check "$WORK/out" 'd["result"]=="ok" and d["sessions"]==2' "pairing after a lost N_B"

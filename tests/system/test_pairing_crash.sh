@@ -12,7 +12,11 @@
 #   - every pairing reported complete has both acknowledgements recorded as accepted;
 #   - the server's counter for each device is >= the device's own, and after one more
 #     pairing per pair (which must succeed: convergence) they are equal;
-#   - the audit trail verifies.
+#   - the audit trail verifies;
+#   - then (restore phase, KF_PAIR_CRASH_RESTORE=0 to skip) the server is put back to a
+#     backup of its database taken mid-run: every pair converges again by resynchronisation
+#     although KEK ids are handed out a second time, and each device ends with exactly the
+#     KEK of its last pairing.
 # Prints how many requests were acknowledged and how many were interrupted.
 source "$(dirname "$0")/lib.sh"
 REQUESTS=${KF_PAIR_CRASH_REQUESTS:-1000}
@@ -246,20 +250,17 @@ for t in reissued lost behind; do
   ok
 done
 
-# Restore phase (KF_PAIR_CRASH_RESTORE=1): the server goes back to the backup taken at
-# the third crash, so every device is AHEAD of it (docs/pairing.md: "a server restored
-# from a backup"). Each pair must then converge through resynchronisation: the first
-# request after the restore is answered stale by the devices, their acks move the
-# server's counters forward, the retry succeeds and a session key is exchanged; a
-# second pairing succeeds too, the devices' states stay loadable, and the server's
-# counters equal the devices' again.
-# Off by default, because it fails with the current code: the counters resynchronise,
-# but the restored server's KEK id mark went back with the backup, so it hands out KEK
-# ids at or below the ones the devices hold. A device with its slots full of newer ids
-# finds none to supersede (KF_ERR_KEK_SLOTS, for ever); one with a free slot stores a
-# second KEK under an id it already holds and then refuses its own saved state
-# (KF_ERR_DEVICE_STATE).
-if [ "${KF_PAIR_CRASH_RESTORE:-0}" = 1 ]; then
+# Restore phase (on by default; KF_PAIR_CRASH_RESTORE=0 skips it): the server goes back to
+# the backup taken at the third crash, so every device is AHEAD of it (docs/pairing.md: "a
+# server restored from a backup"), and its KEK id mark went back with it: it hands out KEK
+# ids at or below the ones the devices hold. Each pair must then converge through
+# resynchronisation: the first request after the restore is answered stale by the devices,
+# their acks move the server's counters forward, the retry succeeds and a session key is
+# exchanged; a second pairing succeeds too. The devices store each new message's KEKs in
+# place of every KEK they held for the partner (a KEK is (partner, id) on a device), so their
+# states stay loadable with one KEK per partner, and the server's counters equal the
+# devices' again.
+if [ "${KF_PAIR_CRASH_RESTORE:-1}" = 1 ]; then
   [ -d "$WORK/backup" ] || fail "no backup was taken"
   rm -f "$DATA"/keyfleet.db*
   cp "$WORK/backup"/keyfleet.db* "$DATA/"
@@ -269,9 +270,23 @@ if [ "${KF_PAIR_CRASH_RESTORE:-0}" = 1 ]; then
     for round in 1 2; do
       expect_ok meter "$i" --sessions 1
       grep -q '"result":"ok"' "$WORK/out" || fail "pairing $round of pair $i after the restore: $(cat "$WORK/out")"
+      ok
+      cp "$WORK/out" "$WORK/restored-$i-$round.json"
     done
   done
   snapshot restored
+  # Each device holds exactly the KEK of its last pairing (the one the session key used).
+  for i in $(seq 0 $((PAIRS - 1))); do
+    for dev in meter base; do
+      "$PY" - "$WORK/restored-$i-2.json" "$WORK/restored-device-$dev-$i.json" <<'PY' ||
+import json, sys
+r, d = (json.load(open(f)) for f in sys.argv[1:])
+assert [k["kek_id"] for k in d["keks"]] == [r["kek_id"]] == r["keks_used"], (r, d["keks"])
+PY
+        fail "$dev-$i after the restore: not exactly the last pairing's KEK"
+      ok
+    done
+  done
   for i in $(seq 0 $((PAIRS - 1))); do
     for dev in meter base; do
       "$PY" - "$WORK/restored-server-$dev-$i.json" "$WORK/restored-device-$dev-$i.json" <<'PY' ||

@@ -590,16 +590,18 @@ static void kek_slots_are_reused(void **state)
         issue(&p->m, MKEK_A, MKEK_B, "meter-1", partner, i + 1, 1, 100 + i, 1, T0, DAY, 2);
         assert_int_equal(accept_into(p, &p->a, KFD_ROLE_A, p->m.sm_a, p->m.a_len), KF_OK);
     }
-    /* A ninth partner: no slot free, none dead, none superseded. */
+    /* A ninth partner: no slot free, none dead, none held for that partner. */
     issue(&p->m, MKEK_A, MKEK_B, "meter-1", "base-99", 9, 1, 200, 1, T0, DAY, 2);
     expect_refusal(p, &p->a, MKEK_A, KFD_ROLE_A, p->m.sm_a, p->m.a_len, KF_ERR_KEK_SLOTS,
                    KFD_ACK_STORAGE);
-    /* A new KEK for an existing partner supersedes its older one. */
+    /* A new KEK for an existing partner supersedes its older one, whose slot it takes. */
     issue(&p->m, MKEK_A, MKEK_B, "meter-1", "base-13", 10, 1, 201, 1, T0, DAY, 2);
     assert_int_equal(accept_into(p, &p->a, KFD_ROLE_A, p->m.sm_a, p->m.a_len), KF_OK);
     size_t slot;
     assert_int_equal(kfd_kek_current(&p->a, "base-13", &slot), KF_OK);
     assert_int_equal(p->a.st.keks[slot].kek_id, 201);
+    for (size_t s = 0; s < KFD_MAX_KEKS; s++)
+        assert_true(p->a.st.keks[s].in_use && p->a.st.keks[s].kek_id != 103);
     /* An exhausted KEK's slot is taken before any live one. */
     for (size_t s = 0; s < KFD_MAX_KEKS; s++)
         if (p->a.st.keks[s].kek_id == 105)
@@ -623,43 +625,265 @@ static void saved_matches(const struct kfd_device *d, const struct fake_env *f)
     assert_memory_equal(&saved, &d->st, sizeof(saved));
 }
 
-/* A full list for a partner replaces a full list for the same partner: each new KEK takes its
- * own slot (the oldest superseded first), none is lost, the state is saved as it ends up. */
-static void kek_list_replaces_full_list(void **state)
+/* How many KEKs d holds for partner; *ids gets a bit per KEK ID (ID - base, < 32). */
+static unsigned held_for(const struct kfd_device *d, const char *partner, uint64_t base,
+                         uint32_t *ids)
+{
+    unsigned n = 0;
+    *ids = 0;
+    for (size_t s = 0; s < KFD_MAX_KEKS; s++) {
+        const struct kfd_kek *k = &d->st.keks[s];
+        if (!k->in_use || strcmp(k->partner, partner) != 0)
+            continue;
+        n++;
+        assert_true(k->kek_id >= base && k->kek_id - base < 32);
+        *ids |= 1u << (k->kek_id - base);
+    }
+    return n;
+}
+
+/* A new list for a partner supersedes every KEK held for it, whatever their IDs, in the same
+ * save; other partners' KEKs stay. */
+static void new_list_supersedes_the_old(void **state)
 {
     struct pair_fixture *p = *state;
-    issue(&p->m, MKEK_A, MKEK_B, "meter-1", "base-1", 1, 1, 41, KFD_MAX_KEKS, T0, DAY, 10);
+    uint32_t ids;
+    issue(&p->m, MKEK_A, MKEK_B, "meter-1", "base-2", 1, 1, 30, 1, T0, DAY, 10);
+    assert_int_equal(accept_into(p, &p->a, KFD_ROLE_A, p->m.sm_a, p->m.a_len), KF_OK);
+    issue(&p->m, MKEK_A, MKEK_B, "meter-1", "base-1", 2, 2, 41, KFD_MAX_KEKS - 1, T0, DAY, 10);
     assert_int_equal(accept_into(p, &p->a, KFD_ROLE_A, p->m.sm_a, p->m.a_len), KF_OK);
     saved_matches(&p->a, &p->fa);
-    /* Three new KEKs replace the three oldest (41-43); 44-48 stay. */
-    issue(&p->m, MKEK_A, MKEK_B, "meter-1", "base-1", 2, 2, 61, 3, T0, DAY, 10);
+    assert_int_equal(held_for(&p->a, "base-1", 41, &ids), KFD_MAX_KEKS - 1);
+    /* Three new KEKs: all seven old ones go, five slots are free again. */
+    issue(&p->m, MKEK_A, MKEK_B, "meter-1", "base-1", 3, 3, 61, 3, T0, DAY, 10);
     assert_int_equal(accept_into(p, &p->a, KFD_ROLE_A, p->m.sm_a, p->m.a_len), KF_OK);
     saved_matches(&p->a, &p->fa);
-    unsigned seen = 0;
+    assert_int_equal(held_for(&p->a, "base-1", 61, &ids), 3);
+    assert_int_equal(ids, 0x7u);
+    assert_int_equal(held_for(&p->a, "base-2", 30, &ids), 1);
     for (size_t s = 0; s < KFD_MAX_KEKS; s++) {
         const struct kfd_kek *k = &p->a.st.keks[s];
-        assert_true(k->in_use);
-        assert_true((k->kek_id >= 44 && k->kek_id <= 48) || (k->kek_id >= 61 && k->kek_id <= 63));
-        if (k->kek_id >= 61) {
+        if (k->in_use && k->kek_id >= 61) {
             assert_memory_equal(k->key, p->m.keks[k->kek_id - 61], KFD_KEY_LEN);
             assert_true(k->uses == 0 && k->send_seq == 0 && k->recv_seq == 0);
         }
-        seen |= 1u << (k->kek_id >= 61 ? k->kek_id - 61 + 8 : k->kek_id - 41);
     }
-    assert_int_equal(seen, 0xF8u | 0x700u); /* 44-48 and 61-63, each once */
-    /* A whole new list of 8 replaces everything. */
-    issue(&p->m, MKEK_A, MKEK_B, "meter-1", "base-1", 3, 3, 71, KFD_MAX_KEKS, T0, DAY, 10);
+    size_t slot;
+    assert_int_equal(kfd_kek_current(&p->a, "base-1", &slot), KF_OK);
+    assert_int_equal(p->a.st.keks[slot].kek_id, 61);
+    /* Seven again, with lower IDs (a server restored from a backup): the three go. */
+    issue(&p->m, MKEK_A, MKEK_B, "meter-1", "base-1", 4, 4, 11, KFD_MAX_KEKS - 1, T0, DAY, 10);
     assert_int_equal(accept_into(p, &p->a, KFD_ROLE_A, p->m.sm_a, p->m.a_len), KF_OK);
     saved_matches(&p->a, &p->fa);
-    seen = 0;
-    for (size_t s = 0; s < KFD_MAX_KEKS; s++) {
-        const struct kfd_kek *k = &p->a.st.keks[s];
-        assert_true(k->kek_id >= 71 && k->kek_id < 71 + KFD_MAX_KEKS);
-        assert_memory_equal(k->key, p->m.keks[k->kek_id - 71], KFD_KEY_LEN);
-        seen |= 1u << (k->kek_id - 71);
+    assert_int_equal(held_for(&p->a, "base-1", 11, &ids), KFD_MAX_KEKS - 1);
+    assert_int_equal(ids, 0x7Fu);
+    /* Eight for base-1 while base-2 holds a live KEK: one slot short, refused, nothing
+     * changes (the seven stay). */
+    issue(&p->m, MKEK_A, MKEK_B, "meter-1", "base-1", 5, 5, 71, KFD_MAX_KEKS, T0, DAY, 10);
+    expect_refusal(p, &p->a, MKEK_A, KFD_ROLE_A, p->m.sm_a, p->m.a_len, KF_ERR_KEK_SLOTS,
+                   KFD_ACK_STORAGE);
+    /* Once base-2's KEK is used up, its slot is free for the eighth. */
+    for (size_t s = 0; s < KFD_MAX_KEKS; s++)
+        if (strcmp(p->a.st.keks[s].partner, "base-2") == 0)
+            p->a.st.keks[s].uses = p->a.st.keks[s].max_uses;
+    assert_int_equal(accept_into(p, &p->a, KFD_ROLE_A, p->m.sm_a, p->m.a_len), KF_OK);
+    saved_matches(&p->a, &p->fa);
+    assert_int_equal(held_for(&p->a, "base-1", 71, &ids), KFD_MAX_KEKS);
+    assert_int_equal(ids, 0xFFu);
+    assert_int_equal(held_for(&p->a, "base-2", 30, &ids), 0);
+    assert_int_equal(p->a.st.last_counter, 5);
+}
+
+/* Renewal after renewal, on both devices: the newest KEK is current at once, the slots never
+ * fill up. */
+static void renewal_takes_effect_at_once(void **state)
+{
+    struct pair_fixture *p = *state;
+    uint32_t ids;
+    size_t slot;
+    for (uint64_t i = 0; i < 3 * KFD_MAX_KEKS; i++) {
+        issue(&p->m, MKEK_A, MKEK_B, "meter-1", "base-1", i + 1, i + 1, 41 + i, 1, T0, DAY, 10);
+        assert_int_equal(accept_into(p, &p->a, KFD_ROLE_A, p->m.sm_a, p->m.a_len), KF_OK);
+        assert_int_equal(accept_into(p, &p->b, KFD_ROLE_B, p->m.sm_b, p->m.b_len), KF_OK);
+        assert_int_equal(kfd_kek_current(&p->a, "base-1", &slot), KF_OK);
+        assert_int_equal(p->a.st.keks[slot].kek_id, 41 + i);
+        assert_int_equal(kfd_kek_current(&p->b, "meter-1", &slot), KF_OK);
+        assert_int_equal(p->b.st.keks[slot].kek_id, 41 + i);
+        assert_int_equal(held_for(&p->a, "base-1", 41 + i, &ids), 1);
+        assert_int_equal(held_for(&p->b, "meter-1", 41 + i, &ids), 1);
+        saved_matches(&p->a, &p->fa);
+        saved_matches(&p->b, &p->fb);
     }
-    assert_int_equal(seen, 0xFFu);
-    assert_int_equal(p->a.st.last_counter, 3);
+}
+
+/* A KEK is (partner, KEK ID) on a device. A server restored from a backup issues an ID again:
+ * for the same partner the new KEK replaces the old, never sits beside it; for another
+ * partner both are held. Either way the saved state opens again. */
+static void kek_identity_is_partner_and_id(void **state)
+{
+    struct pair_fixture *p = *state;
+    struct kfd_device again;
+    uint32_t ids;
+    size_t slot;
+    issue(&p->m, MKEK_A, MKEK_B, "meter-1", "base-1", 1, 1, 50, 2, T0, DAY, 10);
+    assert_int_equal(accept_into(p, &p->a, KFD_ROLE_A, p->m.sm_a, p->m.a_len), KF_OK);
+    p->a.st.keks[0].uses = 3; /* KEK 50 has been used */
+    /* The restored server: KEK 50 again, in a new message (higher counter). */
+    struct issued again_50;
+    issue(&again_50, MKEK_A, MKEK_B, "meter-1", "base-1", 2, 2, 50, 1, T0, DAY, 10);
+    assert_int_equal(accept_into(p, &p->a, KFD_ROLE_A, again_50.sm_a, again_50.a_len), KF_OK);
+    assert_int_equal(held_for(&p->a, "base-1", 50, &ids), 1);
+    assert_int_equal(kfd_kek_current(&p->a, "base-1", &slot), KF_OK);
+    assert_true(p->a.st.keks[slot].kek_id == 50 && p->a.st.keks[slot].uses == 0);
+    assert_int_equal(kfd_open(&again, &p->a.env, p->fa.saved, p->fa.saved_len), KF_OK);
+    assert_memory_equal(&again.st, &p->a.st, sizeof(again.st));
+    kfd_close(&again);
+    /* The same ID from base-2's message: a second KEK, told apart by its partner. */
+    issue(&p->m, MKEK_A, MKEK_B, "meter-1", "base-2", 3, 1, 50, 1, T0, DAY, 10);
+    assert_int_equal(accept_into(p, &p->a, KFD_ROLE_A, p->m.sm_a, p->m.a_len), KF_OK);
+    assert_int_equal(held_for(&p->a, "base-1", 50, &ids), 1);
+    assert_int_equal(held_for(&p->a, "base-2", 50, &ids), 1);
+    assert_int_equal(kfd_open(&again, &p->a.env, p->fa.saved, p->fa.saved_len), KF_OK);
+    assert_memory_equal(&again.st, &p->a.st, sizeof(again.st));
+    kfd_close(&again);
+    /* Session keys find each partner's own KEK 50. */
+    uint8_t sk[KFD_KEY_LEN], m3[512];
+    kf_buf out;
+    size_t s1, s2;
+    assert_int_equal(kfd_kek_current(&p->a, "base-1", &s1), KF_OK);
+    assert_int_equal(kfd_kek_current(&p->a, "base-2", &s2), KF_OK);
+    assert_true(s1 != s2 && p->a.st.keks[s1].kek_id == 50 && p->a.st.keks[s2].kek_id == 50);
+    kf_buf_fixed(&out, m3, sizeof(m3));
+    assert_int_equal(kfd_session_offer(&p->a, "base-2", sk, &out), KF_OK);
+    assert_true(p->a.st.keks[s2].send_seq == 1 && p->a.st.keks[s1].send_seq == 0);
+}
+
+/* The requester's two steps: check SM_A (nothing saved), forward SM_B, then conclude with B's
+ * answer: its KEKs only if B took its own, else the counter only, and A's ack says which. */
+static void pair_check_then_conclude(void **state)
+{
+    struct pair_fixture *p = *state;
+    uint8_t ack_b[512];
+    kf_buf b_out;
+    int pv;
+    struct kfd_ack ack;
+    uint32_t ids;
+    issue(&p->m, MKEK_A, MKEK_B, "meter-1", "base-1", 1, 1, 41, 2, T0, DAY, 10);
+    struct kfd_state before = p->a.st;
+    unsigned saves = p->fa.saves;
+    assert_int_equal(kfd_pair_check(&p->a, p->m.sm_a, p->m.a_len), KF_OK);
+    assert_int_equal(kfd_pair_check(&p->a, p->m.sm_b, p->m.b_len), KF_ERR_PAIR_WRONG_DEVICE);
+    assert_int_equal(kfd_pair_check(&p->a, (const uint8_t *)"nonsense", 8), KF_ERR_PAIR_MALFORMED);
+    assert_memory_equal(&before, &p->a.st, sizeof(before));
+    assert_int_equal(p->fa.saves, saves);
+    /* B accepts: A takes the KEKs. */
+    kf_buf_fixed(&b_out, ack_b, sizeof(ack_b));
+    assert_int_equal(kfd_pair_accept(&p->b, KFD_ROLE_B, p->m.sm_b, p->m.b_len, &b_out), KF_OK);
+    kf_buf_fixed(&p->ack_out, p->ack, sizeof(p->ack));
+    assert_int_equal(
+        kfd_pair_conclude(&p->a, p->m.sm_a, p->m.a_len, ack_b, b_out.len, &pv, &p->ack_out), KF_OK);
+    assert_int_equal(pv, KF_OK);
+    assert_int_equal(ack_status(p->ack, p->ack_out.len, MKEK_A, &ack), KFD_ACK_ACCEPTED);
+    assert_true(ack.kek_id == 41 && ack.part_counter == 1 && ack.device_counter == 1);
+    assert_int_equal(held_for(&p->a, "base-1", 41, &ids), 2);
+    saved_matches(&p->a, &p->fa);
+    assert_int_equal(kfd_pair_check(&p->a, p->m.sm_a, p->m.a_len), KF_ERR_PAIR_STALE);
+
+    /* B refuses (its storage fails): A keeps 41, 42, moves its counter, acks PARTNER. */
+    issue(&p->m, MKEK_A, MKEK_B, "meter-1", "base-1", 2, 2, 51, 1, T0, DAY, 10);
+    assert_int_equal(kfd_pair_check(&p->a, p->m.sm_a, p->m.a_len), KF_OK);
+    p->fb.fail_save = true;
+    kf_buf_fixed(&b_out, ack_b, sizeof(ack_b));
+    assert_int_equal(kfd_pair_accept(&p->b, KFD_ROLE_B, p->m.sm_b, p->m.b_len, &b_out),
+                     KF_ERR_DEVICE_STORAGE);
+    p->fb.fail_save = false;
+    kf_buf_fixed(&p->ack_out, p->ack, sizeof(p->ack));
+    assert_int_equal(
+        kfd_pair_conclude(&p->a, p->m.sm_a, p->m.a_len, ack_b, b_out.len, &pv, &p->ack_out), KF_OK);
+    assert_int_equal(pv, KF_ERR_DEVICE_STORAGE);
+    assert_int_equal(ack_status(p->ack, p->ack_out.len, MKEK_A, &ack), KFD_ACK_PARTNER);
+    assert_true(ack.kek_id == 51 && ack.part_counter == 2 && ack.device_counter == 2);
+    assert_int_equal(held_for(&p->a, "base-1", 41, &ids), 2);
+    assert_int_equal(p->a.st.last_counter, 2);
+    saved_matches(&p->a, &p->fa);
+    /* ... and the part can never be taken later. */
+    assert_int_equal(kfd_pair_check(&p->a, p->m.sm_a, p->m.a_len), KF_ERR_PAIR_STALE);
+
+    /* No answer from B, an answer that is no ack, B's ack of another part, an ack from the
+     * wrong device, an "accepted" of no part: each time the counter only. */
+    struct {
+        const uint8_t *answer;
+        size_t len;
+        int want;
+    } cases[5];
+    uint8_t own_ack[512], no_kek[512];
+    size_t own_len = p->ack_out.len;
+    memcpy(own_ack, p->ack, own_len); /* A's ack of the part with KEK 51 */
+    /* "accepted" with KekId 0 (no part attributed) is no ack of this part either */
+    const struct kfd_ack_fields zero_kek = {0, 7, 7, KFD_ACK_ACCEPTED};
+    kf_buf no_kek_out;
+    kf_buf_fixed(&no_kek_out, no_kek, sizeof(no_kek));
+    assert_int_equal(kfd_ack_write(MKEK_B, "base-1", &zero_kek, &no_kek_out), KF_OK);
+    cases[0].answer = NULL, cases[0].len = 0, cases[0].want = KF_ERR_IO;
+    cases[1].answer = (const uint8_t *)"nonsense", cases[1].len = 8,
+    cases[1].want = KF_ERR_PAIR_MALFORMED;
+    cases[2].answer = ack_b, cases[2].len = b_out.len, cases[2].want = KF_ERR_PAIR_MALFORMED;
+    cases[3].answer = own_ack, cases[3].len = own_len, cases[3].want = KF_ERR_PAIR_WRONG_DEVICE;
+    cases[4].answer = no_kek, cases[4].len = no_kek_out.len, cases[4].want = KF_ERR_PAIR_MALFORMED;
+    for (uint64_t i = 0; i < 5; i++) {
+        issue(&p->m, MKEK_A, MKEK_B, "meter-1", "base-1", 3 + i, 3 + i, 61 + i, 1, T0, DAY, 10);
+        if (i == 2) { /* B's (accepting) ack of yet another part, KEK 71 */
+            struct issued other;
+            issue(&other, MKEK_A, MKEK_B, "meter-1", "base-1", 9, 20, 71, 1, T0, DAY, 10);
+            kf_buf_fixed(&b_out, ack_b, sizeof(ack_b));
+            assert_int_equal(
+                kfd_pair_accept(&p->b, KFD_ROLE_B, other.sm_b, other.b_len, &b_out), KF_OK);
+            cases[2].len = b_out.len;
+        }
+        kf_buf_fixed(&p->ack_out, p->ack, sizeof(p->ack));
+        assert_int_equal(kfd_pair_conclude(&p->a, p->m.sm_a, p->m.a_len, cases[i].answer,
+                                           cases[i].len, &pv, &p->ack_out),
+                         KF_OK);
+        assert_int_equal(pv, cases[i].want);
+        assert_int_equal(ack_status(p->ack, p->ack_out.len, MKEK_A, &ack), KFD_ACK_PARTNER);
+        assert_int_equal(p->a.st.last_counter, 3 + i);
+        assert_int_equal(held_for(&p->a, "base-1", 41, &ids), 2);
+    }
+    /* A's own part refused (replayed): the refusal's ack, nothing saved, B's answer unused. */
+    saves = p->fa.saves;
+    before = p->a.st;
+    kf_buf_fixed(&p->ack_out, p->ack, sizeof(p->ack));
+    assert_int_equal(kfd_pair_conclude(&p->a, p->m.sm_a, p->m.a_len, NULL, 0, &pv, &p->ack_out),
+                     KF_ERR_PAIR_STALE);
+    assert_int_equal(ack_status(p->ack, p->ack_out.len, MKEK_A, NULL), KFD_ACK_STALE);
+    assert_memory_equal(&before, &p->a.st, sizeof(before));
+    assert_int_equal(p->fa.saves, saves);
+    /* Storage fails at the conclusion: nothing changes, the ack says so. */
+    issue(&p->m, MKEK_A, MKEK_B, "meter-1", "base-1", 10, 30, 81, 1, T0, DAY, 10);
+    kf_buf_fixed(&b_out, ack_b, sizeof(ack_b));
+    assert_int_equal(kfd_pair_accept(&p->b, KFD_ROLE_B, p->m.sm_b, p->m.b_len, &b_out), KF_OK);
+    p->fa.fail_save = true;
+    kf_buf_fixed(&p->ack_out, p->ack, sizeof(p->ack));
+    assert_int_equal(
+        kfd_pair_conclude(&p->a, p->m.sm_a, p->m.a_len, ack_b, b_out.len, &pv, &p->ack_out),
+        KF_ERR_DEVICE_STORAGE);
+    assert_int_equal(pv, KF_OK);
+    assert_int_equal(ack_status(p->ack, p->ack_out.len, MKEK_A, NULL), KFD_ACK_STORAGE);
+    assert_memory_equal(&before, &p->a.st, sizeof(before));
+    p->fa.fail_save = false;
+    /* Arguments. */
+    kf_buf_fixed(&p->ack_out, p->ack, sizeof(p->ack));
+    assert_int_equal(
+        kfd_pair_conclude(&p->a, p->m.sm_a, p->m.a_len, ack_b, b_out.len, NULL, &p->ack_out),
+        KF_ERR_ARG);
+    assert_int_equal(kfd_pair_conclude(&p->a, p->m.sm_a, p->m.a_len, NULL, 5, &pv, &p->ack_out),
+                     KF_ERR_ARG);
+    assert_int_equal(p->ack_out.len, 0);
+    assert_int_equal(kfd_pair_check(NULL, p->m.sm_a, p->m.a_len), KF_ERR_ARG);
+    assert_int_equal(kfd_pair_conclude(&p->a, p->m.sm_a, p->m.a_len, ack_b, b_out.len, &pv,
+                                       &p->ack_out),
+                     KF_OK);
+    assert_int_equal(held_for(&p->a, "base-1", 81, &ids), 1);
 }
 
 /* kfd_pair_accept_in (the driver's way): the state encoding goes into the caller's work
@@ -691,8 +915,9 @@ static void accept_in_work_buffer_over_the_part(void **state)
         assert_int_equal(work[i], 0);
     assert_int_equal(work[p->fa.saved_len], 0x5A);
 
-    /* Refused by storage: nothing changes, and the encoding is wiped all the same. */
-    issue(&p->m, MKEK_A, MKEK_B, "meter-1", "base-1", 2, 2, 51, 1, T0, DAY, 10);
+    /* Refused by storage: nothing changes, and the encoding is wiped all the same. (Three new
+     * KEKs replace the three: the encoding is as long as the one saved.) */
+    issue(&p->m, MKEK_A, MKEK_B, "meter-1", "base-1", 2, 2, 51, 3, T0, DAY, 10);
     memset(work, 0x5A, sizeof(work));
     memcpy(work + at, p->m.sm_a, p->m.a_len);
     struct kfd_state before = p->a.st;
@@ -814,7 +1039,11 @@ int main(void)
         cmocka_unit_test_setup_teardown(refuses_expired_list, pair_setup, pair_teardown),
         cmocka_unit_test_setup_teardown(refuses_on_storage_failure, pair_setup, pair_teardown),
         cmocka_unit_test_setup_teardown(kek_slots_are_reused, pair_setup, pair_teardown),
-        cmocka_unit_test_setup_teardown(kek_list_replaces_full_list, pair_setup, pair_teardown),
+        cmocka_unit_test_setup_teardown(new_list_supersedes_the_old, pair_setup, pair_teardown),
+        cmocka_unit_test_setup_teardown(renewal_takes_effect_at_once, pair_setup, pair_teardown),
+        cmocka_unit_test_setup_teardown(kek_identity_is_partner_and_id, pair_setup,
+                                        pair_teardown),
+        cmocka_unit_test_setup_teardown(pair_check_then_conclude, pair_setup, pair_teardown),
         cmocka_unit_test_setup_teardown(accept_in_work_buffer_over_the_part, pair_setup,
                                         pair_teardown),
         cmocka_unit_test_setup_teardown(ack_mac_checks, pair_setup, pair_teardown),

@@ -79,13 +79,26 @@ struct world {
     uint8_t mkek_a[32], mkek_b[32];
     uint64_t c_a, c_b, next_kek_id;
     int64_t *clock;
-    unsigned requests, reports, acks_verified;
+    unsigned requests, reports, acks_verified, reports_refused;
     uint32_t last_status[2];
     bool refuse, corrupt_a, ignore_resync;
-    /* the partner */
+    const char *refuse_message; /* NULL: "permission denied" */
+    /* acks recorded, as keyfleetd keeps them: a second ack of a KEK by a device is refused */
+    struct {
+        uint64_t kek_id;
+        bool by_a;
+        uint32_t status;
+    } acked[64];
+    unsigned n_acked;
+    /* an attacker on the way: the first M is kept, and the next replay_m answers to a request
+     * are that old M instead of the new one (the server has issued the new one all the same) */
+    uint8_t old_m[KFD_KMIP_MAX], last_m[KFD_KMIP_MAX];
+    size_t old_m_len, last_m_len;
+    unsigned replay_m;
+    /* the partner, and the link to it: SM_B lost on the way, or B's answer lost on the way back */
     struct kfd_device *b;
     uint8_t sk_b[32];
-    bool b_got_sk;
+    bool b_got_sk, drop_sm_b, drop_ack_b;
 };
 
 static uint64_t *server_counter(struct world *w, const char *id)
@@ -123,7 +136,39 @@ static size_t serve_pair_request(struct world *w, struct kfd_span payload, uint8
         both[m.a_len - 1] ^= 1; /* the last byte of A's AEAD tag, on the way */
     struct response_spec r = {
         KMIP_OP_KEYFLEET_PAIR_KEY_REQUEST, 0, 0, NULL, both, m.a_len + m.b_len, 0, false};
-    return build_response(resp, cap, &r);
+    size_t n = build_response(resp, cap, &r);
+    memcpy(w->last_m, resp, n);
+    w->last_m_len = n;
+    if (w->old_m_len == 0) {
+        memcpy(w->old_m, resp, n);
+        w->old_m_len = n;
+    } else if (w->replay_m) {
+        w->replay_m--;
+        memcpy(resp, w->old_m, w->old_m_len);
+        n = w->old_m_len;
+    }
+    return n;
+}
+
+/* The server restored from a backup: its counters and its KEK id mark go back, and the acks
+ * it recorded for the KEK ids it will now hand out again are gone with them. */
+static void restore_server(struct world *w, uint64_t c_a, uint64_t c_b, uint64_t next_kek_id)
+{
+    unsigned kept = 0;
+    w->c_a = c_a, w->c_b = c_b, w->next_kek_id = next_kek_id;
+    for (unsigned i = 0; i < w->n_acked; i++)
+        if (w->acked[i].kek_id < next_kek_id)
+            w->acked[kept++] = w->acked[i];
+    w->n_acked = kept;
+}
+
+/* The status a device's ack of a KEK was recorded with, 0 if none. */
+static uint32_t acked_status(const struct world *w, uint64_t kek_id, bool by_a)
+{
+    for (unsigned i = 0; i < w->n_acked; i++)
+        if (w->acked[i].kek_id == kek_id && w->acked[i].by_a == by_a)
+            return w->acked[i].status;
+    return 0;
 }
 
 static size_t serve_ack_report(struct world *w, struct kfd_span payload, uint8_t *resp, size_t cap)
@@ -141,6 +186,28 @@ static size_t serve_ack_report(struct world *w, struct kfd_span payload, uint8_t
         assert_int_equal(kfd_ack_verify(&ack, mkek), KF_OK);
         w->acks_verified++;
         w->last_status[i] = ack.status;
+        bool by_a = strcmp(ack.device, w->id_a) == 0;
+        /* keyfleetd records each ack once, in its own transaction, before it resynchronises:
+         * a second ack of a KEK by the same device refuses the report from there on. */
+        if (ack.kek_id != 0 && acked_status(w, ack.kek_id, by_a) != 0) {
+            w->reports++;
+            w->reports_refused++;
+            struct response_spec r = {KMIP_OP_KEYFLEET_PAIR_ACK_REPORT,
+                                      1,
+                                      0x0E,
+                                      "KF_ERR_ACK_REPLAY: this KEK was already acknowledged",
+                                      NULL,
+                                      0,
+                                      0,
+                                      false};
+            return build_response(resp, cap, &r);
+        }
+        if (ack.kek_id != 0) {
+            assert_true(w->n_acked < sizeof(w->acked) / sizeof(w->acked[0]));
+            w->acked[w->n_acked].kek_id = ack.kek_id;
+            w->acked[w->n_acked].by_a = by_a;
+            w->acked[w->n_acked++].status = ack.status;
+        }
         uint64_t *c = server_counter(w, ack.device);
         if (ack.device_counter > *c && !w->ignore_resync)
             *c = ack.device_counter; /* resynchronisation: only ever forward */
@@ -156,16 +223,23 @@ static int world_exchange(void *ctx, enum kfd_peer peer, const uint8_t *req, siz
     struct world *w = ctx;
     if (peer == KFD_PEER_PARTNER) {
         kf_buf answer;
+        if (w->drop_sm_b)
+            return KF_ERR_TIMEOUT;
         kf_buf_fixed(&answer, resp, cap);
         int rc = kfd_partner_answer(w->b, req, len, &answer, w->sk_b, &w->b_got_sk);
         *resp_len = answer.len;
+        if (w->drop_ack_b) {
+            *resp_len = 0;
+            return KF_ERR_TIMEOUT;
+        }
         return answer.len ? 0 : rc;
     }
     uint32_t op;
     struct kfd_span payload;
     parse_request(req, len, &op, &payload);
     if (w->refuse) {
-        struct response_spec r = {op, 1, 0x0E, "permission denied", NULL, 0, 0, false};
+        struct response_spec r = {op,   1, 0x0E, w->refuse_message ? w->refuse_message : "permission denied",
+                                  NULL, 0, 0,    false};
         *resp_len = build_response(resp, cap, &r);
         return 0;
     }
@@ -257,21 +331,227 @@ static void pair_with_then_1000_sessions(void **state)
     assert_int_equal(f->a.st.keks[slot].send_seq, 1000);
     assert_int_equal(kfd_kek_current(&f->b, "meter-1", &slot), KF_OK);
     assert_int_equal(f->b.st.keks[slot].recv_seq, 1000);
-    /* Data under the last session key, both ways round. */
-    struct kfd_channel tx, rx;
-    memcpy(tx.sk, sk, 32), memcpy(rx.sk, f->w.sk_b, 32);
-    tx.seq = rx.seq = 0;
-    uint8_t rec[256], data[64];
+    /* Data under the last session key, both ways round: A offered it, B accepted it. */
+    struct kfd_channel a_tx, a_rx, b_tx, b_rx;
+    assert_int_equal(kfd_channel_init(&a_tx, sk, KFD_DIR_OFFERER), KF_OK);
+    assert_int_equal(kfd_channel_init(&a_rx, sk, KFD_DIR_ACCEPTER), KF_OK);
+    assert_int_equal(kfd_channel_init(&b_tx, f->w.sk_b, KFD_DIR_ACCEPTER), KF_OK);
+    assert_int_equal(kfd_channel_init(&b_rx, f->w.sk_b, KFD_DIR_OFFERER), KF_OK);
+    uint8_t rec[256], echo[256], data[64];
     size_t n;
     kf_buf out;
     kf_buf_fixed(&out, rec, sizeof(rec));
-    assert_int_equal(kfd_record_seal(&tx, (const uint8_t *)"reading 42.7 kWh", 16, &out), KF_OK);
-    assert_int_equal(kfd_record_open(&rx, rec, out.len, data, sizeof(data), &n), KF_OK);
+    assert_int_equal(kfd_record_seal(&a_tx, (const uint8_t *)"reading 42.7 kWh", 16, &out), KF_OK);
+    size_t rec_len = out.len;
+    assert_int_equal(kfd_record_open(&b_rx, rec, rec_len, data, sizeof(data), &n), KF_OK);
     assert_int_equal(n, 16);
     assert_memory_equal(data, "reading 42.7 kWh", 16);
-    /* A second pairing with a list: new KEKs supersede nothing still current. */
+    kf_buf_fixed(&out, echo, sizeof(echo));
+    assert_int_equal(kfd_record_seal(&b_tx, data, n, &out), KF_OK);
+    assert_true(out.len == rec_len && memcmp(echo, rec, rec_len) != 0); /* seq 1 both ways */
+    assert_int_equal(kfd_record_open(&a_rx, echo, out.len, data, sizeof(data), &n), KF_OK);
+    assert_memory_equal(data, "reading 42.7 kWh", 16);
+    /* A second pairing with a list: it supersedes KEK 1000 on both devices at once. */
     assert_int_equal(kfd_pair_with(&f->a, "base-1", 3, 3600, 5, &f->t, &r), KF_OK);
     assert_true(r.kek_id == 1001 && r.kek_count == 3);
+    for (int dev = 0; dev < 2; dev++) {
+        const struct kfd_device *d = dev ? &f->b : &f->a;
+        unsigned held = 0;
+        for (size_t i = 0; i < KFD_MAX_KEKS; i++)
+            if (d->st.keks[i].in_use) {
+                held++;
+                assert_true(d->st.keks[i].kek_id >= 1001 && d->st.keks[i].kek_id <= 1003);
+            }
+        assert_int_equal(held, 3);
+        assert_int_equal(kfd_kek_current(d, dev ? "meter-1" : "base-1", &slot), KF_OK);
+        assert_int_equal(d->st.keks[slot].kek_id, 1001);
+    }
+}
+
+/* How many KEKs d holds, and whether one of them is kek_id. */
+static unsigned held(const struct kfd_device *d, uint64_t kek_id, bool *has)
+{
+    unsigned n = 0;
+    *has = false;
+    for (size_t i = 0; i < KFD_MAX_KEKS; i++)
+        if (d->st.keks[i].in_use) {
+            n++;
+            *has |= d->st.keks[i].kek_id == kek_id;
+        }
+    return n;
+}
+
+/* d holds exactly one KEK, kek_id, and it is current with partner. */
+static void holds_only(const struct kfd_device *d, const char *partner, uint64_t kek_id)
+{
+    bool has;
+    size_t slot;
+    assert_int_equal(held(d, kek_id, &has), 1);
+    assert_true(has);
+    assert_int_equal(kfd_kek_current(d, partner, &slot), KF_OK);
+    assert_int_equal(d->st.keks[slot].kek_id, kek_id);
+}
+
+/* What was saved last opens to the device in memory. */
+static void saved_is(const struct kfd_device *d, const struct fake_env *fe)
+{
+    struct kfd_device again;
+    assert_int_equal(kfd_open(&again, &d->env, fe->saved, fe->saved_len), KF_OK);
+    assert_memory_equal(&again.st, &d->st, sizeof(again.st));
+    kfd_close(&again);
+}
+
+/* A renewal takes effect at once on both devices, however often it is done: the KEKs of the
+ * earlier message are superseded and freed, never left to fill the slots. */
+static void pair_with_renewal_takes_effect_at_once(void **state)
+{
+    struct driver_fixture *f = *state;
+    struct kfd_pair_result r;
+    uint8_t sk[32];
+    for (uint64_t i = 0; i < 3 * KFD_MAX_KEKS; i++) {
+        assert_int_equal(kfd_pair_with(&f->a, "base-1", 1, 0, 0, &f->t, &r), KF_OK);
+        assert_int_equal(r.kek_id, 1000 + i);
+        holds_only(&f->a, "base-1", r.kek_id);
+        holds_only(&f->b, "meter-1", r.kek_id);
+        saved_is(&f->a, &f->fa);
+        saved_is(&f->b, &f->fb);
+        session_over_transport(f, sk);
+        size_t slot;
+        assert_int_equal(kfd_kek_current(&f->a, "base-1", &slot), KF_OK);
+        assert_true(f->a.st.keks[slot].kek_id == r.kek_id && f->a.st.keks[slot].send_seq == 1);
+    }
+    assert_true(f->a.st.last_counter == 3 * KFD_MAX_KEKS && f->b.st.last_counter == 3 * KFD_MAX_KEKS);
+}
+
+/* SM_B lost on the way: A takes nothing new (it keeps the KEK it had, which B still has too),
+ * but its counter moves, and its ack tells the server it took nothing. */
+static void pair_with_lost_sm_b_keeps_previous_keks(void **state)
+{
+    struct driver_fixture *f = *state;
+    struct kfd_pair_result r;
+    uint8_t sk[32];
+    bool has;
+    assert_int_equal(kfd_pair_with(&f->a, "base-1", 1, 0, 0, &f->t, &r), KF_OK);
+    f->w.drop_sm_b = true;
+    unsigned reports = f->w.reports;
+    assert_int_equal(kfd_pair_with(&f->a, "base-1", 2, 0, 0, &f->t, &r), KF_ERR_TIMEOUT);
+    assert_true(r.own == KF_OK && r.partner == KF_ERR_TIMEOUT && r.kek_id == 1001);
+    assert_int_equal(f->w.reports - reports, 1);
+    assert_int_equal(acked_status(&f->w, 1001, true), KFD_ACK_PARTNER);
+    assert_int_equal(acked_status(&f->w, 1001, false), 0);
+    holds_only(&f->a, "base-1", 1000);
+    assert_true(held(&f->a, 1001, &has) == 1 && !has);
+    assert_true(f->a.st.last_counter == 2 && f->b.st.last_counter == 1);
+    saved_is(&f->a, &f->fa);
+    f->w.drop_sm_b = false;
+    session_over_transport(f, sk); /* both still hold KEK 1000 */
+    /* The part can never be taken later: the counter moved past it. */
+    struct kfd_span m, sm_a, sm_b;
+    uint32_t reason;
+    assert_int_equal(kfd_kmip_unwrap(f->w.last_m, f->w.last_m_len,
+                                     KMIP_OP_KEYFLEET_PAIR_KEY_REQUEST, &m, &reason, NULL, 0),
+                     KF_OK);
+    assert_int_equal(kfd_pair_split(m.p, m.len, &sm_a, &sm_b), KF_OK);
+    assert_int_equal(kfd_pair_check(&f->a, sm_a.p, sm_a.len), KF_ERR_PAIR_STALE);
+
+    /* B's answer lost on the way back: B took KEK 1003 (superseding 1000), A did not. */
+    f->w.drop_ack_b = true;
+    assert_int_equal(kfd_pair_with(&f->a, "base-1", 1, 0, 0, &f->t, &r), KF_ERR_TIMEOUT);
+    assert_true(r.own == KF_OK && r.partner == KF_ERR_TIMEOUT && r.kek_id == 1003);
+    holds_only(&f->a, "base-1", 1000);
+    holds_only(&f->b, "meter-1", 1003);
+    assert_int_equal(acked_status(&f->w, 1003, true), KFD_ACK_PARTNER);
+    /* The next pairing puts them together again. */
+    f->w.drop_ack_b = false;
+    assert_int_equal(kfd_pair_with(&f->a, "base-1", 1, 0, 0, &f->t, &r), KF_OK);
+    holds_only(&f->a, "base-1", 1004);
+    holds_only(&f->b, "meter-1", 1004);
+    assert_int_equal(acked_status(&f->w, 1004, true), KFD_ACK_ACCEPTED);
+    assert_int_equal(acked_status(&f->w, 1004, false), KFD_ACK_ACCEPTED);
+    session_over_transport(f, sk);
+}
+
+/* The server is restored from a backup: its counters AND its KEK id mark go back, so it hands
+ * out KEK ids the devices already hold. The counters resynchronise; each device ends up with
+ * one KEK per (partner, id), the new message's, and a saved state it opens again. */
+static void pair_with_server_restored_reissues_kek_ids(void **state)
+{
+    struct driver_fixture *f = *state;
+    struct kfd_pair_result r;
+    uint8_t sk[32];
+    bool has;
+    size_t slot;
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(kfd_pair_with(&f->a, "base-1", 2, 0, 0, &f->t, &r), KF_OK);
+    assert_int_equal(r.kek_id, 1004); /* 1004 current, 1005 the next day's */
+    restore_server(&f->w, 1, 1, 1002);
+    unsigned requests = f->w.requests;
+    assert_int_equal(kfd_pair_with(&f->a, "base-1", 2, 0, 0, &f->t, &r), KF_OK);
+    /* Try 1 (1002, 1003; counters 2, 2): A stale. Try 2 (1004, 1005 again; 4, 3): A good, B
+     * stale, so A takes nothing and keeps its own 1004, 1005. Try 3 (1006, 1007; 5, 4). */
+    assert_int_equal(f->w.requests - requests, 6);
+    assert_int_equal(r.kek_id, 1006);
+    assert_true(f->a.st.last_counter == 5 && f->b.st.last_counter == 4);
+    for (int dev = 0; dev < 2; dev++) {
+        const struct kfd_device *d = dev ? &f->b : &f->a;
+        assert_true(held(d, 1007, &has) == 2 && has);
+        assert_int_equal(kfd_kek_current(d, dev ? "meter-1" : "base-1", &slot), KF_OK);
+        assert_int_equal(d->st.keks[slot].kek_id, 1006);
+    }
+    saved_is(&f->a, &f->fa);
+    saved_is(&f->b, &f->fb);
+    session_over_transport(f, sk);
+    /* Restored again, in step with the devices but with the mark before the current list: the
+     * same IDs come back, for a new message. They replace the old ones (whose use shows). */
+    assert_int_equal(kfd_kek_current(&f->a, "base-1", &slot), KF_OK);
+    assert_int_equal(f->a.st.keks[slot].uses, 1);
+    restore_server(&f->w, f->a.st.last_counter, f->b.st.last_counter, 1006);
+    assert_int_equal(kfd_pair_with(&f->a, "base-1", 2, 0, 0, &f->t, &r), KF_OK);
+    assert_int_equal(r.kek_id, 1006);
+    for (int dev = 0; dev < 2; dev++) {
+        const struct kfd_device *d = dev ? &f->b : &f->a;
+        assert_true(held(d, 1007, &has) == 2 && has);
+        assert_int_equal(kfd_kek_current(d, dev ? "meter-1" : "base-1", &slot), KF_OK);
+        assert_true(d->st.keks[slot].kek_id == 1006 && d->st.keks[slot].uses == 0);
+    }
+    saved_is(&f->a, &f->fa);
+    saved_is(&f->b, &f->fb);
+    session_over_transport(f, sk);
+}
+
+/* An attacker answers A's request with an old M it recorded: A's ack says stale, and keyfleetd
+ * refuses that ack (and the whole report) as a replay, since A acknowledged that KEK long ago.
+ * The stale verdict still gets its retry, and the retry gets the new M. */
+static void pair_with_retries_stale_when_report_refused(void **state)
+{
+    struct driver_fixture *f = *state;
+    struct kfd_pair_result r;
+    assert_int_equal(kfd_pair_with(&f->a, "base-1", 1, 0, 0, &f->t, &r), KF_OK); /* M recorded */
+    assert_int_equal(kfd_pair_with(&f->a, "base-1", 1, 0, 0, &f->t, &r), KF_OK);
+    f->w.replay_m = 1;
+    unsigned requests = f->w.requests, refused = f->w.reports_refused;
+    assert_int_equal(kfd_pair_with(&f->a, "base-1", 1, 0, 0, &f->t, &r), KF_OK);
+    assert_int_equal(f->w.requests - requests, 4); /* request, refused report, request, report */
+    assert_int_equal(f->w.reports_refused - refused, 1);
+    assert_true(r.own == KF_OK && r.partner == KF_OK && r.kek_id == 1003);
+    assert_true(r.server_operation == 0 && r.server_reason == 0 && r.server_message[0] == '\0');
+    holds_only(&f->a, "base-1", 1003);
+    holds_only(&f->b, "meter-1", 1003);
+    /* An attacker who always answers with the old M: one retry, then the stale verdict, with the
+     * server's refusal of the last report in r. Nothing changes on either device. */
+    struct kfd_state a_before = f->a.st, b_before = f->b.st;
+    f->w.replay_m = 100;
+    requests = f->w.requests;
+    assert_int_equal(kfd_pair_with(&f->a, "base-1", 1, 0, 0, &f->t, &r), KF_ERR_PAIR_STALE);
+    assert_int_equal(f->w.requests - requests, 4);
+    assert_true(r.own == KF_ERR_PAIR_STALE && r.partner == KF_ERR_PAIR_NOT_FORWARDED);
+    assert_int_equal(r.kek_id, 1000);
+    assert_int_equal(r.server_operation, KMIP_OP_KEYFLEET_PAIR_ACK_REPORT);
+    assert_int_equal(r.server_reason, 0x0E);
+    assert_string_equal(r.server_message, "KF_ERR_ACK_REPLAY: this KEK was already acknowledged");
+    assert_memory_equal(&a_before, &f->a.st, sizeof(a_before));
+    assert_memory_equal(&b_before, &f->b.st, sizeof(b_before));
+    f->w.replay_m = 0;
 }
 
 static void pair_with_resynchronises_stale_server(void **state)
@@ -291,7 +571,7 @@ static void pair_with_resynchronises_stale_server(void **state)
     assert_int_equal(f->a.st.last_counter, 4);
     assert_int_equal(f->b.st.last_counter, 3);
     assert_true(f->w.c_a == 4 && f->w.c_b == 3);
-    /* The KEK B refused on try 2 was freed by A: A and B hold the same current KEK. */
+    /* A never took the KEK B refused on try 2: A and B hold the same current KEK. */
     size_t sa, sb;
     assert_int_equal(kfd_kek_current(&f->a, "base-1", &sa), KF_OK);
     assert_int_equal(kfd_kek_current(&f->b, "meter-1", &sb), KF_OK);
@@ -316,22 +596,29 @@ static void pair_with_stale_twice_gives_up(void **state)
     assert_int_equal(f->a.st.last_counter, 3);
 }
 
-static void pair_with_partner_refusal_frees_keks(void **state)
+/* B refuses its part (its storage fails): A takes nothing either, keeps the KEK it had, moves
+ * its counter, and says so in its ack (PARTNER). */
+static void pair_with_partner_refusal_keeps_previous_keks(void **state)
 {
     struct driver_fixture *f = *state;
     struct kfd_pair_result r;
+    uint8_t sk[32];
+    assert_int_equal(kfd_pair_with(&f->a, "base-1", 1, 0, 0, &f->t, &r), KF_OK);
     f->fb.fail_save = true;
     assert_int_equal(kfd_pair_with(&f->a, "base-1", 2, 0, 0, &f->t, &r), KF_ERR_DEVICE_STORAGE);
-    assert_true(r.own == KF_OK && r.partner == KF_ERR_DEVICE_STORAGE);
-    assert_int_equal(f->w.last_status[1], KFD_ACK_STORAGE);
-    /* A keeps no KEK that B does not have, and saved that. */
-    size_t slot;
-    assert_int_equal(kfd_kek_current(&f->a, "base-1", &slot), KF_ERR_KEK_UNKNOWN);
-    struct kfd_state saved;
-    assert_int_equal(kfd_state_decode(&saved, f->fa.saved, f->fa.saved_len), KF_OK);
-    assert_memory_equal(&saved, &f->a.st, sizeof(saved));
+    assert_true(r.own == KF_OK && r.partner == KF_ERR_DEVICE_STORAGE && r.kek_id == 1001);
+    assert_true(f->w.last_status[0] == KFD_ACK_PARTNER && f->w.last_status[1] == KFD_ACK_STORAGE);
+    /* A keeps the KEK B has too, and saved that, with its counter moved. */
+    holds_only(&f->a, "base-1", 1000);
+    holds_only(&f->b, "meter-1", 1000);
+    assert_true(f->a.st.last_counter == 2 && f->b.st.last_counter == 1);
+    saved_is(&f->a, &f->fa);
     f->fb.fail_save = false;
+    session_over_transport(f, sk);
     assert_int_equal(kfd_pair_with(&f->a, "base-1", 1, 0, 0, &f->t, &r), KF_OK);
+    holds_only(&f->a, "base-1", 1003);
+    holds_only(&f->b, "meter-1", 1003);
+    session_over_transport(f, sk);
 }
 
 static void pair_with_own_refusal_does_not_forward(void **state)
@@ -348,6 +635,20 @@ static void pair_with_own_refusal_does_not_forward(void **state)
     /* The server refusing outright. */
     f->w.refuse = true;
     assert_int_equal(kfd_pair_with(&f->a, "base-1", 1, 0, 0, &f->t, &r), KF_ERR_DEVICE_SERVER);
+    /* ... and what it said is in the result: the operation, the Result Reason and Message. */
+    assert_int_equal(r.server_operation, KMIP_OP_KEYFLEET_PAIR_KEY_REQUEST);
+    assert_int_equal(r.server_reason, 0x0E);
+    assert_string_equal(r.server_message, "permission denied");
+    assert_true(r.own == KF_ERR_PAIR_NOT_FORWARDED && r.kek_id == 0);
+    /* A message longer than the result holds is cut, and still terminated. */
+    char longer[300];
+    memset(longer, 'x', sizeof(longer) - 1);
+    longer[sizeof(longer) - 1] = '\0';
+    f->w.refuse_message = longer;
+    assert_int_equal(kfd_pair_with(&f->a, "base-1", 1, 0, 0, &f->t, &r), KF_ERR_DEVICE_SERVER);
+    assert_int_equal(strlen(r.server_message), KFD_SERVER_MSG_MAX - 1);
+    assert_memory_equal(r.server_message, longer, KFD_SERVER_MSG_MAX - 1);
+    f->w.refuse_message = NULL;
 }
 
 /* The largest messages and a full state: 64-character IDs, lists of 8 KEKs. M (1,984 bytes)
@@ -381,14 +682,19 @@ static void pair_with_largest_messages_full_state(void **state)
     assert_int_equal(f->w.acks_verified, 4);
     uint8_t sk[32];
     session_with(f, id_b, sk);
-    /* B refuses the third list: A frees its 8 new KEKs again, encoding the state in front of
-     * the acks. The third list had replaced the second, so A holds nothing for B now. */
+    /* B refuses the third list: A takes none of it and keeps the second, saving its counter
+     * with the full state encoded in front of the acks. */
     f->fb.fail_save = true;
     assert_int_equal(kfd_pair_with(&f->a, id_b, KFD_MAX_KEKS, 0, 0, &f->t, &r),
                      KF_ERR_DEVICE_STORAGE);
     assert_true(r.own == KF_OK && r.partner == KF_ERR_DEVICE_STORAGE);
+    assert_int_equal(f->a.st.last_counter, 3);
+    assert_true(f->fa.saved_len > 2100);
     size_t slot;
-    assert_int_equal(kfd_kek_current(&f->a, id_b, &slot), KF_ERR_KEK_UNKNOWN);
+    assert_int_equal(kfd_kek_current(&f->a, id_b, &slot), KF_OK);
+    assert_int_equal(f->a.st.keks[slot].kek_id, 1000 + KFD_MAX_KEKS);
+    for (size_t s = 0; s < KFD_MAX_KEKS; s++)
+        assert_int_equal(f->a.st.keks[s].kek_id / KFD_MAX_KEKS, (1000 + KFD_MAX_KEKS) / KFD_MAX_KEKS);
     struct kfd_state saved;
     assert_int_equal(kfd_state_decode(&saved, f->fa.saved, f->fa.saved_len), KF_OK);
     assert_memory_equal(&saved, &f->a.st, sizeof(saved));
@@ -448,7 +754,8 @@ static void fuzz_seeds(void **state)
         write_seed(dir, "fuzz_device_part", "part_a", m.sm_a, m.a_len);
         write_seed(dir, "fuzz_device_ack", "ack_accepted", buf, out.len);
     }
-    issue(&m, mkek, mkek, FUZZ_PARTNER, FUZZ_ID, 2, 2, 50, 3, T0, DAY, 10);
+    /* from another partner: the first list (base-1's) stays, the state holds 4 KEKs */
+    issue(&m, mkek, mkek, "base-2", FUZZ_ID, 2, 2, 50, 3, T0, DAY, 10);
     kf_buf_fixed(&out, buf, sizeof(buf));
     assert_int_equal(kfd_pair_accept(&a, KFD_ROLE_B, m.sm_b, m.b_len, &out), KF_OK);
     uint8_t both[2 * KFD_MSG_MAX];
@@ -462,6 +769,22 @@ static void fuzz_seeds(void **state)
     assert_int_equal(kfd_pair_accept(&a, KFD_ROLE_B, m.sm_b, m.b_len, &out), KF_ERR_PAIR_STALE);
     if (dir)
         write_seed(dir, "fuzz_device_ack", "ack_stale", buf, out.len);
+    /* B's answers to the SM_A fuzz_device_part concludes with (KEK 900), and A's PARTNER ack */
+    struct kfd_ack_fields fields = {900, 1, 1, KFD_ACK_ACCEPTED};
+    kf_buf_fixed(&out, buf, sizeof(buf));
+    assert_int_equal(kfd_ack_write(mkek, FUZZ_PARTNER, &fields, &out), KF_OK);
+    if (dir)
+        write_seed(dir, "fuzz_device_part", "ack_b_900_accepted", buf, out.len);
+    fields.status = KFD_ACK_STALE;
+    kf_buf_fixed(&out, buf, sizeof(buf));
+    assert_int_equal(kfd_ack_write(mkek, FUZZ_PARTNER, &fields, &out), KF_OK);
+    if (dir)
+        write_seed(dir, "fuzz_device_part", "ack_b_900_stale", buf, out.len);
+    fields.status = KFD_ACK_PARTNER;
+    kf_buf_fixed(&out, buf, sizeof(buf));
+    assert_int_equal(kfd_ack_write(mkek, FUZZ_ID, &fields, &out), KF_OK);
+    if (dir)
+        write_seed(dir, "fuzz_device_ack", "ack_partner", buf, out.len);
     /* KMIP responses: success with M, failure with a message */
     struct response_spec r = {
         KMIP_OP_KEYFLEET_PAIR_KEY_REQUEST, 0, 0, NULL, both, m.a_len + m.b_len, 0, false};
@@ -505,8 +828,10 @@ static void fuzz_seeds(void **state)
                      KF_OK);
     if (dir)
         write_seed(dir, "fuzz_device_session", "session_ack", buf, n);
-    struct kfd_channel tx = {{0}, 0}, rx = {{0}, 0};
-    memcpy(tx.sk, fixed_sk, 32), memcpy(rx.sk, fixed_sk, 32);
+    /* a record from the partner, which accepted the fixed SK: the harness opens it as that */
+    struct kfd_channel tx, rx;
+    assert_int_equal(kfd_channel_init(&tx, fixed_sk, KFD_DIR_ACCEPTER), KF_OK);
+    assert_int_equal(kfd_channel_init(&rx, fixed_sk, KFD_DIR_ACCEPTER), KF_OK);
     kf_buf_fixed(&out, buf, sizeof(buf));
     assert_int_equal(kfd_record_seal(&tx, (const uint8_t *)"meter reading", 13, &out), KF_OK);
     size_t data_len;
@@ -525,7 +850,14 @@ int main(void)
         cmocka_unit_test_setup_teardown(pair_with_then_1000_sessions, setup, teardown),
         cmocka_unit_test_setup_teardown(pair_with_resynchronises_stale_server, setup, teardown),
         cmocka_unit_test_setup_teardown(pair_with_stale_twice_gives_up, setup, teardown),
-        cmocka_unit_test_setup_teardown(pair_with_partner_refusal_frees_keks, setup, teardown),
+        cmocka_unit_test_setup_teardown(pair_with_partner_refusal_keeps_previous_keks, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(pair_with_renewal_takes_effect_at_once, setup, teardown),
+        cmocka_unit_test_setup_teardown(pair_with_lost_sm_b_keeps_previous_keks, setup, teardown),
+        cmocka_unit_test_setup_teardown(pair_with_server_restored_reissues_kek_ids, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(pair_with_retries_stale_when_report_refused, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(pair_with_own_refusal_does_not_forward, setup, teardown),
         cmocka_unit_test_setup_teardown(pair_with_largest_messages_full_state, setup, teardown),
         cmocka_unit_test_setup_teardown(partner_answer_kinds, setup, teardown),

@@ -4,6 +4,8 @@
  * KEK's window on a fake clock, unknown KEK or sender, integrity, storage),
  * session records, and the device state and installation package.
  */
+#include <nettle/ccm.h>
+
 #include "test_device_fixture.h"
 
 static const uint8_t MKEK_A[KFD_KEY_LEN] = {1,  2,  3,  4,  5,  6,  7,  8,  9,  10, 11,
@@ -250,9 +252,11 @@ static void storage_failure_counts_nothing(void **state)
 static void records_seal_open(void **state)
 {
     (void)state;
-    struct kfd_channel tx = {{0}, 0}, rx = {{0}, 0};
-    fill_key(tx.sk, 5);
-    memcpy(rx.sk, tx.sk, 32);
+    struct kfd_channel tx, rx;
+    uint8_t sk[KFD_KEY_LEN];
+    fill_key(sk, 5);
+    assert_int_equal(kfd_channel_init(&tx, sk, KFD_DIR_OFFERER), KF_OK);
+    assert_int_equal(kfd_channel_init(&rx, sk, KFD_DIR_OFFERER), KF_OK);
     uint8_t rec[KFD_MSG_MAX], data[KFD_DATA_MAX], msg[KFD_DATA_MAX + 1];
     size_t n;
     kf_buf out;
@@ -294,6 +298,94 @@ static void records_seal_open(void **state)
     assert_int_equal(kfd_record_seal(&tx, msg, KFD_DATA_MAX + 1, &out), KF_ERR_LIMIT);
     tx.seq = UINT64_MAX;
     assert_int_equal(kfd_record_seal(&tx, msg, 1, &out), KF_ERR_SESSION_REPLAY);
+}
+
+/* The record as SP 800-38C CCM makes it with nettle directly: nonce [direction]_32 || [seq]_64,
+ * AAD = the Seq item's TTLV bytes, tag 16 bytes. */
+static size_t expected_record(uint8_t *out, size_t cap, const uint8_t sk[KFD_KEY_LEN],
+                              uint32_t direction, uint64_t seq, const uint8_t *data, size_t len)
+{
+    struct ccm_aes256_ctx ccm;
+    uint8_t nonce[KFD_NONCE_LEN] = {(uint8_t)(direction >> 24), (uint8_t)(direction >> 16),
+                                    (uint8_t)(direction >> 8), (uint8_t)direction};
+    for (int i = 0; i < 8; i++)
+        nonce[4 + i] = (uint8_t)(seq >> (56 - 8 * i));
+    kf_buf b;
+    size_t outer;
+    uint8_t *sealed;
+    kf_buf_fixed(&b, out, cap);
+    assert_int_equal(kfd_put_open(&b, KMIP_TAG_KEYFLEET_SESSION_RECORD, &outer), KF_OK);
+    size_t seq_at = b.len;
+    assert_int_equal(kfd_put_u64(&b, KMIP_TAG_KEYFLEET_SEQ, seq), KF_OK);
+    size_t seq_len = b.len - seq_at;
+    assert_int_equal(seq_len, 16);
+    assert_int_equal(
+        kfd_put_bytes_space(&b, KMIP_TAG_KEYFLEET_SEALED_DATA, len + KFD_TAG_LEN, &sealed), KF_OK);
+    ccm_aes256_set_key(&ccm, sk);
+    ccm_aes256_encrypt_message(&ccm, sizeof(nonce), nonce, seq_len, out + seq_at, KFD_TAG_LEN,
+                               len + KFD_TAG_LEN, sealed, data);
+    assert_int_equal(kfd_put_close(&b, outer), KF_OK);
+    return b.len;
+}
+
+/* Both devices seal under the same SK: the direction in the nonce keeps their nonces apart (the
+ * first record each way would otherwise share nonce 1: CCM's keystream, and so the XOR of the
+ * two plaintexts, would show), and a record reflected back to its sender does not open. */
+static void records_carry_their_direction(void **state)
+{
+    (void)state;
+    uint8_t sk[KFD_KEY_LEN], rec_a[256], rec_b[256], want[256], data[64];
+    const uint8_t msg[16] = "reading 42.7 kWh";
+    struct kfd_channel a_tx, a_rx, b_tx, b_rx, probe;
+    size_t n;
+    kf_buf out;
+    fill_key(sk, 9);
+    /* A offered SK: it seals as the offerer and opens the accepter's records; B the reverse. */
+    assert_int_equal(kfd_channel_init(&a_tx, sk, KFD_DIR_OFFERER), KF_OK);
+    assert_int_equal(kfd_channel_init(&a_rx, sk, KFD_DIR_ACCEPTER), KF_OK);
+    assert_int_equal(kfd_channel_init(&b_tx, sk, KFD_DIR_ACCEPTER), KF_OK);
+    assert_int_equal(kfd_channel_init(&b_rx, sk, KFD_DIR_OFFERER), KF_OK);
+    assert_true(a_tx.seq == 0 && a_tx.direction == 1 && b_tx.direction == 2);
+    assert_memory_equal(a_tx.sk, sk, KFD_KEY_LEN);
+    kf_buf_fixed(&out, rec_a, sizeof(rec_a));
+    assert_int_equal(kfd_record_seal(&a_tx, msg, sizeof(msg), &out), KF_OK);
+    size_t len_a = out.len;
+    kf_buf_fixed(&out, rec_b, sizeof(rec_b));
+    assert_int_equal(kfd_record_seal(&b_tx, msg, sizeof(msg), &out), KF_OK);
+    size_t len_b = out.len;
+    /* Same SK, same seq (1), same data: the records still differ. */
+    assert_int_equal(len_a, len_b);
+    assert_memory_not_equal(rec_a, rec_b, len_a);
+    assert_int_equal(expected_record(want, sizeof(want), sk, 1, 1, msg, sizeof(msg)), len_a);
+    assert_memory_equal(rec_a, want, len_a);
+    assert_int_equal(expected_record(want, sizeof(want), sk, 2, 1, msg, sizeof(msg)), len_b);
+    assert_memory_equal(rec_b, want, len_b);
+    /* Each opens the other's ... */
+    assert_int_equal(kfd_record_open(&b_rx, rec_a, len_a, data, sizeof(data), &n), KF_OK);
+    assert_true(n == sizeof(msg) && memcmp(data, msg, n) == 0 && b_rx.seq == 1);
+    assert_int_equal(kfd_record_open(&a_rx, rec_b, len_b, data, sizeof(data), &n), KF_OK);
+    assert_true(n == sizeof(msg) && memcmp(data, msg, n) == 0 && a_rx.seq == 1);
+    /* ... but not its own, reflected back: it was sealed in the other direction. */
+    assert_int_equal(kfd_channel_init(&probe, sk, KFD_DIR_ACCEPTER), KF_OK);
+    assert_int_equal(kfd_record_open(&probe, rec_a, len_a, data, sizeof(data), &n),
+                     KF_ERR_SESSION_INTEGRITY);
+    assert_int_equal(probe.seq, 0);
+    assert_int_equal(kfd_channel_init(&probe, sk, KFD_DIR_OFFERER), KF_OK);
+    assert_int_equal(kfd_record_open(&probe, rec_b, len_b, data, sizeof(data), &n),
+                     KF_ERR_SESSION_INTEGRITY);
+    /* A channel without a direction of the two is refused before anything is sealed or read. */
+    assert_int_equal(kfd_channel_init(&probe, sk, (enum kfd_direction)0), KF_ERR_ARG);
+    assert_int_equal(kfd_channel_init(&probe, sk, (enum kfd_direction)3), KF_ERR_ARG);
+    assert_int_equal(kfd_channel_init(NULL, sk, KFD_DIR_OFFERER), KF_ERR_ARG);
+    struct kfd_channel none = {{0}, 0, 0};
+    memcpy(none.sk, sk, KFD_KEY_LEN);
+    kf_buf_fixed(&out, want, sizeof(want));
+    assert_int_equal(kfd_record_seal(&none, msg, sizeof(msg), &out), KF_ERR_ARG);
+    assert_int_equal(out.len, 0);
+    assert_int_equal(kfd_record_open(&none, rec_a, len_a, data, sizeof(data), &n), KF_ERR_ARG);
+    none.direction = 3;
+    assert_int_equal(kfd_record_open(&none, rec_a, len_a, data, sizeof(data), &n), KF_ERR_ARG);
+    assert_int_equal(none.seq, 0);
 }
 
 /* ---- state and package ---- */
@@ -365,10 +457,11 @@ static void edit_partner(struct kfd_state *st)
 {
     strcpy(st->keks[0].partner, st->id);
 }
+/* A KEK is (partner, KEK ID): the same pair twice is a corrupt state. */
 static void edit_duplicate(struct kfd_state *st)
 {
     st->keks[1] = st->keks[0];
-    strcpy(st->keks[1].partner, "other");
+    st->keks[1].key[0] ^= 1;
 }
 
 static void state_refusals(void **state)
@@ -383,6 +476,15 @@ static void state_refusals(void **state)
     expect_bad_state(&st, edit_duplicate);
     uint8_t blob[KFD_STATE_MAX + 16];
     kf_buf out;
+    /* The same KEK ID from another partner's message is another KEK (a restored server may
+     * hand an ID out again): such a state is good. */
+    struct kfd_state shared = st;
+    shared.keks[1] = shared.keks[0];
+    strcpy(shared.keks[1].partner, "other");
+    kf_buf_fixed(&out, blob, sizeof(blob));
+    assert_int_equal(kfd_state_encode(&shared, &out), KF_OK);
+    assert_int_equal(kfd_state_decode(&back, blob, out.len), KF_OK);
+    assert_memory_equal(&back, &shared, sizeof(back));
     kf_buf_fixed(&out, blob, sizeof(blob));
     assert_int_equal(kfd_state_encode(&st, &out), KF_OK);
     size_t len = out.len;
@@ -479,6 +581,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(refuses_unknown_and_tampered, setup, teardown),
         cmocka_unit_test_setup_teardown(storage_failure_counts_nothing, setup, teardown),
         cmocka_unit_test(records_seal_open),
+        cmocka_unit_test(records_carry_their_direction),
         cmocka_unit_test_setup_teardown(state_round_trip, setup, teardown),
         cmocka_unit_test_setup_teardown(state_refusals, setup, teardown),
         cmocka_unit_test(install_refusals),

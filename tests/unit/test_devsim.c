@@ -1,5 +1,6 @@
 /* Unit tests for the device simulator's helpers: numbers, addresses, link
- * framing, the link's error item, the state file, record keys. */
+ * framing, the link's error item, the state file. (The records on the simulated link
+ * are the library's own, with the direction in the nonce: test_device_session.c.) */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -343,67 +344,6 @@ static void times_format_as_utc(void **state)
     assert_string_equal(s, "-inf");
 }
 
-static void record_keys_differ_per_direction(void **state)
-{
-    (void)state;
-    uint8_t sk[32], a[32], b[32], again[32], direct[32];
-    for (int i = 0; i < 32; i++)
-        sk[i] = (uint8_t)i;
-    assert_int_equal(ds_record_key(sk, "meter-1", a), KF_OK);
-    assert_int_equal(ds_record_key(sk, "base-1", b), KF_OK);
-    assert_int_equal(ds_record_key(sk, "meter-1", again), KF_OK);
-    assert_memory_equal(a, again, 32);
-    assert_memory_not_equal(a, b, 32);
-    assert_memory_not_equal(a, sk, 32);
-    /* it is the library's SP 800-108 KDF with our label and the sender ID */
-    assert_int_equal(kfd_kdf(sk, "keyfleet-sim record v1", (const uint8_t *)"meter-1", 7, direct),
-                     KF_OK);
-    assert_memory_equal(a, direct, 32);
-    assert_int_equal(ds_record_key(sk, "bad id!", a), KF_ERR_DEVICE_ID);
-}
-
-static void channels_carry_each_direction_under_its_own_key(void **state)
-{
-    (void)state;
-    uint8_t sk[32], buf[64], out[64];
-    struct ds_channels meter, base;
-    kf_buf rec;
-    size_t n;
-    memset(sk, 0x5A, sizeof(sk));
-    assert_int_equal(ds_channels_open(&meter, sk, "meter-1", "base-1"), KF_OK);
-    assert_int_equal(ds_channels_open(&base, sk, "base-1", "meter-1"), KF_OK);
-    assert_true(meter.ready && base.ready);
-    assert_memory_equal(meter.tx.sk, base.rx.sk, 32);
-    assert_memory_equal(meter.rx.sk, base.tx.sk, 32);
-    assert_memory_not_equal(meter.tx.sk, meter.rx.sk, 32);
-    memset(buf, 0x11, sizeof(buf));
-    assert_int_equal(kf_buf_alloc(&rec, 256, 2048, 0), KF_OK);
-    /* meter -> base opens; the same record offered back to the meter does not */
-    assert_int_equal(kfd_record_seal(&meter.tx, buf, sizeof(buf), &rec), KF_OK);
-    struct kfd_channel meter_rx_copy = meter.rx;
-    assert_int_equal(kfd_record_open(&meter_rx_copy, rec.data, rec.len, out, sizeof(out), &n),
-                     KF_ERR_SESSION_INTEGRITY);
-    assert_int_equal(kfd_record_open(&base.rx, rec.data, rec.len, out, sizeof(out), &n), KF_OK);
-    assert_int_equal(n, sizeof(buf));
-    assert_memory_equal(out, buf, n);
-    /* both directions' first records use sequence 1, yet differ: different keys */
-    kf_buf echo;
-    assert_int_equal(kf_buf_alloc(&echo, 256, 2048, 0), KF_OK);
-    assert_int_equal(kfd_record_seal(&base.tx, buf, sizeof(buf), &echo), KF_OK);
-    assert_int_equal(echo.len, rec.len);
-    assert_memory_not_equal(echo.data, rec.data, rec.len);
-    assert_int_equal(kfd_record_open(&meter.rx, echo.data, echo.len, out, sizeof(out), &n), KF_OK);
-    ds_channels_close(&meter);
-    assert_false(meter.ready);
-    uint8_t zero[32] = {0};
-    assert_memory_equal(meter.tx.sk, zero, 32);
-    assert_int_equal(ds_channels_open(&meter, sk, "meter 1", "base-1"), KF_ERR_DEVICE_ID);
-    assert_false(meter.ready);
-    ds_channels_close(&base);
-    kf_buf_free(&rec);
-    kf_buf_free(&echo);
-}
-
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -416,8 +356,6 @@ int main(void)
         cmocka_unit_test(error_item_round_trips_and_rejects_others),
         cmocka_unit_test(state_file_is_atomic_private_and_bounded),
         cmocka_unit_test(times_format_as_utc),
-        cmocka_unit_test(record_keys_differ_per_direction),
-        cmocka_unit_test(channels_carry_each_direction_under_its_own_key),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
