@@ -19,6 +19,7 @@
 #include "keyfleet/secmem.h"
 #include "keyfleet/server.h"
 #include "keyfleet/tls.h"
+#include "keyfleet/tlssplit.h"
 
 static volatile sig_atomic_t stop_requested;
 
@@ -59,6 +60,9 @@ static void usage(FILE *f)
             "                         domains (format: docs/architecture.md, KMIP over TLS)\n"
             "  --kmip-max-connections N  at most N TLS connections (default 256)\n"
             "  --no-kmip              no TLS listener, even in --dev\n"
+            "  --tls-mode MODE        monolithic (default): one GnuTLS session per connection\n"
+            "                         thread; split: handshakes in a separate session handler\n"
+            "                         process, record protection here (docs/tls-split.md)\n"
             "  In --dev, missing --kmip-ca/--kmip-cert/--kmip-key/--kmip-identities come from\n"
             "  DIR/certs, generated at first start (dev CA, server, 'admin' and 'user' clients).\n"
             "\n"
@@ -93,6 +97,7 @@ struct kmip_options {
     const char *listen, *ca, *cert, *key, *pkcs11_module, *pin_file, *identities;
     unsigned max_connections;
     bool disabled;
+    bool split; /* --tls-mode split */
 };
 
 /*
@@ -101,9 +106,30 @@ struct kmip_options {
  * default, but an occupied default port only costs the TLS listener, so
  * several dev daemons (tests) can run side by side.
  */
-static int start_kmip_tls(kf_kms *kms, const char *dir, bool dev, struct kmip_options *o,
-                          char *pin, size_t pin_len, kf_tls_server **srv)
+/* --tls-mode split: the same options, handshakes in a session handler process. */
+static int start_split(kf_kms *kms, const struct kmip_options *o, const char *pin,
+                       const char *log_file, kf_tlssplit_server **out)
 {
+    struct kf_tlssplit_server_config cfg = {.kms = kms,
+                                            .listen = o->listen,
+                                            .max_connections = o->max_connections};
+    cfg.handler = (struct kf_tlssplit_handler_config){.ca_file = o->ca,
+                                                      .cert_file = o->cert,
+                                                      .key_file = o->key,
+                                                      .pkcs11_module = o->pkcs11_module,
+                                                      .key_pin = pin,
+                                                      .identities_file = o->identities,
+                                                      .log_file = log_file,
+                                                      .log_level = KF_LOG_INFO,
+                                                      .exec_path = "/proc/self/exe"};
+    return kf_tlssplit_server_start(&cfg, out);
+}
+
+static int start_kmip_tls(kf_kms *kms, const char *dir, bool dev, struct kmip_options *o,
+                          char *pin, size_t pin_len, kf_tls_server **srv,
+                          const char *log_file, kf_tlssplit_server **split)
+{
+    *split = NULL;
     struct kf_tls_dev_files devf;
     char certs[4200];
     bool default_listen = false;
@@ -151,7 +177,8 @@ static int start_kmip_tls(kf_kms *kms, const char *dir, bool dev, struct kmip_op
                                         .key_pin = o->pin_file ? pin : NULL,
                                         .identities_file = o->identities,
                                         .max_connections = o->max_connections};
-    int rc = kf_tls_server_start(&tcfg, srv);
+    int rc = o->split ? start_split(kms, o, o->pin_file ? pin : NULL, log_file, split)
+                      : kf_tls_server_start(&tcfg, srv);
     if (rc == KF_ERR_IO && dev && default_listen) { /* could not bind the default port */
         kf_warn("dev: %s is busy; no KMIP TLS listener (give --kmip-listen)", o->listen);
         return KF_OK;
@@ -184,7 +211,7 @@ int main(int argc, char **argv)
     enum {
         OPT_SOCKET = 1000, OPT_DEV, OPT_MODULE, OPT_TOKEN, OPT_PIN, OPT_LOG, OPT_CKPT, OPT_VER,
         OPT_KMIP_LISTEN, OPT_KMIP_CA, OPT_KMIP_CERT, OPT_KMIP_KEY, OPT_KMIP_MODULE, OPT_KMIP_PIN,
-        OPT_KMIP_IDS, OPT_KMIP_MAX, OPT_NO_KMIP
+        OPT_KMIP_IDS, OPT_KMIP_MAX, OPT_NO_KMIP, OPT_TLS_MODE
     };
     static const struct option opts[] = {
         {"dir", required_argument, NULL, 'd'},
@@ -207,8 +234,12 @@ int main(int argc, char **argv)
         {"kmip-identities", required_argument, NULL, OPT_KMIP_IDS},
         {"kmip-max-connections", required_argument, NULL, OPT_KMIP_MAX},
         {"no-kmip", no_argument, NULL, OPT_NO_KMIP},
+        {"tls-mode", required_argument, NULL, OPT_TLS_MODE},
         {NULL, 0, NULL, 0},
     };
+    /* The split TLS endpoint's session handler: this binary, exec'd by itself. */
+    if (argc == 2 && strcmp(argv[1], KF_TLSSPLIT_HANDLER_ARG) == 0)
+        return kf_tlssplit_handler_main();
     const char *dir = getenv("KEYFLEET_DIR") ? getenv("KEYFLEET_DIR") : "data";
     const char *socket_path = NULL, *log_file = NULL, *pin_file = NULL;
     struct kf_kms_config cfg = {0};
@@ -237,6 +268,13 @@ int main(int argc, char **argv)
         case OPT_KMIP_IDS: kmip.identities = optarg; break;
         case OPT_KMIP_MAX: kmip.max_connections = (unsigned)strtoul(optarg, NULL, 10); break;
         case OPT_NO_KMIP: kmip.disabled = true; break;
+        case OPT_TLS_MODE:
+            if (strcmp(optarg, "split") != 0 && strcmp(optarg, "monolithic") != 0) {
+                fprintf(stderr, "keyfleetd: --tls-mode is split or monolithic\n");
+                return 2;
+            }
+            kmip.split = strcmp(optarg, "split") == 0;
+            break;
         default: usage(stderr); return 2;
         }
     }
@@ -294,8 +332,10 @@ int main(int argc, char **argv)
                 : st.sealed     ? "sealed (run keyfleet unseal)"
                                 : "unsealed");
     kf_tls_server *tls = NULL;
+    kf_tlssplit_server *split = NULL;
     char kmip_pin[256] = "";
-    rc = start_kmip_tls(kms, dir, cfg.dev, &kmip, kmip_pin, sizeof(kmip_pin), &tls);
+    rc = start_kmip_tls(kms, dir, cfg.dev, &kmip, kmip_pin, sizeof(kmip_pin), &tls, log_file,
+                        &split);
     if (rc < 0) {
         kf_wipe(kmip_pin, sizeof(kmip_pin));
         kf_kms_close(kms);
@@ -305,6 +345,7 @@ int main(int argc, char **argv)
     rc = kf_local_server_run(&scfg, &stop_requested);
     kf_info("keyfleetd stopping");
     kf_tls_server_stop(tls);
+    kf_tlssplit_server_stop(split);
     kf_wipe(kmip_pin, sizeof(kmip_pin));
     kf_kms_close(kms);
     return rc < 0 ? 1 : 0;

@@ -1,0 +1,88 @@
+#!/usr/bin/env bash
+# Split vs monolithic TLS endpoint, same run, same client, alternating order.
+#
+#   bench/run-tls-split-bench.sh [SECONDS] [ROUNDS]        (defaults 5 and 3)
+#
+# Echo servers (bench/kf-tls-echo.c) in both modes with the same certificates,
+# priorities and ticket setup, driven by bench/kf-tls-load.c:
+#   full     handshakes/s (ECDSA P-256 server and client certificates, 1-byte echo, close)
+#   resume   resumed handshakes/s (TLS 1.3 tickets)
+#   bulk     echoed MB/s over 16 KiB application-data records
+# and keyfleetd --dev in both --tls-mode values driven by bench/keyfleet-kmip-bench.c:
+#   get      KMIP Get ops/s (AES-256 key, KMIP 1.2)
+# Each figure is measured ROUNDS times per mode (monolithic, split, monolithic,
+# ...); the median of each mode is reported with the ratio split/monolithic.
+# Env: KF_BUILD_DIR (default build/), CONNS_HS (8), CONNS_BULK (2), CONNS_KMIP (16),
+#      SPLIT_WORKERS (2).
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+BUILD=${KF_BUILD_DIR:-$ROOT/build}
+SECS=${1:-5}
+ROUNDS=${2:-3}
+CONNS_HS=${CONNS_HS:-8}
+CONNS_BULK=${CONNS_BULK:-2}
+CONNS_KMIP=${CONNS_KMIP:-16}
+WORKERS=${SPLIT_WORKERS:-2}
+ECHO="$BUILD/kf-tls-echo"
+LOAD="$BUILD/kf-tls-load"
+KMIPB="$BUILD/keyfleet-kmip-bench"
+for b in "$ECHO" "$LOAD" "$KMIPB" "$BUILD/keyfleetd"; do [ -x "$b" ] || { echo "missing $b" >&2; exit 1; }; done
+WORK=$(mktemp -d /tmp/kf-split-bench.XXXXXX)
+PIDS=()
+cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2> /dev/null || true; done; wait 2> /dev/null || true; rm -rf "$WORK"; }
+trap cleanup EXIT
+wait_line() { for _ in $(seq 1 200); do grep -q "$2" "$1" 2> /dev/null && return 0; sleep 0.05; done; echo "no '$2' in $1" >&2; exit 1; }
+field() { sed -n "s/\(.* \)\{0,1\}$1=\([0-9.]*\).*/\2/p"; }
+median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2}'; }
+
+# ---- echo servers ----
+"$ECHO" --mode split --certs "$WORK/certs" > /dev/null 2>&1 & p=$!; sleep 0.5; kill "$p"; wait "$p" || true  # make certs
+"$ECHO" --mode monolithic --certs "$WORK/certs" > "$WORK/mono.out" 2>&1 & PIDS+=($!)
+"$ECHO" --mode split --workers "$WORKERS" --certs "$WORK/certs" > "$WORK/split.out" 2>&1 & PIDS+=($!)
+wait_line "$WORK/mono.out" ready; wait_line "$WORK/split.out" ready
+declare -A PORT=([monolithic]=$(sed -n 's/ready port=\([0-9]*\).*/\1/p' "$WORK/mono.out")
+                 [split]=$(sed -n 's/ready port=\([0-9]*\).*/\1/p' "$WORK/split.out"))
+
+# ---- keyfleetd in both modes ----
+for mode in monolithic split; do
+  "$BUILD/keyfleetd" --dev --dir "$WORK/kf-$mode" --kmip-listen 127.0.0.1:0 --tls-mode "$mode" \
+    --log-file "$WORK/kf-$mode.log" & PIDS+=($!)
+  wait_line "$WORK/kf-$mode.log" "KMIP over TLS on"
+  PORT[kf-$mode]=$(sed -n 's/.*KMIP over TLS on .* (port \([0-9]*\)).*/\1/p' "$WORK/kf-$mode.log" | tail -1)
+done
+
+run() { # run OP MODE -> the figure (failed requests are counted in $WORK/errors)
+  local op=$1 mode=$2 out
+  case "$op" in
+    full|resume) out=$("$LOAD" --server "127.0.0.1:${PORT[$mode]}" --certs "$WORK/certs" --op "$op" \
+                   --connections "$CONNS_HS" --seconds "$SECS" || true); echo "$out" | field per_s ;;
+    bulk) out=$("$LOAD" --server "127.0.0.1:${PORT[$mode]}" --certs "$WORK/certs" --op bulk \
+            --connections "$CONNS_BULK" --seconds "$SECS" || true); echo "$out" | field mb_per_s ;;
+    get) local c="$WORK/kf-$mode/certs"
+         out=$("$KMIPB" --server "127.0.0.1:${PORT[kf-$mode]}" --ca "$c/ca-cert.pem" --cert "$c/admin-cert.pem" \
+           --key "$c/admin-key.pem" --op get --connections "$CONNS_KMIP" --seconds "$SECS" --kmip 1.2 \
+           2> /dev/null || true); echo "$out" | field ops_per_s ;;
+  esac
+  local e; e=$(echo "$out" | field errors); [ -z "$e" ] || [ "$e" = 0 ] || echo "$op $mode: $e errors" >> "$WORK/errors"
+}
+
+echo "split vs monolithic TLS endpoint: $ROUNDS rounds x ${SECS}s per figure and mode, $(nproc) cores"
+echo "split: 1 session handler process + $WORKERS worker processes (echo); keyfleetd: handler process + worker threads"
+printf '%-28s %14s %14s %8s %8s\n' figure monolithic split ratio target
+for op in full resume bulk get; do
+  m=(); s=()
+  for _ in $(seq 1 "$ROUNDS"); do
+    m+=("$(run "$op" monolithic)"); s+=("$(run "$op" split)")
+  done
+  mm=$(median "${m[@]}"); sm=$(median "${s[@]}")
+  case "$op" in
+    full) name="full handshakes/s (C=$CONNS_HS)"; target=0.85 ;;
+    resume) name="resumed handshakes/s (C=$CONNS_HS)"; target=0.85 ;;
+    bulk) name="16 KiB bulk MB/s (C=$CONNS_BULK)"; target=0.90 ;;
+    get) name="KMIP Get ops/s (C=$CONNS_KMIP)"; target=0.90 ;;
+  esac
+  ratio=$(awk -v a="$sm" -v b="$mm" 'BEGIN { printf "%.2f", (b > 0) ? a / b : 0 }')
+  printf '%-28s %14s %14s %8s %8s   [mono: %s | split: %s]\n' "$name" "$mm" "$sm" "$ratio" ">= $target" \
+    "${m[*]}" "${s[*]}"
+done
+if [ -s "$WORK/errors" ]; then echo "errors:"; sed 's/^/  /' "$WORK/errors"; else echo "no failed handshake or request"; fi

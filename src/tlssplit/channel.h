@@ -1,0 +1,132 @@
+/*
+ * The channels between the session handler and the worker (docs/tls-split.md):
+ * SOCK_SEQPACKET socketpairs, one message per packet, a fixed 8-byte frame
+ * (version 1, type, two zero bytes, body length) and a body of fixed layout.
+ *
+ *   broker  (host -> handler, one per handler)  CONFIG once (exec mode), then START
+ *   control (per connection, both ways)          GIVE, END (handler -> worker)
+ *                                                TAKE      (worker -> handler)
+ *   session (per connection, worker -> handler)  RECORD
+ *   dispatch (host -> worker process)            ACCEPTED
+ *
+ * Every receive names the types it accepts now (the phase's allow list);
+ * anything else -- another type, a bad length, a truncated packet,
+ * descriptors where none belong -- is KF_ERR_SPLIT_CHANNEL and the session
+ * ends. Control messages can carry traffic keys: they are decoded from and
+ * encoded into caller buffers that the caller wipes.
+ */
+#ifndef KF_TLSSPLIT_CHANNEL_H
+#define KF_TLSSPLIT_CHANNEL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "keyfleet/buf.h"
+#include "keyfleet/kms.h"
+#include "keyfleet/tlssplit.h"
+
+#define KF_SPLIT_FRAME_LEN 8
+#define KF_SPLIT_VERSION 1
+/* Largest message per channel, frame included. */
+#define KF_SPLIT_CONTROL_MAX 4096
+#define KF_SPLIT_SESSION_MAX (KF_SPLIT_FRAME_LEN + KF_TLSREC_MAX)
+#define KF_SPLIT_BROKER_MAX (KF_SPLIT_FRAME_LEN + 6 * 4100 + 64)
+#define KF_SPLIT_PATH_MAX 4095 /* longest path or string in CONFIG */
+#define KF_SPLIT_PEER_MAX 63   /* longest peer address text in START */
+
+enum kf_split_type {
+    KF_SPLIT_CONFIG = 1, /* host -> handler: credentials and settings (exec mode) */
+    KF_SPLIT_START = 2,  /* host -> handler: a new connection; fds: TCP, control, session */
+    KF_SPLIT_GIVE = 3,   /* handler -> worker: you are the active endpoint; traffic state */
+    KF_SPLIT_END = 4,    /* handler -> worker: the connection is over; close it */
+    KF_SPLIT_TAKE = 5,   /* worker -> handler: you are the active endpoint; sequence numbers */
+    KF_SPLIT_RECORD = 6, /* worker -> handler: one TLS record the worker does not handle */
+    KF_SPLIT_ACCEPTED = 7, /* host -> worker process (dispatch): a new TCP socket; fd: it */
+};
+#define KF_SPLIT_ALLOW(t) (1u << (t))
+
+/* CONFIG: what the handler needs to run handshakes. The PIN is a secret. */
+struct kf_split_config {
+    char ca_file[KF_SPLIT_PATH_MAX + 1];
+    char cert_file[KF_SPLIT_PATH_MAX + 1];
+    char key_file[KF_SPLIT_PATH_MAX + 1]; /* PEM file (dev) or pkcs11: URL */
+    char pkcs11_module[KF_SPLIT_PATH_MAX + 1];
+    char key_pin[256];
+    char identities_file[KF_SPLIT_PATH_MAX + 1];
+    char priority[1024];
+    char log_file[KF_SPLIT_PATH_MAX + 1];
+    uint32_t handshake_timeout_ms;
+    uint8_t log_level;
+    uint8_t flags; /* KF_SPLIT_CONFIG_* */
+};
+#define KF_SPLIT_CONFIG_TEST_REVEAL 1u /* test builds only: log the ticket key and resumption secret */
+
+enum kf_split_role { KF_SPLIT_ROLE_SERVER = 1 };
+struct kf_split_start {
+    uint8_t role;
+    char peer[KF_SPLIT_PEER_MAX + 1]; /* "ADDR:PORT", for the log */
+};
+
+/* GIVE: the traffic state of both directions; the first one after the
+ * handshake also says who the peer is (the identity map's verdict). */
+struct kf_split_give {
+    bool first;
+    bool resumed;
+    struct kf_tlsrec_state rd, wr;
+    struct kf_principal who; /* first only */
+};
+
+/* END: KF_OK for a clean close (close_notify exchanged), else why. */
+struct kf_split_end {
+    int32_t reason;
+};
+
+enum kf_split_take_reason {
+    KF_SPLIT_TAKE_RECORD = 1,     /* a RECORD follows on the session channel */
+    KF_SPLIT_TAKE_KEY_UPDATE = 2, /* TLS 1.3: update our keys; arg 1: ask the peer too */
+    KF_SPLIT_TAKE_CLOSE = 3,      /* send close_notify and end */
+    KF_SPLIT_TAKE_ABORT = 4,      /* send the fatal alert arg and end */
+};
+struct kf_split_take {
+    uint8_t reason;
+    uint8_t arg;
+    uint64_t read_seq, write_seq; /* the worker's next sequence numbers */
+};
+
+/* ---- codec (pure; the fuzz targets call these) ---- */
+KF_RESULT int kf_split_encode_config(const struct kf_split_config *c, kf_buf *out);
+KF_RESULT int kf_split_encode_start(const struct kf_split_start *s, kf_buf *out);
+KF_RESULT int kf_split_encode_give(const struct kf_split_give *g, kf_buf *out);
+KF_RESULT int kf_split_encode_end(const struct kf_split_end *e, kf_buf *out);
+KF_RESULT int kf_split_encode_take(const struct kf_split_take *t, kf_buf *out);
+KF_RESULT int kf_split_encode_record(const uint8_t *rec, size_t len, kf_buf *out);
+/* ACCEPTED has START's body (role, peer). */
+KF_RESULT int kf_split_encode_accepted(const struct kf_split_start *s, kf_buf *out);
+
+/* The frame of a whole packet: its type, and a reader over its body. */
+KF_RESULT int kf_split_decode_frame(const uint8_t *p, size_t n, size_t max, uint8_t *type,
+                                    kf_buf *body);
+KF_RESULT int kf_split_decode_config(kf_buf *body, struct kf_split_config *c);
+KF_RESULT int kf_split_decode_start(kf_buf *body, struct kf_split_start *s);
+KF_RESULT int kf_split_decode_accepted(kf_buf *body, struct kf_split_start *s);
+KF_RESULT int kf_split_decode_give(kf_buf *body, struct kf_split_give *g);
+KF_RESULT int kf_split_decode_end(kf_buf *body, struct kf_split_end *e);
+KF_RESULT int kf_split_decode_take(kf_buf *body, struct kf_split_take *t);
+/* The record must be exactly one well-formed TLS record header plus its body. */
+KF_RESULT int kf_split_decode_record(kf_buf *body, const uint8_t **rec, size_t *len);
+
+/* ---- transport ---- */
+/* Send one message (out's bytes) with up to 3 descriptors; blocking. */
+KF_RESULT int kf_split_send(int fd, const kf_buf *msg, const int *fds, size_t nfds);
+/*
+ * Receive one message into buf (cap bytes) within timeout_ms (-1: wait):
+ * its type must be in allow (KF_SPLIT_ALLOW bits) and it must carry exactly
+ * as many descriptors as its type takes (START 3, ACCEPTED 1, others 0);
+ * they land in fds. KF_ERR_IO with *eof when the other end closed; KF_ERR_TIMEOUT;
+ * KF_ERR_SPLIT_CHANNEL for anything unexpected (stray descriptors closed).
+ */
+KF_RESULT int kf_split_recv(int fd, uint8_t *buf, size_t cap, unsigned allow, int timeout_ms,
+                            uint8_t *type, kf_buf *body, int fds[3], bool *eof);
+
+#endif

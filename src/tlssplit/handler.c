@@ -1,0 +1,589 @@
+/*
+ * The session handler: the process that runs every handshake and keeps the
+ * secrets (long-term key or its PKCS#11 handle, session-ticket key, master
+ * and traffic secrets, resumption secrets). It reads START messages from the
+ * broker channel; each starts a thread that owns one connection's GnuTLS
+ * session for its whole life:
+ *
+ *   handshake over the TCP socket  ->  GIVE(first) to the worker  ->
+ *   wait for TAKE  ->  set the worker's sequence numbers  ->  process (one
+ *   forwarded record / key update / close / abort)  ->  GIVE or END  -> ...
+ *
+ * While a session is handed to the worker the handler never touches its
+ * socket; while the handler holds it, the worker waits. During the
+ * handshake the transport never reads past the end of the record GnuTLS is
+ * reading, so no byte meant for the worker stays behind in GnuTLS.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <gnutls/pkcs11.h>
+#include <gnutls/x509.h>
+
+#include "channel.h"
+#include "keyfleet/log.h"
+#include "keyfleet/secmem.h"
+#include "keyfleet/tls.h"
+#include "tlssplit_internal.h"
+
+#define HANDLER_MAX_SESSIONS 4096
+
+struct handler {
+    gnutls_certificate_credentials_t creds;
+    gnutls_priority_t priority;
+    kf_tls_identities *ids;
+    gnutls_datum_t stek; /* session-ticket encryption key (GnuTLS rotates from it) */
+    int handshake_ms;
+    unsigned flags;
+    atomic_uint sessions;
+};
+
+struct session {
+    struct handler *h;
+    int tcp, ctl, ses;
+    char peer[KF_SPLIT_PEER_MAX + 1];
+    gnutls_session_t s;
+    /* Handshake: read TCP one record at a time. */
+    uint8_t hdr[KF_TLSREC_HEADER_LEN];
+    size_t hdr_got, rec_left;
+    /* After it: GnuTLS reads the one record the worker forwarded. */
+    bool inject;
+    const uint8_t *inj;
+    size_t inj_len;
+    bool peer_asked_update;
+};
+
+/* ---- transport ------------------------------------------------------------ */
+
+static ssize_t pull_record_bounded(struct session *se, uint8_t *p, size_t n)
+{
+    ssize_t r;
+    if (se->hdr_got < KF_TLSREC_HEADER_LEN) {
+        size_t want = KF_TLSREC_HEADER_LEN - se->hdr_got;
+        r = recv(se->tcp, p, n < want ? n : want, 0);
+        if (r > 0) {
+            memcpy(se->hdr + se->hdr_got, p, (size_t)r);
+            se->hdr_got += (size_t)r;
+            if (se->hdr_got == KF_TLSREC_HEADER_LEN)
+                se->rec_left = (size_t)se->hdr[3] << 8 | se->hdr[4];
+            if (se->hdr_got == KF_TLSREC_HEADER_LEN && se->rec_left == 0)
+                se->hdr_got = 0;
+        }
+        return r;
+    }
+    r = recv(se->tcp, p, n < se->rec_left ? n : se->rec_left, 0);
+    if (r > 0) {
+        se->rec_left -= (size_t)r;
+        if (se->rec_left == 0)
+            se->hdr_got = 0;
+    }
+    return r;
+}
+
+static ssize_t session_pull(gnutls_transport_ptr_t ptr, void *p, size_t n)
+{
+    struct session *se = ptr;
+    if (!se->inject)
+        return pull_record_bounded(se, p, n);
+    if (se->inj_len == 0) {
+        gnutls_transport_set_errno(se->s, EAGAIN);
+        return -1;
+    }
+    size_t k = n < se->inj_len ? n : se->inj_len;
+    memcpy(p, se->inj, k);
+    se->inj += k;
+    se->inj_len -= k;
+    return (ssize_t)k;
+}
+
+static ssize_t session_push(gnutls_transport_ptr_t ptr, const void *p, size_t n)
+{
+    struct session *se = ptr;
+    return send(se->tcp, p, n, MSG_NOSIGNAL);
+}
+
+static int session_wait(gnutls_transport_ptr_t ptr, unsigned int ms)
+{
+    struct session *se = ptr;
+    if (se->inject)
+        return se->inj_len > 0;
+    struct pollfd p = {.fd = se->tcp, .events = POLLIN};
+    return poll(&p, 1, ms == GNUTLS_INDEFINITE_TIMEOUT ? -1 : (int)ms);
+}
+
+/* The peer's KeyUpdate asked for ours; GnuTLS would only send it with the
+ * next application data, which the handler never writes: note it here. */
+static int key_update_hook(gnutls_session_t s, unsigned htype, unsigned when, unsigned incoming,
+                           const gnutls_datum_t *msg)
+{
+    struct session *se = gnutls_session_get_ptr(s);
+    if (htype == GNUTLS_HANDSHAKE_KEY_UPDATE && when == GNUTLS_HOOK_PRE && incoming && msg &&
+        msg->size == 1 && msg->data[0] == 1)
+        se->peer_asked_update = true;
+    return 0;
+}
+
+/* ---- who the peer is (the identity map is an allow list) ------------------- */
+
+static void subject_field(gnutls_x509_crt_t crt, const char *oid, char *val, size_t cap,
+                          unsigned *count)
+{
+    *count = 0;
+    val[0] = 0;
+    for (unsigned idx = 0; idx < 16; idx++) {
+        char tmp[256];
+        size_t sz = sizeof(tmp);
+        int rc = gnutls_x509_crt_get_dn_by_oid(crt, oid, idx, 0, tmp, &sz);
+        if (rc == GNUTLS_E_REQUESTED_DATA_NOT_AVAILABLE)
+            return;
+        (*count)++;
+        if (idx == 0 && rc == 0 && sz < cap) {
+            memcpy(val, tmp, sz);
+            val[sz] = 0;
+        }
+    }
+}
+
+int kf_tlssplit_identify(gnutls_session_t s, const kf_tls_identities *ids, const char *peer_addr,
+                         struct kf_principal *who)
+{
+    unsigned n = 0;
+    const gnutls_datum_t *chain = gnutls_certificate_get_peers(s, &n);
+    gnutls_x509_crt_t crt;
+    gnutls_datum_t dn = {0};
+    struct kf_tls_peer peer;
+    KF_ENSURE(chain && n > 0, KF_ERR_TLS);
+    KF_ENSURE(gnutls_x509_crt_init(&crt) == 0, KF_ERR_NOMEM);
+    int rc = KF_ERR_TLS;
+    memset(&peer, 0, sizeof(peer));
+    size_t fl = sizeof(peer.sha256);
+    if (gnutls_x509_crt_import(crt, &chain[0], GNUTLS_X509_FMT_DER) >= 0 &&
+        gnutls_x509_crt_get_fingerprint(crt, GNUTLS_DIG_SHA256, peer.sha256, &fl) >= 0 &&
+        gnutls_x509_crt_get_dn3(crt, &dn, 0) >= 0)
+    {
+        snprintf(peer.subject_dn, sizeof(peer.subject_dn), "%s", (const char *)dn.data);
+        subject_field(crt, GNUTLS_OID_X520_COMMON_NAME, peer.cn, sizeof(peer.cn), &peer.n_cn);
+        subject_field(crt, GNUTLS_OID_X520_ORGANIZATION_NAME, peer.o, sizeof(peer.o), &peer.n_o);
+        subject_field(crt, GNUTLS_OID_X520_ORGANIZATIONAL_UNIT_NAME, peer.ou, sizeof(peer.ou),
+                      &peer.n_ou);
+        rc = kf_tls_identities_match(ids, &peer, who);
+        if (rc < 0)
+            kf_warn("TLS split %s refused: certificate '%s' matches no identity rule", peer_addr,
+                    peer.subject_dn);
+    } else
+        kf_warn("TLS split %s refused: cannot read the client certificate", peer_addr);
+    gnutls_free(dn.data);
+    gnutls_x509_crt_deinit(crt);
+    return rc;
+}
+
+static void log_handshake_failure(struct session *se, int rc)
+{
+    if (rc == GNUTLS_E_CERTIFICATE_VERIFICATION_ERROR) {
+        gnutls_datum_t why = {0};
+        unsigned status = gnutls_session_get_verify_cert_status(se->s);
+        if (gnutls_certificate_verification_status_print(status, GNUTLS_CRT_X509, &why, 0) == 0) {
+            kf_warn("TLS split %s refused: client certificate: %s", se->peer, why.data);
+            gnutls_free(why.data);
+            return;
+        }
+    }
+    if (rc == GNUTLS_E_NO_CERTIFICATE_FOUND || rc == GNUTLS_E_CERTIFICATE_REQUIRED) {
+        kf_warn("TLS split %s refused: the client sent no certificate", se->peer);
+        return;
+    }
+    kf_warn("TLS split %s: handshake failed: %s", se->peer, gnutls_strerror(rc));
+}
+
+/* ---- messages to the worker ------------------------------------------------------ */
+
+static int send_end(struct session *se, int reason)
+{
+    uint8_t mem[64];
+    kf_buf out;
+    kf_buf_fixed(&out, mem, sizeof(mem));
+    struct kf_split_end e = {.reason = reason};
+    KF_GUARD(kf_split_encode_end(&e, &out));
+    return kf_split_send(se->ctl, &out, NULL, 0);
+}
+
+/* Hand the worker the traffic state of both directions (and control). */
+static int send_give(struct session *se, bool first, const struct kf_principal *who)
+{
+    uint8_t mem[KF_SPLIT_CONTROL_MAX];
+    struct kf_split_give g = {.first = first, .resumed = gnutls_session_is_resumed(se->s) != 0};
+    kf_buf out;
+    kf_buf_fixed(&out, mem, sizeof(mem));
+    int rc = kf_tlssplit_export_state(se->s, true, &g.rd);
+    if (rc == KF_OK)
+        rc = kf_tlssplit_export_state(se->s, false, &g.wr);
+    if (rc == KF_OK && first)
+        g.who = *who;
+    if (rc == KF_OK)
+        rc = kf_split_encode_give(&g, &out);
+    if (rc == KF_OK)
+        rc = kf_split_send(se->ctl, &out, NULL, 0);
+    kf_wipe(&g, sizeof(g));
+    kf_wipe(mem, out.len);
+    return rc;
+}
+
+/* ---- after the handshake: one TAKE at a time -------------------------------------- */
+
+/* GnuTLS processes the one record the worker could not: KeyUpdate, an alert,
+ * a renegotiation attempt. KF_OK: give control back; KF_ERR_IO: closed
+ * cleanly (close_notify answered); other: the session is over. */
+static int process_record(struct session *se, const uint8_t *rec, size_t len)
+{
+    uint8_t sink[256];
+    se->inject = true;
+    se->inj = rec;
+    se->inj_len = len;
+    se->peer_asked_update = false;
+    ssize_t r;
+    do
+        r = gnutls_record_recv(se->s, sink, sizeof(sink));
+    while (r == GNUTLS_E_INTERRUPTED);
+    bool consumed = se->inj_len == 0;
+    se->inject = false;
+    if (r == GNUTLS_E_AGAIN && consumed) {
+        if (se->peer_asked_update && gnutls_session_key_update(se->s, 0) < 0)
+            return KF_ERR_TLS;
+        return KF_OK;
+    }
+    if (r == 0) { /* close_notify: answer it */
+        gnutls_bye(se->s, GNUTLS_SHUT_WR);
+        return KF_ERR_IO;
+    }
+    if (r == GNUTLS_E_WARNING_ALERT_RECEIVED)
+        return KF_OK;
+    if (r == GNUTLS_E_REHANDSHAKE) {
+        /* TLS 1.2 renegotiation is not offered: say so and carry on. */
+        return gnutls_alert_send(se->s, GNUTLS_AL_WARNING, GNUTLS_A_NO_RENEGOTIATION) < 0
+                   ? KF_ERR_TLS
+                   : KF_OK;
+    }
+    if (r > 0) {
+        /* Application data is the worker's to read; the worker forwarded it anyway. */
+        kf_warn("TLS split %s: the worker forwarded application data", se->peer);
+        kf_wipe(sink, sizeof(sink));
+        return KF_ERR_SPLIT_CHANNEL;
+    }
+    kf_info("TLS split %s: closed: %s", se->peer, gnutls_strerror((int)r));
+    if (gnutls_error_is_fatal((int)r))
+        gnutls_alert_send_appropriate(se->s, (int)r);
+    return KF_ERR_TLS;
+}
+
+static int serve_take(struct session *se, const struct kf_split_take *t)
+{
+    KF_GUARD(kf_tlssplit_import_seq(se->s, true, t->read_seq));
+    KF_GUARD(kf_tlssplit_import_seq(se->s, false, t->write_seq));
+    switch (t->reason) {
+    case KF_SPLIT_TAKE_RECORD: {
+        uint8_t buf[KF_SPLIT_SESSION_MAX];
+        uint8_t type;
+        kf_buf body;
+        const uint8_t *rec;
+        size_t len;
+        bool eof;
+        /* The worker sent the record before the TAKE: it is already queued. */
+        KF_GUARD(kf_split_recv(se->ses, buf, sizeof(buf), KF_SPLIT_ALLOW(KF_SPLIT_RECORD), 5000,
+                               &type, &body, NULL, &eof));
+        KF_GUARD(kf_split_decode_record(&body, &rec, &len));
+        return process_record(se, rec, len);
+    }
+    case KF_SPLIT_TAKE_KEY_UPDATE:
+        if (gnutls_protocol_get_version(se->s) != GNUTLS_TLS1_3)
+            return KF_OK; /* TLS 1.2 has no key update: nothing to do */
+        return gnutls_session_key_update(se->s, t->arg ? GNUTLS_KU_PEER : 0) < 0 ? KF_ERR_TLS
+                                                                               : KF_OK;
+    case KF_SPLIT_TAKE_CLOSE:
+        gnutls_bye(se->s, GNUTLS_SHUT_WR);
+        return KF_ERR_IO;
+    default: /* ABORT */
+        gnutls_alert_send(se->s, GNUTLS_AL_FATAL, (gnutls_alert_description_t)t->arg);
+        return KF_ERR_TLS;
+    }
+}
+
+static void serve_worker(struct session *se)
+{
+    for (;;) {
+        uint8_t buf[KF_SPLIT_CONTROL_MAX], type;
+        kf_buf body;
+        bool eof;
+        struct kf_split_take t;
+        int rc = kf_split_recv(se->ctl, buf, sizeof(buf), KF_SPLIT_ALLOW(KF_SPLIT_TAKE), -1, &type,
+                               &body, NULL, &eof);
+        if (rc == KF_OK)
+            rc = kf_split_decode_take(&body, &t);
+        if (rc < 0) {
+            if (!eof)
+                kf_warn("TLS split %s: %s", se->peer, kf_strerror(rc));
+            return; /* the worker is gone or broke the protocol: nothing to give back */
+        }
+        rc = serve_take(se, &t);
+        if (rc == KF_OK)
+            rc = send_give(se, false, NULL);
+        else {
+            if (send_end(se, rc == KF_ERR_IO ? KF_OK : rc) < 0)
+                return;
+            return;
+        }
+        if (rc < 0)
+            return;
+    }
+}
+
+/* ---- one session ------------------------------------------------------------------ */
+
+static int session_open(struct session *se)
+{
+    static const gnutls_typed_vdata_st purpose = {.type = GNUTLS_DT_KEY_PURPOSE_OID,
+                                                  .data = (void *)GNUTLS_KP_TLS_WWW_CLIENT};
+    KF_ENSURE(gnutls_init(&se->s, GNUTLS_SERVER | GNUTLS_NO_SIGNAL) == 0, KF_ERR_NOMEM);
+    if (gnutls_priority_set(se->s, se->h->priority) < 0 ||
+        gnutls_credentials_set(se->s, GNUTLS_CRD_CERTIFICATE, se->h->creds) < 0 ||
+        gnutls_session_ticket_enable_server(se->s, &se->h->stek) < 0)
+        return KF_ERR_TLS_CONFIG;
+    gnutls_certificate_server_set_request(se->s, GNUTLS_CERT_REQUIRE);
+    gnutls_session_set_verify_cert2(se->s, (gnutls_typed_vdata_st *)&purpose, 1, 0);
+    gnutls_handshake_set_timeout(se->s, (unsigned)se->h->handshake_ms);
+    gnutls_session_set_ptr(se->s, se);
+    gnutls_handshake_set_hook_function(se->s, GNUTLS_HANDSHAKE_KEY_UPDATE, GNUTLS_HOOK_PRE,
+                                       key_update_hook);
+    gnutls_transport_set_ptr(se->s, se);
+    gnutls_transport_set_push_function(se->s, session_push);
+    gnutls_transport_set_pull_function(se->s, session_pull);
+    gnutls_transport_set_pull_timeout_function(se->s, session_wait);
+    return KF_OK;
+}
+
+static void run_session(struct session *se)
+{
+    struct kf_principal who;
+    int rc = session_open(se);
+    if (rc < 0) {
+        kf_error("TLS split %s: cannot set up a session", se->peer);
+        (void)send_end(se, rc);
+        return;
+    }
+    do
+        rc = gnutls_handshake(se->s);
+    while (rc < 0 && !gnutls_error_is_fatal(rc));
+    if (rc < 0) {
+        log_handshake_failure(se, rc);
+        (void)send_end(se, KF_ERR_TLS);
+        return;
+    }
+    /* Bytes GnuTLS read but did not give out would be lost to the worker. */
+    if (gnutls_record_check_pending(se->s) > 0 || se->hdr_got != 0) {
+        kf_warn("TLS split %s: data arrived inside the handshake's last record", se->peer);
+        (void)send_end(se, KF_ERR_TLS);
+        return;
+    }
+    rc = kf_tlssplit_identify(se->s, se->h->ids, se->peer, &who);
+    if (rc < 0) {
+        (void)send_end(se, rc);
+        return;
+    }
+    kf_info("TLS split %s: %s (%s%s), roles 0x%x", se->peer, who.name,
+            gnutls_protocol_get_name(gnutls_protocol_get_version(se->s)),
+            gnutls_session_is_resumed(se->s) ? ", resumed" : "", who.roles);
+    rc = send_give(se, true, &who);
+    kf_wipe(&who, sizeof(who));
+    if (rc < 0) {
+        kf_warn("TLS split %s: cannot hand the session to the worker: %s", se->peer,
+                kf_strerror(rc));
+        return;
+    }
+    serve_worker(se);
+}
+
+static void session_thread(void *arg)
+{
+    struct session *se = arg;
+    run_session(se);
+    if (se->s)
+        gnutls_deinit(se->s); /* wipes GnuTLS's secrets of this session */
+    close(se->tcp);
+    close(se->ctl);
+    close(se->ses);
+    atomic_fetch_sub(&se->h->sessions, 1);
+    kf_wipe(se, sizeof(*se));
+    free(se);
+}
+
+static void start_session(struct handler *h, const struct kf_split_start *st, const int fds[3])
+{
+    struct session *se = NULL;
+    if (atomic_fetch_add(&h->sessions, 1) >= HANDLER_MAX_SESSIONS ||
+        !(se = calloc(1, sizeof(*se))))
+    {
+        atomic_fetch_sub(&h->sessions, 1);
+        kf_warn("TLS split %s refused: %u sessions open", st->peer, HANDLER_MAX_SESSIONS);
+        for (int i = 0; i < 3; i++)
+            close(fds[i]);
+        return;
+    }
+    se->h = h;
+    se->tcp = fds[0];
+    se->ctl = fds[1];
+    se->ses = fds[2];
+    memcpy(se->peer, st->peer, sizeof(se->peer));
+    if (kf_tlssplit_pool_run(session_thread, se) < 0) {
+        (void)send_end(se, KF_ERR_NOMEM);
+        close(se->tcp);
+        close(se->ctl);
+        close(se->ses);
+        atomic_fetch_sub(&h->sessions, 1);
+        free(se);
+    }
+}
+
+/* ---- the memory-scan test's hook ------------------------------------------------------ */
+
+#ifdef KF_TEST_HOOKS
+/* Test builds only (cmake -DKF_TEST_HOOKS=ON): write the ticket key where the
+ * memory-scan test finds it, so it can prove no worker holds it. */
+static void reveal_for_tests(const struct handler *h, const struct kf_split_config *c)
+{
+    const char *path = getenv("KF_TEST_REVEAL_FILE");
+    if (!(c->flags & KF_SPLIT_CONFIG_TEST_REVEAL) || !path)
+        return;
+    FILE *f = fopen(path, "a");
+    if (!f)
+        return;
+    fprintf(f, "stek ");
+    for (unsigned i = 0; i < h->stek.size; i++)
+        fprintf(f, "%02x", h->stek.data[i]);
+    fprintf(f, "\n");
+    fclose(f);
+    kf_warn("TLS split: TEST BUILD: the session-ticket key was written to %s", path);
+}
+#else
+static void reveal_for_tests(const struct handler *h, const struct kf_split_config *c)
+{
+    (void)h;
+    if (c->flags & KF_SPLIT_CONFIG_TEST_REVEAL)
+        kf_warn("TLS split: reveal requested, but this build has no test hooks (KF_TEST_HOOKS)");
+}
+#endif
+
+/* ---- credentials -------------------------------------------------------------------- */
+
+static const char *token_pin;
+
+static int pin_callback(void *userdata, int attempt, const char *token_url, const char *token_label,
+                        unsigned int flags, char *pin, size_t pin_max)
+{
+    (void)userdata, (void)token_url, (void)flags;
+    if (!token_pin || attempt > 0 || strlen(token_pin) >= pin_max) {
+        kf_error("TLS split: no usable PIN for token '%s'", token_label);
+        return -1;
+    }
+    memcpy(pin, token_pin, strlen(token_pin) + 1);
+    return 0;
+}
+
+static int load_credentials(struct handler *h, const struct kf_split_config *c)
+{
+    if (c->pkcs11_module[0]) {
+        int rc = gnutls_pkcs11_init(GNUTLS_PKCS11_FLAG_MANUAL, NULL);
+        if (rc >= 0)
+            rc = gnutls_pkcs11_add_provider(c->pkcs11_module, NULL);
+        if (rc < 0) {
+            kf_error("TLS split: cannot register PKCS#11 module %s: %s", c->pkcs11_module,
+                     gnutls_strerror(rc));
+            return KF_ERR_TLS_CONFIG;
+        }
+        token_pin = c->key_pin[0] ? c->key_pin : NULL;
+        gnutls_pkcs11_set_pin_function(pin_callback, NULL);
+    }
+    KF_ENSURE(gnutls_certificate_allocate_credentials(&h->creds) == 0, KF_ERR_NOMEM);
+    int rc = gnutls_certificate_set_x509_trust_file(h->creds, c->ca_file, GNUTLS_X509_FMT_PEM);
+    if (rc <= 0) {
+        kf_error("TLS split: no CA certificate loaded from %s", c->ca_file);
+        return KF_ERR_TLS_CONFIG;
+    }
+    rc = gnutls_certificate_set_x509_key_file2(h->creds, c->cert_file, c->key_file,
+                                               GNUTLS_X509_FMT_PEM, NULL, 0);
+    if (rc < 0) {
+        kf_error("TLS split: cannot load the server certificate %s with its key: %s", c->cert_file,
+                 gnutls_strerror(rc));
+        return KF_ERR_TLS_CONFIG;
+    }
+    const char *err_pos = NULL;
+    rc = gnutls_priority_init2(&h->priority, c->priority[0] ? c->priority : KF_TLS_PRIORITY,
+                               &err_pos, 0);
+    if (rc < 0) {
+        kf_error("TLS split: priority string rejected at '%s'", err_pos ? err_pos : "?");
+        return KF_ERR_TLS_CONFIG;
+    }
+    unsigned line = 0;
+    char why[256];
+    rc = kf_tls_identities_load(c->identities_file, &h->ids, &line, why, sizeof(why));
+    if (rc < 0) {
+        kf_error("TLS split: identity map %s line %u: %s", c->identities_file, line, why);
+        return rc;
+    }
+    if (gnutls_session_ticket_key_generate(&h->stek) < 0)
+        return KF_ERR_TLS_CONFIG;
+    reveal_for_tests(h, c);
+    h->handshake_ms = c->handshake_timeout_ms ? (int)c->handshake_timeout_ms : 10000;
+    h->flags = c->flags;
+    return KF_OK;
+}
+
+/* ---- the process ------------------------------------------------------------------------ */
+
+int kf_tlssplit_handler_serve(int broker, const struct kf_split_config *cfg)
+{
+    struct handler h;
+    memset(&h, 0, sizeof(h));
+    /* No core file, no ptrace by the same user: this process holds the secrets. */
+    prctl(PR_SET_DUMPABLE, 0);
+    struct rlimit no_core = {0, 0};
+    setrlimit(RLIMIT_CORE, &no_core);
+    signal(SIGPIPE, SIG_IGN);
+    int rc = load_credentials(&h, cfg);
+    if (rc < 0)
+        return rc;
+    kf_info("TLS split: session handler %d ready (identity rules: %zu)", (int)getpid(),
+            kf_tls_identities_count(h.ids));
+    for (;;) {
+        static uint8_t buf[KF_SPLIT_BROKER_MAX];
+        uint8_t type;
+        kf_buf body;
+        bool eof;
+        int fds[3];
+        struct kf_split_start st;
+        rc = kf_split_recv(broker, buf, sizeof(buf), KF_SPLIT_ALLOW(KF_SPLIT_START), -1, &type,
+                           &body, fds, &eof);
+        if (rc == KF_OK && kf_split_decode_start(&body, &st) < 0) {
+            for (int i = 0; i < 3; i++)
+                close(fds[i]);
+            rc = KF_ERR_SPLIT_CHANNEL;
+        }
+        if (rc < 0) {
+            /* The host closed the broker (stopping), or broke the protocol: the
+             * handler does not guess, it ends and takes its sessions with it. */
+            if (!eof)
+                kf_error("TLS split: broker channel: %s", kf_strerror(rc));
+            return eof ? KF_OK : rc;
+        }
+        start_session(&h, &st, fds);
+    }
+}

@@ -1,0 +1,171 @@
+/*
+ * Confinement of a worker process, applied once before it serves anything:
+ * not dumpable, no core files, an unprivileged user when started as root
+ * (nobody/nogroup, no supplementary groups), no new privileges, and a
+ * seccomp filter that allows only the system calls the record loop, its
+ * channels and its threads need. Opening a file fails with EACCES; everything
+ * else kills the process (SECCOMP_RET_KILL_PROCESS): the worker talks to the
+ * network peer, so a compromised worker must not be able to open files,
+ * sockets to elsewhere, or start programs. The filter is written as classic BPF (linux/filter.h)
+ * rather than pulled in through libseccomp: it is a short allow list.
+ */
+#include <errno.h>
+#include <grp.h>
+#include <linux/audit.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
+#include <malloc.h>
+#include <pwd.h>
+#include <sched.h>
+#include <stddef.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include "keyfleet/log.h"
+#include "tlssplit_internal.h"
+
+#if defined(__x86_64__)
+#define SANDBOX_ARCH AUDIT_ARCH_X86_64
+#elif defined(__aarch64__)
+#define SANDBOX_ARCH AUDIT_ARCH_AARCH64
+#else
+#error "the worker's seccomp filter knows x86_64 and aarch64 only"
+#endif
+
+#if defined(__SANITIZE_ADDRESS__)
+#define KF_SANITIZER_RUNTIME 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define KF_SANITIZER_RUNTIME 1
+#endif
+#endif
+#ifndef KF_SANITIZER_RUNTIME
+#define KF_SANITIZER_RUNTIME 0
+#endif
+
+#define NR_OFF offsetof(struct seccomp_data, nr)
+#define ARCH_OFF offsetof(struct seccomp_data, arch)
+#define ARG0_LO_OFF offsetof(struct seccomp_data, args[0]) /* little endian: low 32 bits */
+
+#define ALLOW(nr)                                                                                  \
+    BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, (nr), 0, 1), BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW)
+
+/* What a worker does: socket I/O and polling on descriptors it already has
+ * (plus socketpair for each connection's channels), memory management
+ * (including mlock for secure memory), threads, clocks, exit. */
+static const struct sock_filter worker_filter[] = {
+    BPF_STMT(BPF_LD | BPF_W | BPF_ABS, ARCH_OFF),
+    BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SANDBOX_ARCH, 1, 0),
+    BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_KILL_PROCESS),
+    BPF_STMT(BPF_LD | BPF_W | BPF_ABS, NR_OFF),
+    /* clone: threads only (CLONE_THREAD set), never a new process. */
+    BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_clone, 0, 4),
+    BPF_STMT(BPF_LD | BPF_W | BPF_ABS, ARG0_LO_OFF),
+    BPF_JUMP(BPF_JMP | BPF_JSET | BPF_K, CLONE_THREAD, 0, 1),
+    BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+    BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_KILL_PROCESS),
+    /* clone3 hides its flags in memory: make glibc fall back to clone. */
+    BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_clone3, 0, 1),
+    BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | ENOSYS),
+    /* Opening a file fails (EACCES) rather than kills: glibc opens a few files
+     * lazily (malloc reads /sys/devices/system/cpu/online when it adds an
+     * arena under load), and a failed open there is harmless. No file opens. */
+    BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_openat, 0, 1),
+    BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | EACCES),
+#ifdef __NR_open
+    BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_open, 0, 1),
+    BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | EACCES),
+#endif
+    ALLOW(__NR_read),
+    ALLOW(__NR_write),
+    ALLOW(__NR_readv),
+    ALLOW(__NR_writev),
+    ALLOW(__NR_recvfrom),
+    ALLOW(__NR_sendto),
+    ALLOW(__NR_recvmsg),
+    ALLOW(__NR_sendmsg),
+    ALLOW(__NR_socketpair),
+    ALLOW(__NR_shutdown),
+    ALLOW(__NR_close),
+    ALLOW(__NR_fcntl),
+    ALLOW(__NR_lseek),
+    ALLOW(__NR_fstat),
+    ALLOW(__NR_newfstatat),
+    ALLOW(__NR_ppoll),
+#ifdef __NR_poll
+    ALLOW(__NR_poll),
+#endif
+    ALLOW(__NR_futex),
+    ALLOW(__NR_set_robust_list),
+#ifdef __NR_rseq
+    ALLOW(__NR_rseq),
+#endif
+    ALLOW(__NR_sched_yield),
+    ALLOW(__NR_mmap),
+    ALLOW(__NR_munmap),
+    ALLOW(__NR_mprotect),
+    ALLOW(__NR_mremap),
+    ALLOW(__NR_madvise),
+    ALLOW(__NR_brk),
+    ALLOW(__NR_mlock),
+    ALLOW(__NR_munlock),
+    ALLOW(__NR_clock_gettime),
+    ALLOW(__NR_clock_nanosleep),
+    ALLOW(__NR_nanosleep),
+    ALLOW(__NR_gettimeofday),
+    ALLOW(__NR_getpid),
+    ALLOW(__NR_gettid),
+    ALLOW(__NR_getrandom),
+    ALLOW(__NR_rt_sigreturn),
+    ALLOW(__NR_rt_sigaction), /* glibc installs its thread-cancel handler at the first thread */
+    ALLOW(__NR_rt_sigprocmask),
+    ALLOW(__NR_restart_syscall),
+    ALLOW(__NR_exit),
+    ALLOW(__NR_exit_group),
+#if KF_SANITIZER_RUNTIME
+    /* ASan/UBSan builds: what their runtime does in every new thread. */
+    ALLOW(__NR_sched_getaffinity),
+    ALLOW(__NR_sigaltstack),
+    ALLOW(__NR_getuid),
+    ALLOW(__NR_prctl),
+#endif
+    BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_KILL_PROCESS),
+};
+
+static int drop_user(void)
+{
+    if (geteuid() != 0)
+        return KF_OK; /* already unprivileged */
+    struct passwd *pw = getpwnam("nobody");
+    uid_t uid = pw ? pw->pw_uid : 65534;
+    gid_t gid = pw ? pw->pw_gid : 65534;
+    if (setgroups(0, NULL) != 0 || setresgid(gid, gid, gid) != 0 || setresuid(uid, uid, uid) != 0)
+        return KF_ERR_PERM;
+    /* Must not be able to get root back. */
+    if (setresuid(0, 0, 0) == 0 || geteuid() != uid)
+        return KF_ERR_PERM;
+    return KF_OK;
+}
+
+int kf_tlssplit_sandbox(unsigned flags)
+{
+    struct rlimit no_core = {0, 0};
+    if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0 || setrlimit(RLIMIT_CORE, &no_core) != 0)
+        return KF_ERR_PERM;
+    if (!(flags & KF_TLSSPLIT_SANDBOX_KEEP_USER))
+        KF_GUARD(drop_user());
+    if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0)
+        return KF_ERR_PERM;
+    /* A fixed arena count: malloc then never asks how many CPUs there are. */
+    mallopt(M_ARENA_MAX, 4);
+    if (flags & KF_TLSSPLIT_SANDBOX_NO_FILTER)
+        return KF_OK;
+    struct sock_fprog prog = {.len = (unsigned short)(sizeof(worker_filter) / sizeof(worker_filter[0])),
+                              .filter = (struct sock_filter *)worker_filter};
+    /* TSYNC: every thread of the process, not only this one. */
+    if (syscall(__NR_seccomp, SECCOMP_SET_MODE_FILTER, SECCOMP_FILTER_FLAG_TSYNC, &prog) != 0)
+        return KF_ERR_PERM;
+    return KF_OK;
+}

@@ -1,0 +1,201 @@
+/*
+ * Starting and stopping the session handler process.
+ *
+ * Exec mode (keyfleetd): fork, then exec the daemon's own binary with
+ * --tls-session-handler; the handler starts from a fresh address space, so
+ * nothing of the host (the key store, its unsealed keys) is in it, and reads
+ * its configuration, PIN included, as one CONFIG message from fd 3 -- never
+ * from argv or the environment (which it inherits, for PKCS#11 modules). Fork mode (tests): the child runs the
+ * handler directly.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "channel.h"
+#include "keyfleet/log.h"
+#include "keyfleet/secmem.h"
+#include "tlssplit_internal.h"
+
+#define HANDLER_FD 3
+
+struct kf_tlssplit_handler {
+    pid_t pid;
+    int broker;
+};
+
+static int copy_str(char *dst, size_t cap, const char *src)
+{
+    if (!src) {
+        dst[0] = 0;
+        return KF_OK;
+    }
+    size_t n = strlen(src);
+    KF_ENSURE(n < cap, KF_ERR_ARG);
+    memcpy(dst, src, n + 1);
+    return KF_OK;
+}
+
+static int make_config(const struct kf_tlssplit_handler_config *cfg, struct kf_split_config *c)
+{
+    memset(c, 0, sizeof(*c));
+    KF_ENSURE(cfg->ca_file && cfg->cert_file && cfg->key_file && cfg->identities_file, KF_ERR_ARG);
+    KF_GUARD(copy_str(c->ca_file, sizeof(c->ca_file), cfg->ca_file));
+    KF_GUARD(copy_str(c->cert_file, sizeof(c->cert_file), cfg->cert_file));
+    KF_GUARD(copy_str(c->key_file, sizeof(c->key_file), cfg->key_file));
+    KF_GUARD(copy_str(c->pkcs11_module, sizeof(c->pkcs11_module), cfg->pkcs11_module));
+    KF_GUARD(copy_str(c->key_pin, sizeof(c->key_pin), cfg->key_pin));
+    KF_GUARD(copy_str(c->identities_file, sizeof(c->identities_file), cfg->identities_file));
+    KF_GUARD(copy_str(c->priority, sizeof(c->priority), cfg->priority));
+    KF_GUARD(copy_str(c->log_file, sizeof(c->log_file), cfg->log_file));
+    c->handshake_timeout_ms = cfg->handshake_timeout_ms > 0 ? (uint32_t)cfg->handshake_timeout_ms : 0;
+    c->log_level = (uint8_t)(cfg->log_level >= KF_LOG_DEBUG && cfg->log_level <= KF_LOG_ERROR
+                                 ? cfg->log_level
+                                 : KF_LOG_INFO);
+    c->flags = cfg->test_reveal_secrets ? KF_SPLIT_CONFIG_TEST_REVEAL : 0;
+    return KF_OK;
+}
+
+/* In the child before exec: only stdin/out/err and the broker survive. */
+static void exec_handler(const char *path, int broker)
+{
+    if (broker != HANDLER_FD) {
+        if (dup2(broker, HANDLER_FD) < 0)
+            _exit(127);
+    } else if (fcntl(HANDLER_FD, F_SETFD, 0) < 0)
+        _exit(127);
+    long maxfd = sysconf(_SC_OPEN_MAX);
+    for (long fd = HANDLER_FD + 1; fd < (maxfd > 0 && maxfd < 65536 ? maxfd : 65536); fd++)
+        close((int)fd);
+    char *const argv[] = {(char *)"keyfleetd-tls-handler", (char *)KF_TLSSPLIT_HANDLER_ARG, NULL};
+    /* The environment goes along (PKCS#11 modules read theirs, e.g. SOFTHSM2_CONF);
+     * the configuration and the PIN do not travel this way. */
+    execv(path, argv);
+    _exit(127);
+}
+
+int kf_tlssplit_handler_start(const struct kf_tlssplit_handler_config *cfg,
+                              kf_tlssplit_handler **out)
+{
+    KF_ENSURE(cfg && out, KF_ERR_ARG);
+    struct kf_split_config *conf = calloc(1, sizeof(*conf));
+    kf_tlssplit_handler *h = calloc(1, sizeof(*h));
+    int sv[2] = {-1, -1};
+    int rc = conf && h ? KF_OK : KF_ERR_NOMEM;
+    if (h)
+        h->broker = h->pid = -1;
+    if (rc == KF_OK)
+        rc = make_config(cfg, conf);
+    if (rc == KF_OK && socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) != 0)
+        rc = KF_ERR_IO;
+    if (rc == KF_OK) {
+        h->pid = fork();
+        if (h->pid < 0)
+            rc = KF_ERR_IO;
+    }
+    if (rc == KF_OK && h->pid == 0) {
+        close(sv[0]);
+        if (cfg->exec_path)
+            exec_handler(cfg->exec_path, sv[1]);
+        _exit(kf_tlssplit_handler_serve(sv[1], conf) < 0 ? 1 : 0);
+    }
+    if (sv[1] >= 0)
+        close(sv[1]);
+    if (h)
+        h->broker = sv[0];
+    if (rc == KF_OK && cfg->exec_path) {
+        kf_buf msg;
+        rc = kf_buf_alloc(&msg, 4096, KF_SPLIT_BROKER_MAX, KF_BUF_SECRET);
+        if (rc == KF_OK) {
+            rc = kf_split_encode_config(conf, &msg);
+            if (rc == KF_OK && kf_split_send(h->broker, &msg, NULL, 0) < 0)
+                rc = KF_ERR_SPLIT_HANDLER;
+            kf_buf_free(&msg);
+        }
+    }
+    if (conf) {
+        kf_wipe(conf, sizeof(*conf));
+        free(conf);
+    }
+    if (rc < 0) {
+        kf_tlssplit_handler_stop(h);
+        return rc;
+    }
+    *out = h;
+    return KF_OK;
+}
+
+int kf_tlssplit_handler_broker(const kf_tlssplit_handler *h)
+{
+    return h ? h->broker : -1;
+}
+
+int kf_tlssplit_handler_pid(const kf_tlssplit_handler *h)
+{
+    return h ? (int)h->pid : -1;
+}
+
+bool kf_tlssplit_handler_alive(kf_tlssplit_handler *h)
+{
+    if (!h || h->pid <= 0)
+        return false;
+    int status;
+    pid_t r = waitpid(h->pid, &status, WNOHANG);
+    if (r == h->pid) {
+        h->pid = -1;
+        return false;
+    }
+    return r == 0;
+}
+
+void kf_tlssplit_handler_stop(kf_tlssplit_handler *h)
+{
+    if (!h)
+        return;
+    if (h->broker >= 0)
+        close(h->broker); /* the handler sees the end of the broker channel and exits */
+    if (h->pid > 0) {
+        int status;
+        for (int i = 0; i < 200; i++) {
+            pid_t r = waitpid(h->pid, &status, WNOHANG);
+            if (r == h->pid || (r < 0 && errno == ECHILD))
+                goto done;
+            usleep(10000);
+        }
+        kill(h->pid, SIGKILL);
+        waitpid(h->pid, &status, 0);
+    }
+done:
+    free(h);
+}
+
+int kf_tlssplit_handler_main(void)
+{
+    static struct kf_split_config conf; /* lives as long as the process: the PIN callback reads it */
+    static uint8_t buf[KF_SPLIT_BROKER_MAX];
+    uint8_t type;
+    kf_buf body;
+    bool eof;
+    int rc = kf_split_recv(HANDLER_FD, buf, sizeof(buf), KF_SPLIT_ALLOW(KF_SPLIT_CONFIG), 30000,
+                           &type, &body, NULL, &eof);
+    if (rc == KF_OK)
+        rc = kf_split_decode_config(&body, &conf);
+    kf_wipe(buf, sizeof(buf));
+    if (rc < 0) {
+        fprintf(stderr, "keyfleetd TLS session handler: no usable configuration: %s\n",
+                kf_strerror(rc));
+        return 1;
+    }
+    if (kf_log_open(conf.log_file[0] ? conf.log_file : NULL, (enum kf_log_level)conf.log_level) != 0)
+        return 1;
+    rc = kf_tlssplit_handler_serve(HANDLER_FD, &conf);
+    if (rc < 0)
+        kf_error("TLS split: session handler stops: %s", kf_strerror(rc));
+    return rc < 0 ? 1 : 0;
+}

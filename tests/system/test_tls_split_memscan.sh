@@ -1,0 +1,213 @@
+#!/usr/bin/env bash
+# Memory scan of the split endpoint's processes (docs/tls-split.md, "who holds which
+# secret"). While a peer holds a connection open, every readable mapping of the
+# process that does the record protection is read through /proc/PID/mem and searched:
+#  - positive control: the current traffic keys, derived from the peer's
+#    SSLKEYLOGFILE (HKDF-Expand-Label(secret, "key")) -- they must be found;
+#  - none of: the server's private key, any traffic secret, handshake secret,
+#    exporter secret or TLS 1.2 master secret from the peer's key log, the
+#    session-ticket key (revealed by the handler through a hook compiled only into
+#    -DKF_TEST_HOOKS=ON builds), and the peer's saved session state (ticket and
+#    resumption master secret: every high-entropy 32-byte window of it).
+# Scanned: a confined kf-tls-echo worker process (TLS 1.3 and 1.2), the keyfleetd
+# host in --tls-mode split (TLS 1.3), and -- with the server key in SoftHSM2 --
+# the session handler, which must hold no private-key bytes either.
+# Without KF_TEST_HOOKS the ticket key cannot be revealed: the script says SKIP.
+source "$(dirname "$0")/lib.sh"
+# Servers and peers this script starts besides the daemon: stopped on any exit.
+EXTRA_PIDS=()
+trap 'for p in "${EXTRA_PIDS[@]}"; do kill "$p" 2> /dev/null || true; done; cleanup' EXIT
+[ "$(id -u)" = 0 ] || { echo "SKIP: reading other processes' memory needs root"; exit 0; }
+ECHO="$BUILD/kf-tls-echo"
+LOAD="$BUILD/kf-tls-load"
+TTLV="$BUILD/kf-ttlv"
+for b in "$ECHO" "$LOAD" "$TTLV"; do [ -x "$b" ] || fail "$b is not built"; done
+PY=/usr/bin/python3
+
+cat > "$WORK/scan.py" <<'PY'
+# scan.py PID KEYLOG [--stek FILE] [--key PEM] [--session FILE] [--no-positive]
+# Exit 0 when the traffic key is found (unless --no-positive) and nothing else is.
+import hashlib, hmac, re, sys
+
+def hkdf_expand_label(secret, label, length):
+    h = hashlib.sha384 if len(secret) == 48 else hashlib.sha256
+    full = b"tls13 " + label
+    info = length.to_bytes(2, "big") + bytes([len(full)]) + full + b"\x00"
+    out, t, i = b"", b"", 1
+    while len(out) < length:
+        t = hmac.new(secret, t + info + bytes([i]), h).digest()
+        out += t
+        i += 1
+    return out[:length]
+
+def regions(pid):
+    for line in open(f"/proc/{pid}/maps"):
+        parts = line.split()
+        lo, hi = (int(x, 16) for x in parts[0].split("-"))
+        name = parts[5] if len(parts) > 5 else ""
+        if "r" not in parts[1] or name in ("[vvar]", "[vsyscall]", "[vvar_vclock]"):
+            continue
+        yield lo, hi, name
+
+def memory(pid):
+    chunks = []
+    with open(f"/proc/{pid}/mem", "rb", buffering=0) as m:
+        for lo, hi, name in regions(pid):
+            try:
+                m.seek(lo)
+                chunks.append(m.read(hi - lo))
+            except (OSError, ValueError, OverflowError):
+                pass
+    return b"\x00".join(chunks)
+
+def windows(secret, n=16):
+    return {secret[i:i + n] for i in range(0, len(secret) - n + 1)}
+
+def high_entropy(w):
+    return len(set(w)) >= 24
+
+args = sys.argv[1:]
+pid, keylog = args[0], args[1]
+opt = {args[i]: args[i + 1] for i in range(2, len(args) - 1) if args[i].startswith("--") and args[i] != "--no-positive"}
+positive = "--no-positive" not in args
+mem = memory(pid)
+secrets, traffic = {}, []
+for line in open(keylog):
+    f = line.split()
+    if len(f) != 3:
+        continue
+    label, _, sec = f[0], f[1], bytes.fromhex(f[2])
+    secrets.setdefault(label, []).append(sec)
+    if label in ("CLIENT_TRAFFIC_SECRET_0", "SERVER_TRAFFIC_SECRET_0"):
+        traffic.append(hkdf_expand_label(sec, b"key", 32 if len(sec) == 48 else 16))
+if "--stek" in opt:
+    for line in open(opt["--stek"]):
+        if line.startswith("stek "):
+            secrets.setdefault("session-ticket key", []).append(bytes.fromhex(line.split()[1]))
+if "--key" in opt:
+    from cryptography.hazmat.primitives.serialization import load_pem_private_key
+    k = load_pem_private_key(open(opt["--key"], "rb").read(), None)
+    n = (k.curve.key_size + 7) // 8
+    secrets["server private key"] = [k.private_numbers().private_value.to_bytes(n, "big")]
+if "--session" in opt:
+    data = open(opt["--session"], "rb").read()
+    ws = [data[i:i + 32] for i in range(0, len(data) - 31) if high_entropy(data[i:i + 32])]
+    secrets["peer's session state (ticket, resumption secret)"] = ws
+bad = 0
+for label, values in sorted(secrets.items()):
+    hits = 0
+    for v in values:
+        for w in (windows(v) if len(v) > 32 else {v}):
+            if w in mem:
+                hits += 1
+    print(f"{'FOUND' if hits else 'absent'}: {label} ({len(values)} value(s))")
+    bad += hits > 0
+if positive:
+    found = sum(1 for k in traffic if k in mem)
+    print(f"positive control: {found} of {len(traffic)} traffic keys found in {len(mem) >> 20} MiB")
+    if found == 0:
+        print("FAIL: the traffic key is not in this process: the scan would find nothing")
+        sys.exit(1)
+sys.exit(1 if bad else 0)
+PY
+
+# hold_and_scan NAME PID PORT CERTS PRIORITY [scan options]: a peer holds one
+# connection open while PID is scanned.
+hold_and_scan() {
+  local name=$1 pid=$2 port=$3 certs=$4 prio=$5; shift 5
+  rm -f "$WORK/$name.keylog"
+  SSLKEYLOGFILE="$WORK/$name.keylog" "$LOAD" --server "127.0.0.1:$port" --certs "$certs" --op hold \
+    --seconds 6 --priority "$prio" --session-out "$WORK/$name.session" ${REQUEST:+--request "$REQUEST"} \
+    > "$WORK/$name.hold" 2>&1 &
+  local hpid=$!
+  EXTRA_PIDS+=("$hpid")
+  for _ in $(seq 1 100); do grep -q held "$WORK/$name.hold" 2> /dev/null && break; sleep 0.05; done
+  grep -q held "$WORK/$name.hold" || fail "$name: the peer did not connect: $(cat "$WORK/$name.hold")"
+  [ -s "$WORK/$name.keylog" ] || fail "$name: no SSLKEYLOGFILE from the peer"
+  "$PY" "$WORK/scan.py" "$pid" "$WORK/$name.keylog" --session "$WORK/$name.session" "$@" > "$WORK/$name.scan" 2>&1 ||
+    fail "$name: $(cat "$WORK/$name.scan")"
+  sed "s/^/  $name: /" "$WORK/$name.scan"
+  wait "$hpid" || fail "$name: the held connection did not survive the scan"
+  ok
+}
+
+# ---- kf-tls-echo: a confined worker process ----
+EC="$WORK/echo-certs"
+# First start makes the certificates; the scanned run only reads their paths.
+"$ECHO" --mode split --certs "$EC" > "$WORK/echo0.out" 2>&1 &
+P0=$!; sleep 0.5; kill "$P0"; wait "$P0" || true
+[ -f "$EC/server-key.pem" ] || fail "no dev certificates"
+KF_TEST_REVEAL_FILE="$WORK/reveal" "$ECHO" --mode split --workers 1 --test-reveal --certs "$EC" \
+  > "$WORK/echo.out" 2> "$WORK/echo.err" &
+EPID=$!
+EXTRA_PIDS+=("$EPID")
+for _ in $(seq 1 100); do grep -q ready "$WORK/echo.out" 2> /dev/null && break; sleep 0.05; done
+EPORT=$(sed -n 's/ready port=\([0-9]*\).*/\1/p' "$WORK/echo.out")
+WPID=$(sed -n 's/.*workers=\([0-9]*\).*/\1/p' "$WORK/echo.out")
+HPID=$(sed -n 's/.*handler=\([0-9]*\).*/\1/p' "$WORK/echo.out")
+[ -n "$EPORT" ] && [ -n "$WPID" ] || fail "kf-tls-echo did not start: $(cat "$WORK/echo.err")"
+for _ in $(seq 1 40); do [ -s "$WORK/reveal" ] && break; sleep 0.05; done
+if [ ! -s "$WORK/reveal" ]; then
+  kill "$EPID"; wait "$EPID" || true
+  echo "SKIP: $(basename "$0"): build without -DKF_TEST_HOOKS=ON (the handler cannot reveal its ticket key)"
+  exit 0
+fi
+hold_and_scan worker-tls13 "$WPID" "$EPORT" "$EC" "NORMAL:-VERS-ALL:+VERS-TLS1.3" \
+  --stek "$WORK/reveal" --key "$EC/server-key.pem"
+hold_and_scan worker-tls12 "$WPID" "$EPORT" "$EC" "NORMAL:-VERS-ALL:+VERS-TLS1.2:-CIPHER-ALL:+AES-256-GCM" \
+  --stek "$WORK/reveal" --key "$EC/server-key.pem" --no-positive
+# Control for the control: the handler does hold the ticket key and the private key.
+"$PY" "$WORK/scan.py" "$HPID" /dev/null --stek "$WORK/reveal" --key "$EC/server-key.pem" \
+  --no-positive > "$WORK/handler.scan" 2>&1 && fail "the scan finds nothing even in the handler"
+grep -q "FOUND: session-ticket key" "$WORK/handler.scan" || fail "ticket key not found in the handler"
+grep -q "FOUND: server private key" "$WORK/handler.scan" || fail "private key not found in the handler"
+ok
+kill "$EPID"; wait "$EPID" || true
+
+# ---- keyfleetd --tls-mode split: the host process (workers are its threads) ----
+cat > "$WORK/discover.xml" <<'XML'
+<RequestMessage>
+  <RequestHeader>
+    <ProtocolVersion><ProtocolVersionMajor type="Integer" value="1"/><ProtocolVersionMinor type="Integer" value="4"/></ProtocolVersion>
+    <BatchCount type="Integer" value="1"/>
+  </RequestHeader>
+  <BatchItem><Operation type="Enumeration" value="DiscoverVersions"/><RequestPayload/></BatchItem>
+</RequestMessage>
+XML
+mkdir -p "$WORK/req"
+"$TTLV" xml2bin "$WORK/discover.xml" "$WORK/req" > /dev/null || fail "kf-ttlv xml2bin"
+REQUEST=$(ls "$WORK"/req/discover*.bin)
+start_daemon --dev --kmip-listen 127.0.0.1:0   # the first start makes the dev certificates
+stop_daemon
+start_daemon --dev --tls-mode split --kmip-listen 127.0.0.1:0
+PORT=$(sed -n 's/.*KMIP over TLS on .* (port \([0-9]*\)).*/\1/p' "$WORK/daemon.log" | tail -1)
+hold_and_scan keyfleetd "$DAEMON_PID" "$PORT" "$DATA/certs" "NORMAL:-VERS-ALL:+VERS-TLS1.3" \
+  --key "$DATA/certs/server-key.pem"
+stop_daemon
+
+# ---- the server key in SoftHSM2: not in the handler, not in keyfleetd ----
+SOFTHSM=/usr/lib/softhsm/libsofthsm2.so
+if [ -f "$SOFTHSM" ] && command -v p11tool > /dev/null; then
+  CERTS="$DATA/certs"
+  eval "$(bash "$(dirname "$0")/softhsm-setup.sh" "$WORK/hsm" split-tls)"
+  printf '1234\n' > "$WORK/pin"; chmod 600 "$WORK/pin"
+  GNUTLS_PIN=1234 p11tool --provider "$SOFTHSM" --login --write --load-privkey "$CERTS/server-key.pem" \
+    --label kmip-server --mark-private --mark-sign "pkcs11:token=split-tls" > /dev/null 2>&1 || fail "p11tool import"
+  start_daemon --dev --tls-mode split --kmip-listen 127.0.0.1:0 --kmip-cert "$CERTS/server-cert.pem" \
+    --kmip-key "pkcs11:token=split-tls;object=kmip-server;type=private" \
+    --kmip-pkcs11-module "$SOFTHSM" --kmip-pin-file "$WORK/pin"
+  PORT=$(sed -n 's/.*KMIP over TLS on .* (port \([0-9]*\)).*/\1/p' "$WORK/daemon.log" | tail -1)
+  HPID=$(ps --ppid "$DAEMON_PID" -o pid=,args= | awk '/--tls-session-handler/ {print $1}' | head -1)
+  [ -n "$HPID" ] || fail "no session handler"
+  hold_and_scan hsm-host "$DAEMON_PID" "$PORT" "$CERTS" "NORMAL:-VERS-ALL:+VERS-TLS1.3" --key "$CERTS/server-key.pem"
+  # The handler signed with the token's key (the handshake succeeded), yet holds none of it.
+  "$PY" "$WORK/scan.py" "$HPID" /dev/null --key "$CERTS/server-key.pem" --no-positive \
+    > "$WORK/hsm-handler.scan" 2>&1 || fail "handler with a SoftHSM2 key: $(cat "$WORK/hsm-handler.scan")"
+  grep -q "absent: server private key" "$WORK/hsm-handler.scan" || fail "handler scan incomplete"
+  sed "s/^/  hsm-handler: /" "$WORK/hsm-handler.scan" | grep "private key"
+  ok
+  stop_daemon
+else
+  echo "$(basename "$0"): SoftHSM2 or p11tool missing, the handler's PKCS#11 case not scanned" >&2
+fi
+finish
