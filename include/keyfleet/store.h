@@ -55,6 +55,51 @@ KF_RESULT int kf_store_commit(kf_store *st);
 void kf_store_rollback(kf_store *st);
 bool kf_store_in_transaction(kf_store *st);
 
+/* One job of a batch inside the open transaction: a savepoint that
+ * kf_store_savepoint_end releases (keep) or rolls back and releases (!keep),
+ * so a failed job takes back only its own changes. Prepared statements. */
+KF_RESULT int kf_store_savepoint(kf_store *st);
+void kf_store_savepoint_end(kf_store *st, bool keep);
+
+/*
+ * Group commit with the fsync outside the caller's lock. A batch that many
+ * callers wait on does
+ *   kf_store_begin_deferred(st, &deferred); <changes>; kf_store_commit_deferred(st, &ticket);
+ *   (release the lock that guards the connection)
+ *   kf_store_sync(st, ticket);    -- and only then answer anyone
+ * The commit is written to the WAL (it survives a kill -9 of the process) but
+ * not fsync'ed; kf_store_sync returns once an fdatasync of the WAL that began
+ * after that commit has completed, so an answer is released only when its
+ * transaction would survive a power loss, exactly as with synchronous=FULL.
+ * Meanwhile the next batch may run its transaction on the connection:
+ * kf_store_sync touches only the WAL file and its own lock, and one fdatasync
+ * covers every commit made before it started.
+ * When the store cannot defer (in memory, no WAL file yet, or a sync failed
+ * before), begin_deferred opens an ordinary synchronous=FULL transaction,
+ * sets *deferred false and commit_deferred returns ticket 0, which
+ * kf_store_sync treats as already durable. A failed fdatasync is sticky:
+ * every later sync fails (KF_ERR_IO) and later batches fall back to FULL.
+ * kf_store_begin always restores synchronous=FULL for ordinary transactions.
+ */
+KF_RESULT int kf_store_begin_deferred(kf_store *st, bool *deferred);
+KF_RESULT int kf_store_commit_deferred(kf_store *st, uint64_t *ticket);
+KF_RESULT int kf_store_sync(kf_store *st, uint64_t ticket);
+/* fdatasync calls kf_store_sync has made on this store, and (ns, may be
+ * NULL) the time they took together: for tests and benchmarks. */
+uint64_t kf_store_sync_count(kf_store *st, uint64_t *ns);
+/* If an fdatasync round of kf_store_sync is under way, wait until it ends.
+ * A batch leader calls it before its transaction: a commit made during that
+ * fdatasync cannot be covered by it anyway, so waiting costs the batch
+ * little and lets more callers join it. */
+void kf_store_sync_wait_idle(kf_store *st);
+
+/* Moves on every write to the object table (update, destroy material,
+ * delete: before the statement runs) and on every rollback, so a cache of
+ * facts about stored objects that remembers the value it was filled at is
+ * still right while the value has not changed. Fill such a cache under the
+ * lock that guards the connection; the value may be read from any thread. */
+uint64_t kf_store_object_generation(kf_store *st);
+
 /* ---- Security domains ---- */
 #define KF_DOMAIN_NAME_MAX 64
 
@@ -241,6 +286,11 @@ KF_RESULT int kf_store_device_insert(kf_store *st, const struct kf_device *dev);
 KF_RESULT int kf_store_device_get(kf_store *st, const char *id, struct kf_device *out);
 /* KF_ERR_ARG (the trigger) if counter is below the stored one; KF_ERR_DEVICE_UNKNOWN. */
 KF_RESULT int kf_store_device_set_counter(kf_store *st, const char *id, uint64_t counter);
+/* C_A + 1 and C_B + 1 for two different devices, each written and returned
+ * in one statement, inside the caller's transaction (which rolls back both
+ * on an error). KF_ERR_DEVICE_UNKNOWN; KF_ERR_DEVICE_COUNTER if one is at INT64_MAX. */
+KF_RESULT int kf_store_device_next_counters(kf_store *st, const char *const ids[2],
+                                            uint64_t counters[2]);
 /* KF_ERR_DEVICE_EXPORTED if it was already set. */
 KF_RESULT int kf_store_device_set_exported(kf_store *st, const char *id, int64_t when);
 struct kf_device_stats {

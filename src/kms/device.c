@@ -11,7 +11,9 @@
  * attribute y-keyfleet-device marks it, and objects.c refuses Get, Export,
  * every KMIP key use and Import-replace of a marked object, so its plaintext
  * leaves the server only in the installation package. A KEK exists only in
- * secure memory between the RNG and kfd_issue_part, and is wiped after.
+ * secure memory between the RNG and kfd_issue_part, and is wiped after. The
+ * unwrapped MKEKs of devices being served are cached in secure memory
+ * (device_cache.c), wiped on seal.
  *
  * Order of a pair request (the replayed-M defence of seed [0039]-[0041]
  * depends on it): ONE transaction advances C_A and C_B, reserves the KEK IDs,
@@ -19,11 +21,10 @@
  * are the KEKs drawn and M built. A crash after commit loses nothing that
  * matters: the counters only went up, and the unused KEK IDs are simply never
  * acknowledged. Pair requests and acknowledgements are group-committed like
- * creates (objects.c): concurrent callers share one transaction and one
- * fsync, each in its own savepoint, and each is answered only after the
- * commit.
+ * creates (groupcommit.c): concurrent callers share one transaction and one
+ * fdatasync of the WAL, each in its own savepoint, and each is answered only
+ * once that fdatasync, begun after the commit, has completed.
  */
-#include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -405,140 +406,115 @@ int kf_kms_device_domain(kf_kms *kms, const char *id, char domain[KF_DOMAIN_NAME
 {
     KF_ENSURE(kms && domain, KF_ERR_ARG);
     KF_GUARD(kfd_id_valid(id));
-    struct kf_device dev;
-    struct kf_domain d = {0};
+    struct kms_device_view v;
     struct dev_read r;
-    dev_read_begin(kms, &r);
-    int rc = load_device(r.st, id, &dev, &d, NULL);
-    dev_read_end(kms, &r);
+    int rc = kms_device_identity(kms, NULL, id, &v); /* cached after the first time */
+    if (rc == KF_ERR_NOT_FOUND) {
+        dev_read_begin(kms, &r);
+        rc = kms_device_identity(kms, r.st, id, &v);
+        dev_read_end(kms, &r);
+    }
     if (rc == KF_OK)
-        memcpy(domain, d.name, KF_DOMAIN_NAME_MAX + 1);
-    kf_domain_clear(&d);
+        memcpy(domain, v.domain, KF_DOMAIN_NAME_MAX + 1);
     return rc;
 }
 
 /* ---- Group commit of pair requests and acknowledgements ----
- * Whoever finds no batch running leads: it takes every queued job, runs each
- * in its own savepoint inside one transaction, commits once (one fsync),
- * audits the refusals, and wakes the others. A job's result is final only
- * after that commit. */
+ * groupcommit.c: the leader runs every queued job in its own savepoint inside
+ * one transaction, commits once, audits the refusals, and the jobs are
+ * answered only once the commit is fsync'ed (kf_store_sync). A job's result
+ * is final only then. */
 struct dev_job {
+    struct kms_gc_job gc;                            /* first: the queue holds &gc */
     int (*run)(kf_kms *kms, struct dev_job *j);      /* in the open transaction */
-    void (*refused)(kf_kms *kms, struct dev_job *j); /* audit j->rc, under kms->lock */
-    int rc;
-    bool done;
-    struct dev_job *next;
+    void (*refused)(kf_kms *kms, struct dev_job *j); /* audit gc.rc, under kms->lock */
 };
 
 static int run_in_savepoint(kf_kms *kms, struct dev_job *j)
 {
-    sqlite3 *db = kf_store_db(kms->store);
-    if (sqlite3_exec(db, "SAVEPOINT kf_device", NULL, NULL, NULL) != SQLITE_OK)
-        return KF_ERR_DB;
+    KF_GUARD(kf_store_savepoint(kms->store));
     int rc = j->run(kms, j);
-    if (rc < 0)
-        (void)sqlite3_exec(db, "ROLLBACK TO kf_device", NULL, NULL, NULL);
-    (void)sqlite3_exec(db, "RELEASE kf_device", NULL, NULL, NULL);
+    kf_store_savepoint_end(kms->store, rc == KF_OK);
     return rc;
 }
 
-static void run_device_batch(kf_kms *kms, struct dev_job *batch)
+static uint64_t run_device_batch(kf_kms *kms, struct kms_gc_job *batch)
 {
-    struct dev_job *ordered = NULL; /* the queue is LIFO: arrival order */
-    while (batch) {
-        struct dev_job *n = batch->next;
-        batch->next = ordered;
-        ordered = batch;
-        batch = n;
-    }
+    uint64_t ticket = 0;
+    bool deferred;
     pthread_mutex_lock(&kms->lock);
-    int trc = kf_secmod_sealed(kms->secmod) ? KF_ERR_SEALED : kf_store_begin(kms->store);
-    for (struct dev_job *j = ordered; j; j = j->next)
-        j->rc = trc == KF_OK ? run_in_savepoint(kms, j) : trc;
-    if (trc == KF_OK && (trc = kf_store_commit(kms->store)) < 0) {
+    int trc = kf_secmod_sealed(kms->secmod) ? KF_ERR_SEALED
+                                            : kf_store_begin_deferred(kms->store, &deferred);
+    for (struct kms_gc_job *j = batch; j; j = j->next)
+        j->rc = trc == KF_OK ? run_in_savepoint(kms, (struct dev_job *)j) : trc;
+    if (trc == KF_OK && (trc = kf_store_commit_deferred(kms->store, &ticket)) < 0) {
         kf_store_rollback(kms->store);
-        for (struct dev_job *j = ordered; j; j = j->next)
+        for (struct kms_gc_job *j = batch; j; j = j->next)
             if (j->rc == KF_OK)
                 j->rc = trc; /* nothing of the batch persisted */
     }
-    for (struct dev_job *j = ordered; j; j = j->next)
+    for (struct kms_gc_job *j = batch; j; j = j->next)
         if (j->rc < 0)
-            j->refused(kms, j);
+            ((struct dev_job *)j)->refused(kms, (struct dev_job *)j);
     pthread_mutex_unlock(&kms->lock);
-    pthread_mutex_lock(&kms->audit_queue_lock);
-    for (struct dev_job *j = ordered; j; j = j->next)
-        j->done = true;
-    pthread_mutex_unlock(&kms->audit_queue_lock);
+    return ticket;
 }
 
 static int device_batch_submit(kf_kms *kms, struct dev_job *me)
 {
-    pthread_mutex_lock(&kms->audit_queue_lock);
-    me->done = false;
-    me->next = kms->device_pending;
-    kms->device_pending = me;
-    while (!me->done) {
-        if (!kms->device_flushing) {
-            struct dev_job *batch = kms->device_pending;
-            kms->device_pending = NULL;
-            kms->device_flushing = true;
-            pthread_mutex_unlock(&kms->audit_queue_lock);
-            run_device_batch(kms, batch);
-            pthread_mutex_lock(&kms->audit_queue_lock);
-            kms->device_flushing = false;
-            pthread_cond_broadcast(&kms->audit_queue_done);
-        } else {
-            pthread_cond_wait(&kms->audit_queue_done, &kms->audit_queue_lock);
-        }
-    }
-    pthread_mutex_unlock(&kms->audit_queue_lock);
-    return me->rc;
+    return kms_gc_submit(kms, &kms->device_q, &me->gc, run_device_batch);
 }
 
 /* ---- Pair key request ---- */
 
 struct pair_job {
-    struct dev_job job; /* first: the queue holds &job */
+    struct dev_job job; /* first */
     const char *actor, *id_a, *id_b;
     uint32_t count, lifetime, max_uses;
     /* Captured in the transaction for building M after the commit. */
-    struct kf_domain domain;
-    struct kf_object mkek[2];
+    char domain[KF_DOMAIN_NAME_MAX + 1];
+    struct kms_device_view dev[2];
     uint64_t counter[2];
     uint64_t first_kek_id;
     int64_t not_before;
 };
 
+/* The MKEK may wrap KEKs now: its mark, archive, material and (from its
+ * dates, now) its state, as of this transaction. */
+static int device_usable(const struct kms_device_view *v, enum kf_use_purpose purpose)
+{
+    uint32_t state = kf_lifecycle_effective_state(v->state, v->activation_date,
+                                                  v->deactivation_date, now_seconds());
+    KF_ENSURE(v->bound, KF_ERR_INTERNAL);
+    KF_ENSURE(!v->archived, KF_ERR_OBJECT_ARCHIVED);
+    KF_ENSURE(kf_lifecycle_allows_use(state, purpose) && v->has_material, KF_ERR_STATE);
+    return KF_OK;
+}
+
 static int pair_run(kf_kms *kms, struct dev_job *j)
 {
     struct pair_job *p = (struct pair_job *)j;
-    struct kf_device dev[2];
     const char *ids[2] = {p->id_a, p->id_b};
     kf_store *st = kms->store;
     for (int i = 0; i < 2; i++)
-        KF_GUARD(kf_store_device_get(st, ids[i], &dev[i]));
-    KF_ENSURE(dev[0].domain_id == dev[1].domain_id, KF_ERR_DOMAIN_CROSS);
-    KF_GUARD(kf_store_domain_get_by_id(st, dev[0].domain_id, &p->domain));
-    for (int i = 0; i < 2; i++) {
-        KF_GUARD(kf_store_object_get(st, dev[i].domain_id, dev[i].mkek_key_id, &p->mkek[i]));
-        KF_GUARD(mkek_usable(&p->mkek[i], KF_USE_WRAP));
-    }
-    for (int i = 0; i < 2; i++) {
-        KF_ENSURE(dev[i].counter < (uint64_t)INT64_MAX, KF_ERR_DEVICE_COUNTER);
-        p->counter[i] = dev[i].counter + 1;
-        KF_GUARD(kf_store_device_set_counter(st, ids[i], p->counter[i]));
-    }
+        KF_GUARD(kms_device_view_tx(kms, ids[i], &p->dev[i]));
+    KF_ENSURE(p->dev[0].domain_id == p->dev[1].domain_id, KF_ERR_DOMAIN_CROSS);
+    memcpy(p->domain, p->dev[0].domain, sizeof(p->domain));
+    for (int i = 0; i < 2; i++)
+        KF_GUARD(device_usable(&p->dev[i], KF_USE_WRAP));
+    /* C_A + 1, C_B + 1: in the database (authoritative) and in this job. */
+    KF_GUARD(kf_store_device_next_counters(st, ids, p->counter));
     KF_GUARD(kf_store_kek_ids_next(st, p->count, &p->first_kek_id));
     p->not_before = now_seconds();
     struct kf_pair_kek k = {
-        .domain_id = p->domain.id,
+        .domain_id = p->dev[0].domain_id,
         .counter_a = p->counter[0],
         .counter_b = p->counter[1],
         .max_uses = p->max_uses,
         .issued_at = p->not_before,
     };
-    memcpy(k.id_a, dev[0].id, sizeof(k.id_a));
-    memcpy(k.id_b, dev[1].id, sizeof(k.id_b));
+    memcpy(k.id_a, p->dev[0].id, sizeof(k.id_a));
+    memcpy(k.id_b, p->dev[1].id, sizeof(k.id_b));
     for (uint32_t i = 0; i < p->count; i++) {
         k.kek_id = p->first_kek_id + i;
         k.kek_index = i;
@@ -554,7 +530,7 @@ static int pair_run(kf_kms *kms, struct dev_job *j)
              (unsigned long long)(p->first_kek_id + p->count - 1), p->count,
              (unsigned long long)p->counter[0], (unsigned long long)p->counter[1], p->lifetime,
              p->max_uses);
-    return kms_audit(kms, p->actor, "PairKeyRequest", p->domain.name, p->id_a, KF_OK, detail);
+    return kms_audit(kms, p->actor, "PairKeyRequest", p->domain, p->id_a, KF_OK, detail);
 }
 
 static void pair_audit_refusal(kf_kms *kms, const struct pair_job *p, int rc, const char *why)
@@ -565,34 +541,52 @@ static void pair_audit_refusal(kf_kms *kms, const struct pair_job *p, int rc, co
         snprintf(detail, sizeof(detail), "B %s: %s", *b ? b : "-", why);
     else
         snprintf(detail, sizeof(detail), "B %s", *b ? b : "-");
-    kms_audit_refusal(kms, p->actor, "PairKeyRequest", p->domain.name, shown_id(p->id_a), rc,
-                      detail);
+    kms_audit_refusal(kms, p->actor, "PairKeyRequest", p->domain, shown_id(p->id_a), rc, detail);
 }
 
 static void pair_refused(kf_kms *kms, struct dev_job *j)
 {
     struct pair_job *p = (struct pair_job *)j;
-    pair_audit_refusal(kms, p, j->rc,
-                       j->rc == KF_ERR_RNG_HEALTH ? "random source failed its health test" : NULL);
+    pair_audit_refusal(kms, p, j->gc.rc,
+                       j->gc.rc == KF_ERR_RNG_HEALTH ? "random source failed its health test"
+                                                     : NULL);
+}
+
+/* One part of M, built with the MKEK of its device (kms_device_with_mkek). */
+struct part_build {
+    const struct pair_job *p;
+    enum kfd_role role;
+    uint64_t counter;
+    const struct kfd_issue_kek *meta;
+    const uint8_t (*keks)[KFD_KEY_LEN];
+    const uint8_t *nonce;
+    kf_buf *m;
+};
+
+static int build_part(void *ctx, const uint8_t *mkek)
+{
+    const struct part_build *b = ctx;
+    return kfd_issue_part(mkek, b->role, b->p->id_a, b->p->id_b, b->counter, b->meta, b->keks,
+                          b->p->count, b->nonce, b->m);
 }
 
 /* After the commit: draw the KEKs, build SM_A || SM_B into m, wipe. */
 static int build_message(kf_kms *kms, struct pair_job *p, kf_buf *m)
 {
-    kf_buf mkek[2] = {{0}}, keks = {0};
-    uint8_t nonce[2][KFD_NONCE_LEN];
+    kf_buf keks = {0};
     struct kfd_issue_kek meta[KF_PAIR_MAX_KEKS];
     static const enum kfd_role roles[2] = {KFD_ROLE_A, KFD_ROLE_B};
     uint8_t *kp;
-    size_t n = (size_t)p->count * KFD_KEY_LEN;
-    int rc = kf_buf_alloc(&keks, n, n, KF_BUF_SECRET);
-    if (rc == KF_OK && (rc = kf_buf_put_space(&keks, n, &kp)) == KF_OK)
-        rc = kf_rng_bytes(kp, n);
-    if (rc == KF_OK)
-        rc = kf_rng_bytes(&nonce[0][0], sizeof(nonce));
-    for (int i = 0; i < 2 && rc == KF_OK; i++)
-        if ((rc = kf_buf_alloc(&mkek[i], KFD_KEY_LEN, 64, KF_BUF_SECRET)) == KF_OK)
-            rc = mkek_unwrap(kms, &p->domain, &p->mkek[i], &mkek[i]);
+    /* One draw for the KEKs and both nonces (the nonces follow the KEKs). */
+    size_t n = (size_t)p->count * KFD_KEY_LEN, all = n + 2 * KFD_NONCE_LEN;
+    int rc = kf_buf_alloc(&keks, all, all, KF_BUF_SECRET);
+    if (rc == KF_OK && (rc = kf_buf_put_space(&keks, all, &kp)) == KF_OK)
+        rc = kf_rng_bytes(kp, all);
+    const uint8_t *nonce[2] = {NULL, NULL};
+    if (rc == KF_OK) {
+        nonce[0] = kp + n;
+        nonce[1] = kp + n + KFD_NONCE_LEN;
+    }
     for (uint32_t i = 0; i < p->count; i++)
         meta[i] = (struct kfd_issue_kek){
             .kek_id = p->first_kek_id + i,
@@ -601,13 +595,19 @@ static int build_message(kf_kms *kms, struct pair_job *p, kf_buf *m)
             .max_uses = p->max_uses,
         };
     /* Each part is appended to m: M = SM_A || SM_B. */
-    for (int i = 0; i < 2 && rc == KF_OK; i++)
-        rc = kfd_issue_part(mkek[i].data, roles[i], p->id_a, p->id_b, p->counter[i], meta,
-                            (const uint8_t(*)[KFD_KEY_LEN])keks.data, p->count, nonce[i], m);
+    for (int i = 0; i < 2 && rc == KF_OK; i++) {
+        struct part_build b = {
+            .p = p,
+            .role = roles[i],
+            .counter = p->counter[i],
+            .meta = meta,
+            .keks = (const uint8_t(*)[KFD_KEY_LEN])keks.data,
+            .nonce = nonce[i],
+            .m = m,
+        };
+        rc = kms_device_with_mkek(kms, &p->dev[i], build_part, &b);
+    }
     kf_buf_free(&keks); /* wipes the KEKs: nothing of them remains but M */
-    kf_buf_free(&mkek[0]);
-    kf_buf_free(&mkek[1]);
-    kf_wipe(nonce, sizeof(nonce));
     if (rc < 0)
         kf_buf_reset(m);
     return rc;
@@ -645,7 +645,7 @@ int kf_kms_pair_issue(kf_kms *kms, const char *actor, const char *id_a, const ch
         rc = KF_ERR_RNG_HEALTH; /* before any counter moves for a message that cannot be made */
     if (rc < 0) {
         pthread_mutex_lock(&kms->lock);
-        p.job.rc = rc;
+        p.job.gc.rc = rc;
         pair_refused(kms, &p.job);
         pthread_mutex_unlock(&kms->lock);
         return rc;
@@ -656,9 +656,6 @@ int kf_kms_pair_issue(kf_kms *kms, const char *actor, const char *id_a, const ch
         pair_audit_refusal(kms, &p, rc, "committed, but the message could not be built");
         pthread_mutex_unlock(&kms->lock);
     }
-    kf_object_clear(&p.mkek[0]);
-    kf_object_clear(&p.mkek[1]);
-    kf_domain_clear(&p.domain);
     return rc;
 }
 
@@ -743,34 +740,43 @@ static void ack_audit_refusal(kf_kms *kms, const char *actor, const char *domain
 static void ack_refused(kf_kms *kms, struct dev_job *j)
 {
     struct ack_job *q = (struct ack_job *)j;
-    ack_audit_refusal(kms, q->actor, q->domain, &q->ack, j->rc);
+    ack_audit_refusal(kms, q->actor, q->domain, &q->ack, j->gc.rc);
+}
+
+static int ack_mac_check(void *ctx, const uint8_t *mkek)
+{
+    const struct ack_job *q = ctx;
+    return kfd_ack_verify(&q->ack, mkek) == KF_OK ? KF_OK : KF_ERR_ACK_MAC;
 }
 
 /* Check the ack's MAC under the device's MKEK, on a read connection. */
 static int ack_verify(kf_kms *kms, struct ack_job *q)
 {
-    struct kf_device dev;
-    struct kf_domain d = {0};
+    struct kms_device_view v;
     struct kf_object obj = {0};
-    kf_buf mkek = {0};
     struct dev_read r;
     KF_ENSURE(!kf_secmod_sealed(kms->secmod), KF_ERR_SEALED);
-    dev_read_begin(kms, &r);
-    int rc = load_device(r.st, q->ack.device, &dev, &d, &obj);
-    dev_read_end(kms, &r);
+    /* The device as its last pair request saw it, if no object changed since. */
+    int rc = kms_device_view_cached(kms, q->ack.device, &v);
+    if (rc == KF_OK) {
+        memcpy(q->domain, v.domain, sizeof(q->domain));
+        rc = device_usable(&v, KF_USE_MAC_VERIFY);
+    } else {
+        dev_read_begin(kms, &r);
+        rc = kms_device_identity(kms, r.st, q->ack.device, &v);
+        if (rc == KF_OK)
+            rc = kf_store_object_get(r.st, v.domain_id, v.mkek_key_id, &obj);
+        dev_read_end(kms, &r);
+        if (rc == KF_OK) {
+            memcpy(q->domain, v.domain, sizeof(q->domain));
+            rc = mkek_usable(&obj, KF_USE_MAC_VERIFY);
+            v.version = obj.version;
+            v.facts_valid = true; /* for the key's version only */
+        }
+    }
     if (rc == KF_OK)
-        memcpy(q->domain, d.name, sizeof(q->domain));
-    if (rc == KF_OK)
-        rc = mkek_usable(&obj, KF_USE_MAC_VERIFY);
-    if (rc == KF_OK)
-        rc = kf_buf_alloc(&mkek, KFD_KEY_LEN, 64, KF_BUF_SECRET);
-    if (rc == KF_OK)
-        rc = mkek_unwrap(kms, &d, &obj, &mkek);
-    if (rc == KF_OK && kfd_ack_verify(&q->ack, mkek.data) != KF_OK)
-        rc = KF_ERR_ACK_MAC;
-    kf_buf_free(&mkek);
+        rc = kms_device_with_mkek(kms, &v, ack_mac_check, q);
     kf_object_clear(&obj);
-    kf_domain_clear(&d);
     return rc;
 }
 

@@ -3,6 +3,7 @@
 #define KF_KMS_INTERNAL_H
 
 #include <pthread.h>
+#include <semaphore.h>
 #include <stdatomic.h>
 
 #include "keyfleet/kms.h"
@@ -16,16 +17,72 @@ struct kms_reader {
     kf_store *store;
 };
 
-struct create_wait;
-struct dev_job;
-
-/* One audit record waiting for a group commit. */
-struct kms_audit_wait {
-    struct kf_audit_event ev;
-    int result;            /* of the append and commit */
-    bool done;
-    struct kms_audit_wait *next;
+/* One caller of a group commit (groupcommit.c). Embed it first in the job. */
+struct kms_gc_job {
+    struct kms_gc_job *next;
+    int rc;                   /* the job's result, set by the batch */
+    sem_t wake;               /* posted once: done, or lead */
+    atomic_int role;
+    struct kms_gc_job *batch; /* handed to a new leader */
 };
+
+struct kms_gc_queue {
+    pthread_mutex_t lock;
+    struct kms_gc_job *pending; /* LIFO */
+    bool busy;                  /* a leader owns the queue */
+    bool durable;               /* batches are fsync'ed before their jobs are answered */
+    atomic_uint_fast64_t batches, jobs; /* for tests and benchmarks */
+};
+
+/* Run a batch (in arrival order) under kms->lock: set each job's rc, commit
+ * with kf_store_commit_deferred, audit refusals. Returns the commit's ticket
+ * for kf_store_sync (0: nothing to wait for). */
+typedef uint64_t (*kms_gc_run_fn)(kf_kms *kms, struct kms_gc_job *batch);
+
+void kms_gc_queue_init(struct kms_gc_queue *q, bool durable);
+void kms_gc_queue_destroy(struct kms_gc_queue *q);
+/* Queue me and return its rc once the batch that carried it is durable.
+ * Must be called WITHOUT kms->lock held. */
+int kms_gc_submit(kf_kms *kms, struct kms_gc_queue *q, struct kms_gc_job *me, kms_gc_run_fn run);
+
+/* Devices the service has seen (device_cache.c): identity, validated MKEK
+ * facts and, in secure memory, the unwrapped MKEK. */
+struct kms_device_cache;
+
+/* What the pairing service needs of one device. */
+struct kms_device_view {
+    char id[KF_DEVICE_ID_MAX + 1];
+    uint64_t domain_id;
+    uint64_t mkek_key_id;
+    char domain[KF_DOMAIN_NAME_MAX + 1];
+    /* The MKEK object's facts (kms_device_view_tx only). */
+    bool facts_valid;
+    bool bound, archived, has_material;
+    uint32_t state, version;
+    int64_t activation_date, deactivation_date;
+};
+
+int kms_device_cache_open(kf_kms *kms);
+void kms_device_cache_close(kf_kms *kms);
+/* Forget every cached MKEK (seal, unseal). */
+void kms_device_cache_wipe(kf_kms *kms);
+/* How many MKEKs the cache holds (tests). */
+size_t kms_device_cache_keys(kf_kms *kms);
+/* The device's identity (domain, MKEK object, domain name), read on st when
+ * not cached. KF_ERR_DEVICE_UNKNOWN; KF_ERR_NOT_FOUND if not cached and st is NULL. */
+int kms_device_identity(kf_kms *kms, kf_store *st, const char *id, struct kms_device_view *out);
+/* Identity and MKEK facts as of the writer's open transaction: under
+ * kms->lock, inside the transaction that relies on them. */
+int kms_device_view_tx(kf_kms *kms, const char *id, struct kms_device_view *out);
+/* Identity and MKEK facts from the cache, if the facts were read at the
+ * current object generation (no object written since, no rollback): then
+ * they are what a read would return now. Any thread. KF_ERR_NOT_FOUND: read
+ * them from the store instead. */
+int kms_device_view_cached(kf_kms *kms, const char *id, struct kms_device_view *out);
+/* Call fn with the device's unwrapped MKEK (cached in secure memory, or
+ * unwrapped from the store and then cached). KF_ERR_SEALED when sealed. */
+int kms_device_with_mkek(kf_kms *kms, const struct kms_device_view *v,
+                         int (*fn)(void *ctx, const uint8_t *mkek), void *ctx);
 
 struct kf_kms {
     char dir[4096];
@@ -38,24 +95,17 @@ struct kf_kms {
     pthread_mutex_t lock;
     /* Readers: NULL stores when the store is in memory (then reads use the writer). */
     struct kms_reader readers[KF_KMS_READERS];
-    /* Group commit of audit records for reads and key uses. */
-    pthread_mutex_t audit_queue_lock;
-    pthread_cond_t audit_queue_done;
-    struct kms_audit_wait *audit_pending;
-    bool audit_flushing;
-    /* Group commit of creates (objects.c), under audit_queue_lock too. */
-    struct create_wait *create_pending;
-    bool create_flushing;
-    /* Group commit of pair key requests and acks (device.c), under audit_queue_lock too. */
-    struct dev_job *device_pending;
-    bool device_flushing;
+    /* Group commits (groupcommit.c): audit records of reads and key uses,
+     * creates (objects.c), pair requests and acks (device.c). */
+    struct kms_gc_queue audit_q, create_q, device_q;
     /* Read/use audit records commit without fsync; the flusher fdatasyncs the WAL
-     * within KMS_AUDIT_SYNC_MS (see service.c). -1: off (in-memory store). */
-    int wal_fd;
-    atomic_bool wal_dirty;
+     * within KMS_AUDIT_SYNC_MS (see service.c). audit_ticket: the newest such
+     * commit (0: nothing to sync). */
+    atomic_uint_fast64_t audit_ticket;
     atomic_bool flusher_stop;
     pthread_t flusher;
     bool flusher_running;
+    struct kms_device_cache *devices;
     /* Domain keys loaded into the security module since the last unseal. */
     pthread_rwlock_t handles_lock;
     struct {

@@ -3,7 +3,6 @@
  * lifecycle operations activate, revoke and destroy. Each is one transaction
  * with its audit record; each refusal is audited with its error name.
  */
-#include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -71,9 +70,7 @@ static int create_in_tx(kf_kms *kms, const struct kf_key_spec *spec, const char 
     uint8_t *p;
     int rc;
 
-    if (sqlite3_exec(kf_store_db(kms->store), "SAVEPOINT kf_create", NULL, NULL, NULL) !=
-        SQLITE_OK)
-        return KF_ERR_DB;
+    KF_GUARD(kf_store_savepoint(kms->store));
     if ((rc = kf_store_domain_get(kms->store, spec->domain, &d)) < 0 ||
         (rc = kms_domain_handle(kms, &d, &h)) < 0 ||
         (rc = kf_store_next_key_id(kms->store, d.id, &obj.key_id)) < 0 ||
@@ -114,9 +111,7 @@ static int create_in_tx(kf_kms *kms, const struct kf_key_spec *spec, const char 
              obj.crypto_length);
     rc = kms_audit(kms, actor, "Create", d.name, uid, KF_OK, detail);
 out:
-    if (rc < 0)
-        (void)sqlite3_exec(kf_store_db(kms->store), "ROLLBACK TO kf_create", NULL, NULL, NULL);
-    (void)sqlite3_exec(kf_store_db(kms->store), "RELEASE kf_create", NULL, NULL, NULL);
+    kf_store_savepoint_end(kms->store, rc == KF_OK);
     free(obj.attributes);
     kf_buf_free(&material);
     kf_buf_free(&wrapped);
@@ -125,86 +120,63 @@ out:
 }
 
 /*
- * Group commit of creates: concurrent creates share one transaction and one
- * fsync (synchronous=FULL); each is acknowledged only after that commit.
- * Whoever finds no batch running leads: it takes every queued create, runs
- * each in its own savepoint, commits once, and wakes the others.
+ * Group commit of creates (groupcommit.c): concurrent creates share one
+ * transaction and one fdatasync of the WAL; each is acknowledged only after
+ * that sync, as with synchronous=FULL. Each create runs in its own savepoint,
+ * so a failure takes back only that create.
  */
 struct create_wait {
+    struct kms_gc_job gc; /* first */
     const struct kf_key_spec *spec;
     const char *actor;
     char *uid;
-    int rc;
-    bool done;
-    struct create_wait *next;
 };
 
 static void audit_create_refusal(kf_kms *kms, const struct create_wait *w)
 {
     const char *dom =
         w->spec->domain && kf_domain_name_valid(w->spec->domain) ? w->spec->domain : "";
-    kms_audit_refusal(kms, w->actor, "Create", dom, "", w->rc,
-                      w->rc == KF_ERR_RNG_HEALTH ? "random source failed its health test" : NULL);
+    kms_audit_refusal(kms, w->actor, "Create", dom, "", w->gc.rc,
+                      w->gc.rc == KF_ERR_RNG_HEALTH ? "random source failed its health test"
+                                                    : NULL);
 }
 
-static void run_create_batch(kf_kms *kms, struct create_wait *batch)
+static uint64_t run_create_batch(kf_kms *kms, struct kms_gc_job *batch)
 {
-    struct create_wait *ordered = NULL; /* the queue is LIFO: arrival order */
-    while (batch) {
-        struct create_wait *n = batch->next;
-        batch->next = ordered;
-        ordered = batch;
-        batch = n;
-    }
+    uint64_t ticket = 0;
+    bool deferred;
     pthread_mutex_lock(&kms->lock);
-    int trc = kf_secmod_sealed(kms->secmod) ? KF_ERR_SEALED : kf_store_begin(kms->store);
-    for (struct create_wait *w = ordered; w; w = w->next)
-        w->rc = trc == KF_OK ? create_in_tx(kms, w->spec, w->actor, w->uid) : trc;
-    if (trc == KF_OK && (trc = kf_store_commit(kms->store)) < 0) {
-        kf_store_rollback(kms->store);
-        for (struct create_wait *w = ordered; w; w = w->next)
-            if (w->rc == KF_OK)
-                w->rc = trc; /* nothing of the batch persisted */
+    int trc = kf_secmod_sealed(kms->secmod) ? KF_ERR_SEALED
+                                            : kf_store_begin_deferred(kms->store, &deferred);
+    for (struct kms_gc_job *j = batch; j; j = j->next) {
+        struct create_wait *w = (struct create_wait *)j;
+        j->rc = trc == KF_OK ? create_in_tx(kms, w->spec, w->actor, w->uid) : trc;
     }
-    for (struct create_wait *w = ordered; w; w = w->next)
-        if (w->rc < 0)
-            audit_create_refusal(kms, w);
+    if (trc == KF_OK && (trc = kf_store_commit_deferred(kms->store, &ticket)) < 0) {
+        kf_store_rollback(kms->store);
+        for (struct kms_gc_job *j = batch; j; j = j->next)
+            if (j->rc == KF_OK)
+                j->rc = trc; /* nothing of the batch persisted */
+    }
+    for (struct kms_gc_job *j = batch; j; j = j->next)
+        if (j->rc < 0)
+            audit_create_refusal(kms, (struct create_wait *)j);
     pthread_mutex_unlock(&kms->lock);
-    pthread_mutex_lock(&kms->audit_queue_lock);
-    for (struct create_wait *w = ordered; w; w = w->next)
-        w->done = true;
-    pthread_mutex_unlock(&kms->audit_queue_lock);
+    return ticket;
 }
 
 int kf_kms_create(kf_kms *kms, const char *actor, const struct kf_key_spec *spec,
                   char uid[KF_UID_MAX])
 {
-    struct create_wait me = {.spec = spec, .actor = actor, .uid = uid, .rc = check_spec(spec)};
-    if (me.rc < 0) {
+    struct create_wait me = {.spec = spec, .actor = actor, .uid = uid};
+    me.gc.rc = check_spec(spec);
+    if (me.gc.rc < 0) {
         pthread_mutex_lock(&kms->lock);
         audit_create_refusal(kms, &me);
         pthread_mutex_unlock(&kms->lock);
-        return me.rc;
+        return me.gc.rc;
     }
-    pthread_mutex_lock(&kms->audit_queue_lock);
-    me.next = kms->create_pending;
-    kms->create_pending = &me;
-    while (!me.done) {
-        if (!kms->create_flushing) {
-            struct create_wait *batch = kms->create_pending;
-            kms->create_pending = NULL;
-            kms->create_flushing = true;
-            pthread_mutex_unlock(&kms->audit_queue_lock);
-            run_create_batch(kms, batch);
-            pthread_mutex_lock(&kms->audit_queue_lock);
-            kms->create_flushing = false;
-            pthread_cond_broadcast(&kms->audit_queue_done);
-        } else {
-            pthread_cond_wait(&kms->audit_queue_done, &kms->audit_queue_lock);
-        }
-    }
-    pthread_mutex_unlock(&kms->audit_queue_lock);
-    return me.rc;
+    return kms_gc_submit(kms, &kms->create_q, &me.gc, run_create_batch);
 }
 
 /* Resolve a UID to its domain and object on connection st. */

@@ -3,9 +3,8 @@
  * status, domains, and the audit helpers every operation uses.
  */
 #include <errno.h>
-#include <sqlite3.h>
+#include <malloc.h>
 #include <unistd.h>
-#include <fcntl.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -94,6 +93,7 @@ void kms_forget_handles(kf_kms *kms)
     pthread_rwlock_wrlock(&kms->handles_lock);
     kms->nloaded = 0;
     pthread_rwlock_unlock(&kms->handles_lock);
+    kms_device_cache_wipe(kms); /* the unwrapped MKEKs go with the domain keys */
 }
 
 struct kms_reader *kms_reader_acquire(kf_kms *kms)
@@ -119,52 +119,50 @@ void kms_reader_release(struct kms_reader *r)
 }
 
 /*
- * Group commit: callers queue their record; whoever finds no flush running
- * becomes the leader, takes the whole queue, writes it in one transaction
- * (one fsync) and wakes everyone it carried. Each caller returns only once
- * its own record is durable, so a result is never released unaudited.
- */
-/*
- * Durability of read/use audit records: they are committed to the WAL (write()
- * done before the answer leaves, so they survive a kill -9 of the daemon) but
+ * Group commit of audit records for reads and key uses (groupcommit.c): one
+ * transaction per batch, each caller answered only once its record is
+ * committed, so a result is never released unaudited.
+ *
+ * Durability of these records: they are committed to the WAL (write() done
+ * before the answer leaves, so they survive a kill -9 of the daemon) but
  * fsynced by the flusher within KMS_AUDIT_SYNC_MS rather than per commit; a
  * power loss can cost at most that window of *use* records. Records of state
- * changes, creations and administration keep synchronous=FULL (fsync per
- * commit). Under load this turns one fsync per batch into one per window.
+ * changes, creations, pair requests and administration are fsync'ed before
+ * their answer leaves (kf_store_sync). Under load this turns one fsync per
+ * batch into one per window.
  */
 #define KMS_AUDIT_SYNC_MS 20
 
-static sqlite3 *writer_db(kf_kms *kms)
-{
-    return kf_store_db(kms->store);
-}
+struct audit_job {
+    struct kms_gc_job gc; /* first */
+    struct kf_audit_event ev;
+};
 
 static void *audit_flusher(void *arg)
 {
     kf_kms *kms = arg;
+    uint64_t done = 0;
     while (!atomic_load(&kms->flusher_stop)) {
         usleep(KMS_AUDIT_SYNC_MS * 1000);
-        if (atomic_exchange(&kms->wal_dirty, false) && fdatasync(kms->wal_fd) != 0)
-            kf_error("audit: fdatasync of the WAL failed: %s", strerror(errno));
+        uint64_t t = atomic_load(&kms->audit_ticket);
+        if (t > done && kf_store_sync(kms->store, t) == KF_OK)
+            done = t; /* a failure is logged by the store, and sticky */
     }
-    if (atomic_exchange(&kms->wal_dirty, false))
-        (void)fdatasync(kms->wal_fd);
+    uint64_t t = atomic_load(&kms->audit_ticket);
+    if (t > done && kf_store_sync(kms->store, t) < 0)
+        kf_error("audit: the last read/use records could not be synced");
     return NULL;
 }
 
-static void start_flusher(kf_kms *kms)
+/* Under kms->lock. The flusher runs for a store on disk only (the pool of
+ * readers is the sign of one). */
+static bool flusher_ready(kf_kms *kms)
 {
-    char path[4200];
-    snprintf(path, sizeof(path), "%s/%s-wal", kms->dir, KF_STORE_DB_NAME);
-    kms->wal_fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-    if (kms->wal_fd < 0)
-        return; /* no WAL file yet: this batch stays FULL, the next one tries again */
-    atomic_store(&kms->flusher_stop, false);
-    kms->flusher_running = pthread_create(&kms->flusher, NULL, audit_flusher, kms) == 0;
-    if (!kms->flusher_running) {
-        close(kms->wal_fd);
-        kms->wal_fd = -1;
+    if (!kms->flusher_running && kms->readers[0].store) {
+        atomic_store(&kms->flusher_stop, false);
+        kms->flusher_running = pthread_create(&kms->flusher, NULL, audit_flusher, kms) == 0;
     }
+    return kms->flusher_running;
 }
 
 static void stop_flusher(kf_kms *kms)
@@ -174,74 +172,38 @@ static void stop_flusher(kf_kms *kms)
         pthread_join(kms->flusher, NULL);
         kms->flusher_running = false;
     }
-    if (kms->wal_fd >= 0)
-        close(kms->wal_fd);
-    kms->wal_fd = -1;
 }
 
-static void flush_batch(kf_kms *kms, struct kms_audit_wait *batch)
+static uint64_t run_audit_batch(kf_kms *kms, struct kms_gc_job *batch)
 {
+    uint64_t ticket = 0;
+    bool deferred = false;
     pthread_mutex_lock(&kms->lock);
-    /* The WAL file exists once anything was written; start the flusher then
-     * (on disk only: the pool of readers is the sign of a file store). */
-    if (!kms->flusher_running && kms->readers[0].store && kms->wal_fd < 0)
-        start_flusher(kms);
-    bool relaxed = kms->flusher_running &&
-                   sqlite3_exec(writer_db(kms), "PRAGMA synchronous=NORMAL", NULL, NULL, NULL) ==
-                       SQLITE_OK;
-    int rc = kf_store_begin(kms->store);
-    /* The queue is LIFO; append in arrival order. */
-    struct kms_audit_wait *ordered = NULL;
-    while (batch) {
-        struct kms_audit_wait *n = batch->next;
-        batch->next = ordered;
-        ordered = batch;
-        batch = n;
-    }
-    for (struct kms_audit_wait *w = ordered; w && rc == KF_OK; w = w->next)
-        rc = kf_audit_append(kms->audit, &w->ev, NULL);
+    bool flusher = flusher_ready(kms);
+    int rc = flusher ? kf_store_begin_deferred(kms->store, &deferred) : kf_store_begin(kms->store);
+    for (struct kms_gc_job *j = batch; j && rc == KF_OK; j = j->next)
+        rc = kf_audit_append(kms->audit, &((struct audit_job *)j)->ev, NULL);
     if (rc == KF_OK)
-        rc = kf_store_commit(kms->store);
+        rc = kf_store_commit_deferred(kms->store, &ticket);
     if (rc < 0) {
         kf_store_rollback(kms->store);
         kf_error("audit group commit failed: %s", kf_strerror(rc));
-    }
-    if (relaxed) {
-        atomic_store(&kms->wal_dirty, true);
-        if (sqlite3_exec(writer_db(kms), "PRAGMA synchronous=FULL", NULL, NULL, NULL) != SQLITE_OK)
-            kf_error("audit: could not restore synchronous=FULL");
+        ticket = 0;
     }
     pthread_mutex_unlock(&kms->lock);
-    pthread_mutex_lock(&kms->audit_queue_lock);
-    for (struct kms_audit_wait *w = ordered; w; w = w->next) {
-        w->result = rc < 0 ? KF_ERR_AUDIT_WRITE : KF_OK;
-        w->done = true;
+    for (struct kms_gc_job *j = batch; j; j = j->next)
+        j->rc = rc < 0 ? KF_ERR_AUDIT_WRITE : KF_OK;
+    if (ticket) {
+        atomic_store(&kms->audit_ticket, ticket); /* the flusher syncs it */
+        ticket = 0;
     }
-    pthread_mutex_unlock(&kms->audit_queue_lock);
+    return ticket;
 }
 
 int kms_audit_group(kf_kms *kms, const struct kf_audit_event *ev)
 {
-    struct kms_audit_wait me = {.ev = *ev};
-    pthread_mutex_lock(&kms->audit_queue_lock);
-    me.next = kms->audit_pending;
-    kms->audit_pending = &me;
-    while (!me.done) {
-        if (!kms->audit_flushing) {
-            struct kms_audit_wait *batch = kms->audit_pending;
-            kms->audit_pending = NULL;
-            kms->audit_flushing = true;
-            pthread_mutex_unlock(&kms->audit_queue_lock);
-            flush_batch(kms, batch);
-            pthread_mutex_lock(&kms->audit_queue_lock);
-            kms->audit_flushing = false;
-            pthread_cond_broadcast(&kms->audit_queue_done);
-        } else {
-            pthread_cond_wait(&kms->audit_queue_done, &kms->audit_queue_lock);
-        }
-    }
-    pthread_mutex_unlock(&kms->audit_queue_lock);
-    return me.result;
+    struct audit_job me = {.ev = *ev};
+    return kms_gc_submit(kms, &kms->audit_q, &me.gc, run_audit_batch);
 }
 
 static int make_dir(const char *dir)
@@ -274,7 +236,7 @@ static int open_parts(kf_kms *kms, const struct kf_kms_config *cfg)
     KF_GUARD(kf_audit_open(kf_store_db(kms->store), &mac, &opt, &kms->audit));
     for (int i = 0; i < KF_KMS_READERS && !cfg->memory_store; i++)
         KF_GUARD(kf_store_open(kms->dir, &kms->readers[i].store));
-    return KF_OK;
+    return kms_device_cache_open(kms);
 }
 
 /*
@@ -332,21 +294,35 @@ static int dev_autostart(kf_kms *kms)
     return rc;
 }
 
+/*
+ * glibc gives the top of a thread's heap back to the kernel (madvise) as soon
+ * as a free leaves more than the trim threshold there, and takes it back
+ * (page faults) on the next request: SQLite's per-commit buffers made every
+ * create and pair request do both (5 % of the daemon's profile). Keep freed
+ * memory in the process instead; the peak per connection is small.
+ */
+static void tune_allocator(void)
+{
+    (void)mallopt(M_TRIM_THRESHOLD, 64 * 1024 * 1024);
+}
+
 int kf_kms_open(const struct kf_kms_config *cfg, kf_kms **out)
 {
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    pthread_once(&once, tune_allocator);
     KF_ENSURE(cfg && cfg->dir && out, KF_ERR_ARG);
     KF_ENSURE(strlen(cfg->dir) < sizeof(((kf_kms *)0)->dir), KF_ERR_LIMIT);
     KF_GUARD(make_dir(cfg->dir));
     kf_rng_install();
     kf_kms *kms = calloc(1, sizeof(*kms));
     KF_ENSURE(kms != NULL, KF_ERR_NOMEM);
-    kms->wal_fd = -1;
     snprintf(kms->dir, sizeof(kms->dir), "%s", cfg->dir);
     kms->dev = cfg->dev;
     kms->pkcs11 = cfg->pkcs11_module != NULL;
     pthread_mutex_init(&kms->lock, NULL);
-    pthread_mutex_init(&kms->audit_queue_lock, NULL);
-    pthread_cond_init(&kms->audit_queue_done, NULL);
+    kms_gc_queue_init(&kms->audit_q, false);
+    kms_gc_queue_init(&kms->create_q, true);
+    kms_gc_queue_init(&kms->device_q, true);
     pthread_rwlock_init(&kms->handles_lock, NULL);
     for (int i = 0; i < KF_KMS_READERS; i++)
         pthread_mutex_init(&kms->readers[i].lock, NULL);
@@ -371,6 +347,22 @@ void kf_kms_close(kf_kms *kms)
     if (!kms)
         return;
     stop_flusher(kms); /* syncs what is pending */
+    struct {
+        const char *what;
+        struct kms_gc_queue *q;
+    } qs[] = {{"read/use audit", &kms->audit_q}, {"create", &kms->create_q},
+              {"pair/ack", &kms->device_q}};
+    for (size_t i = 0; i < sizeof(qs) / sizeof(qs[0]); i++) {
+        uint64_t b = atomic_load(&qs[i].q->batches), j = atomic_load(&qs[i].q->jobs);
+        if (b)
+            kf_info("group commit, %s: %llu jobs in %llu batches (%.1f per batch)", qs[i].what,
+                    (unsigned long long)j, (unsigned long long)b, (double)j / (double)b);
+    }
+    uint64_t sync_ns, syncs = kf_store_sync_count(kms->store, &sync_ns);
+    if (syncs)
+        kf_info("group commit: %llu fdatasyncs of the WAL, %.0f us each on average",
+                (unsigned long long)syncs, (double)sync_ns / 1000.0 / (double)syncs);
+    kms_device_cache_close(kms);
     kf_audit_close(kms->audit);
     kf_store_close(kms->store);
     for (int i = 0; i < KF_KMS_READERS; i++) {
@@ -379,8 +371,9 @@ void kf_kms_close(kf_kms *kms)
     }
     kf_secmod_close(kms->secmod);
     pthread_mutex_destroy(&kms->lock);
-    pthread_mutex_destroy(&kms->audit_queue_lock);
-    pthread_cond_destroy(&kms->audit_queue_done);
+    kms_gc_queue_destroy(&kms->audit_q);
+    kms_gc_queue_destroy(&kms->create_q);
+    kms_gc_queue_destroy(&kms->device_q);
     pthread_rwlock_destroy(&kms->handles_lock);
     free(kms);
 }

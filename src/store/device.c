@@ -98,6 +98,47 @@ int kf_store_device_set_counter(kf_store *st, const char *id, uint64_t counter)
     return update_device(st, KF_STMT_DEVICE_SET_COUNTER, id, (int64_t)counter, "device counter");
 }
 
+/* One device: C_X + 1 in one statement. */
+static int next_counter(kf_store *st, const char *id, uint64_t *counter)
+{
+    sqlite3_stmt *s;
+    KF_GUARD(kf_store_stmt(st, KF_STMT_DEVICE_NEXT_COUNTER, &s));
+    sqlite3_bind_text(s, 1, id, -1, SQLITE_STATIC);
+    int rc = sqlite3_step(s);
+    int err;
+    if (rc == SQLITE_ROW) {
+        int64_t v = sqlite3_column_int64(s, 0);
+        rc = sqlite3_step(s); /* finish the RETURNING update */
+        err = rc == SQLITE_DONE ? KF_OK : kf_store_sqlite_error(st, rc, "device counter");
+        if (err == KF_OK && v < 1)
+            err = KF_ERR_INTERNAL;
+        if (err == KF_OK)
+            *counter = (uint64_t)v;
+    } else if (rc == SQLITE_DONE) {
+        err = KF_ERR_NOT_FOUND; /* unknown, or at the counter's end: told apart below */
+    } else {
+        err = kf_store_sqlite_error(st, rc, "device counter");
+    }
+    sqlite3_reset(s);
+    if (err == KF_ERR_NOT_FOUND) {
+        struct kf_device dev;
+        KF_GUARD(kf_store_device_get(st, id, &dev));
+        return KF_ERR_DEVICE_COUNTER;
+    }
+    return err;
+}
+
+int kf_store_device_next_counters(kf_store *st, const char *const ids[2], uint64_t counters[2])
+{
+    KF_ENSURE(st && ids && counters, KF_ERR_ARG);
+    for (int i = 0; i < 2; i++)
+        KF_ENSURE(device_id_ok(ids[i]), KF_ERR_DEVICE_UNKNOWN);
+    KF_ENSURE(strcmp(ids[0], ids[1]) != 0, KF_ERR_ARG);
+    for (int i = 0; i < 2; i++)
+        KF_GUARD(next_counter(st, ids[i], &counters[i]));
+    return KF_OK;
+}
+
 int kf_store_device_set_exported(kf_store *st, const char *id, int64_t when)
 {
     KF_ENSURE(st && when > 0, KF_ERR_ARG);

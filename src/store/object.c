@@ -202,6 +202,7 @@ static int step_one_object(kf_store *st, sqlite3_stmt *s, const char *what)
 int kf_store_object_update(kf_store *st, const struct kf_object *obj)
 {
     KF_ENSURE(st && obj, KF_ERR_ARG);
+    atomic_fetch_add(&st->object_generation, 1);
     sqlite3_stmt *s;
     KF_GUARD(kf_store_stmt(st, KF_STMT_OBJECT_UPDATE, &s));
     KF_GUARD(bind_object(s, obj));
@@ -216,6 +217,7 @@ static int run_on_object(kf_store *st, enum kf_store_stmt id, uint64_t domain_id
 {
     KF_ENSURE(st, KF_ERR_ARG);
     KF_ENSURE(ids_valid(domain_id, key_id), KF_ERR_OBJECT);
+    atomic_fetch_add(&st->object_generation, 1);
     sqlite3_stmt *s;
     KF_GUARD(kf_store_stmt(st, id, &s));
     sqlite3_bind_int64(s, 1, (sqlite3_int64)domain_id);

@@ -4,9 +4,11 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <semaphore.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "keyfleet/log.h"
@@ -216,6 +218,12 @@ static const char *const stmt_sql[KF_STMT_COUNT] = {
     [KF_STMT_PAIR_KEK_ACK_B] = "UPDATE pair_kek SET ack_b_status = ?3, ack_b_at = ?4 "
                                "WHERE kek_id BETWEEN ?1 AND ?1 + 7 AND kek_id - kek_index = ?1"
                                " AND id_b = ?2",
+    [KF_STMT_DEVICE_NEXT_COUNTER] = "UPDATE device SET counter = counter + 1 "
+                                    "WHERE id = ?1 AND counter < 9223372036854775807 "
+                                    "RETURNING counter",
+    [KF_STMT_SAVEPOINT] = "SAVEPOINT kf_job",
+    [KF_STMT_SAVEPOINT_RELEASE] = "RELEASE kf_job",
+    [KF_STMT_SAVEPOINT_ROLLBACK] = "ROLLBACK TO kf_job",
 };
 
 int kf_store_sqlite_error(kf_store *st, int rc, const char *what)
@@ -375,10 +383,21 @@ static int configure(sqlite3 *db, bool in_memory)
                         " PRAGMA secure_delete=ON;");
 }
 
+/* SQLite's allocator counts every allocation under one process-wide mutex
+ * unless told not to; with several connections on two cores that mutex was
+ * a contention point (profiled under pair-key load). Only possible before
+ * SQLite initialises: a process that used SQLite first keeps its setting. */
+static void configure_library(void)
+{
+    (void)sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0);
+}
+
 int kf_store_open(const char *dir, kf_store **out)
 {
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
     KF_ENSURE(dir && out, KF_ERR_ARG);
     *out = NULL;
+    pthread_once(&once, configure_library);
     char path[4096];
     bool in_memory = strcmp(dir, KF_STORE_IN_MEMORY) == 0;
     if (in_memory) {
@@ -391,6 +410,17 @@ int kf_store_open(const char *dir, kf_store **out)
 
     kf_store *st = calloc(1, sizeof(*st));
     KF_ENSURE(st, KF_ERR_NOMEM);
+    st->in_memory = in_memory;
+    st->wal_fd = -1;
+    pthread_mutex_init(&st->sync_lock, NULL);
+    if (!in_memory) {
+        int n = snprintf(st->wal_path, sizeof(st->wal_path), "%s-wal", path);
+        int m = snprintf(st->dir, sizeof(st->dir), "%s", dir);
+        if (n <= 0 || (size_t)n >= sizeof(st->wal_path) || m <= 0 || (size_t)m >= sizeof(st->dir)) {
+            kf_store_close(st);
+            return KF_ERR_LIMIT;
+        }
+    }
     int rc = sqlite3_open_v2(path, &st->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL);
     int err = rc == SQLITE_OK ? KF_OK : kf_store_sqlite_error(st, rc, "open");
     if (err == KF_OK)
@@ -414,6 +444,9 @@ void kf_store_close(kf_store *st)
     for (int i = 0; i < KF_STMT_COUNT; i++)
         sqlite3_finalize(st->stmt[i]);
     sqlite3_close(st->db);
+    if (st->wal_fd >= 0)
+        close(st->wal_fd);
+    pthread_mutex_destroy(&st->sync_lock);
     free(st);
 }
 
@@ -434,11 +467,257 @@ static int run_simple(kf_store *st, enum kf_store_stmt id, const char *what)
     return kf_store_step_done(st, s, what);
 }
 
+/* synchronous=FULL (fsync per commit) or NORMAL (the WAL is written at commit
+ * and fsync'ed by kf_store_sync). A PRAGMA takes effect when it is prepared,
+ * so it is run as text, and only when the mode changes. */
+static int set_relaxed(kf_store *st, bool relaxed)
+{
+    if (st->relaxed == relaxed)
+        return KF_OK;
+    KF_GUARD(exec_sql(st->db, relaxed ? "PRAGMA synchronous=NORMAL" : "PRAGMA synchronous=FULL"));
+    st->relaxed = relaxed;
+    return KF_OK;
+}
+
 int kf_store_begin(kf_store *st)
 {
     KF_ENSURE(st, KF_ERR_ARG);
     KF_ENSURE(sqlite3_get_autocommit(st->db), KF_ERR_STATE);
+    KF_GUARD(set_relaxed(st, false));
     return run_simple(st, KF_STMT_BEGIN, "begin");
+}
+
+/* The WAL file's directory entry must be on disk before a commit is trusted
+ * to an fdatasync of the file alone. */
+static int sync_dir(const char *dir)
+{
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0)
+        return KF_ERR_IO;
+    int rc = fsync(fd) == 0 ? KF_OK : KF_ERR_IO;
+    close(fd);
+    return rc;
+}
+
+/* Under sync_lock. Opens the WAL (again, if the one we hold was unlinked). */
+static int wal_open_locked(kf_store *st)
+{
+    struct stat sb;
+    if (st->wal_fd >= 0 && (fstat(st->wal_fd, &sb) != 0 || sb.st_nlink == 0)) {
+        close(st->wal_fd);
+        st->wal_fd = -1;
+    }
+    if (st->wal_fd >= 0)
+        return KF_OK;
+    int fd = open(st->wal_path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    if (fd < 0)
+        return errno == ENOENT ? KF_ERR_NOT_FOUND : KF_ERR_IO;
+    if (sync_dir(st->dir) < 0) {
+        close(fd);
+        return KF_ERR_IO;
+    }
+    st->wal_fd = fd;
+    return KF_OK;
+}
+
+int kf_store_begin_deferred(kf_store *st, bool *deferred)
+{
+    KF_ENSURE(st && deferred, KF_ERR_ARG);
+    KF_ENSURE(sqlite3_get_autocommit(st->db), KF_ERR_STATE);
+    bool can = false;
+    if (!st->in_memory) {
+        pthread_mutex_lock(&st->sync_lock);
+        can = !st->sync_failed && (st->wal_fd >= 0 || wal_open_locked(st) == KF_OK);
+        pthread_mutex_unlock(&st->sync_lock);
+    }
+    KF_GUARD(set_relaxed(st, can));
+    *deferred = can;
+    return run_simple(st, KF_STMT_BEGIN, "begin");
+}
+
+int kf_store_commit_deferred(kf_store *st, uint64_t *ticket)
+{
+    KF_ENSURE(st && ticket, KF_ERR_ARG);
+    *ticket = 0;
+    KF_GUARD(kf_store_commit(st));
+    if (st->relaxed)
+        *ticket = atomic_fetch_add(&st->committed, 1) + 1;
+    return KF_OK;
+}
+
+/* A caller of kf_store_sync waiting for the syncer. */
+struct store_sync_waiter {
+    struct store_sync_waiter *next;
+    uint64_t ticket;
+    sem_t wake;
+    bool take_over; /* set when woken: the caller is the syncer now */
+    int result;
+};
+
+/* Under sync_lock, after a round: answer the waiters this round covered (or
+ * all, on failure); hand the syncing to one that is still waiting, if any.
+ * Returns the answered ones and the new syncer (to post after unlocking). */
+static struct store_sync_waiter *settle_locked(kf_store *st, struct store_sync_waiter **next_syncer)
+{
+    struct store_sync_waiter *answered = NULL, *keep = NULL;
+    *next_syncer = NULL;
+    for (struct store_sync_waiter *w = st->sync_waiters, *n; w; w = n) {
+        n = w->next;
+        if (st->sync_failed || w->ticket <= st->synced) {
+            w->result = w->ticket <= st->synced ? KF_OK : KF_ERR_IO;
+            w->next = answered;
+            answered = w;
+        } else {
+            w->next = keep;
+            keep = w;
+        }
+    }
+    if (keep) {
+        *next_syncer = keep;
+        keep = keep->next;
+        (*next_syncer)->next = NULL;
+        (*next_syncer)->take_over = true;
+    } else {
+        st->syncing = false;
+    }
+    st->sync_waiters = keep;
+    /* A round ended: whoever waited for that goes on. */
+    for (struct store_sync_waiter *w = st->idle_waiters, *n; w; w = n) {
+        n = w->next;
+        w->next = answered;
+        answered = w;
+    }
+    st->idle_waiters = NULL;
+    return answered;
+}
+
+/* The syncer: fdatasync until ticket is covered, then settle. No lock held on entry. */
+static int sync_rounds(kf_store *st, uint64_t ticket)
+{
+    pthread_mutex_lock(&st->sync_lock);
+    while (!st->sync_failed && st->synced < ticket) {
+        /* Everything committed before this point is covered by what follows. */
+        uint64_t target = atomic_load(&st->committed);
+        int fd_rc = wal_open_locked(st);
+        int fd = st->wal_fd;
+        st->syncs++;
+        pthread_mutex_unlock(&st->sync_lock);
+        uint64_t t0 = kf_mono_ns();
+        int err = fd_rc == KF_OK && fdatasync(fd) == 0 ? 0 : (fd_rc == KF_OK ? errno : ENOENT);
+        uint64_t t1 = kf_mono_ns();
+        pthread_mutex_lock(&st->sync_lock);
+        st->sync_ns += t1 - t0;
+        if (err == 0) {
+            if (target > st->synced)
+                st->synced = target;
+        } else {
+            kf_error("store: fdatasync of %s failed: %s; later batches fall back to "
+                     "synchronous commits",
+                     st->wal_path, strerror(err));
+            st->sync_failed = true;
+        }
+    }
+    int rc = st->synced >= ticket ? KF_OK : KF_ERR_IO;
+    struct store_sync_waiter *next;
+    struct store_sync_waiter *answered = settle_locked(st, &next);
+    pthread_mutex_unlock(&st->sync_lock);
+    for (struct store_sync_waiter *w = answered, *n; w; w = n) {
+        n = w->next; /* w is gone once posted */
+        sem_post(&w->wake);
+    }
+    if (next)
+        sem_post(&next->wake);
+    return rc;
+}
+
+int kf_store_sync(kf_store *st, uint64_t ticket)
+{
+    KF_ENSURE(st, KF_ERR_ARG);
+    if (ticket == 0)
+        return KF_OK; /* committed with synchronous=FULL */
+    pthread_mutex_lock(&st->sync_lock);
+    if (st->synced >= ticket) {
+        pthread_mutex_unlock(&st->sync_lock);
+        return KF_OK;
+    }
+    if (!st->syncing) {
+        st->syncing = true;
+        pthread_mutex_unlock(&st->sync_lock);
+        return sync_rounds(st, ticket);
+    }
+    /* The fdatasync under way may have begun before our commit: wait for
+     * the syncer to answer us, or to make us the next syncer. */
+    struct store_sync_waiter me = {.ticket = ticket};
+    if (sem_init(&me.wake, 0, 0) != 0) {
+        pthread_mutex_unlock(&st->sync_lock);
+        return KF_ERR_INTERNAL;
+    }
+    me.next = st->sync_waiters;
+    st->sync_waiters = &me;
+    pthread_mutex_unlock(&st->sync_lock);
+    while (sem_wait(&me.wake) != 0)
+        ; /* EINTR */
+    sem_destroy(&me.wake);
+    return me.take_over ? sync_rounds(st, ticket) : me.result;
+}
+
+void kf_store_sync_wait_idle(kf_store *st)
+{
+    if (!st)
+        return;
+    pthread_mutex_lock(&st->sync_lock);
+    if (!st->syncing) {
+        pthread_mutex_unlock(&st->sync_lock);
+        return;
+    }
+    struct store_sync_waiter me = {0};
+    if (sem_init(&me.wake, 0, 0) != 0) {
+        pthread_mutex_unlock(&st->sync_lock);
+        return;
+    }
+    me.next = st->idle_waiters;
+    st->idle_waiters = &me;
+    pthread_mutex_unlock(&st->sync_lock);
+    while (sem_wait(&me.wake) != 0)
+        ; /* EINTR */
+    sem_destroy(&me.wake);
+}
+
+uint64_t kf_store_sync_count(kf_store *st, uint64_t *ns)
+{
+    if (!st)
+        return 0;
+    pthread_mutex_lock(&st->sync_lock);
+    uint64_t n = st->syncs;
+    if (ns)
+        *ns = st->sync_ns;
+    pthread_mutex_unlock(&st->sync_lock);
+    return n;
+}
+
+uint64_t kf_store_object_generation(kf_store *st)
+{
+    return st ? atomic_load(&st->object_generation) : 0;
+}
+
+int kf_store_savepoint(kf_store *st)
+{
+    KF_ENSURE(st, KF_ERR_ARG);
+    KF_ENSURE(!sqlite3_get_autocommit(st->db), KF_ERR_STATE);
+    return run_simple(st, KF_STMT_SAVEPOINT, "savepoint");
+}
+
+void kf_store_savepoint_end(kf_store *st, bool keep)
+{
+    if (!st)
+        return;
+    if (!keep) {
+        atomic_fetch_add(&st->object_generation, 1);
+        if (run_simple(st, KF_STMT_SAVEPOINT_ROLLBACK, "rollback to savepoint") != KF_OK)
+            kf_error("store: rollback to savepoint failed");
+    }
+    if (run_simple(st, KF_STMT_SAVEPOINT_RELEASE, "release savepoint") != KF_OK)
+        kf_error("store: release savepoint failed");
 }
 
 int kf_store_commit(kf_store *st)
@@ -450,7 +729,10 @@ int kf_store_commit(kf_store *st)
 
 void kf_store_rollback(kf_store *st)
 {
-    if (!st || sqlite3_get_autocommit(st->db))
+    if (!st)
+        return;
+    atomic_fetch_add(&st->object_generation, 1); /* whatever a cache saw inside the transaction is gone */
+    if (sqlite3_get_autocommit(st->db))
         return;
     /* Reset every cached statement first: a statement still mid-step would
      * otherwise keep its read open across the rollback. */

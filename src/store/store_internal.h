@@ -2,7 +2,9 @@
 #ifndef KEYFLEET_STORE_INTERNAL_H
 #define KEYFLEET_STORE_INTERNAL_H
 
+#include <pthread.h>
 #include <sqlite3.h>
+#include <stdatomic.h>
 
 #include "keyfleet/store.h"
 
@@ -34,12 +36,42 @@ enum kf_store_stmt {
     KF_STMT_PAIR_KEK_GET,
     KF_STMT_PAIR_KEK_ACK_A,
     KF_STMT_PAIR_KEK_ACK_B,
+    KF_STMT_DEVICE_NEXT_COUNTER,
+    /* one job of a group-committed batch (kf_store_savepoint) */
+    KF_STMT_SAVEPOINT,
+    KF_STMT_SAVEPOINT_RELEASE,
+    KF_STMT_SAVEPOINT_ROLLBACK,
     KF_STMT_COUNT
 };
 
 struct kf_store {
     sqlite3 *db;
     sqlite3_stmt *stmt[KF_STMT_COUNT];
+    bool in_memory;
+    char wal_path[4200]; /* <dir>/keyfleet.db-wal */
+    char dir[4096];
+    /* synchronous=NORMAL is set on the connection (a deferred-sync batch ran last);
+     * kf_store_begin puts FULL back before any other transaction. */
+    bool relaxed;
+    /* Bumped (before the write) by every write to the object table and by
+     * every rollback: the service's caches of object facts are valid while it
+     * has not moved. Atomic: readers on other threads may look at it. */
+    atomic_uint_fast64_t object_generation;
+    /* Deferred sync (kf_store_commit_deferred / kf_store_sync), all under
+     * sync_lock except committed (the tickets handed out, atomic). One caller
+     * at a time runs fdatasync (the syncer); the others wait on their own
+     * semaphores in sync_waiters, and the syncer either answers them or
+     * hands the syncing on to one of them. */
+    int wal_fd;
+    atomic_uint_fast64_t committed;
+    pthread_mutex_t sync_lock;
+    struct store_sync_waiter *sync_waiters;
+    struct store_sync_waiter *idle_waiters; /* kf_store_sync_wait_idle */
+    bool syncing;        /* an fdatasync round is under way (one at a time) */
+    bool sync_failed; /* sticky: after a failed fdatasync nothing is trusted to the page cache */
+    uint64_t synced;  /* every ticket up to this one is on stable storage */
+    uint64_t syncs;   /* fdatasync calls made, for tests and benchmarks */
+    uint64_t sync_ns; /* time spent in them */
 };
 
 /* The cached statement, reset and with bindings cleared, ready to bind. */

@@ -1,0 +1,158 @@
+/*
+ * Group commit (audit records of reads, creates, pair requests and acks):
+ * concurrent callers share one transaction and one fsync, and each is
+ * answered only once the transaction that carries its work is on stable
+ * storage.
+ *
+ * A caller queues its job. Whoever finds no batch running leads: it takes
+ * the whole queue, runs it (one transaction, under kms->lock), and commits
+ * with the fsync deferred (kf_store_commit_deferred). Then, in this order:
+ *  1. it waits for the fdatasync of the WAL (kf_store_sync), outside every
+ *     lock (kms->lock is free for other writers meanwhile);
+ *  2. it hands the lead to the oldest job queued meanwhile;
+ *  3. it wakes the jobs of its own batch, one by one.
+ * A leader of a durable queue (creates, pair requests) also starts its
+ * transaction only once no fdatasync is under way (another queue's, or one
+ * that covers the flusher's), gathering the jobs queued until then. A commit
+ * made during an fdatasync cannot be covered by it, so starting earlier
+ * would only add commits: measured at 16 clients, batches of ~7 instead of
+ * ~1.5 and 13 % less CPU per pair request, at the same throughput.
+ * Each caller sleeps on a semaphore of its own: a batch wakes exactly the
+ * callers it carried plus at most one new leader, never everyone (a shared
+ * condition variable with a broadcast woke every waiter of every queue on
+ * every commit, and they then fought over its mutex).
+ */
+#include "kms_internal.h"
+
+/* Under nothing: move the jobs queued meanwhile into the batch. */
+static struct kms_gc_job *gather(struct kms_gc_queue *q, struct kms_gc_job *lifo)
+{
+    pthread_mutex_lock(&q->lock);
+    if (q->pending) {
+        struct kms_gc_job *tail = q->pending;
+        while (tail->next)
+            tail = tail->next;
+        tail->next = lifo; /* still LIFO: the newer ones in front */
+        lifo = q->pending;
+        q->pending = NULL;
+    }
+    pthread_mutex_unlock(&q->lock);
+    return lifo;
+}
+
+enum { GC_WAITING = 0, GC_DONE = 1, GC_LEAD = 2 };
+
+void kms_gc_queue_init(struct kms_gc_queue *q, bool durable)
+{
+    pthread_mutex_init(&q->lock, NULL);
+    q->durable = durable;
+    q->pending = NULL;
+    q->busy = false;
+    atomic_store(&q->batches, 0);
+    atomic_store(&q->jobs, 0);
+}
+
+void kms_gc_queue_destroy(struct kms_gc_queue *q)
+{
+    pthread_mutex_destroy(&q->lock);
+}
+
+static struct kms_gc_job *arrival_order(struct kms_gc_job *lifo, size_t *n)
+{
+    struct kms_gc_job *ordered = NULL;
+    *n = 0;
+    while (lifo) {
+        struct kms_gc_job *next = lifo->next;
+        lifo->next = ordered;
+        ordered = lifo;
+        lifo = next;
+        (*n)++;
+    }
+    return ordered;
+}
+
+static void wake(struct kms_gc_job *j, int role)
+{
+    atomic_store(&j->role, role);
+    sem_post(&j->wake);
+}
+
+/* Give the queue to its oldest job, or mark the queue idle. Under nothing. */
+static void hand_off(struct kms_gc_queue *q)
+{
+    pthread_mutex_lock(&q->lock);
+    struct kms_gc_job *next = q->pending;
+    if (!next) {
+        q->busy = false;
+        pthread_mutex_unlock(&q->lock);
+        return;
+    }
+    q->pending = NULL;
+    struct kms_gc_job *oldest = next;
+    while (oldest->next)
+        oldest = oldest->next; /* the queue is LIFO: its tail came first */
+    oldest->batch = next;
+    pthread_mutex_unlock(&q->lock);
+    wake(oldest, GC_LEAD);
+}
+
+static void lead(kf_kms *kms, struct kms_gc_queue *q, struct kms_gc_job *lifo,
+                 struct kms_gc_job *me, kms_gc_run_fn run)
+{
+    if (q->durable) {
+        /* A commit made while an fdatasync is under way cannot be covered by
+         * it: committing now would only add a commit (its pages, its locks)
+         * per batch. Wait for that round to end, and take everyone who
+         * queued meanwhile: one commit, one fdatasync for all of them. */
+        kf_store_sync_wait_idle(kms->store);
+        lifo = gather(q, lifo);
+    }
+    size_t n;
+    struct kms_gc_job *batch = arrival_order(lifo, &n);
+    atomic_fetch_add(&q->batches, 1);
+    atomic_fetch_add(&q->jobs, n);
+    uint64_t ticket = run(kms, batch);
+    int rc = kf_store_sync(kms->store, ticket);
+    hand_off(q);
+    for (struct kms_gc_job *j = batch; j;) {
+        struct kms_gc_job *next = j->next; /* j may be gone once woken */
+        if (rc < 0 && j->rc == KF_OK)
+            j->rc = rc; /* committed, but not known to be on disk: not answered as done */
+        if (j != me)
+            wake(j, GC_DONE);
+        j = next;
+    }
+}
+
+int kms_gc_submit(kf_kms *kms, struct kms_gc_queue *q, struct kms_gc_job *me, kms_gc_run_fn run)
+{
+    me->rc = KF_OK;
+    me->batch = NULL;
+    atomic_store(&me->role, GC_WAITING);
+    if (sem_init(&me->wake, 0, 0) != 0)
+        return KF_ERR_INTERNAL;
+    pthread_mutex_lock(&q->lock);
+    me->next = q->pending;
+    q->pending = me;
+    bool leader = !q->busy;
+    struct kms_gc_job *batch = NULL;
+    if (leader) {
+        q->busy = true;
+        batch = q->pending;
+        q->pending = NULL;
+    }
+    pthread_mutex_unlock(&q->lock);
+    if (!leader) {
+        /* Every queued job is posted exactly once (done, or lead). Return only
+         * after taking that post, never on seeing the role alone: the poster
+         * may still be inside sem_post on this stack frame's semaphore. */
+        while (sem_wait(&me->wake) != 0)
+            ; /* EINTR */
+        leader = atomic_load(&me->role) == GC_LEAD;
+        batch = me->batch;
+    }
+    if (leader)
+        lead(kms, q, batch, me, run);
+    sem_destroy(&me->wake);
+    return me->rc;
+}
