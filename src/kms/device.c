@@ -672,7 +672,8 @@ struct ack_job {
 static const char *ack_status_name(uint32_t s)
 {
     static const char *const names[] = {
-        "-", "accepted", "stale", "integrity", "wrong device", "malformed", "expired", "storage"};
+        "-",         "accepted", "stale",   "integrity", "wrong device",
+        "malformed", "expired",  "storage", "partner"};
     return s < sizeof(names) / sizeof(names[0]) ? names[s] : "?";
 }
 
