@@ -130,30 +130,6 @@ static const char *shown_id(const char *id)
     return id && kfd_id_valid(id) == KF_OK ? id : "";
 }
 
-/* ---- Reads on a pooled connection ---- */
-
-struct dev_read {
-    struct kms_reader *reader;
-    kf_store *st;
-};
-static void dev_read_begin(kf_kms *kms, struct dev_read *r)
-{
-    r->reader = kms_reader_acquire(kms);
-    if (r->reader) {
-        r->st = r->reader->store;
-    } else {
-        pthread_mutex_lock(&kms->lock);
-        r->st = kms->store;
-    }
-}
-static void dev_read_end(kf_kms *kms, struct dev_read *r)
-{
-    if (r->reader)
-        kms_reader_release(r->reader);
-    else
-        pthread_mutex_unlock(&kms->lock);
-}
-
 /* Device row, its domain and (optionally) its MKEK object on connection st. */
 static int load_device(kf_store *st, const char *id, struct kf_device *dev, struct kf_domain *d,
                        struct kf_object *mkek)
@@ -386,14 +362,14 @@ int kf_kms_device_get(kf_kms *kms, const char *actor, const char *id, struct kf_
     KF_ENSURE(kms && actor && out, KF_ERR_ARG);
     struct kf_device dev;
     struct kf_domain d = {0};
-    struct dev_read r;
+    struct kms_read r;
     int rc = kfd_id_valid(id);
     if (rc == KF_OK) {
-        dev_read_begin(kms, &r);
+        kms_read_begin(kms, &r);
         rc = load_device(r.st, id, &dev, &d, NULL);
         if (rc == KF_OK)
             rc = fill_info(r.st, &dev, &d, out);
-        dev_read_end(kms, &r);
+        kms_read_end(kms, &r);
     }
     int arc = audit_read(kms, actor, "DeviceGet", d.name, id, rc);
     if (rc == KF_OK && arc < 0)
@@ -407,12 +383,12 @@ int kf_kms_device_domain(kf_kms *kms, const char *id, char domain[KF_DOMAIN_NAME
     KF_ENSURE(kms && domain, KF_ERR_ARG);
     KF_GUARD(kfd_id_valid(id));
     struct kms_device_view v;
-    struct dev_read r;
+    struct kms_read r;
     int rc = kms_device_identity(kms, NULL, id, &v); /* cached after the first time */
     if (rc == KF_ERR_NOT_FOUND) {
-        dev_read_begin(kms, &r);
+        kms_read_begin(kms, &r);
         rc = kms_device_identity(kms, r.st, id, &v);
-        dev_read_end(kms, &r);
+        kms_read_end(kms, &r);
     }
     if (rc == KF_OK)
         memcpy(domain, v.domain, KF_DOMAIN_NAME_MAX + 1);
@@ -755,7 +731,7 @@ static int ack_verify(kf_kms *kms, struct ack_job *q)
 {
     struct kms_device_view v;
     struct kf_object obj = {0};
-    struct dev_read r;
+    struct kms_read r;
     KF_ENSURE(!kf_secmod_sealed(kms->secmod), KF_ERR_SEALED);
     /* The device as its last pair request saw it, if no object changed since. */
     int rc = kms_device_view_cached(kms, q->ack.device, &v);
@@ -763,11 +739,11 @@ static int ack_verify(kf_kms *kms, struct ack_job *q)
         memcpy(q->domain, v.domain, sizeof(q->domain));
         rc = device_usable(&v, KF_USE_MAC_VERIFY);
     } else {
-        dev_read_begin(kms, &r);
+        kms_read_begin(kms, &r);
         rc = kms_device_identity(kms, r.st, q->ack.device, &v);
         if (rc == KF_OK)
             rc = kf_store_object_get(r.st, v.domain_id, v.mkek_key_id, &obj);
-        dev_read_end(kms, &r);
+        kms_read_end(kms, &r);
         if (rc == KF_OK) {
             memcpy(q->domain, v.domain, sizeof(q->domain));
             rc = mkek_usable(&obj, KF_USE_MAC_VERIFY);

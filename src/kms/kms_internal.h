@@ -127,6 +127,14 @@ int kms_audit_group(kf_kms *kms, const struct kf_audit_event *ev);
 /* A pooled read connection (locked); release when done. NULL: use kms->store under kms->lock. */
 struct kms_reader *kms_reader_acquire(kf_kms *kms);
 void kms_reader_release(struct kms_reader *r);
+/* A read on a pooled connection (no kms->lock), or on the writer under kms->lock
+ * when there is no pool (in-memory store): st is the connection to use. */
+struct kms_read {
+    struct kms_reader *reader;
+    kf_store *st;
+};
+void kms_read_begin(kf_kms *kms, struct kms_read *r);
+void kms_read_end(kf_kms *kms, struct kms_read *r);
 /* Handle for a domain's key, loading it into the security module if needed. */
 int kms_domain_handle(kf_kms *kms, const struct kf_domain *d, kf_domain_handle *h);
 /* Archived by KMIP Archive (kmip_ops2.c): no Get of material, no cryptographic use. */

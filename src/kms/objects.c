@@ -203,29 +203,6 @@ static int load_object(kf_kms *kms, const char *uid, struct kf_domain *d, struct
     return load_object_from(kms->store, uid, d, obj);
 }
 
-/* Read on a pooled connection (no kms->lock), or on the writer when there is no pool. */
-struct read_ctx {
-    struct kms_reader *reader;
-    kf_store *st;
-};
-static void read_begin(kf_kms *kms, struct read_ctx *r)
-{
-    r->reader = kms_reader_acquire(kms);
-    if (r->reader) {
-        r->st = r->reader->store;
-    } else {
-        pthread_mutex_lock(&kms->lock);
-        r->st = kms->store;
-    }
-}
-static void read_end(kf_kms *kms, struct read_ctx *r)
-{
-    if (r->reader)
-        kms_reader_release(r->reader);
-    else
-        pthread_mutex_unlock(&kms->lock);
-}
-
 /* Audit a read or key use (group commit); refusals name no object that does not exist. */
 static int audit_use(kf_kms *kms, const char *actor, const char *op, const char *domain,
                      const char *uid, int rc, const char *detail)
@@ -256,9 +233,9 @@ int kf_kms_get(kf_kms *kms, const char *actor, const char *uid, struct kf_object
 {
     struct kf_domain d = {0};
     struct kf_object obj = {0};
-    struct read_ctx r;
+    struct kms_read r;
     const char *op = material ? "Get (export)" : "Get Attributes";
-    read_begin(kms, &r);
+    kms_read_begin(kms, &r);
     int rc = load_object_from(r.st, uid, &d, &obj);
     if (rc == KF_OK && material) {
         if (!kf_lifecycle_allows_use(obj.state, KF_USE_GET))
@@ -272,7 +249,7 @@ int kf_kms_get(kf_kms *kms, const char *actor, const char *uid, struct kf_object
         else
             rc = unwrap_material(kms, &d, &obj, material);
     }
-    read_end(kms, &r);
+    kms_read_end(kms, &r);
     int arc = audit_use(kms, actor, op, d.name, uid, rc, NULL);
     if (rc == KF_OK && arc < 0)
         rc = arc; /* never release what could not be audited */
@@ -494,12 +471,12 @@ int kf_kms_use_key_bytes(kf_kms *kms, const char *actor, const char *op, const c
 {
     struct kf_domain d = {0};
     struct kf_object obj = {0};
-    struct read_ctx r;
+    struct kms_read r;
     kf_buf material;
     KF_GUARD(kf_buf_alloc(&material, 64, 16384, KF_BUF_SECRET));
-    read_begin(kms, &r);
+    kms_read_begin(kms, &r);
     int rc = fetch_for_use(kms, r.st, uid, purpose, usage_bit, &d, &obj, &material);
-    read_end(kms, &r);
+    kms_read_end(kms, &r);
     if (rc == KF_OK && has_usage_limits(&obj))
         rc = consume_usage(kms, uid, bytes);
     if (rc == KF_OK)

@@ -118,6 +118,25 @@ void kms_reader_release(struct kms_reader *r)
         pthread_mutex_unlock(&r->lock);
 }
 
+void kms_read_begin(kf_kms *kms, struct kms_read *r)
+{
+    r->reader = kms_reader_acquire(kms);
+    if (r->reader) {
+        r->st = r->reader->store;
+    } else {
+        pthread_mutex_lock(&kms->lock);
+        r->st = kms->store;
+    }
+}
+
+void kms_read_end(kf_kms *kms, struct kms_read *r)
+{
+    if (r->reader)
+        kms_reader_release(r->reader);
+    else
+        pthread_mutex_unlock(&kms->lock);
+}
+
 /*
  * Group commit of audit records for reads and key uses (groupcommit.c): one
  * transaction per batch, each caller answered only once its record is
