@@ -26,6 +26,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <sys/socket.h>
+
 #include "keyfleet/buf.h"
 #include "keyfleet/error.h"
 #include "keyfleet/kms.h"
@@ -162,5 +164,12 @@ KF_RESULT int kf_tls_client_recv(kf_tls_client *cli, kf_buf *resp);
 /* Negotiated protocol, e.g. "TLS1.3". */
 const char *kf_tls_client_version(const kf_tls_client *cli);
 void kf_tls_client_close(kf_tls_client *cli);
+
+/* Listening sockets, shared by the monolithic and the split endpoint. Listen on
+ * "HOST:PORT" ("[v6]:PORT" too; port 0 = any free port): the socket and the port bound.
+ * KF_ERR_ARG for a malformed or unresolvable address, KF_ERR_IO if it cannot listen. */
+KF_RESULT int kf_tls_listen_tcp(const char *spec, int *fd, uint16_t *port);
+/* "ADDR:PORT" ("[v6]:PORT") of a peer for log lines; "?" if unknown. */
+void kf_tls_describe_peer(const struct sockaddr_storage *ss, socklen_t len, char *out, size_t cap);
 
 #endif

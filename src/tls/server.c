@@ -153,7 +153,7 @@ static int split_listen(const char *spec, char *host, size_t hlen, char *port, s
     return KF_OK;
 }
 
-static int listen_tcp(kf_tls_server *srv, const char *spec)
+int kf_tls_listen_tcp(const char *spec, int *fd_out, uint16_t *port_out)
 {
     char host[256], port[16];
     struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
@@ -182,9 +182,9 @@ static int listen_tcp(kf_tls_server *srv, const char *spec)
     struct sockaddr_storage ss;
     socklen_t sl = sizeof(ss);
     getsockname(fd, (struct sockaddr *)&ss, &sl);
-    srv->port = ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
+    *port_out = ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
                                                : ((struct sockaddr_in *)&ss)->sin_port);
-    srv->listen_fd = fd;
+    *fd_out = fd;
     return KF_OK;
 }
 
@@ -371,7 +371,7 @@ static void *connection_thread(void *arg)
     return NULL;
 }
 
-static void describe_peer(const struct sockaddr_storage *ss, socklen_t len, char *out, size_t cap)
+void kf_tls_describe_peer(const struct sockaddr_storage *ss, socklen_t len, char *out, size_t cap)
 {
     char host[NI_MAXHOST], port[NI_MAXSERV];
     if (getnameinfo((const struct sockaddr *)ss, len, host, sizeof(host), port, sizeof(port),
@@ -388,7 +388,7 @@ static void start_connection(kf_tls_server *srv, int fd, const struct sockaddr_s
                              socklen_t len)
 {
     char addr[64];
-    describe_peer(ss, len, addr, sizeof(addr));
+    kf_tls_describe_peer(ss, len, addr, sizeof(addr));
     if (atomic_fetch_add(&srv->active, 1) >= srv->max_connections) {
         atomic_fetch_sub(&srv->active, 1);
         kf_warn("TLS %s refused: %u connections open", addr, srv->max_connections);
@@ -485,7 +485,7 @@ int kf_tls_server_start(const struct kf_tls_server_config *cfg, kf_tls_server **
     if (rc == KF_OK && pipe2(srv->stop_pipe, O_CLOEXEC) != 0)
         rc = KF_ERR_IO;
     if (rc == KF_OK)
-        rc = listen_tcp(srv, cfg->listen);
+        rc = kf_tls_listen_tcp(cfg->listen, &srv->listen_fd, &srv->port);
     if (rc == KF_OK && pthread_create(&srv->acceptor, NULL, acceptor_thread, srv) != 0)
         rc = KF_ERR_NOMEM;
     if (rc < 0) {

@@ -209,67 +209,13 @@ static void connection_thread(void *arg)
 
 /* ---- listening ------------------------------------------------------------------- */
 
-static int listen_tcp(kf_tlssplit_server *srv, const char *spec)
-{
-    char host[256], port[16];
-    const char *colon = strrchr(spec, ':');
-    size_t n = colon ? (size_t)(colon - spec) : 0;
-    const char *h = spec;
-    if (n >= 2 && spec[0] == '[' && spec[n - 1] == ']') {
-        h = spec + 1;
-        n -= 2;
-    }
-    if (!colon || !colon[1] || n == 0 || n >= sizeof(host) || strlen(colon + 1) >= sizeof(port)) {
-        kf_error("TLS split: listen address '%s' is not ADDR:PORT", spec);
-        return KF_ERR_ARG;
-    }
-    memcpy(host, h, n);
-    host[n] = 0;
-    memcpy(port, colon + 1, strlen(colon + 1) + 1);
-    struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
-    struct addrinfo *ai;
-    int rc = getaddrinfo(host, port, &hints, &ai);
-    if (rc != 0) {
-        kf_error("TLS split: cannot resolve %s: %s", spec, gai_strerror(rc));
-        return KF_ERR_ARG;
-    }
-    int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    int one = 1;
-    if (fd >= 0)
-        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-    if (fd < 0 || bind(fd, ai->ai_addr, ai->ai_addrlen) != 0 || listen(fd, 128) != 0) {
-        kf_error("TLS split: cannot listen on %s: %s", spec, strerror(errno));
-        if (fd >= 0)
-            close(fd);
-        freeaddrinfo(ai);
-        return KF_ERR_IO;
-    }
-    freeaddrinfo(ai);
-    struct sockaddr_storage ss;
-    socklen_t sl = sizeof(ss);
-    getsockname(fd, (struct sockaddr *)&ss, &sl);
-    srv->port = ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
-                                               : ((struct sockaddr_in *)&ss)->sin_port);
-    srv->listen_fd = fd;
-    return KF_OK;
-}
 
-static void describe_peer(const struct sockaddr_storage *ss, socklen_t len, char *out, size_t cap)
-{
-    char host[NI_MAXHOST], port[NI_MAXSERV];
-    if (getnameinfo((const struct sockaddr *)ss, len, host, sizeof(host), port, sizeof(port),
-                    NI_NUMERICHOST | NI_NUMERICSERV) == 0)
-        snprintf(out, cap, "%s%.46s%s:%.5s", ss->ss_family == AF_INET6 ? "[" : "", host,
-                 ss->ss_family == AF_INET6 ? "]" : "", port);
-    else
-        snprintf(out, cap, "?");
-}
 
 static void start_connection(kf_tlssplit_server *srv, int fd, const struct sockaddr_storage *ss,
                              socklen_t len)
 {
     char addr[64];
-    describe_peer(ss, len, addr, sizeof(addr));
+    kf_tls_describe_peer(ss, len, addr, sizeof(addr));
     if (atomic_fetch_add(&srv->active, 1) >= srv->max_connections) {
         atomic_fetch_sub(&srv->active, 1);
         kf_warn("TLS split %s refused: %u connections open", addr, srv->max_connections);
@@ -395,7 +341,7 @@ int kf_tlssplit_server_start(const struct kf_tlssplit_server_config *cfg, kf_tls
     if (rc == KF_OK && pipe2(srv->stop_pipe, O_CLOEXEC) != 0)
         rc = KF_ERR_IO;
     if (rc == KF_OK)
-        rc = listen_tcp(srv, cfg->listen);
+        rc = kf_tls_listen_tcp(cfg->listen, &srv->listen_fd, &srv->port);
     if (rc == KF_OK && pthread_create(&srv->acceptor, NULL, acceptor_thread, srv) != 0)
         rc = KF_ERR_NOMEM;
     if (rc < 0) {
