@@ -1,19 +1,36 @@
 /*
- * KMIP Certify (1.4 §4.7, 2.1 §6.1.6), keyfleet's simple form: an X.509 v3
- * certificate for a managed Public Key, signed by a managed CA Private Key.
+ * KMIP Certify (1.4 §4.7, 2.1 §6.1.6): an X.509 v3 certificate signed by a
+ * managed CA Private Key, in two forms.
  *
  * The issuer is named by the custom attribute "x-keyfleet-ca" (the CA private
- * key's Unique Identifier), given in the request's attributes or carried by
- * the public key itself; it must live in the public key's domain and have
- * usage Certificate Sign. The issuer's name is "CN=keyfleet CA <ca uid>"; the
- * subject's is "CN=<the public key's Name>" (or its Unique Identifier).
- * PKCS#10 Certificate Requests are not taken (yet): the request is refused
- * with a sentence saying so.
+ * key's Unique Identifier) and must have usage Certificate Sign; the caller
+ * needs Use on it. The issuer's name is "CN=keyfleet CA <ca uid>".
+ *
+ * 1. A managed Public Key (Unique Identifier, no Certificate Request): the CA
+ *    is named in the request's attributes or carried by the public key itself
+ *    and must live in the public key's domain; the subject is "CN=<the public
+ *    key's Name>" (or its Unique Identifier). The caller needs Manage on the
+ *    public key. The Certificate is linked both ways to the public key.
+ *
+ * 2. A PKCS#10 Certificate Request: Certificate Request Type PKCS#10 (DER) or
+ *    PEM, and the request in Certificate Request Value (2.x, and 1.x clients
+ *    that use it) or the 1.x Byte String Certificate Request; at most CSR_MAX
+ *    bytes. GnuTLS parses it and verifies its self-signature (a bad one is
+ *    refused: KF_ERR_BAD_SIGNATURE, Cryptographic Failure; an unparsable one:
+ *    KF_ERR_ATTRIBUTE, Invalid Field). The certificate certifies the request's
+ *    SubjectPublicKeyInfo, its subject is "CN=<the request's Common Name>"
+ *    (other name parts, attributes and requested extensions are not copied;
+ *    a request without a Common Name is refused). x-keyfleet-ca must be in the
+ *    request's attributes; the caller needs Manage in the CA's domain, where
+ *    the Certificate is registered. If the request also names a managed
+ *    Public Key by Unique Identifier (Manage on it, same domain), the request's
+ *    key must be that key (else KF_ERR_INVALID_MESSAGE) and the links are made
+ *    as in form 1; otherwise the Certificate has no public-key link. CRMF and
+ *    PGP requests are refused as not supported.
  *
  * GnuTLS needs an issuer certificate to sign with, so one is made in memory
  * for the CA key (self-signed, never stored): the leaf's Authority Key
- * Identifier and issuer name come from it. The result is stored as a
- * Certificate object linked both ways to the public key.
+ * Identifier and issuer name come from it.
  */
 #include <gnutls/abstract.h>
 #include <gnutls/gnutls.h>
@@ -29,6 +46,7 @@
 #include "kmip_internal.h"
 
 #define CERT_MAX 16384
+#define CSR_MAX 16384 /* a PKCS#10 request, DER or PEM */
 #define CERT_DAYS 365
 #define CA_ATTRIBUTE_V1 "x-keyfleet-ca"
 #define CA_ATTRIBUTE_NAME "keyfleet-ca"
@@ -221,7 +239,7 @@ static int issue_with_ca(void *ctx, const struct kf_object *obj, const uint8_t *
     return rc;
 }
 
-/* ---- the operation ---- */
+/* ---- form 1: the subject and the issuer ---- */
 
 /* The public key's SubjectPublicKeyInfo and subject name. */
 static int load_subject(struct kmip_call *c, const char *uid, struct kf_object *pub,
@@ -277,38 +295,208 @@ static int put_cert_link(void *ctx, kf_arena *a, kf_ttlv *set, const struct kf_o
     return KF_OK;
 }
 
-static int store_certificate(struct kmip_call *c, const char *pub_uid, const kf_buf *der,
-                             char cert_uid[KF_UID_MAX])
+/* The Certificate in the CA's domain, linked both ways to pub_uid unless that is NULL. */
+static int store_certificate(struct kmip_call *c, const char *ca_uid, const char *pub_uid,
+                             const kf_buf *der, char cert_uid[KF_UID_MAX])
 {
     char domain[65];
-    KF_GUARD(kf_kms_uid_domain(pub_uid, domain));
+    KF_GUARD(kf_kms_uid_domain(ca_uid, domain));
     struct kf_register_spec spec = {
         .domain = domain,
         .object_type = KF_OBJ_CERTIFICATE,
         .key_format = KMIP_KEYFMT_X_509,
     };
     KF_GUARD(kf_kms_register(c->kms, c->actor, "Certify", &spec, der->data, der->len, cert_uid));
+    if (!pub_uid)
+        return KF_OK;
     struct cert_link to_pub = {KMIP_LINK_PUBLIC_KEY_LINK, pub_uid};
     struct cert_link to_cert = {KMIP_LINK_CERTIFICATE_LINK, cert_uid};
     KF_GUARD(kms_attrs_edit(c->kms, c->actor, "Certify (link)", cert_uid, put_cert_link, &to_pub));
     return kms_attrs_edit(c->kms, c->actor, "Certify (link)", pub_uid, put_cert_link, &to_cert);
 }
 
+/* Both forms end here: the CA key signs j's subject, the Certificate is stored
+ * (linked to pub_uid unless NULL) and its Unique Identifier answered. */
+static int issue_and_store(struct kmip_call *c, struct issue_job *j, const char *pub_uid)
+{
+    kf_buf cert;
+    KF_GUARD(kf_buf_alloc(&cert, 256, CERT_MAX, 0));
+    j->cert = &cert;
+    int rc = kf_kms_use_key(c->kms, c->actor, "Certify", j->ca_uid, KF_USE_SIGN,
+                            KMIP_USAGE_CERTIFICATE_SIGN, issue_with_ca, j);
+    char cert_uid[KF_UID_MAX];
+    if (rc == KF_OK)
+        rc = store_certificate(c, j->ca_uid, pub_uid, &cert, cert_uid);
+    kf_buf_free(&cert);
+    j->cert = NULL;
+    KF_GUARD(rc);
+    return kf_ttlv_add_text(c->arena, c->resp, KMIP_TAG_UNIQUE_IDENTIFIER, cert_uid)
+               ? KF_OK
+               : KF_ERR_NOMEM;
+}
+
+/* ---- form 2: a PKCS#10 Certificate Request ---- */
+
+static int csr_refuse(struct kmip_call *c, int err, const char *sentence)
+{
+    snprintf(c->message, sizeof(c->message), "%s", sentence);
+    return err;
+}
+
+/* The request's bytes and encoding, parsed into crq (size-limited). */
+static int csr_import(struct kmip_call *c, const kf_ttlv *value, gnutls_x509_crq_t *crq)
+{
+    uint32_t type = 0;
+    const kf_ttlv *t = kf_ttlv_find(c->req, KMIP_TAG_CERTIFICATE_REQUEST_TYPE);
+    if (!t)
+        return csr_refuse(c, KF_ERR_REQUEST,
+                          "a Certificate Request needs its Certificate Request Type (PKCS#10)");
+    if (kf_ttlv_get_enum(t, &type) != KF_OK)
+        return csr_refuse(c, KF_ERR_ATTRIBUTE, "Certificate Request Type must be an Enumeration");
+    if (type != KMIP_CERTIFICATE_REQUEST_TYPE_PKCS_10 &&
+        type != KMIP_CERTIFICATE_REQUEST_TYPE_PEM)
+        return csr_refuse(c, KF_ERR_UNSUPPORTED,
+                          "Certify takes PKCS#10 (DER) or PEM Certificate Requests only");
+    const uint8_t *p;
+    size_t len;
+    if (kf_ttlv_get_bytes(value, &p, &len) != KF_OK)
+        return csr_refuse(c, KF_ERR_ATTRIBUTE, "the Certificate Request must be a Byte String");
+    if (len == 0 || len > CSR_MAX) {
+        snprintf(c->message, sizeof(c->message),
+                 "the Certificate Request must hold 1 to %d bytes", CSR_MAX);
+        return KF_ERR_ATTRIBUTE;
+    }
+    KF_ENSURE(gnutls_x509_crq_init(crq) >= 0, KF_ERR_NOMEM);
+    const gnutls_datum_t d = {(unsigned char *)(uintptr_t)p, (unsigned)len};
+    if (gnutls_x509_crq_import(*crq, &d,
+                               type == KMIP_CERTIFICATE_REQUEST_TYPE_PEM ? GNUTLS_X509_FMT_PEM
+                                                                         : GNUTLS_X509_FMT_DER) <
+        0) {
+        gnutls_x509_crq_deinit(*crq);
+        return csr_refuse(c, KF_ERR_ATTRIBUTE,
+                          type == KMIP_CERTIFICATE_REQUEST_TYPE_PEM
+                              ? "the Certificate Request is not a PEM PKCS#10 request"
+                              : "the Certificate Request is not a DER PKCS#10 request");
+    }
+    return KF_OK;
+}
+
+/* Verified request -> its SubjectPublicKeyInfo (DER) and Common Name. */
+static int csr_subject(struct kmip_call *c, gnutls_x509_crq_t crq, struct issue_job *j,
+                       kf_buf *spki)
+{
+    if (gnutls_x509_crq_verify(crq, 0) < 0)
+        return csr_refuse(c, KF_ERR_BAD_SIGNATURE,
+                          "the Certificate Request's self-signature does not verify: the "
+                          "request was altered or not signed with the key it carries");
+    size_t cn_len = sizeof(j->subject_cn);
+    int g = gnutls_x509_crq_get_dn_by_oid(crq, GNUTLS_OID_X520_COMMON_NAME, 0, 0, j->subject_cn,
+                                          &cn_len);
+    if (g == GNUTLS_E_SHORT_MEMORY_BUFFER) {
+        snprintf(c->message, sizeof(c->message),
+                 "the Certificate Request's Common Name is longer than %d characters",
+                 KF_OBJECT_NAME_MAX);
+        return KF_ERR_ATTRIBUTE;
+    }
+    if (g < 0 || cn_len == 0 || strlen(j->subject_cn) != cn_len)
+        return csr_refuse(c, KF_ERR_ATTRIBUTE,
+                          "the Certificate Request's subject needs one Common Name (CN)");
+    gnutls_pubkey_t pub;
+    gnutls_datum_t der = {0};
+    KF_ENSURE(gnutls_pubkey_init(&pub) >= 0, KF_ERR_NOMEM);
+    int rc = KF_OK;
+    if (gnutls_pubkey_import_x509_crq(pub, crq, 0) < 0 ||
+        gnutls_pubkey_export2(pub, GNUTLS_X509_FMT_DER, &der) < 0)
+        rc = csr_refuse(c, KF_ERR_UNSUPPORTED,
+                        "the Certificate Request's public key is of a kind GnuTLS cannot use");
+    if (rc == KF_OK)
+        rc = kf_buf_put_bytes(spki, der.data, der.size);
+    gnutls_free(der.data);
+    gnutls_pubkey_deinit(pub);
+    return rc;
+}
+
+/* KF_OK if the SubjectPublicKeyInfo a (a GnuTLS export) is the key in b. */
+static int same_key(struct kmip_call *c, const kf_buf *a, const kf_buf *b)
+{
+    gnutls_pubkey_t pub;
+    gnutls_datum_t der = {0};
+    const gnutls_datum_t in = {b->data, (unsigned)b->len};
+    KF_ENSURE(gnutls_pubkey_init(&pub) >= 0, KF_ERR_NOMEM);
+    int rc = KF_OK;
+    if (gnutls_pubkey_import(pub, &in, GNUTLS_X509_FMT_DER) < 0 ||
+        gnutls_pubkey_export2(pub, GNUTLS_X509_FMT_DER, &der) < 0)
+        rc = KF_ERR_CRYPTO;
+    else if (der.size != a->len || memcmp(der.data, a->data, a->len) != 0)
+        rc = csr_refuse(c, KF_ERR_INVALID_MESSAGE,
+                        "the Certificate Request's public key is not the Public Key named by "
+                        "the Unique Identifier");
+    gnutls_free(der.data);
+    gnutls_pubkey_deinit(pub);
+    return rc;
+}
+
+static int certify_csr(struct kmip_call *c, const kf_ttlv *value)
+{
+    struct issue_job j = {.c = c};
+    j.ca_uid = ca_in_v1(c, kf_ttlv_find(c->req, KMIP_TAG_TEMPLATE_ATTRIBUTE));
+    if (!j.ca_uid)
+        j.ca_uid = ca_in_v2(c, kf_ttlv_find(c->req, KMIP_TAG_ATTRIBUTES));
+    if (!j.ca_uid)
+        return csr_refuse(c, KF_ERR_REQUEST,
+                          "Certify from a Certificate Request needs the issuer: an "
+                          "x-keyfleet-ca attribute in the request naming a CA private key");
+    /* Only a Unique Identifier the request names: no ID Placeholder here. */
+    const char *pub_uid = kmip_text(c, c->req, KMIP_TAG_UNIQUE_IDENTIFIER);
+    KF_GUARD(kmip_authorize_uid(c, KF_ROLE_MANAGE, j.ca_uid, "Certify"));
+    if (pub_uid) {
+        KF_GUARD(kmip_authorize_uid(c, KF_ROLE_MANAGE, pub_uid, "Certify"));
+        KF_GUARD(issuer_checks(c, pub_uid, j.ca_uid));
+    } else {
+        KF_GUARD(kmip_authorize_uid(c, KF_ROLE_USE, j.ca_uid, "Certify"));
+    }
+    gnutls_x509_crq_t crq;
+    KF_GUARD(csr_import(c, value, &crq));
+    kf_buf spki, named = {0};
+    struct kf_object pub = {0};
+    int rc = kf_buf_alloc(&spki, 64, CERT_MAX, 0);
+    if (rc == KF_OK) {
+        rc = csr_subject(c, crq, &j, &spki);
+        if (rc == KF_OK && pub_uid) {
+            struct issue_job scratch = {.c = c};
+            rc = kf_buf_alloc(&named, 64, CERT_MAX, 0);
+            if (rc == KF_OK)
+                rc = load_subject(c, pub_uid, &pub, &scratch, &named);
+            if (rc == KF_OK)
+                rc = same_key(c, &spki, &named);
+        }
+        j.subject_spki = &spki;
+        if (rc == KF_OK)
+            rc = issue_and_store(c, &j, pub_uid);
+        kf_buf_free(&spki);
+    }
+    if (named.data)
+        kf_buf_free(&named);
+    kf_object_clear(&pub);
+    gnutls_x509_crq_deinit(crq);
+    return rc;
+}
+
+/* ---- the operation ---- */
+
 int kmip_certify(struct kmip_call *c)
 {
-    if (kf_ttlv_find(c->req, KMIP_TAG_CERTIFICATE_REQUEST_VALUE) ||
-        kf_ttlv_find(c->req, KMIP_TAG_CERTIFICATE_REQUEST)) {
-        snprintf(c->message, sizeof(c->message),
-                 "Certify from a Certificate Request is not supported: certify a managed "
-                 "Public Key with an x-keyfleet-ca issuer");
-        return KF_ERR_UNSUPPORTED;
-    }
+    const kf_ttlv *csr = kf_ttlv_find(c->req, KMIP_TAG_CERTIFICATE_REQUEST_VALUE);
+    if (!csr)
+        csr = kf_ttlv_find(c->req, KMIP_TAG_CERTIFICATE_REQUEST);
+    if (csr)
+        return certify_csr(c, csr);
     const char *uid = kmip_call_uid(c);
     KF_ENSURE(uid, KF_ERR_REQUEST);
     KF_GUARD(kmip_authorize_uid(c, KF_ROLE_MANAGE, uid, "Certify"));
     struct kf_object pub = {0};
-    kf_buf spki, cert = {0};
-    struct issue_job j = {.c = c, .subject_spki = &spki, .cert = &cert};
+    kf_buf spki;
+    struct issue_job j = {.c = c, .subject_spki = &spki};
     KF_GUARD(kf_buf_alloc(&spki, 64, CERT_MAX, 0));
     int rc = load_subject(c, uid, &pub, &j, &spki);
     if (rc == KF_OK) {
@@ -316,19 +504,8 @@ int kmip_certify(struct kmip_call *c)
         rc = issuer_checks(c, uid, j.ca_uid);
     }
     if (rc == KF_OK)
-        rc = kf_buf_alloc(&cert, 256, CERT_MAX, 0);
-    if (rc == KF_OK)
-        rc = kf_kms_use_key(c->kms, c->actor, "Certify", j.ca_uid, KF_USE_SIGN,
-                            KMIP_USAGE_CERTIFICATE_SIGN, issue_with_ca, &j);
-    char cert_uid[KF_UID_MAX];
-    if (rc == KF_OK)
-        rc = store_certificate(c, uid, &cert, cert_uid);
+        rc = issue_and_store(c, &j, uid);
     kf_object_clear(&pub);
     kf_buf_free(&spki);
-    if (cert.data)
-        kf_buf_free(&cert);
-    KF_GUARD(rc);
-    return kf_ttlv_add_text(c->arena, c->resp, KMIP_TAG_UNIQUE_IDENTIFIER, cert_uid)
-               ? KF_OK
-               : KF_ERR_NOMEM;
+    return rc;
 }
