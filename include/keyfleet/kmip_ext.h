@@ -100,3 +100,54 @@ KF_EXT_OP(KeyfleetDeviceExport,     0x8000000B)
 KF_EXT_OP(KeyfleetDeviceGet,        0x8000000C)
 KF_EXT_OP(KeyfleetPairKeyRequest,   0x8000000D)
 KF_EXT_OP(KeyfleetPairAckReport,    0x8000000E)
+
+/* ---- Manufacturing: key installation, registration, tokens (DESIGN §4.2,
+ * docs/manufacturing.md). 0x5402xx. */
+KF_EXT_TAG(KeyfleetSignedRecord,    0x540201, Structure)   /* envelope: type, body, signer, signature */
+KF_EXT_TAG(KeyfleetRecordType,      0x540202, Enumeration) /* enum kf_mfg_record_type */
+KF_EXT_TAG(KeyfleetRecordBody,      0x540203, ByteString)  /* TTLV bytes of one KeyfleetMfgRecord */
+KF_EXT_TAG(KeyfleetRoleId,          0x540204, TextString)  /* letter + 8 digits: O00000001 */
+KF_EXT_TAG(KeyfleetSignature,       0x540205, ByteString)  /* 64-byte Ed25519 */
+KF_EXT_TAG(KeyfleetMfgRecord,       0x540206, Structure)
+KF_EXT_TAG(KeyfleetRoleType,        0x540207, Enumeration) /* enum kf_mfg_role_type */
+KF_EXT_TAG(KeyfleetSignPub,         0x540208, ByteString)  /* Ed25519 public key */
+KF_EXT_TAG(KeyfleetEncPub,          0x540209, ByteString)  /* X25519 public key */
+KF_EXT_TAG(KeyfleetEventTime,       0x54020A, DateTime)
+KF_EXT_TAG(KeyfleetKeyStatus,       0x54020B, Enumeration) /* enum kf_mfg_status */
+KF_EXT_TAG(KeyfleetSteelId,         0x54020C, TextString)
+KF_EXT_TAG(KeyfleetSealedKey,       0x54020D, ByteString)  /* 80 bytes: key sealed to a role */
+KF_EXT_TAG(KeyfleetTestTokens,      0x54020E, ByteString)  /* 8 bytes */
+KF_EXT_TAG(KeyfleetMsn,             0x54020F, TextString)  /* manufacturing serial number */
+KF_EXT_TAG(KeyfleetReason,          0x540210, Integer)     /* kf error code of a Bad status */
+KF_EXT_TAG(KeyfleetArchiveKey,      0x540211, ByteString)  /* 60 bytes: key under Brass's archive key */
+KF_EXT_TAG(KeyfleetIndicia,         0x540212, TextString)  /* indicia serial number */
+KF_EXT_TAG(KeyfleetCountry,         0x540213, TextString)  /* ISO 3166 alpha-2 */
+KF_EXT_TAG(KeyfleetPeriodFirst,     0x540214, Integer)     /* YYYYMM */
+KF_EXT_TAG(KeyfleetPeriodLast,      0x540215, Integer)
+KF_EXT_TAG(KeyfleetTokenKeyTable,   0x540216, ByteString)  /* n x 116-byte token key entries */
+KF_EXT_TAG(KeyfleetRegistration,    0x540217, Structure)   /* MR1 */
+KF_EXT_TAG(KeyfleetRegistrationMac, 0x540218, Structure)   /* Domain, KeyfleetKeyId, KeyfleetMac */
+KF_EXT_TAG(KeyfleetDate,            0x540219, DateTime)
+KF_EXT_TAG(KeyfleetPieces,          0x54021A, ByteString)  /* n x 46 bytes: canonical data || token */
+KF_EXT_TAG(KeyfleetVerdicts,        0x54021B, ByteString)  /* n result bytes */
+KF_EXT_TAG(KeyfleetDomainKind,      0x54021C, Enumeration) /* 1 vendor, 2 postal, 3 earth */
+KF_EXT_TAG(KeyfleetMeterState,      0x54021D, Structure)   /* a postage device's persisted state */
+KF_EXT_TAG(KeyfleetMeterSlot,       0x54021E, Structure)   /* one domain master key in it */
+KF_EXT_TAG(KeyfleetPieceCount,      0x54021F, LongInteger)
+KF_EXT_TAG(KeyfleetMfgKeyInfo,      0x540220, Structure)   /* KeyfleetMfgStatus answer */
+KF_EXT_TAG(KeyfleetRequestTime,     0x540221, DateTime)
+KF_EXT_TAG(KeyfleetInstallTime,     0x540222, DateTime)
+KF_EXT_TAG(KeyfleetInstallVerifyTime, 0x540223, DateTime)
+KF_EXT_TAG(KeyfleetRegisterTime,    0x540224, DateTime)
+KF_EXT_TAG(KeyfleetRegisterVerifyTime, 0x540225, DateTime)
+
+KF_EXT_OP(KeyfleetMfgSetup,         0x80000010)
+KF_EXT_OP(KeyfleetMfgRoleEnroll,    0x80000011)
+KF_EXT_OP(KeyfleetMfgRoleCerts,     0x80000012)
+KF_EXT_OP(KeyfleetMfgRequestKey,    0x80000013)
+KF_EXT_OP(KeyfleetMfgReportInstall, 0x80000014)
+KF_EXT_OP(KeyfleetMfgRegister,      0x80000015)
+KF_EXT_OP(KeyfleetMfgRetire,        0x80000016)
+KF_EXT_OP(KeyfleetMfgStatus,        0x80000017)
+KF_EXT_OP(KeyfleetTokenVerify,      0x80000018)
+KF_EXT_OP(KeyfleetTokenKeyExport,   0x80000019)

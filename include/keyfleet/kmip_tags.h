@@ -428,6 +428,43 @@
 #define KMIP_TAG_KEYFLEET_EXPORTED                               0x540124U
 #define KMIP_TAG_KEYFLEET_DEVICE_INFO                            0x540125U
 #define KMIP_TAG_KEYFLEET_ACKS_PENDING                           0x540126U
+#define KMIP_TAG_KEYFLEET_SIGNED_RECORD                          0x540201U
+#define KMIP_TAG_KEYFLEET_RECORD_TYPE                            0x540202U
+#define KMIP_TAG_KEYFLEET_RECORD_BODY                            0x540203U
+#define KMIP_TAG_KEYFLEET_ROLE_ID                                0x540204U
+#define KMIP_TAG_KEYFLEET_SIGNATURE                              0x540205U
+#define KMIP_TAG_KEYFLEET_MFG_RECORD                             0x540206U
+#define KMIP_TAG_KEYFLEET_ROLE_TYPE                              0x540207U
+#define KMIP_TAG_KEYFLEET_SIGN_PUB                               0x540208U
+#define KMIP_TAG_KEYFLEET_ENC_PUB                                0x540209U
+#define KMIP_TAG_KEYFLEET_EVENT_TIME                             0x54020AU
+#define KMIP_TAG_KEYFLEET_KEY_STATUS                             0x54020BU
+#define KMIP_TAG_KEYFLEET_STEEL_ID                               0x54020CU
+#define KMIP_TAG_KEYFLEET_SEALED_KEY                             0x54020DU
+#define KMIP_TAG_KEYFLEET_TEST_TOKENS                            0x54020EU
+#define KMIP_TAG_KEYFLEET_MSN                                    0x54020FU
+#define KMIP_TAG_KEYFLEET_REASON                                 0x540210U
+#define KMIP_TAG_KEYFLEET_ARCHIVE_KEY                            0x540211U
+#define KMIP_TAG_KEYFLEET_INDICIA                                0x540212U
+#define KMIP_TAG_KEYFLEET_COUNTRY                                0x540213U
+#define KMIP_TAG_KEYFLEET_PERIOD_FIRST                           0x540214U
+#define KMIP_TAG_KEYFLEET_PERIOD_LAST                            0x540215U
+#define KMIP_TAG_KEYFLEET_TOKEN_KEY_TABLE                        0x540216U
+#define KMIP_TAG_KEYFLEET_REGISTRATION                           0x540217U
+#define KMIP_TAG_KEYFLEET_REGISTRATION_MAC                       0x540218U
+#define KMIP_TAG_KEYFLEET_DATE                                   0x540219U
+#define KMIP_TAG_KEYFLEET_PIECES                                 0x54021AU
+#define KMIP_TAG_KEYFLEET_VERDICTS                               0x54021BU
+#define KMIP_TAG_KEYFLEET_DOMAIN_KIND                            0x54021CU
+#define KMIP_TAG_KEYFLEET_METER_STATE                            0x54021DU
+#define KMIP_TAG_KEYFLEET_METER_SLOT                             0x54021EU
+#define KMIP_TAG_KEYFLEET_PIECE_COUNT                            0x54021FU
+#define KMIP_TAG_KEYFLEET_MFG_KEY_INFO                           0x540220U
+#define KMIP_TAG_KEYFLEET_REQUEST_TIME                           0x540221U
+#define KMIP_TAG_KEYFLEET_INSTALL_TIME                           0x540222U
+#define KMIP_TAG_KEYFLEET_INSTALL_VERIFY_TIME                    0x540223U
+#define KMIP_TAG_KEYFLEET_REGISTER_TIME                          0x540224U
+#define KMIP_TAG_KEYFLEET_REGISTER_VERIFY_TIME                   0x540225U
 
 /* Adjustment Type enumeration */
 #define KMIP_ADJUSTMENT_TYPE_INCREMENT                           0x00000001U
@@ -918,6 +955,16 @@
 #define KMIP_OP_KEYFLEET_DEVICE_GET                              0x8000000CU  /* keyfleet */
 #define KMIP_OP_KEYFLEET_PAIR_KEY_REQUEST                        0x8000000DU  /* keyfleet */
 #define KMIP_OP_KEYFLEET_PAIR_ACK_REPORT                         0x8000000EU  /* keyfleet */
+#define KMIP_OP_KEYFLEET_MFG_SETUP                               0x80000010U  /* keyfleet */
+#define KMIP_OP_KEYFLEET_MFG_ROLE_ENROLL                         0x80000011U  /* keyfleet */
+#define KMIP_OP_KEYFLEET_MFG_ROLE_CERTS                          0x80000012U  /* keyfleet */
+#define KMIP_OP_KEYFLEET_MFG_REQUEST_KEY                         0x80000013U  /* keyfleet */
+#define KMIP_OP_KEYFLEET_MFG_REPORT_INSTALL                      0x80000014U  /* keyfleet */
+#define KMIP_OP_KEYFLEET_MFG_REGISTER                            0x80000015U  /* keyfleet */
+#define KMIP_OP_KEYFLEET_MFG_RETIRE                              0x80000016U  /* keyfleet */
+#define KMIP_OP_KEYFLEET_MFG_STATUS                              0x80000017U  /* keyfleet */
+#define KMIP_OP_KEYFLEET_TOKEN_VERIFY                            0x80000018U  /* keyfleet */
+#define KMIP_OP_KEYFLEET_TOKEN_KEY_EXPORT                        0x80000019U  /* keyfleet */
 
 /* Padding Method enumeration */
 #define KMIP_PAD_NONE                                            0x00000001U

@@ -39,6 +39,10 @@ enum kf_role {
     KF_ROLE_USE = 1u << 2,    /* encrypt, decrypt, sign, verify, MAC, derive, locate, get attributes */
     KF_ROLE_EXPORT = 1u << 3, /* Get of key material */
     KF_ROLE_DEVICE = 1u << 4, /* pair key requests and acknowledgements (docs/pairing.md) */
+    /* Manufacturing (docs/manufacturing.md); each has its command table in kmip_mfg.c. */
+    KF_ROLE_STEEL = 1u << 5,     /* installation station: request keys, report installs */
+    KF_ROLE_REGISTRAR = 1u << 6, /* forwards devices' registration records (MR1) */
+    KF_ROLE_VERIFIER = 1u << 7,  /* token verification, token key export to a Tin */
 };
 #define KF_PRINCIPAL_MAX_DOMAINS 32
 struct kf_principal {

@@ -106,6 +106,10 @@ struct kf_kms {
     pthread_t flusher;
     bool flusher_running;
     struct kms_device_cache *devices;
+    /* Manufacturing (mfg.c: role keys in secure memory) and the token verifier
+     * (tokens.c: token keys and the duplicate set); see mfg_internal.h. */
+    struct kms_mfg *mfg;
+    struct kms_tokens *tokens;
     /* Domain keys loaded into the security module since the last unseal. */
     pthread_rwlock_t handles_lock;
     struct {
