@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "keyfleet/kmip_tags.h"
+#include "keyfleet/meter.h"
 
 /* What the schema says about a tag: its type and the bounds of its value's length. */
 struct tag_rule {
@@ -75,6 +76,17 @@ static const struct tag_rule schema[] = {
     INT64(KMIP_TAG_KEYFLEET_SEND_SEQ, KFD_LONG_INTEGER),
     INT64(KMIP_TAG_KEYFLEET_RECV_SEQ, KFD_LONG_INTEGER),
     BYTES(KMIP_TAG_KEYFLEET_KEY_BYTES, KFD_KEY_LEN, KFD_KEY_LEN),
+    /* postage device (docs/manufacturing.md; meter*.c check the alphabets) */
+    STRUCT(KMIP_TAG_KEYFLEET_METER_STATE),
+    STRUCT(KMIP_TAG_KEYFLEET_METER_SLOT),
+    STRUCT(KMIP_TAG_KEYFLEET_REGISTRATION),
+    STRUCT(KMIP_TAG_KEYFLEET_REGISTRATION_MAC),
+    {KMIP_TAG_KEYFLEET_MSN, KFD_TEXT_STRING, false, 1, KFD_METER_MSN_MAX},
+    {KMIP_TAG_KEYFLEET_INDICIA, KFD_TEXT_STRING, false, 1, KFD_METER_INDICIA_MAX},
+    {KMIP_TAG_KEYFLEET_COUNTRY, KFD_TEXT_STRING, false, 2, 2},
+    INT64(KMIP_TAG_KEYFLEET_DATE, KFD_DATE_TIME),
+    INT64(KMIP_TAG_KEYFLEET_PIECE_COUNT, KFD_LONG_INTEGER),
+    INT64(KMIP_TAG_KEYFLEET_KEY_ID, KFD_LONG_INTEGER),
     /* the KMIP envelope (KMIP 1.4 section 7) */
     STRUCT(KMIP_TAG_REQUEST_MESSAGE),
     STRUCT(KMIP_TAG_REQUEST_HEADER),
