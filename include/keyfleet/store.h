@@ -328,4 +328,123 @@ KF_RESULT int kf_store_pair_kek_get(kf_store *st, uint64_t kek_id, struct kf_pai
 KF_RESULT int kf_store_pair_kek_ack(kf_store *st, uint64_t first_kek_id, const char *device,
                                     int role, uint32_t status, int64_t when);
 
+/* ---- Manufacturing (docs/manufacturing.md, DESIGN §4.2) ----
+ * A domain set up for manufacturing (mfg_domain: kind, country, the IDs of
+ * its M, O and B, the archive's key ID counter and Oak's last seen key ID,
+ * both of which only go forward), its roles (mfg_role: public keys and the
+ * M-signed certificate; never deleted), and its archive (mfg_key: one row
+ * per device master key, holding the signed records; never deleted). The
+ * schema's triggers enforce the counters, the reserved key IDs and the
+ * status moves whatever the caller does. Keys never come here in the clear:
+ * a record holds a key sealed to Brass or under Brass's archive key, and the
+ * role private keys are wrapped managed objects (object.c). */
+#define KF_STORE_MFG_ID_MAX 9         /* role ID: letter + 8 digits */
+#define KF_STORE_MFG_BLOB_MAX 2048    /* one stored signed record or certificate */
+
+struct kf_mfg_domain_row {
+    uint64_t domain_id;
+    uint32_t kind;               /* enum kf_mfg_domain_kind (mfg.h) */
+    char country[3];             /* postal: two letters; else "" */
+    char authority_id[KF_STORE_MFG_ID_MAX + 1], oak_id[KF_STORE_MFG_ID_MAX + 1],
+        brass_id[KF_STORE_MFG_ID_MAX + 1];
+    uint64_t last_key_id;        /* the archive's counter (MI0'): highest key ID issued */
+    uint64_t oak_last_key_id;    /* the highest key ID Oak accepted (MI1) */
+    int64_t created;
+};
+/* KF_ERR_EXISTS if the domain is set up already; KF_ERR_DOMAIN if no such domain. */
+KF_RESULT int kf_store_mfg_domain_insert(kf_store *st, const struct kf_mfg_domain_row *d);
+/* KF_ERR_MFG_SETUP if the domain is not set up for manufacturing. */
+KF_RESULT int kf_store_mfg_domain_get(kf_store *st, uint64_t domain_id,
+                                      struct kf_mfg_domain_row *out);
+typedef int (*kf_store_mfg_domain_cb)(void *ctx, const struct kf_mfg_domain_row *d);
+KF_RESULT int kf_store_mfg_domain_list(kf_store *st, kf_store_mfg_domain_cb cb, void *ctx);
+/* The domain's next archive key ID, inside the caller's transaction (it
+ * commits with the record that uses it). KF_ERR_MFG_SETUP. */
+KF_RESULT int kf_store_mfg_next_key_id(kf_store *st, uint64_t domain_id, uint64_t *key_id);
+/* Oak's last seen key ID := key_id (KF_ERR_ARG from the trigger if lower). */
+KF_RESULT int kf_store_mfg_oak_seen(kf_store *st, uint64_t domain_id, uint64_t key_id);
+
+struct kf_mfg_role_row {
+    char role_id[KF_STORE_MFG_ID_MAX + 1];
+    uint64_t domain_id;
+    uint32_t role_type;          /* enum kf_mfg_role_type */
+    uint8_t sign_pub[32];
+    bool has_enc;
+    uint8_t enc_pub[32];
+    uint8_t cert[KF_STORE_MFG_BLOB_MAX]; /* the RoleCert envelope */
+    size_t cert_len;
+    /* M, O, B: key IDs of the wrapped private keys in the domain (0 = none). */
+    uint64_t sign_key_id, enc_key_id, archive_key_id;
+    int64_t created;
+};
+/* KF_ERR_EXISTS if that role ID is enrolled in the domain already. */
+KF_RESULT int kf_store_mfg_role_insert(kf_store *st, const struct kf_mfg_role_row *r);
+/* KF_ERR_MFG_ROLE if the role is not enrolled in the domain. */
+KF_RESULT int kf_store_mfg_role_get(kf_store *st, uint64_t domain_id, const char *role_id,
+                                    struct kf_mfg_role_row *out);
+typedef int (*kf_store_mfg_role_cb)(void *ctx, const struct kf_mfg_role_row *r);
+/* The domain's roles in role ID order ("B..." < "M..." < "O..." < "S..." < "T..."). */
+KF_RESULT int kf_store_mfg_role_list(kf_store *st, uint64_t domain_id, kf_store_mfg_role_cb cb,
+                                     void *ctx);
+
+struct kf_mfg_key_row {
+    uint64_t domain_id, key_id;
+    char steel_id[KF_STORE_MFG_ID_MAX + 1];
+    uint32_t status;             /* enum kf_mfg_status */
+    int32_t reason;              /* kf error code of a Bad status, else 0 */
+    char msn[17], indicia[17], country[3];
+    uint8_t mi3[KF_STORE_MFG_BLOB_MAX];    /* the origin record: ArchiveNew, or Transfer */
+    size_t mi3_len;
+    uint8_t record[KF_STORE_MFG_BLOB_MAX]; /* the current record: MI3, MI9 or MR3 */
+    size_t record_len;
+    int64_t t_request, t_install, t_install_verify, t_register, t_register_verify;
+    uint64_t moved_domain_id, moved_key_id; /* Transferred: where the key went */
+};
+/* key_id must come from kf_store_mfg_next_key_id (KF_ERR_ARG otherwise);
+ * KF_ERR_EXISTS if taken. */
+KF_RESULT int kf_store_mfg_key_insert(kf_store *st, const struct kf_mfg_key_row *k);
+/* KF_ERR_MFG_UNKNOWN if there is no such key in the domain. */
+KF_RESULT int kf_store_mfg_key_get(kf_store *st, uint64_t domain_id, uint64_t key_id,
+                                   struct kf_mfg_key_row *out);
+/* The newest key (highest key ID) of msn in the domain; KF_ERR_MFG_UNKNOWN. */
+KF_RESULT int kf_store_mfg_key_by_msn(kf_store *st, uint64_t domain_id, const char *msn,
+                                      struct kf_mfg_key_row *out);
+/* The Steel's newest key that is still New; KF_ERR_NOT_FOUND if none. */
+KF_RESULT int kf_store_mfg_key_open_for_steel(kf_store *st, uint64_t domain_id,
+                                              const char *steel_id, struct kf_mfg_key_row *out);
+/* Writes status, reason, msn, indicia, country, record, the four later
+ * times and the move. The schema refuses a status move the protocol does
+ * not allow (KF_ERR_ARG) and a change of identity. KF_ERR_MFG_UNKNOWN. */
+KF_RESULT int kf_store_mfg_key_update(kf_store *st, const struct kf_mfg_key_row *k);
+typedef int (*kf_store_mfg_key_cb)(void *ctx, const struct kf_mfg_key_row *k);
+/* The domain's keys in key ID order; status 0 = every status. */
+KF_RESULT int kf_store_mfg_key_list(kf_store *st, uint64_t domain_id, uint32_t status,
+                                    kf_store_mfg_key_cb cb, void *ctx);
+
+/* ---- Token pieces (docs/manufacturing.md "Tokens"): duplicate detection ----
+ * One row of mfg_piece per (domain, MSN, piece count) ever verified good;
+ * rows are only ever added. The token verifier (src/kms/tokens.c) keeps its
+ * own prepared statements for this table on one connection: a
+ * kf_store_pieces, closed before that connection's store. */
+typedef struct kf_store_pieces kf_store_pieces;
+struct kf_store_piece {
+    char msn[16 + 1];     /* 1..16 of A-Z 0-9 - (KF_MFG_MSN_MAX) */
+    uint32_t piece_count;
+};
+KF_RESULT int kf_store_pieces_open(kf_store *st, kf_store_pieces **out);
+/* Finalizes the statements. NULL is fine. */
+void kf_store_pieces_close(kf_store_pieces *p);
+/* Add n pieces of one domain, verified at verified_at (Unix s), inside the
+ * caller's transaction. KF_ERR_EXISTS if one of them is there already (the
+ * caller rolls back). */
+KF_RESULT int kf_store_pieces_insert(kf_store_pieces *p, uint64_t domain_id, int64_t verified_at,
+                                     const struct kf_store_piece *pieces, size_t n);
+/* Every piece of the domain, in no particular order. cb returning < 0 stops
+ * the walk with that result. */
+typedef int (*kf_store_piece_cb)(void *ctx, const char *msn, uint32_t piece_count);
+KF_RESULT int kf_store_pieces_list(kf_store_pieces *p, uint64_t domain_id, kf_store_piece_cb cb,
+                                   void *ctx);
+/* How many pieces the domain has (tests, status). */
+KF_RESULT int kf_store_pieces_count(kf_store_pieces *p, uint64_t domain_id, uint64_t *n);
+
 #endif

@@ -51,7 +51,8 @@
  *
  *   fingerprint=SHA256:<64 hex digits, colons allowed>   match the certificate
  *   subject-CN=<text> subject-O=<text> subject-OU=<text> match subject fields
- *   roles=admin,manage,use,export | roles=none           required
+ *   roles=admin,manage,use,export | roles=none           required; also device,
+ *                                                          steel, registrar, verifier
  *   domains=* | domains=VENDOR,USPS                      required
  *   default=VENDOR                                       optional (Create's domain)
  *

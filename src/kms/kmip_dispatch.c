@@ -67,6 +67,16 @@ static const struct {
     {KMIP_OP_KEYFLEET_DEVICE_GET, kmip_kf_device_get},
     {KMIP_OP_KEYFLEET_PAIR_KEY_REQUEST, kmip_kf_pair_key_request},
     {KMIP_OP_KEYFLEET_PAIR_ACK_REPORT, kmip_kf_pair_ack_report},
+    {KMIP_OP_KEYFLEET_MFG_SETUP, kmip_kf_mfg_setup},
+    {KMIP_OP_KEYFLEET_MFG_ROLE_ENROLL, kmip_kf_mfg_role_enroll},
+    {KMIP_OP_KEYFLEET_MFG_ROLE_CERTS, kmip_kf_mfg_role_certs},
+    {KMIP_OP_KEYFLEET_MFG_REQUEST_KEY, kmip_kf_mfg_request_key},
+    {KMIP_OP_KEYFLEET_MFG_REPORT_INSTALL, kmip_kf_mfg_report_install},
+    {KMIP_OP_KEYFLEET_MFG_REGISTER, kmip_kf_mfg_register},
+    {KMIP_OP_KEYFLEET_MFG_RETIRE, kmip_kf_mfg_retire},
+    {KMIP_OP_KEYFLEET_MFG_STATUS, kmip_kf_mfg_status},
+    {KMIP_OP_KEYFLEET_TOKEN_VERIFY, kmip_kf_token_verify},
+    {KMIP_OP_KEYFLEET_TOKEN_KEY_EXPORT, kmip_kf_token_key_export},
 };
 
 /* The standard operations this server answers, from the handler table itself. */
@@ -89,7 +99,29 @@ uint32_t kf_kms_result_reason(int err, int kmip_major)
     case KF_ERR_NOT_FOUND:
     case KF_ERR_DEVICE_UNKNOWN:
     case KF_ERR_ACK_UNKNOWN:
+    case KF_ERR_MFG_UNKNOWN:
+    case KF_ERR_MFG_ROLE:
         return KMIP_REASON_ITEM_NOT_FOUND;
+    /* Manufacturing (docs/manufacturing.md): framing, command, parameters. */
+    case KF_ERR_MFG_FRAMING:
+        return KMIP_REASON_INVALID_MESSAGE;
+    case KF_ERR_MFG_COMMAND:
+        return KMIP_REASON_PERMISSION_DENIED;
+    case KF_ERR_MFG_PARAM:
+    case KF_ERR_MFG_COUNTRY:
+    case KF_ERR_MFG_STEEL_ID:
+        return KMIP_REASON_INVALID_FIELD;
+    case KF_ERR_MFG_KEY_ID:
+    case KF_ERR_MFG_STATUS:
+    case KF_ERR_MFG_TIME:
+    case KF_ERR_MFG_SETUP:
+    case KF_ERR_MFG_NOT_ACTIVE:
+        return kmip_major >= 2 ? KMIP_REASON_WRONG_KEY_LIFECYCLE_STATE
+                               : KMIP_REASON_PERMISSION_DENIED;
+    case KF_ERR_MFG_REG_MAC:
+    case KF_ERR_MFG_TOKENS:
+    case KF_ERR_MFG_ARCHIVE:
+        return KMIP_REASON_CRYPTOGRAPHIC_FAILURE;
     case KF_ERR_STATE:
     case KF_ERR_TRANSITION:
         return kmip_major >= 2 ? KMIP_REASON_WRONG_KEY_LIFECYCLE_STATE
@@ -333,8 +365,10 @@ static int run_item(struct batch *b, const kf_ttlv *bi, bool *failed)
         .id_placeholder = b->id_placeholder,
     };
     rc = fn(&call);
-    if (rc < 0)
-        return put_failure(a, item, rc, major, call.message);
+    if (rc < 0) {
+        KF_GUARD(put_failure(a, item, rc, major, call.message));
+        return kmip_mfg_error_payload(a, item, op, rc); /* KeyfleetErrorCode */
+    }
     *failed = false;
     remember_placeholder(b, op, payload);
     if (!kf_ttlv_add_enum(a, item, KMIP_TAG_RESULT_STATUS, KMIP_RESULT_STATUS_SUCCESS))

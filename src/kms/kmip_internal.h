@@ -73,6 +73,36 @@ int kmip_kf_device_get(struct kmip_call *c);
 int kmip_kf_pair_key_request(struct kmip_call *c);
 int kmip_kf_pair_ack_report(struct kmip_call *c);
 
+/* Manufacturing (kmip_mfg.c, docs/manufacturing.md "KMIP operations"). */
+int kmip_kf_mfg_setup(struct kmip_call *c);
+int kmip_kf_mfg_role_enroll(struct kmip_call *c);
+int kmip_kf_mfg_role_certs(struct kmip_call *c);
+int kmip_kf_mfg_request_key(struct kmip_call *c);
+int kmip_kf_mfg_report_install(struct kmip_call *c);
+int kmip_kf_mfg_register(struct kmip_call *c);
+int kmip_kf_mfg_retire(struct kmip_call *c);
+int kmip_kf_mfg_status(struct kmip_call *c);
+/* Token verification and the token key export to a Tin (kmip_tokens.c). */
+int kmip_kf_token_verify(struct kmip_call *c);
+int kmip_kf_token_key_export(struct kmip_call *c);
+/*
+ * Error level 2 of the manufacturing operations (0x80000010-0x80000019):
+ * the command table. KF_OK if c->who holds one of the roles that may send op
+ * and record_type (0: the request carries no signed record) is one op takes;
+ * then, when domain is not NULL, holds that role in domain (level 3's
+ * principal check). Otherwise KF_ERR_MFG_COMMAND (KF_ERR_PERM for the
+ * domain), with the sentence in c->message, logged with its level and audited.
+ */
+int kmip_mfg_command(struct kmip_call *c, uint32_t op, uint32_t record_type, const char *domain);
+/* The error level (1 framing/integrity, 2 command, 3 parameter) of a kf error. */
+int kmip_mfg_level(int rc);
+/* Log a refusal the service returned (it audited it already) once, with its
+ * level; puts the level into c->message if empty. Returns rc. */
+int kmip_mfg_log(struct kmip_call *c, uint32_t op, int rc);
+/* A failed manufacturing operation's Response Payload: {KeyfleetErrorCode}
+ * (no-op for other operations). */
+int kmip_mfg_error_payload(kf_arena *a, kf_ttlv *item, uint32_t op, int err);
+
 /*
  * KF_OK if c->who holds roles in domain (NULL: server-wide); otherwise audits
  * the refusal of op and returns KF_ERR_PERM with a sentence in c->message.

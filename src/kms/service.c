@@ -15,6 +15,7 @@
 #include "keyfleet/rng.h"
 #include "keyfleet/secmem.h"
 #include "kms_internal.h"
+#include "mfg_internal.h"
 
 static int audit_mac_cb(void *ctx, const uint8_t *data, size_t len, uint8_t out[32])
 {
@@ -94,6 +95,8 @@ void kms_forget_handles(kf_kms *kms)
     kms->nloaded = 0;
     pthread_rwlock_unlock(&kms->handles_lock);
     kms_device_cache_wipe(kms); /* the unwrapped MKEKs go with the domain keys */
+    kms_mfg_wipe(kms);          /* and so do the manufacturing role keys */
+    kms_tokens_wipe(kms);       /* and the token keys of the verifier's cache */
 }
 
 struct kms_reader *kms_reader_acquire(kf_kms *kms)
@@ -255,7 +258,9 @@ static int open_parts(kf_kms *kms, const struct kf_kms_config *cfg)
     KF_GUARD(kf_audit_open(kf_store_db(kms->store), &mac, &opt, &kms->audit));
     for (int i = 0; i < KF_KMS_READERS && !cfg->memory_store; i++)
         KF_GUARD(kf_store_open(kms->dir, &kms->readers[i].store));
-    return kms_device_cache_open(kms);
+    KF_GUARD(kms_device_cache_open(kms));
+    KF_GUARD(kms_mfg_open(kms));
+    return kms_tokens_open(kms);
 }
 
 /*
@@ -382,6 +387,8 @@ void kf_kms_close(kf_kms *kms)
         kf_info("group commit: %llu fdatasyncs of the WAL, %.0f us each on average",
                 (unsigned long long)syncs, (double)sync_ns / 1000.0 / (double)syncs);
     kms_device_cache_close(kms);
+    kms_tokens_close(kms); /* its statements are on kms->store: before that closes */
+    kms_mfg_close(kms);
     kf_audit_close(kms->audit);
     kf_store_close(kms->store);
     for (int i = 0; i < KF_KMS_READERS; i++) {

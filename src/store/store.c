@@ -221,6 +221,11 @@ static const char *const store_migrations[] = {
 };
 #define STORE_SCHEMA_VERSION ((int)(sizeof(store_migrations) / sizeof(store_migrations[0])))
 
+/* The archive's columns, in the order src/store/mfg.c reads them. */
+#define MFG_KEY_COLUMNS                                                                         \
+    "domain_id, key_id, steel_id, status, reason, msn, indicia, country, mi3, record, t_request," \
+    " t_install, t_install_verify, t_register, t_register_verify, moved_domain_id, moved_key_id"
+
 static const char *const stmt_sql[KF_STMT_COUNT] = {
     [KF_STMT_BEGIN] = "BEGIN IMMEDIATE",
     [KF_STMT_COMMIT] = "COMMIT",
@@ -301,6 +306,46 @@ static const char *const stmt_sql[KF_STMT_COUNT] = {
     [KF_STMT_SAVEPOINT] = "SAVEPOINT kf_job",
     [KF_STMT_SAVEPOINT_RELEASE] = "RELEASE kf_job",
     [KF_STMT_SAVEPOINT_ROLLBACK] = "ROLLBACK TO kf_job",
+    [KF_STMT_MFG_DOMAIN_INSERT] =
+        "INSERT INTO mfg_domain(domain_id, kind, country, authority_id, oak_id, brass_id,"
+        " last_key_id, oak_last_key_id, created) VALUES (?1, ?2, ?3, ?4, ?5, ?6, 0, 0, ?7)",
+    [KF_STMT_MFG_DOMAIN_GET] =
+        "SELECT domain_id, kind, country, authority_id, oak_id, brass_id, last_key_id,"
+        " oak_last_key_id, created FROM mfg_domain WHERE domain_id = ?1",
+    [KF_STMT_MFG_DOMAIN_LIST] =
+        "SELECT domain_id, kind, country, authority_id, oak_id, brass_id, last_key_id,"
+        " oak_last_key_id, created FROM mfg_domain ORDER BY domain_id",
+    [KF_STMT_MFG_NEXT_KEY_ID] = "UPDATE mfg_domain SET last_key_id = last_key_id + 1 "
+                                "WHERE domain_id = ?1 RETURNING last_key_id",
+    [KF_STMT_MFG_OAK_SEEN] = "UPDATE mfg_domain SET oak_last_key_id = ?2 WHERE domain_id = ?1",
+    [KF_STMT_MFG_ROLE_INSERT] =
+        "INSERT INTO mfg_role(role_id, domain_id, role_type, sign_pub, enc_pub, cert, sign_key_id,"
+        " enc_key_id, archive_key_id, created) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+    [KF_STMT_MFG_ROLE_GET] =
+        "SELECT role_id, domain_id, role_type, sign_pub, enc_pub, cert, sign_key_id, enc_key_id,"
+        " archive_key_id, created FROM mfg_role WHERE domain_id = ?1 AND role_id = ?2",
+    [KF_STMT_MFG_ROLE_LIST] =
+        "SELECT role_id, domain_id, role_type, sign_pub, enc_pub, cert, sign_key_id, enc_key_id,"
+        " archive_key_id, created FROM mfg_role WHERE domain_id = ?1 ORDER BY role_id",
+    [KF_STMT_MFG_KEY_INSERT] =
+        "INSERT INTO mfg_key(domain_id, key_id, steel_id, status, reason, msn, indicia, country,"
+        " mi3, record, t_request, t_install, t_install_verify, t_register, t_register_verify,"
+        " moved_domain_id, moved_key_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11,"
+        " ?12, ?13, ?14, ?15, ?16, ?17)",
+    [KF_STMT_MFG_KEY_GET] =
+        "SELECT " MFG_KEY_COLUMNS " FROM mfg_key WHERE domain_id = ?1 AND key_id = ?2",
+    [KF_STMT_MFG_KEY_BY_MSN] = "SELECT " MFG_KEY_COLUMNS " FROM mfg_key "
+                               "WHERE domain_id = ?1 AND msn = ?2 ORDER BY key_id DESC LIMIT 1",
+    [KF_STMT_MFG_KEY_OPEN_FOR_STEEL] =
+        "SELECT " MFG_KEY_COLUMNS " FROM mfg_key "
+        "WHERE domain_id = ?1 AND steel_id = ?2 AND status = 1 ORDER BY key_id DESC LIMIT 1",
+    [KF_STMT_MFG_KEY_UPDATE] =
+        "UPDATE mfg_key SET status = ?3, reason = ?4, msn = ?5, indicia = ?6, country = ?7,"
+        " record = ?8, t_install = ?9, t_install_verify = ?10, t_register = ?11,"
+        " t_register_verify = ?12, moved_domain_id = ?13, moved_key_id = ?14 "
+        "WHERE domain_id = ?1 AND key_id = ?2",
+    [KF_STMT_MFG_KEY_LIST] = "SELECT " MFG_KEY_COLUMNS " FROM mfg_key "
+                             "WHERE domain_id = ?1 AND (?2 = 0 OR status = ?2) ORDER BY key_id",
 };
 
 int kf_store_sqlite_error(kf_store *st, int rc, const char *what)
@@ -368,10 +413,30 @@ static int exec_sql(sqlite3 *db, const char *sql)
 
 /* The file is created here, not by SQLite, so it gets mode 0600 regardless
  * of umask and a symlink planted at the path is refused. SQLite gives the
- * -wal and -shm files the same mode as the database file. */
+ * -wal and -shm files the same mode as the database file.
+ * An existing file is never opened here: closing any descriptor of the
+ * database file drops every POSIX lock this process holds on it, including
+ * the SHARED lock of a connection already open (the kms opens its readers
+ * after the writer). Without that lock another process's sqlite3 would take
+ * the file as unused, checkpoint and delete the WAL under the running daemon,
+ * and later commits would go to an unlinked file. */
 static int create_db_file(const char *path)
 {
-    int fd = open(path, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
+    struct stat sb;
+    if (lstat(path, &sb) == 0) {
+        if (!S_ISREG(sb.st_mode)) {
+            kf_error("store: %s is not a regular file (a symlink?)", path);
+            return KF_ERR_PERM;
+        }
+        return KF_OK;
+    }
+    if (errno != ENOENT) {
+        kf_error("store: cannot stat %s: %s", path, strerror(errno));
+        return errno == EACCES ? KF_ERR_PERM : KF_ERR_IO;
+    }
+    int fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+    if (fd < 0 && errno == EEXIST)
+        return create_db_file(path); /* raced with another opener: check what is there */
     if (fd < 0) {
         kf_error("store: cannot open %s: %s", path, strerror(errno));
         return errno == EACCES ? KF_ERR_PERM : KF_ERR_IO;

@@ -182,13 +182,20 @@ static int add_role(const char *item, struct rule *r, struct parse_error *e)
                  {"use", KF_ROLE_USE},
                  {"export", KF_ROLE_EXPORT},
                  {"device", KF_ROLE_DEVICE},
+                 /* manufacturing (docs/manufacturing.md "Command table") */
+                 {"steel", KF_ROLE_STEEL},
+                 {"registrar", KF_ROLE_REGISTRAR},
+                 {"verifier", KF_ROLE_VERIFIER},
                  {"none", 0}};
     for (size_t i = 0; i < sizeof(roles) / sizeof(roles[0]); i++)
         if (strcmp(item, roles[i].name) == 0) {
             r->roles |= roles[i].bit;
             return KF_OK;
         }
-    return refuse(e, "unknown role '%s' (admin, manage, use, export, device, none)", item);
+    return refuse(e,
+                  "unknown role '%s' (admin, manage, use, export, device, steel, registrar, "
+                  "verifier, none)",
+                  item);
 }
 
 static bool domain_name_ok(const char *s)

@@ -70,6 +70,24 @@ static void colon_separated_fingerprint_matches(void **state)
     kf_tls_identities_free(ids);
 }
 
+/* The manufacturing roles (docs/manufacturing.md "Command table"). */
+static void manufacturing_role_words(void **state)
+{
+    (void)state;
+    const char *text = "subject-CN=admin roles=steel,registrar,verifier domains=VE\n";
+    kf_tls_identities *ids;
+    char why[256];
+    unsigned line;
+    assert_int_equal(parse(text, &ids, &line, why), KF_OK);
+    struct kf_principal who;
+    assert_int_equal(kf_tls_identities_match(ids, &admin_peer, &who), KF_OK);
+    assert_int_equal(who.roles, KF_ROLE_STEEL | KF_ROLE_REGISTRAR | KF_ROLE_VERIFIER);
+    kf_tls_identities_free(ids);
+    assert_int_equal(parse("subject-CN=a roles=oak domains=A\n", &ids, &line, why),
+                     KF_ERR_IDENTITY_FILE);
+    assert_non_null(strstr(why, "steel, registrar, verifier"));
+}
+
 struct bad {
     const char *text;
     unsigned line;
@@ -208,6 +226,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(parses_rules_comments_and_quotes),
         cmocka_unit_test(colon_separated_fingerprint_matches),
+        cmocka_unit_test(manufacturing_role_words),
         cmocka_unit_test(malformed_lines_are_refused_with_their_number),
         cmocka_unit_test(long_line_and_nul_byte_are_refused),
         cmocka_unit_test(subject_rules_need_every_field_once),
