@@ -71,7 +71,7 @@ enum kf_token_verdict {
     KF_TOKEN_DUPLICATE = 3,
     KF_TOKEN_REFUSED = 4,
 };
-#define KF_TOKEN_BATCH_MAX 65536u
+#define KF_TOKEN_BATCH_MAX 20000u /* 920,000 bytes of pieces: a request stays under the 1 MiB message limit */
 /* pieces: n x KFD_PIECE_LEN bytes (canonical data || this domain's token).
  * verdicts: n bytes. Good pieces are recorded (durably, before returning) for
  * duplicate detection. Audited once per batch with the counts. */

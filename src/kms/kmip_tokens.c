@@ -100,7 +100,7 @@ int kmip_kf_token_verify(struct kmip_call *c)
     KF_GUARD(items_end(&it));
     size_t len = pieces->v.bytes.len, n = len / KFD_PIECE_LEN;
     if (len % KFD_PIECE_LEN != 0 || n < 1 || n > KF_TOKEN_BATCH_MAX)
-        return malformed(&it, "KeyfleetPieces holds 1 to 65,536 pieces of 46 bytes each");
+        return malformed(&it, "KeyfleetPieces holds 1 to 20,000 pieces of 46 bytes each");
     KF_GUARD(kmip_mfg_command(c, op, 0, domain));
     uint8_t *verdicts = kf_arena_alloc(c->arena, n);
     KF_ENSURE(verdicts != NULL, KF_ERR_NOMEM);

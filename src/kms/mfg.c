@@ -569,61 +569,17 @@ static int report_body(kf_kms *kms, void *ctx)
     return report_apply(kms, x, p);
 }
 
-/* The domain whose enrolled Steel signer's signature verifies on report. */
-struct find_ctx {
-    kf_store *st;
-    const char *signer;
-    const uint8_t *report;
-    size_t len;
-    const struct kf_mfg_envelope *env;
-    struct kf_mfg_role_row *row;
-    uint64_t domain_id;
-};
-
-/* A Steel may be enrolled (with the same keys) in several domains: the one
- * meant is the one whose certificate the signature verifies under and
- * which the record, decoded once verified, names. */
-static int find_signer_domain(void *ctx, const struct kf_mfg_domain_row *d)
+/* The domain a report is for: the one its (signed) body names. The body is
+ * only read here; report_body checks the signature with that domain's
+ * certificate of the signer before anything is believed. */
+static int report_domain(const struct kf_mfg_envelope *env, char domain[KF_DOMAIN_NAME_MAX + 1])
 {
-    struct find_ctx *f = ctx;
-    struct kf_mfg_record rec;
-    struct kf_domain dom = {0};
-    if (kf_store_mfg_role_get(f->st, d->domain_id, f->signer, f->row) != KF_OK ||
-        f->row->role_type != KF_MFG_ROLE_STEEL ||
-        kf_mfg_envelope_verify(f->env, f->row->sign_pub) != KF_OK ||
-        kf_mfg_record_decode(f->env->body, f->env->body_len, f->env->type, &rec) != KF_OK)
-        return KF_OK;
-    int rc = kf_store_domain_get_by_id(f->st, d->domain_id, &dom);
-    bool named = rc == KF_OK && strcmp(dom.name, rec.domain) == 0;
-    kf_domain_clear(&dom);
-    KF_GUARD(rc);
-    if (!named)
-        return KF_OK;
-    f->domain_id = d->domain_id;
-    return 1; /* found */
-}
-
-static int signer_domain(kf_kms *kms, const struct kf_mfg_envelope *env, const uint8_t *report,
-                         size_t len, char domain[KF_DOMAIN_NAME_MAX + 1])
-{
-    struct kf_mfg_role_row *row = malloc(sizeof(*row));
-    KF_ENSURE(row != NULL, KF_ERR_NOMEM);
-    struct find_ctx f = {.st = kms->store,
-                         .signer = env->signer,
-                         .report = report,
-                         .len = len,
-                         .env = env,
-                         .row = row};
-    struct kf_domain d = {0};
-    int rc = kf_store_mfg_domain_list(kms->store, find_signer_domain, &f);
-    if (rc == KF_OK && f.domain_id == 0)
-        rc = KF_ERR_MFG_ROLE;
+    struct kf_mfg_record *rec = malloc(sizeof(*rec));
+    KF_ENSURE(rec != NULL, KF_ERR_NOMEM);
+    int rc = kf_mfg_record_decode(env->body, env->body_len, env->type, rec);
     if (rc == KF_OK)
-        rc = kf_store_domain_get_by_id(kms->store, f.domain_id, &d);
-    if (rc == KF_OK)
-        mfg_copy_text(domain, KF_DOMAIN_NAME_MAX + 1, d.name);
-    kf_domain_clear(&d);
-    free(row);
+        mfg_copy_text(domain, KF_DOMAIN_NAME_MAX + 1, rec->domain);
+    free(rec);
     return rc;
 }
 
@@ -650,7 +606,7 @@ int kms_mfg_report_install_in(kf_kms *kms, const char *actor, const char *domain
             rc = KF_ERR_MFG_COMMAND;
     }
     mfg_lock(kms);
-    if (rc == KF_OK && !domain && (rc = signer_domain(kms, &env, report, len, found)) == KF_OK)
+    if (rc == KF_OK && !domain && (rc = report_domain(&env, found)) == KF_OK)
         x->domain = found;
     if (rc == KF_OK)
         rc = mfg_in_tx(kms, report_body, x);

@@ -22,7 +22,8 @@ void kf_principal_local_admin(struct kf_principal *who, const char *name)
     snprintf(who->name, sizeof(who->name), "%s", name);
     /* Every role: the device role adds nothing to what registering and
      * exporting devices already allow, and lets the socket drive pairing. */
-    who->roles = KF_ROLE_ADMIN | KF_ROLE_MANAGE | KF_ROLE_USE | KF_ROLE_EXPORT | KF_ROLE_DEVICE;
+    who->roles = KF_ROLE_ADMIN | KF_ROLE_MANAGE | KF_ROLE_USE | KF_ROLE_EXPORT | KF_ROLE_DEVICE |
+                 KF_ROLE_STEEL | KF_ROLE_REGISTRAR | KF_ROLE_VERIFIER;
     who->all_domains = true;
     snprintf(who->default_domain, sizeof(who->default_domain), "default");
 }

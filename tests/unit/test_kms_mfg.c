@@ -498,7 +498,7 @@ static void test_install_faults(void **state)
                 &rep);
     kf_buf_reset(&recs);
     assert_int_equal(kf_kms_mfg_report_install(f->kms, ACTOR, rep.data, rep.len, &recs),
-                     KF_ERR_MFG_ROLE); /* its signature verifies under no enrolled Steel */
+                     KF_ERR_BAD_SIGNATURE); /* not under the Steel's certificate of the named domain */
     assert_int_equal(kms_mfg_report_install_in(f->kms, ACTOR, "VE", rep.data, rep.len, &recs),
                      KF_ERR_BAD_SIGNATURE);
     make_report(&is2, "S00000077", rogue.sign_priv, "M-0101", is2.tokens, (int64_t)time(NULL), 0,
