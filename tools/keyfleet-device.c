@@ -49,7 +49,12 @@ static const char *const usage_text =
     "  meter   --state FILE --partner ADDR --partner-id ID ...\n"
     "                                         requester A: pair, then exchange session keys\n"
     "  show    --state FILE [--json] [--reveal-keys]\n"
-    "                                         counter and KEK slots of a device\n\n"
+    "                                         counter and KEK slots of a device\n"
+    "  meter show  --state FILE [--json]      a postage device (docs/manufacturing.md):\n"
+    "                                         MSN, country, piece count, key slots\n"
+    "  meter print --state FILE --vendor VE --postal D --date YYYYMMDD --value N\n"
+    "              --postal-code C [--count N]\n"
+    "                                         print N indicia (one line each)\n\n"
     "Every command takes --clock-skew SECONDS (added to the clock: a test's time machine)\n"
     "and --help. ADDR is HOST:PORT, [V6]:PORT or unix:/PATH.\n"
     "The state file is the device's secure storage: it holds its keys in the clear, as a\n"
@@ -1054,6 +1059,10 @@ int main(int argc, char **argv)
         return cmd_install(argc - 2, argv + 2);
     if (strcmp(cmd, "base") == 0)
         return cmd_base(argc - 2, argv + 2);
+    /* "meter show" and "meter print" are the postage device; plain "meter" pairs */
+    if (strcmp(cmd, "meter") == 0 && argc >= 3 &&
+        (strcmp(argv[2], "show") == 0 || strcmp(argv[2], "print") == 0))
+        return ds_meter_main(argc - 2, argv + 2);
     if (strcmp(cmd, "meter") == 0)
         return cmd_meter(argc - 2, argv + 2);
     if (strcmp(cmd, "show") == 0)

@@ -16,6 +16,7 @@
 
 #include "keyfleet/kmip_tags.h"
 #include "keyfleet/lifecycle.h"
+#include "keyfleet/mfg.h"
 #include "keyfleet/secmem.h"
 #include "keyfleet/server.h"
 #include "keyfleet/tls.h"
@@ -68,6 +69,13 @@ static const char *const usage_text =
     "                                      is refused); FILE is new, mode 0600, never replaced\n"
     "  device show ID                      domain, pairing counter, exported, last KEK ID,\n"
     "                                      acknowledgements pending\n"
+    "  mfg setup --domain D --kind vendor|postal|earth [--country CC]\n"
+    "                                      set a domain up for manufacturing: its authority\n"
+    "                                      M, Oak and Brass (postal: its country)\n"
+    "  mfg certs --domain D                the domain's role certificates, checked under M\n"
+    "  mfg status --domain D --key-id N|--msn M\n"
+    "                                      a device key's archive record and event times\n"
+    "  mfg retire --domain D --key-id N    take a key out of service (Obsolete)\n"
     "  audit show [--from SEQ] [--limit N]\n"
     "  audit verify                        check the hash chain, MACs and order\n\n"
     "Options:\n"
@@ -1110,6 +1118,335 @@ static int cmd_device(struct cli *c, int argc, char **argv)
     return usage_error("device register|export|show");
 }
 
+/* ---- Manufacturing (docs/manufacturing.md) ---- */
+static const char *const mfg_help =
+    "Usage: keyfleet [--json] mfg setup --domain D --kind vendor|postal|earth [--country CC]\n"
+    "       keyfleet [--json] mfg certs --domain D\n"
+    "       keyfleet [--json] mfg status --domain D (--key-id N | --msn M)\n"
+    "       keyfleet [--json] mfg retire --domain D --key-id N\n"
+    "Manufacturing key installation and registration (docs/manufacturing.md).\n"
+    "  setup   make the domain's authority M, generation role Oak and verification role\n"
+    "          Brass (keys kept wrapped in the domain, certificates signed by M); the\n"
+    "          keyfleet domain is created when missing. vendor: one per system; postal:\n"
+    "          one per country (--country, ISO 3166 alpha-2); earth: devices made for no\n"
+    "          country yet. Prints the three role IDs.\n"
+    "  certs   every role certificate of the domain: M, O, B and each enrolled station,\n"
+    "          each checked under M's key (M's own is self-signed)\n"
+    "  status  a device key's archive record: status (New, Installed, Bad, Active,\n"
+    "          Obsolete, Transferred), the reason of a Bad status, Steel, device,\n"
+    "          registration and the five event times; --msn: that device's newest key.\n"
+    "          A record modified in the store is refused (KF_ERR_MFG_ARCHIVE).\n"
+    "  retire  Installed or Active -> Obsolete\n"
+    "Over the admin socket, or remote (--server ...) with a certificate the identity map\n"
+    "gives the admin role (status: also registrar or steel).\n";
+
+static const char *mfg_status_name(uint32_t s)
+{
+    static const char *const names[] = {"?",      "New",      "Installed",  "Bad",
+                                        "Active", "Obsolete", "Transferred"};
+    return s < sizeof(names) / sizeof(names[0]) ? names[s] : "?";
+}
+
+static const char *mfg_role_name(uint32_t t)
+{
+    static const char *const names[] = {"?", "authority", "oak", "brass", "steel", "tin"};
+    return t < sizeof(names) / sizeof(names[0]) ? names[t] : "?";
+}
+
+static int mfg_domain_opt(int argc, char **argv, const char **domain)
+{
+    *domain = opt_value(argc, argv, "--domain");
+    return *domain ? 0 : usage_error("mfg: --domain is required");
+}
+
+/*
+ * The role certificates in a response payload: M's is found first and checked
+ * as self-signed, every other one under M. The authority is taken from the
+ * answer itself, so this shows what the server holds and that it is
+ * consistent; a station checks against the M it saved at enrolment.
+ */
+static void mfg_print_certs(struct cli *c, const kf_ttlv *r, const char *domain)
+{
+    kf_buf all = {0};
+    size_t n = 0;
+    uint8_t m_pub[32];
+    bool have_m = false;
+    if (kf_buf_alloc(&all, 4096, KF_FRAME_MAX, 0) < 0)
+        return;
+    for (const kf_ttlv *e = kf_ttlv_find(r, KMIP_TAG_KEYFLEET_SIGNED_RECORD); e;
+         e = kf_ttlv_find_next(e, KMIP_TAG_KEYFLEET_SIGNED_RECORD)) {
+        size_t start = all.len;
+        if (kf_ttlv_encode(e, &all) < 0)
+            break;
+        struct kf_mfg_envelope env;
+        struct kf_mfg_record rec;
+        if (!have_m && kf_mfg_envelope_parse(all.data + start, all.len - start, &env, NULL) == 0 &&
+            kf_mfg_record_decode(env.body, env.body_len, KF_MFG_REC_ROLE_CERT, &rec) == 0 &&
+            rec.role_type == KF_MFG_ROLE_AUTHORITY &&
+            kf_mfg_cert_check(all.data + start, all.len - start, rec.sign_pub, domain,
+                              KF_MFG_ROLE_AUTHORITY, NULL) == 0) {
+            memcpy(m_pub, rec.sign_pub, 32);
+            have_m = true;
+        }
+        n++;
+    }
+    if (c->json)
+        printf("[");
+    else
+        printf("%-10s %-10s %-12s %-10s %-64s %s\n", "ROLE", "TYPE", "DOMAIN", "SIGNED BY",
+               "SIGN KEY", "CHECK");
+    size_t at = 0;
+    for (size_t i = 0; i < n; i++) {
+        struct kf_mfg_envelope env;
+        struct kf_mfg_record rec;
+        size_t used = 0;
+        if (kf_mfg_envelope_parse(all.data + at, all.len - at, &env, &used) < 0)
+            break;
+        bool ok = have_m && kf_mfg_cert_check(all.data + at, used, m_pub, domain, 0, &rec) == 0;
+        if (!ok && kf_mfg_record_decode(env.body, env.body_len, KF_MFG_REC_ROLE_CERT, &rec) < 0)
+            memset(&rec, 0, sizeof(rec));
+        char hex[65];
+        for (size_t k = 0; k < 32; k++)
+            snprintf(hex + 2 * k, 3, "%02x", rec.sign_pub[k]);
+        if (c->json) {
+            printf("%s{\"role_id\":\"%s\",\"type\":\"%s\",\"domain\":", i ? "," : "", rec.role_id,
+                   mfg_role_name(rec.role_type));
+            json_string(rec.domain, strlen(rec.domain));
+            printf(",\"signer\":\"%s\",\"sign_pub\":\"%s\",\"verified\":%s}", env.signer, hex,
+                   ok ? "true" : "false");
+        } else {
+            printf("%-10s %-10s %-12s %-10s %-64s %s\n", rec.role_id[0] ? rec.role_id : "?",
+                   mfg_role_name(rec.role_type), rec.domain, env.signer, hex,
+                   ok ? "verified" : "DOES NOT VERIFY");
+        }
+        at += used;
+    }
+    if (c->json)
+        printf("]\n");
+    kf_buf_free(&all);
+}
+
+static int cmd_mfg_setup(struct cli *c, int argc, char **argv)
+{
+    static const char *const vals[] = {"--domain", "--kind", "--country", NULL};
+    const char *domain, *kind = opt_value(argc, argv, "--kind");
+    const char *country = opt_value(argc, argv, "--country");
+    int rc = check_opts(argc, argv, vals, NULL, 0);
+    if (rc || (rc = mfg_domain_opt(argc, argv, &domain)))
+        return rc;
+    uint32_t k = 0;
+    if (kind && strcmp(kind, "vendor") == 0)
+        k = 1;
+    else if (kind && strcmp(kind, "postal") == 0)
+        k = 2;
+    else if (kind && strcmp(kind, "earth") == 0)
+        k = 3;
+    else
+        return usage_error("mfg setup: --kind vendor|postal|earth");
+    if ((k == 2) != (country != NULL))
+        return usage_error("mfg setup: --country CC goes with --kind postal, and only with it");
+    if (country && !kf_mfg_country_valid(country))
+        return usage_error("mfg setup: --country wants two capital letters, e.g. US");
+    kf_ttlv *p, *msg = new_request(c, KMIP_OP_KEYFLEET_MFG_SETUP, &p);
+    if (msg) {
+        kf_ttlv_add_text(c->arena, p, KMIP_TAG_KEYFLEET_DOMAIN, domain);
+        kf_ttlv_add_enum(c->arena, p, KMIP_TAG_KEYFLEET_DOMAIN_KIND, k);
+        if (country)
+            kf_ttlv_add_text(c->arena, p, KMIP_TAG_KEYFLEET_COUNTRY, country);
+    }
+    const kf_ttlv *r;
+    if ((rc = call(c, msg, &r)))
+        return rc;
+    if (!c->json)
+        printf("Domain %s is set up for manufacturing (%s%s%s):\n", domain, kind,
+               country ? ", " : "", country ? country : "");
+    mfg_print_certs(c, r, domain);
+    return 0;
+}
+
+static int cmd_mfg_certs(struct cli *c, int argc, char **argv)
+{
+    static const char *const vals[] = {"--domain", NULL};
+    const char *domain;
+    int rc = check_opts(argc, argv, vals, NULL, 0);
+    if (rc || (rc = mfg_domain_opt(argc, argv, &domain)))
+        return rc;
+    kf_ttlv *p, *msg = new_request(c, KMIP_OP_KEYFLEET_MFG_ROLE_CERTS, &p);
+    if (msg)
+        kf_ttlv_add_text(c->arena, p, KMIP_TAG_KEYFLEET_DOMAIN, domain);
+    const kf_ttlv *r;
+    if ((rc = call(c, msg, &r)))
+        return rc;
+    mfg_print_certs(c, r, domain);
+    return 0;
+}
+
+/* A key ID: digits only, 1 or more. */
+static bool mfg_key_id(const char *s, int64_t *out)
+{
+    if (!s || !*s || strlen(s) > 18)
+        return false;
+    for (const char *q = s; *q; q++)
+        if (!isdigit((unsigned char)*q))
+            return false;
+    *out = atoll(s);
+    return *out > 0;
+}
+
+static void mfg_print_time(struct cli *c, const char *label, const kf_ttlv *info, uint32_t tag)
+{
+    int64_t v = 0;
+    const kf_ttlv *item = kf_ttlv_find(info, tag);
+    bool have = item && kf_ttlv_get_datetime(item, &v) == KF_OK;
+    char text[40] = "-";
+    if (have)
+        format_time(v, text, sizeof(text));
+    if (c->json)
+        printf(",\"%s\":%s%s%s", label, have ? "\"" : "", have ? text : "null", have ? "\"" : "");
+    else
+        printf("%-18s%s\n", label, text);
+}
+
+static int cmd_mfg_status(struct cli *c, int argc, char **argv)
+{
+    static const char *const vals[] = {"--domain", "--key-id", "--msn", NULL};
+    const char *domain, *key_s = opt_value(argc, argv, "--key-id");
+    const char *msn = opt_value(argc, argv, "--msn");
+    int rc = check_opts(argc, argv, vals, NULL, 0);
+    if (rc || (rc = mfg_domain_opt(argc, argv, &domain)))
+        return rc;
+    int64_t key_id = 0;
+    if (!key_s == !msn)
+        return usage_error("mfg status: exactly one of --key-id N or --msn M");
+    if (key_s && !mfg_key_id(key_s, &key_id))
+        return usage_error("mfg status: --key-id wants a key ID, 1 or more");
+    if (msn && !kf_mfg_msn_valid(msn))
+        return usage_error("mfg status: --msn wants 1-16 of A-Z 0-9 -");
+    kf_ttlv *p, *msg = new_request(c, KMIP_OP_KEYFLEET_MFG_STATUS, &p);
+    if (msg) {
+        kf_ttlv_add_text(c->arena, p, KMIP_TAG_KEYFLEET_DOMAIN, domain);
+        if (key_s)
+            kf_ttlv_add_long(c->arena, p, KMIP_TAG_KEYFLEET_KEY_ID, key_id);
+        else
+            kf_ttlv_add_text(c->arena, p, KMIP_TAG_KEYFLEET_MSN, msn);
+    }
+    const kf_ttlv *r;
+    if ((rc = call(c, msg, &r)))
+        return rc;
+    const kf_ttlv *info = kf_ttlv_find(r, KMIP_TAG_KEYFLEET_MFG_KEY_INFO);
+    const kf_ttlv *dom = kf_ttlv_find(info, KMIP_TAG_KEYFLEET_DOMAIN);
+    const kf_ttlv *kid = kf_ttlv_find(info, KMIP_TAG_KEYFLEET_KEY_ID);
+    const kf_ttlv *moved_dom = dom ? kf_ttlv_find_next(dom, KMIP_TAG_KEYFLEET_DOMAIN) : NULL;
+    const kf_ttlv *moved_kid = kid ? kf_ttlv_find_next(kid, KMIP_TAG_KEYFLEET_KEY_ID) : NULL;
+    int64_t id = 0, moved_id = 0;
+    uint32_t status = 0;
+    int32_t reason = int_of(info, KMIP_TAG_KEYFLEET_REASON);
+    ignore(kf_ttlv_get_long(kid, &id));
+    ignore(kf_ttlv_get_enum(kf_ttlv_find(info, KMIP_TAG_KEYFLEET_KEY_STATUS), &status));
+    if (moved_kid)
+        ignore(kf_ttlv_get_long(moved_kid, &moved_id));
+    if (!info) {
+        fprintf(stderr, "keyfleet: the status answer lacks its key information\n");
+        return EXIT_REFUSED;
+    }
+    const char *reason_text = reason < 0 ? kf_errname(reason) : "-";
+    const char *fields[][2] = {{"steel", text_of(info, KMIP_TAG_KEYFLEET_STEEL_ID)},
+                               {"msn", text_of(info, KMIP_TAG_KEYFLEET_MSN)},
+                               {"indicia", text_of(info, KMIP_TAG_KEYFLEET_INDICIA)},
+                               {"country", text_of(info, KMIP_TAG_KEYFLEET_COUNTRY)}};
+    static const struct {
+        const char *label;
+        uint32_t tag;
+    } times[] = {{"requested", KMIP_TAG_KEYFLEET_REQUEST_TIME},
+                 {"installed", KMIP_TAG_KEYFLEET_INSTALL_TIME},
+                 {"install_verified", KMIP_TAG_KEYFLEET_INSTALL_VERIFY_TIME},
+                 {"registered", KMIP_TAG_KEYFLEET_REGISTER_TIME},
+                 {"register_verified", KMIP_TAG_KEYFLEET_REGISTER_VERIFY_TIME}};
+    const char *dname = text_of(info, KMIP_TAG_KEYFLEET_DOMAIN);
+    if (c->json) {
+        printf("{\"domain\":");
+        json_string(dname, strlen(dname));
+        printf(",\"key_id\":%lld,\"status\":\"%s\",\"reason\":\"%s\"", (long long)id,
+               mfg_status_name(status), reason_text);
+        for (size_t i = 0; i < 4; i++) {
+            printf(",\"%s\":", fields[i][0]);
+            json_string(fields[i][1], strlen(fields[i][1]));
+        }
+        for (size_t i = 0; i < 5; i++)
+            mfg_print_time(c, times[i].label, info, times[i].tag);
+        if (moved_dom) {
+            const char *md = "";
+            size_t mlen = 0;
+            ignore(kf_ttlv_get_text(moved_dom, &md, &mlen));
+            printf(",\"moved_to\":");
+            json_string(md, mlen);
+            printf(",\"moved_key_id\":%lld", (long long)moved_id);
+        }
+        printf("}\n");
+        return 0;
+    }
+    printf("%-18s%s\n%-18s%lld\n%-18s%s\n%-18s%s\n", "domain", dname, "key_id", (long long)id,
+           "status", mfg_status_name(status), "reason", reason_text);
+    for (size_t i = 0; i < 4; i++)
+        printf("%-18s%s\n", fields[i][0], *fields[i][1] ? fields[i][1] : "-");
+    for (size_t i = 0; i < 5; i++)
+        mfg_print_time(c, times[i].label, info, times[i].tag);
+    if (moved_dom) {
+        const char *md = "";
+        size_t mlen = 0;
+        ignore(kf_ttlv_get_text(moved_dom, &md, &mlen));
+        printf("%-18s%.*s/%lld\n", "moved_to", (int)mlen, md, (long long)moved_id);
+    }
+    return 0;
+}
+
+static int cmd_mfg_retire(struct cli *c, int argc, char **argv)
+{
+    static const char *const vals[] = {"--domain", "--key-id", NULL};
+    const char *domain;
+    int64_t key_id;
+    int rc = check_opts(argc, argv, vals, NULL, 0);
+    if (rc || (rc = mfg_domain_opt(argc, argv, &domain)))
+        return rc;
+    if (!mfg_key_id(opt_value(argc, argv, "--key-id"), &key_id))
+        return usage_error("mfg retire: --key-id wants a key ID, 1 or more");
+    kf_ttlv *p, *msg = new_request(c, KMIP_OP_KEYFLEET_MFG_RETIRE, &p);
+    if (msg) {
+        kf_ttlv_add_text(c->arena, p, KMIP_TAG_KEYFLEET_DOMAIN, domain);
+        kf_ttlv_add_long(c->arena, p, KMIP_TAG_KEYFLEET_KEY_ID, key_id);
+    }
+    const kf_ttlv *r;
+    if ((rc = call(c, msg, &r)))
+        return rc;
+    uint32_t status = 0;
+    ignore(kf_ttlv_get_enum(kf_ttlv_find(r, KMIP_TAG_KEYFLEET_KEY_STATUS), &status));
+    if (c->json) {
+        printf("{\"domain\":");
+        json_string(domain, strlen(domain));
+        printf(",\"key_id\":%lld,\"status\":\"%s\"}\n", (long long)key_id, mfg_status_name(status));
+    } else {
+        printf("Key %lld of %s is now %s.\n", (long long)key_id, domain, mfg_status_name(status));
+    }
+    return 0;
+}
+
+static int cmd_mfg(struct cli *c, int argc, char **argv)
+{
+    if (argc < 1)
+        return usage_error("mfg setup|certs|status|retire");
+    const char *sub = argv[0];
+    argc--, argv++;
+    if (strcmp(sub, "setup") == 0)
+        return cmd_mfg_setup(c, argc, argv);
+    if (strcmp(sub, "certs") == 0)
+        return cmd_mfg_certs(c, argc, argv);
+    if (strcmp(sub, "status") == 0)
+        return cmd_mfg_status(c, argc, argv);
+    if (strcmp(sub, "retire") == 0)
+        return cmd_mfg_retire(c, argc, argv);
+    return usage_error("mfg setup|certs|status|retire");
+}
+
 int main(int argc, char **argv)
 {
     struct cli c = {0};
@@ -1148,7 +1485,7 @@ int main(int argc, char **argv)
         return usage_error("--server needs --ca, --cert and --key");
     for (int j = i; j < argc; j++)
         if (strcmp(argv[j], "--help") == 0 || strcmp(argv[j], "-h") == 0) {
-            fputs(usage_text, stdout);
+            fputs(strcmp(argv[i], "mfg") == 0 ? mfg_help : usage_text, stdout);
             return 0;
         }
     if (sock)
@@ -1177,6 +1514,8 @@ int main(int argc, char **argv)
         rc = cmd_audit(&c, sub_argc, sub_argv);
     else if (strcmp(cmd, "device") == 0)
         rc = cmd_device(&c, sub_argc, sub_argv);
+    else if (strcmp(cmd, "mfg") == 0)
+        rc = cmd_mfg(&c, sub_argc, sub_argv);
     else
         rc = usage_error("unknown command");
     kf_arena_free(c.arena);

@@ -53,4 +53,12 @@ KF_RESULT int kf_station_last_key_id(const kf_station *st, const char *domain, u
 /* Durable; refuses to go back (KF_ERR_MFG_KEY_ID). */
 KF_RESULT int kf_station_set_last_key_id(kf_station *st, const char *domain, uint64_t id);
 
+/* File helpers for the station tools (device state files of keyfleet-install):
+ * write path atomically and durably with mode 0600 (a temporary file in the
+ * same directory, fsync, rename over path, fsync of the directory), and read
+ * a regular file (no symlink followed) of at most max bytes into out
+ * (allocated here with flags, e.g. KF_BUF_SECRET). KF_ERR_NOT_FOUND, KF_ERR_LIMIT. */
+KF_RESULT int kf_station_write_file(const char *path, const uint8_t *data, size_t len);
+KF_RESULT int kf_station_read_file(const char *path, size_t max, unsigned flags, kf_buf *out);
+
 #endif

@@ -110,6 +110,11 @@ void ds_json_string(FILE *f, const char *s);
 /* "2026-01-31T12:00:00Z"; INT64 extremes print as "-inf"/"+inf". */
 void ds_format_time(int64_t secs, char *out, size_t cap);
 
+/* ---- the postage device (src/devsim/meter.c) ---- */
+/* "keyfleet-device meter show|print ...": argv[0] is show or print. Returns
+ * the exit code (0, 1 refused, 2 usage). */
+int ds_meter_main(int argc, char **argv);
+
 /* ---- TTLV surgery (relay) ---- */
 /* The n-th (1-based, preorder) item with tag anywhere in msg: offset of its
  * header, of its value, and the value length. KF_ERR_NOT_FOUND, KF_ERR_FORMAT

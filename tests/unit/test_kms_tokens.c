@@ -29,6 +29,7 @@
 #include "keyfleet/meter.h"
 #include "keyfleet/mfg.h"
 #include "keyfleet/secmem.h"
+#include "keyfleet/store.h"
 #include "keyfleet/ttlv.h"
 #include "kms/mfg_internal.h"
 
@@ -784,6 +785,99 @@ static void concurrent_batches_count_each_piece_once(void **state)
     free(a);
 }
 
+/* ---- the table's own writer (src/store/pieces.c) ---- */
+
+struct list_ctx {
+    size_t n;
+    uint64_t sum;
+};
+
+static int list_cb(void *ctx, const char *msn, uint32_t count)
+{
+    struct list_ctx *l = ctx;
+    assert_true(strncmp(msn, "P-", 2) == 0);
+    l->n++;
+    l->sum += count;
+    return KF_OK;
+}
+
+static int stop_cb(void *ctx, const char *msn, uint32_t count)
+{
+    (void)ctx, (void)msn, (void)count;
+    return KF_ERR_LIMIT;
+}
+
+static void store_pieces_chunks_duplicates_and_refusals(void **state)
+{
+    (void)state;
+    char dir[] = "/tmp/kf-test-pieces.XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    kf_store *st;
+    kf_store_pieces *p;
+    uint64_t id, id2, n;
+    assert_int_equal(kf_store_open(dir, &st), KF_OK);
+    assert_int_equal(kf_store_begin(st), KF_OK);
+    assert_int_equal(kf_store_domain_create(st, "VE", NULL, NULL, 0, &id), KF_OK);
+    assert_int_equal(kf_store_domain_create(st, "USPS", NULL, NULL, 0, &id2), KF_OK);
+    assert_int_equal(kf_store_commit(st), KF_OK);
+    assert_int_equal(kf_store_pieces_open(st, &p), KF_OK);
+    /* 0, 1, 63, 64, 65 and 130 rows: the single-row and the 64-row statements. */
+    static const size_t sizes[] = {0, 1, 63, 64, 65, 130};
+    struct kf_store_piece rows[130];
+    uint32_t next = 1;
+    size_t total = 0;
+    uint64_t sum = 0;
+    for (size_t k = 0; k < sizeof(sizes) / sizeof(sizes[0]); k++) {
+        for (size_t i = 0; i < sizes[k]; i++) {
+            snprintf(rows[i].msn, sizeof(rows[i].msn), "P-%zu", i % 7);
+            rows[i].piece_count = next++;
+            sum += rows[i].piece_count;
+        }
+        total += sizes[k];
+        assert_int_equal(kf_store_begin(st), KF_OK);
+        assert_int_equal(kf_store_pieces_insert(p, id, 1, rows, sizes[k]), KF_OK);
+        assert_int_equal(kf_store_commit(st), KF_OK);
+    }
+    struct list_ctx l = {0};
+    assert_int_equal(kf_store_pieces_list(p, id, list_cb, &l), KF_OK);
+    assert_int_equal(l.n, total);
+    assert_int_equal(l.sum, sum);
+    assert_int_equal(kf_store_pieces_count(p, id, &n), KF_OK);
+    assert_int_equal(n, total);
+    assert_int_equal(kf_store_pieces_count(p, id2, &n), KF_OK);
+    assert_int_equal(n, 0);
+    assert_int_equal(kf_store_pieces_list(p, id, stop_cb, NULL), KF_ERR_LIMIT);
+    /* Outside a transaction; a piece that is there; a bad MSN; no such domain. */
+    assert_int_equal(kf_store_pieces_insert(p, id, 1, rows, 1), KF_ERR_STATE);
+    assert_int_equal(kf_store_begin(st), KF_OK);
+    rows[0].piece_count = 1; /* P-0 count 1 is stored */
+    snprintf(rows[0].msn, sizeof(rows[0].msn), "P-0");
+    assert_int_equal(kf_store_pieces_insert(p, id, 1, rows, 1), KF_ERR_EXISTS);
+    kf_store_rollback(st);
+    assert_int_equal(kf_store_begin(st), KF_OK);
+    rows[0].msn[0] = '\0';
+    assert_int_equal(kf_store_pieces_insert(p, id, 1, rows, 1), KF_ERR_ARG);
+    assert_int_equal(kf_store_pieces_insert(p, 0, 1, rows, 1), KF_ERR_DOMAIN);
+    kf_store_rollback(st);
+    /* The same piece in another domain is another piece. */
+    snprintf(rows[0].msn, sizeof(rows[0].msn), "P-0");
+    assert_int_equal(kf_store_begin(st), KF_OK);
+    assert_int_equal(kf_store_pieces_insert(p, id2, 1, rows, 1), KF_OK);
+    assert_int_equal(kf_store_commit(st), KF_OK);
+    kf_store_pieces_close(p);
+    kf_store_close(st);
+    /* Reopened: all there. */
+    assert_int_equal(kf_store_open(dir, &st), KF_OK);
+    assert_int_equal(kf_store_pieces_open(st, &p), KF_OK);
+    assert_int_equal(kf_store_pieces_count(p, id, &n), KF_OK);
+    assert_int_equal(n, total);
+    kf_store_pieces_close(p);
+    kf_store_close(st);
+    char cmd[80];
+    snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+    assert_int_equal(system(cmd), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -800,6 +894,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(kmip_verify_and_export, setup, teardown),
         cmocka_unit_test_setup_teardown(concurrent_batches_count_each_piece_once, setup,
                                         teardown),
+        cmocka_unit_test(store_pieces_chunks_duplicates_and_refusals),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
