@@ -189,7 +189,8 @@ static int write_identities(const char *dir, gnutls_x509_crt_t admin)
     int n = snprintf(text, sizeof(text),
                      "# keyfleet development identity map (generated; see docs/architecture.md)\n"
                      "# admin-cert.pem: every role in every domain\n"
-                     "fingerprint=SHA256:%s roles=admin,manage,use,export domains=*\n"
+                     "fingerprint=SHA256:%s roles=admin,manage,use,export,steel,registrar,verifier "
+                     "domains=*\n"
                      "# user-cert.pem: use keys of domain 'default' only\n"
                      "subject-CN=user subject-O=\"" DEV_ORG "\" roles=use domains=default "
                      "default=default\n"

@@ -1001,7 +1001,7 @@ static void make_envelope(uint32_t env_type, uint32_t sig_type, const uint8_t *b
     assert_int_equal(kf_buf_alloc(&input, 0, 16u << 20, 0), KF_OK);
     assert_int_equal(kf_buf_put_bytes(&input, "keyfleet-mfg-v1", 16), KF_OK);
     assert_int_equal(kf_buf_put_u32(&input, sig_type), KF_OK);
-    assert_int_equal(kf_buf_put_bytes(&input, signer, 9), KF_OK);
+    assert_int_equal(kf_buf_put_bytes(&input, signer, strlen(signer)), KF_OK);
     assert_int_equal(kf_buf_put_bytes(&input, body, len), KF_OK);
     assert_int_equal(kf_ed25519_sign(priv, input.data, input.len, sig), KF_OK);
     kf_buf_free(&input);
