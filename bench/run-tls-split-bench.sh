@@ -8,12 +8,15 @@
 #   full     handshakes/s (ECDSA P-256 server and client certificates, 1-byte echo, close)
 #   resume   resumed handshakes/s (TLS 1.3 tickets)
 #   bulk     echoed MB/s over 16 KiB application-data records
-# and keyfleetd --dev in both --tls-mode values driven by bench/keyfleet-kmip-bench.c:
-#   get      KMIP Get ops/s (AES-256 key, KMIP 1.2)
+# and keyfleetd --dev driven by bench/keyfleet-kmip-bench.c, three times: --tls-mode
+# monolithic, split with --split-workers threads, split with --split-workers processes:
+#   get      KMIP Get ops/s (AES-256 key, KMIP 1.2), one row per split kind
 # Each figure is measured ROUNDS times per mode (monolithic, split, monolithic,
-# ...); the median of each mode is reported with the ratio split/monolithic.
+# ...; for get: monolithic, threads, processes, ...); the median of each mode is
+# reported with the ratio split/monolithic.
 # Env: KF_BUILD_DIR (default build/), CONNS_HS (8), CONNS_BULK (2), CONNS_KMIP (16),
-#      SPLIT_WORKERS (2).
+#      SPLIT_WORKERS (2, echo server), OPS (default "full resume bulk get").
+# keyfleetd's worker processes: one per CPU, at least 2.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BUILD=${KF_BUILD_DIR:-$ROOT/build}
@@ -23,6 +26,7 @@ CONNS_HS=${CONNS_HS:-8}
 CONNS_BULK=${CONNS_BULK:-2}
 CONNS_KMIP=${CONNS_KMIP:-16}
 WORKERS=${SPLIT_WORKERS:-2}
+OPS=${OPS:-full resume bulk get}
 ECHO="$BUILD/kf-tls-echo"
 LOAD="$BUILD/kf-tls-load"
 KMIPB="$BUILD/keyfleet-kmip-bench"
@@ -43,9 +47,12 @@ wait_line "$WORK/mono.out" ready; wait_line "$WORK/split.out" ready
 declare -A PORT=([monolithic]=$(sed -n 's/ready port=\([0-9]*\).*/\1/p' "$WORK/mono.out")
                  [split]=$(sed -n 's/ready port=\([0-9]*\).*/\1/p' "$WORK/split.out"))
 
-# ---- keyfleetd in both modes ----
-for mode in monolithic split; do
-  "$BUILD/keyfleetd" --dev --dir "$WORK/kf-$mode" --kmip-listen 127.0.0.1:0 --tls-mode "$mode" \
+# ---- keyfleetd in three modes ----
+declare -A KFARGS=([monolithic]="--tls-mode monolithic" [split]="--tls-mode split --split-workers threads"
+                   [split-proc]="--tls-mode split --split-workers processes")
+for mode in monolithic split split-proc; do
+  # shellcheck disable=SC2086
+  "$BUILD/keyfleetd" --dev --dir "$WORK/kf-$mode" --kmip-listen 127.0.0.1:0 ${KFARGS[$mode]} \
     --log-file "$WORK/kf-$mode.log" & PIDS+=($!)
   wait_line "$WORK/kf-$mode.log" "KMIP over TLS on"
   PORT[kf-$mode]=$(sed -n 's/.*KMIP over TLS on .* (port \([0-9]*\)).*/\1/p' "$WORK/kf-$mode.log" | tail -1)
@@ -67,22 +74,33 @@ run() { # run OP MODE -> the figure (failed requests are counted in $WORK/errors
 }
 
 echo "split vs monolithic TLS endpoint: $ROUNDS rounds x ${SECS}s per figure and mode, $(nproc) cores"
-echo "split: 1 session handler process + $WORKERS worker processes (echo); keyfleetd: handler process + worker threads"
-printf '%-28s %14s %14s %8s %8s\n' figure monolithic split ratio target
-for op in full resume bulk get; do
-  m=(); s=()
-  for _ in $(seq 1 "$ROUNDS"); do
-    m+=("$(run "$op" monolithic)"); s+=("$(run "$op" split)")
-  done
+echo "split: 1 session handler process + $WORKERS worker processes (echo);"
+echo "keyfleetd: handler process + worker threads (get, threads) or $(sed -n 's/.* in \([0-9]*\) confined worker processes.*/\1/p' "$WORK/kf-split-proc.log" | tail -1) confined worker processes (get, processes)"
+printf '%-40s %14s %14s %8s %8s\n' figure monolithic split ratio target
+# row NAME TARGET MONO-FIGURES -- SPLIT-FIGURES
+row() {
+  local name=$1 target=$2 m=() s=() mm sm ratio; shift 2
+  while [ "$1" != -- ]; do m+=("$1"); shift; done; shift; s=("$@")
   mm=$(median "${m[@]}"); sm=$(median "${s[@]}")
-  case "$op" in
-    full) name="full handshakes/s (C=$CONNS_HS)"; target=0.85 ;;
-    resume) name="resumed handshakes/s (C=$CONNS_HS)"; target=0.85 ;;
-    bulk) name="16 KiB bulk MB/s (C=$CONNS_BULK)"; target=0.90 ;;
-    get) name="KMIP Get ops/s (C=$CONNS_KMIP)"; target=0.90 ;;
-  esac
   ratio=$(awk -v a="$sm" -v b="$mm" 'BEGIN { printf "%.2f", (b > 0) ? a / b : 0 }')
-  printf '%-28s %14s %14s %8s %8s   [mono: %s | split: %s]\n' "$name" "$mm" "$sm" "$ratio" ">= $target" \
+  printf '%-40s %14s %14s %8s %8s   [mono: %s | split: %s]\n' "$name" "$mm" "$sm" "$ratio" ">= $target" \
     "${m[*]}" "${s[*]}"
+}
+for op in $OPS; do
+  m=(); s=(); p=()
+  for _ in $(seq 1 "$ROUNDS"); do
+    if [ "$op" = get ]; then
+      m+=("$(run get monolithic)"); s+=("$(run get split)"); p+=("$(run get split-proc)")
+    else
+      m+=("$(run "$op" monolithic)"); s+=("$(run "$op" split)")
+    fi
+  done
+  case "$op" in
+    full) row "full handshakes/s (C=$CONNS_HS)" 0.85 "${m[@]}" -- "${s[@]}" ;;
+    resume) row "resumed handshakes/s (C=$CONNS_HS)" 0.85 "${m[@]}" -- "${s[@]}" ;;
+    bulk) row "16 KiB bulk MB/s (C=$CONNS_BULK)" 0.90 "${m[@]}" -- "${s[@]}" ;;
+    get) row "KMIP Get ops/s (C=$CONNS_KMIP), threads" 0.90 "${m[@]}" -- "${s[@]}"
+         row "KMIP Get ops/s (C=$CONNS_KMIP), processes" 0.90 "${m[@]}" -- "${p[@]}" ;;
+  esac
 done
 if [ -s "$WORK/errors" ]; then echo "errors:"; sed 's/^/  /' "$WORK/errors"; else echo "no failed handshake or request"; fi

@@ -30,6 +30,7 @@
 #include "keyfleet/kmip_tags.h"
 #include "keyfleet/secmem.h"
 #include "keyfleet/tls.h"
+#include "keyfleet/tlssplit.h"
 #include "keyfleet/ttlv.h"
 
 #define EXIT_REFUSED 1
@@ -86,7 +87,7 @@ static const char *const base_help =
 
 static const char *const meter_help =
     "Usage: keyfleet-device meter --state FILE --partner ADDR --partner-id ID\n"
-    "         [--server HOST:PORT --ca F --cert F --key F | --via HOST:PORT]\n"
+    "         [--server HOST:PORT --ca F --cert F --key F [--tls-split] | --via HOST:PORT]\n"
     "         [--pair | --no-pair] [--kek-count N] [--lifetime S] [--max-uses N]\n"
     "         [--sessions N] [--data BYTES] [--timeout MS] [--json] [--clock-skew S]\n"
     "         [--ignore-own-limits [--kek ID]]\n"
@@ -97,6 +98,8 @@ static const char *const meter_help =
     "acknowledgements. Then it runs N session-key exchanges with the base (M3 ->\n"
     "SessionAck) and after each sends BYTES of random data under the session key and\n"
     "checks that the base's echo is byte-exact.\n"
+    "  --tls-split        with --server: the TLS handshake runs in a separate session handler\n"
+    "                     process that alone holds the device key and the TLS secrets\n"
     "  --kek-count N      KEKs in one message, 1..8, consecutive windows (server default 1)\n"
     "  --lifetime S       seconds per KEK (server default 86400)\n"
     "  --max-uses N       session keys per KEK on each device (server default 10000)\n"
@@ -579,7 +582,8 @@ struct meter_io {
     const char *ca, *cert, *key;
     struct ds_addr server_addr, via, partner_addr;
     bool use_via;
-    kf_tls_client *tls;
+    bool tls_split; /* --tls-split */
+    kf_tlssplit_client *tls;
     int via_fd, partner_fd;
     kf_buf rx;
     /* what went wrong last, for the message */
@@ -592,9 +596,14 @@ static int server_connect(struct meter_io *io)
         return io->via_fd >= 0 ? KF_OK : ds_connect(&io->via, io->timeout_ms, &io->via_fd);
     if (io->tls)
         return KF_OK;
-    struct kf_tls_client_opts o = {.timeout_ms = io->timeout_ms};
-    int rc = kf_tls_client_connect_ex(io->server_addr.host, io->server_addr.port, io->ca, io->cert,
-                                      io->key, &o, &io->tls);
+    /* --tls-split: the handler is this binary, exec'd fresh (see main). */
+    struct kf_tlssplit_client_config o = {.ca_file = io->ca,
+                                          .cert_file = io->cert,
+                                          .key_file = io->key,
+                                          .timeout_ms = io->timeout_ms,
+                                          .exec_path = "/proc/self/exe",
+                                          .monolithic = !io->tls_split};
+    int rc = kf_tlssplit_client_connect(io->server_addr.host, io->server_addr.port, &o, &io->tls);
     return rc == KF_ERR_TLS ? KF_ERR_CONNECT : rc;
 }
 
@@ -607,7 +616,7 @@ static int server_exchange(struct meter_io *io, const uint8_t *req, size_t len)
         int rc = ds_frame_read(io->via_fd, &io->rx, KF_TLS_MESSAGE_MAX, io->timeout_ms, &eof);
         return rc == KF_ERR_IO ? KF_ERR_CONNECT : rc;
     }
-    return kf_tls_client_call(io->tls, req, len, &io->rx);
+    return kf_tlssplit_client_call(io->tls, req, len, &io->rx);
 }
 
 static int meter_exchange(void *ctx, enum kfd_peer peer, const uint8_t *req, size_t len,
@@ -960,6 +969,7 @@ static int meter_args(struct sim *s, struct meter_io *io, struct meter_opts *o, 
                                   {"--pair", NULL, &pair},
                                   {"--no-pair", NULL, &no_pair},
                                   {"--ignore-own-limits", NULL, &o->ignore_limits},
+                                  {"--tls-split", NULL, &io->tls_split},
                                   {"--json", NULL, &o->json},
                                   {NULL, NULL, NULL}};
     int rc = parse_opts(s->cmd, argc, argv, opts, meter_help);
@@ -979,6 +989,8 @@ static int meter_args(struct sim *s, struct meter_io *io, struct meter_opts *o, 
         return usage_error(s->cmd, "--partner wants HOST:PORT, [V6]:PORT or unix:/PATH");
     if (o->pair && !!server == !!via)
         return usage_error(s->cmd, "pairing needs exactly one of --server and --via");
+    if (io->tls_split && !server)
+        return usage_error(s->cmd, "--tls-split goes with --server");
     if (server && (!io->ca || !io->cert || !io->key))
         return usage_error(s->cmd,
                            "--server needs --ca, --cert and --key (the device certificate)");
@@ -1038,7 +1050,7 @@ out:
         close(io.partner_fd);
     if (io.via_fd >= 0)
         close(io.via_fd);
-    kf_tls_client_close(io.tls);
+    kf_tlssplit_client_close(io.tls);
     kf_buf_free(&io.rx);
     kf_buf_free(&m3);
     kf_buf_free(&rec);
@@ -1048,6 +1060,9 @@ out:
 
 int main(int argc, char **argv)
 {
+    /* --tls-split's client session handler: this binary, started by server_connect. */
+    if (argc == 2 && strcmp(argv[1], KF_TLSSPLIT_HANDLER_ARG) == 0)
+        return kf_tlssplit_handler_main();
     if (argc < 2)
         return usage_error(NULL, "no command");
     const char *cmd = argv[1];

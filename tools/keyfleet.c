@@ -20,6 +20,7 @@
 #include "keyfleet/secmem.h"
 #include "keyfleet/server.h"
 #include "keyfleet/tls.h"
+#include "keyfleet/tlssplit.h"
 #include "keyfleet/ttlv.h"
 
 /* Optional fields: a missing or mistyped one leaves the default. */
@@ -34,6 +35,7 @@ struct cli {
     kf_arena *arena;
     /* Remote mode: KMIP over TLS with a client certificate instead of the socket. */
     const char *server, *ca, *cert, *key;
+    bool tls_split; /* --tls-split: the handshake in a client session handler process */
 };
 
 #define EXIT_REFUSED 1
@@ -84,6 +86,9 @@ static const char *const usage_text =
     "  --server HOST:PORT --ca FILE --cert FILE --key FILE\n"
     "                  remote mode: KMIP over TLS to HOST:PORT with a client certificate;\n"
     "                  what is allowed depends on the roles the server maps it to\n"
+    "  --tls-split     remote mode: the TLS handshake runs in a separate session handler\n"
+    "                  process that alone holds the client key and the TLS secrets; this\n"
+    "                  process gets only the traffic keys (docs/tls-split.md)\n"
     "  --json          machine-readable output\n"
     "  -h, --help      this text (also: keyfleet COMMAND --help)\n";
 
@@ -157,16 +162,22 @@ static int remote_call(struct cli *c, const kf_buf *req, kf_buf *resp)
         fprintf(stderr, "keyfleet: bad port in --server\n");
         return KF_ERR_USAGE;
     }
-    kf_tls_client *t;
-    int rc = kf_tls_client_connect(host, (uint16_t)port, c->ca, c->cert, c->key, &t);
+    /* --tls-split: the handler is this binary, exec'd fresh (see main). */
+    struct kf_tlssplit_client_config tc = {.ca_file = c->ca,
+                                           .cert_file = c->cert,
+                                           .key_file = c->key,
+                                           .exec_path = "/proc/self/exe",
+                                           .monolithic = !c->tls_split};
+    kf_tlssplit_client *t;
+    int rc = kf_tlssplit_client_connect(host, (uint16_t)port, &tc, &t);
     if (rc < 0) {
         fprintf(stderr, "keyfleet: cannot reach %s over TLS: %s\n", c->server, kf_strerror(rc));
         return rc;
     }
-    rc = kf_tls_client_call(t, req->data, req->len, resp);
+    rc = kf_tlssplit_client_call(t, req->data, req->len, resp);
     if (rc < 0)
         fprintf(stderr, "keyfleet: no answer from %s: %s\n", c->server, kf_strerror(rc));
-    kf_tls_client_close(t);
+    kf_tlssplit_client_close(t);
     return rc;
 }
 
@@ -1449,6 +1460,9 @@ static int cmd_mfg(struct cli *c, int argc, char **argv)
 
 int main(int argc, char **argv)
 {
+    /* --tls-split's client session handler: this binary, started by remote_call. */
+    if (argc == 2 && strcmp(argv[1], KF_TLSSPLIT_HANDLER_ARG) == 0)
+        return kf_tlssplit_handler_main();
     struct cli c = {0};
     const char *dir = getenv("KEYFLEET_DIR") ? getenv("KEYFLEET_DIR") : "data";
     const char *sock = NULL;
@@ -1468,6 +1482,8 @@ int main(int argc, char **argv)
             c.cert = argv[++i];
         } else if (strcmp(argv[i], "--key") == 0 && i + 1 < argc) {
             c.key = argv[++i];
+        } else if (strcmp(argv[i], "--tls-split") == 0) {
+            c.tls_split = true;
         } else if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
             fputs(usage_text, stdout);
             return 0;
@@ -1483,6 +1499,8 @@ int main(int argc, char **argv)
         return usage_error("no command given");
     if (c.server && (!c.ca || !c.cert || !c.key))
         return usage_error("--server needs --ca, --cert and --key");
+    if (c.tls_split && !c.server)
+        return usage_error("--tls-split goes with --server");
     for (int j = i; j < argc; j++)
         if (strcmp(argv[j], "--help") == 0 || strcmp(argv[j], "-h") == 0) {
             fputs(strcmp(argv[i], "mfg") == 0 ? mfg_help : usage_text, stdout);

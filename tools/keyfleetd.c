@@ -63,6 +63,9 @@ static void usage(FILE *f)
             "  --tls-mode MODE        monolithic (default): one GnuTLS session per connection\n"
             "                         thread; split: handshakes in a separate session handler\n"
             "                         process, record protection here (docs/tls-split.md)\n"
+            "  --split-workers KIND   split mode's record layer: threads (default: threads of\n"
+            "                         keyfleetd) or processes (confined worker processes that\n"
+            "                         relay each KMIP request to keyfleetd)\n"
             "  In --dev, missing --kmip-ca/--kmip-cert/--kmip-key/--kmip-identities come from\n"
             "  DIR/certs, generated at first start (dev CA, server, 'admin' and 'user' clients).\n"
             "\n"
@@ -98,6 +101,7 @@ struct kmip_options {
     unsigned max_connections;
     bool disabled;
     bool split; /* --tls-mode split */
+    unsigned split_workers; /* enum kf_tlssplit_workers */
 };
 
 /*
@@ -112,7 +116,8 @@ static int start_split(kf_kms *kms, const struct kmip_options *o, const char *pi
 {
     struct kf_tlssplit_server_config cfg = {.kms = kms,
                                             .listen = o->listen,
-                                            .max_connections = o->max_connections};
+                                            .max_connections = o->max_connections,
+                                            .workers = o->split_workers};
     cfg.handler = (struct kf_tlssplit_handler_config){.ca_file = o->ca,
                                                       .cert_file = o->cert,
                                                       .key_file = o->key,
@@ -121,7 +126,10 @@ static int start_split(kf_kms *kms, const struct kmip_options *o, const char *pi
                                                       .identities_file = o->identities,
                                                       .log_file = log_file,
                                                       .log_level = KF_LOG_INFO,
-                                                      .exec_path = "/proc/self/exe"};
+                                                      .exec_path = "/proc/self/exe",
+                                                      /* honoured in KF_TEST_HOOKS builds only */
+                                                      .test_reveal_secrets =
+                                                          getenv("KF_TEST_REVEAL_FILE") != NULL};
     return kf_tlssplit_server_start(&cfg, out);
 }
 
@@ -211,7 +219,7 @@ int main(int argc, char **argv)
     enum {
         OPT_SOCKET = 1000, OPT_DEV, OPT_MODULE, OPT_TOKEN, OPT_PIN, OPT_LOG, OPT_CKPT, OPT_VER,
         OPT_KMIP_LISTEN, OPT_KMIP_CA, OPT_KMIP_CERT, OPT_KMIP_KEY, OPT_KMIP_MODULE, OPT_KMIP_PIN,
-        OPT_KMIP_IDS, OPT_KMIP_MAX, OPT_NO_KMIP, OPT_TLS_MODE
+        OPT_KMIP_IDS, OPT_KMIP_MAX, OPT_NO_KMIP, OPT_TLS_MODE, OPT_SPLIT_WORKERS
     };
     static const struct option opts[] = {
         {"dir", required_argument, NULL, 'd'},
@@ -235,11 +243,15 @@ int main(int argc, char **argv)
         {"kmip-max-connections", required_argument, NULL, OPT_KMIP_MAX},
         {"no-kmip", no_argument, NULL, OPT_NO_KMIP},
         {"tls-mode", required_argument, NULL, OPT_TLS_MODE},
+        {"split-workers", required_argument, NULL, OPT_SPLIT_WORKERS},
         {NULL, 0, NULL, 0},
     };
     /* The split TLS endpoint's session handler: this binary, exec'd by itself. */
     if (argc == 2 && strcmp(argv[1], KF_TLSSPLIT_HANDLER_ARG) == 0)
         return kf_tlssplit_handler_main();
+    /* ... and a KMIP worker process of --split-workers processes. */
+    if (argc == 2 && strcmp(argv[1], KF_TLSSPLIT_WORKER_ARG) == 0)
+        return kf_tlssplit_worker_main();
     const char *dir = getenv("KEYFLEET_DIR") ? getenv("KEYFLEET_DIR") : "data";
     const char *socket_path = NULL, *log_file = NULL, *pin_file = NULL;
     struct kf_kms_config cfg = {0};
@@ -274,6 +286,14 @@ int main(int argc, char **argv)
                 return 2;
             }
             kmip.split = strcmp(optarg, "split") == 0;
+            break;
+        case OPT_SPLIT_WORKERS:
+            if (strcmp(optarg, "processes") != 0 && strcmp(optarg, "threads") != 0) {
+                fprintf(stderr, "keyfleetd: --split-workers is processes or threads\n");
+                return 2;
+            }
+            kmip.split_workers = strcmp(optarg, "threads") == 0 ? KF_TLSSPLIT_WORKERS_THREADS
+                                                                : KF_TLSSPLIT_WORKERS_PROCESSES;
             break;
         default: usage(stderr); return 2;
         }

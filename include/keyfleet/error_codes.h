@@ -147,3 +147,5 @@ KF_ERROR(KF_ERR_TLS_SEQUENCE, -722, "TLS sequence number exhausted: the traffic 
 KF_ERROR(KF_ERR_TLS_STATE,    -723, "TLS traffic state is unusable: version, cipher, key and IV lengths do not fit together")
 KF_ERROR(KF_ERR_SPLIT_CHANNEL,-724, "split TLS: unexpected or malformed message between session handler and worker; the session was ended")
 KF_ERROR(KF_ERR_SPLIT_HANDLER,-725, "split TLS: the session handler is not running or gave up on the session (see its log)")
+KF_ERROR(KF_ERR_SPLIT_APP,    -726, "split TLS: unexpected or malformed message on the application channel between a KMIP worker process and keyfleetd; the worker was stopped")
+KF_ERROR(KF_ERR_SPLIT_WORKER, -727, "split TLS: no KMIP worker process is running to take the connection (see the log)")

@@ -196,6 +196,10 @@ struct kf_tlssplit_server_config {
     int handshake_timeout_ms; /* 0 = 10 s */
     int idle_timeout_ms;      /* between messages; 0 = 300 s */
     int message_timeout_ms;   /* to finish a started message; 0 = 10 s */
+    /* Who does the record layer and relays KMIP (end of this file): enum kf_tlssplit_workers. */
+    unsigned workers;          /* 0 = KF_TLSSPLIT_WORKERS_THREADS */
+    unsigned worker_processes; /* processes: how many; 0 = one per CPU, at least 2 */
+    unsigned worker_sandbox_flags; /* processes: KF_TLSSPLIT_SANDBOX_* (tests) */
 };
 KF_RESULT int kf_tlssplit_server_start(const struct kf_tlssplit_server_config *cfg,
                                        kf_tlssplit_server **out);
@@ -233,5 +237,105 @@ KF_RESULT int kf_tlssplit_worker_dispatch(kf_tlssplit_worker *w, int fd, const c
 int kf_tlssplit_worker_pid(const kf_tlssplit_worker *w);
 /* Close the dispatch channel; connections in flight get up to 3 s, then SIGKILL. */
 void kf_tlssplit_worker_stop(kf_tlssplit_worker *w);
+
+/* ---- Client side ----------------------------------------------------------------- */
+/*
+ * The same split for outbound connections (claim 17: the keyfleet CLI's and
+ * keyfleet-device's remote mode). A client session handler process runs the
+ * client handshake with GnuTLS -- the client certificate's key (file or
+ * PKCS#11), the master, handshake and traffic secrets and the kept
+ * resumption sessions stay there -- and gives this process only the traffic
+ * keys, IVs and sequence numbers (GIVE). This process is the active endpoint
+ * for application data (kf_tlssplit_send/recv on kf_tlssplit_client_conn);
+ * every other record (NewSessionTicket, KeyUpdate, alerts, a TLS 1.2
+ * HelloRequest) goes back to the handler as with the server side.
+ * One handler serves any number of connections, one thread each, and offers
+ * a server (name and address) the session it kept from the last connection
+ * to it (TLS 1.3 ticket or TLS 1.2 ticket; each kept session is offered once).
+ */
+struct kf_tlssplit_client_config {
+    const char *ca_file;       /* PEM trust anchors for the server's certificate (required) */
+    const char *cert_file;     /* PEM client certificate (chain); NULL together with key_file: none */
+    const char *key_file;      /* PEM key (dev) or a pkcs11: URL: only the handler opens it */
+    const char *pkcs11_module; /* register this module for a pkcs11: key (NULL: p11-kit's list) */
+    const char *key_pin;       /* token PIN (copied into the handler only) */
+    const char *priority;      /* NULL = KF_TLS_PRIORITY (AEAD suites only: the record layer's) */
+    const char *server_name;   /* verify the server's certificate against it; NULL = host */
+    int timeout_ms;            /* connect, handshake and each wait for the server; 0 = 60 s */
+    /* Run the handler as a fresh program: exec this binary with
+     * KF_TLSSPLIT_HANDLER_ARG (a tool passes "/proc/self/exe"; its main() must
+     * then call kf_tlssplit_handler_main()). NULL: fork only (tests). */
+    const char *exec_path;
+    const char *log_file; /* exec mode: where the handler logs (NULL: stderr) */
+    bool verbose;         /* the handler logs INFO too (default: warnings and errors) */
+    /* kf_tlssplit_client_connect only: connect through this running client
+     * handler (kept sessions: resumption across connections); NULL: start one
+     * for this connection, stopped by kf_tlssplit_client_close. */
+    kf_tlssplit_handler *handler;
+    bool no_resume;  /* full handshake: offer no kept session */
+    /* No split at all: GnuTLS in this process (kf_tls_client), so a tool
+     * switches with one flag (--tls-split) and the same calls. */
+    bool monolithic;
+    bool test_reveal_secrets; /* KF_TEST_HOOKS builds: the handler writes each kept session
+                               * to $KF_TEST_REVEAL_FILE (memory-scan test) */
+};
+
+/* Start a client handler: it loads CA, certificate and key, then waits for
+ * connections. Stop it with kf_tlssplit_handler_stop. */
+KF_RESULT int kf_tlssplit_client_handler_start(const struct kf_tlssplit_client_config *cfg,
+                                               kf_tlssplit_handler **out);
+/* Whether h runs client handshakes (a server handler refuses client STARTs). */
+bool kf_tlssplit_handler_is_client(const kf_tlssplit_handler *h);
+
+typedef struct kf_tlssplit_client kf_tlssplit_client;
+/*
+ * Connect over TCP to host:port and handshake through the handler (or, with
+ * cfg->monolithic, in this process). Refusals: KF_ERR_CONNECT (TCP),
+ * KF_ERR_TLS (handshake, including a server certificate that does not verify
+ * against the CA and name), KF_ERR_SPLIT_HANDLER (the handler is gone, or
+ * did not start: e.g. the certificate or key is unusable -- its log says
+ * why), KF_ERR_ARG (cfg->handler is not a client handler).
+ */
+KF_RESULT int kf_tlssplit_client_connect(const char *host, uint16_t port,
+                                         const struct kf_tlssplit_client_config *cfg,
+                                         kf_tlssplit_client **out);
+/* As kf_tls_client_call: send one TTLV message, read one into resp (reset
+ * first; at most KF_TLS_MESSAGE_MAX). KF_ERR_CONNECT when the server closed
+ * the connection or the TLS session ended (e.g. it refused the certificate). */
+KF_RESULT int kf_tlssplit_client_call(kf_tlssplit_client *cli, const uint8_t *req, size_t len,
+                                      kf_buf *resp);
+KF_RESULT int kf_tlssplit_client_send_raw(kf_tlssplit_client *cli, const uint8_t *p, size_t len);
+KF_RESULT int kf_tlssplit_client_recv(kf_tlssplit_client *cli, kf_buf *resp);
+/* Negotiated protocol, "TLS1.3" or "TLS1.2". */
+const char *kf_tlssplit_client_version(const kf_tlssplit_client *cli);
+/* The handshake resumed a kept session (false in monolithic mode). */
+bool kf_tlssplit_client_resumed(const kf_tlssplit_client *cli);
+/* The record-layer connection (raw bytes, KeyUpdate, hand-over count); NULL
+ * in monolithic mode. Owned by cli. */
+kf_tlssplit_conn *kf_tlssplit_client_conn(kf_tlssplit_client *cli);
+/* close_notify (via the handler), close, stop an own handler, free. NULL is fine. */
+void kf_tlssplit_client_close(kf_tlssplit_client *cli);
+
+/* ---- KMIP worker processes (keyfleetd split mode) ------------------------------------ */
+/*
+ * keyfleetd --tls-mode split --split-workers processes: the record layer runs
+ * in confined worker processes (exec'd from keyfleetd's own binary with
+ * KF_TLSSPLIT_WORKER_ARG, then kf_tlssplit_sandbox). Each gets accepted
+ * sockets over its dispatch channel, the traffic state from the session
+ * handler, and relays every plaintext KMIP request with the connection's
+ * principal over its application channel to keyfleetd, which answers it with
+ * kf_kms_handle_kmip (docs/tls-split.md, "Application channel").
+ * --split-workers threads (the default until processes reach the benchmark
+ * target): the record layer on threads of keyfleetd itself.
+ */
+enum kf_tlssplit_workers {
+    KF_TLSSPLIT_WORKERS_THREADS = 0,
+    KF_TLSSPLIT_WORKERS_PROCESSES = 1,
+};
+#define KF_TLSSPLIT_WORKER_ARG "--tls-split-worker"
+/* main() of an exec'd KMIP worker: dispatch channel on fd 3, application channel
+ * on fd 4, the handler's broker on fd 5. Ends the process (without atexit
+ * handlers, which would run under the seccomp filter); does not return. */
+int kf_tlssplit_worker_main(void);
 
 #endif

@@ -169,18 +169,40 @@ int kf_split_decode_config(kf_buf *b, struct kf_split_config *c)
     CH(kf_buf_get_u32(b, &c->handshake_timeout_ms));
     CH(kf_buf_get_u8(b, &c->log_level));
     CH(kf_buf_get_u8(b, &c->flags));
-    CH_ENSURE(c->log_level <= KF_LOG_ERROR && (c->flags & ~KF_SPLIT_CONFIG_TEST_REVEAL) == 0);
-    CH_ENSURE(c->ca_file[0] && c->cert_file[0] && c->key_file[0] && c->identities_file[0]);
+    CH_ENSURE(c->log_level <= KF_LOG_ERROR &&
+              (c->flags & ~(KF_SPLIT_CONFIG_TEST_REVEAL | KF_SPLIT_CONFIG_CLIENT)) == 0);
+    if (c->flags & KF_SPLIT_CONFIG_CLIENT) /* a client certificate is optional, but whole */
+        CH_ENSURE(c->ca_file[0] && !c->cert_file[0] == !c->key_file[0] && !c->identities_file[0]);
+    else
+        CH_ENSURE(c->ca_file[0] && c->cert_file[0] && c->key_file[0] && c->identities_file[0]);
     CH_ENSURE(kf_buf_remaining(b) == 0);
     return KF_OK;
 }
 
+/* A server name as SNI and certificate check take it: 1..255 printable ASCII bytes. */
+static bool server_name_ok(const char *p, size_t n)
+{
+    if (n == 0 || n > KF_SPLIT_NAME_MAX)
+        return false;
+    for (size_t i = 0; i < n; i++)
+        if (p[i] < 0x21 || p[i] > 0x7e)
+            return false;
+    return true;
+}
+
+/* Writes what it is given (within the field limits); the receiving side's
+ * decoder judges role, name and flags. */
 static int encode_start_body(uint8_t type, const struct kf_split_start *s, kf_buf *out)
 {
     size_t at;
     KF_GUARD(frame_begin(out, type, &at));
     KF_GUARD(kf_buf_put_u8(out, s->role));
     KF_GUARD(put_str(out, s->peer, KF_SPLIT_PEER_MAX));
+    if (s->role == KF_SPLIT_ROLE_CLIENT) {
+        KF_ENSURE(memchr(s->server_name, 0, sizeof(s->server_name)), KF_ERR_LIMIT);
+        KF_GUARD(put_str(out, s->server_name, KF_SPLIT_NAME_MAX));
+        KF_GUARD(kf_buf_put_u8(out, s->flags));
+    }
     return frame_end(out, at);
 }
 
@@ -196,15 +218,24 @@ int kf_split_encode_accepted(const struct kf_split_start *s, kf_buf *out)
 
 int kf_split_decode_accepted(kf_buf *b, struct kf_split_start *s)
 {
-    return kf_split_decode_start(b, s);
+    KF_GUARD(kf_split_decode_start(b, s));
+    /* A worker process serves: it never makes outbound connections. */
+    CH_ENSURE(s->role == KF_SPLIT_ROLE_SERVER);
+    return KF_OK;
 }
 
 int kf_split_decode_start(kf_buf *b, struct kf_split_start *s)
 {
     memset(s, 0, sizeof(*s));
     CH(kf_buf_get_u8(b, &s->role));
-    CH_ENSURE(s->role == KF_SPLIT_ROLE_SERVER);
+    CH_ENSURE(s->role == KF_SPLIT_ROLE_SERVER || s->role == KF_SPLIT_ROLE_CLIENT);
     CH(get_str(b, s->peer, sizeof(s->peer), KF_SPLIT_PEER_MAX));
+    if (s->role == KF_SPLIT_ROLE_CLIENT) {
+        CH(get_str(b, s->server_name, sizeof(s->server_name), KF_SPLIT_NAME_MAX));
+        CH_ENSURE(server_name_ok(s->server_name, strlen(s->server_name)));
+        CH(kf_buf_get_u8(b, &s->flags));
+        CH_ENSURE((s->flags & ~KF_SPLIT_START_NO_RESUME) == 0);
+    }
     CH_ENSURE(kf_buf_remaining(b) == 0);
     return KF_OK;
 }

@@ -31,9 +31,12 @@
 /* Largest message per channel, frame included. */
 #define KF_SPLIT_CONTROL_MAX 4096
 #define KF_SPLIT_SESSION_MAX (KF_SPLIT_FRAME_LEN + KF_TLSREC_MAX)
-#define KF_SPLIT_BROKER_MAX (KF_SPLIT_FRAME_LEN + 6 * 4100 + 64)
 #define KF_SPLIT_PATH_MAX 4095 /* longest path or string in CONFIG */
 #define KF_SPLIT_PEER_MAX 63   /* longest peer address text in START */
+#define KF_SPLIT_NAME_MAX 255  /* longest server name in a client START */
+/* CONFIG at its largest: six paths, the PIN, the priority, 6 bytes of numbers. */
+#define KF_SPLIT_BROKER_MAX                                                                        \
+    (KF_SPLIT_FRAME_LEN + 6 * (2 + KF_SPLIT_PATH_MAX) + (2 + 255) + (2 + 1023) + 6)
 
 enum kf_split_type {
     KF_SPLIT_CONFIG = 1, /* host -> handler: credentials and settings (exec mode) */
@@ -46,7 +49,10 @@ enum kf_split_type {
 };
 #define KF_SPLIT_ALLOW(t) (1u << (t))
 
-/* CONFIG: what the handler needs to run handshakes. The PIN is a secret. */
+/* CONFIG: what the handler needs to run handshakes. The PIN is a secret.
+ * A server handler (no KF_SPLIT_CONFIG_CLIENT) needs CA, certificate, key and
+ * identity map; a client handler needs the CA (the server's trust anchors),
+ * certificate and key together or neither, and no identity map. */
 struct kf_split_config {
     char ca_file[KF_SPLIT_PATH_MAX + 1];
     char cert_file[KF_SPLIT_PATH_MAX + 1];
@@ -61,15 +67,25 @@ struct kf_split_config {
     uint8_t flags; /* KF_SPLIT_CONFIG_* */
 };
 #define KF_SPLIT_CONFIG_TEST_REVEAL 1u /* test builds only: log the ticket key and resumption secret */
+#define KF_SPLIT_CONFIG_CLIENT 2u      /* the handler runs client handshakes (START role 2 only) */
 
-enum kf_split_role { KF_SPLIT_ROLE_SERVER = 1 };
+/* START's role is the handler's TLS role; it must be the one CONFIG set
+ * (a server handler takes role 1 only, a client handler role 2 only). */
+enum kf_split_role { KF_SPLIT_ROLE_SERVER = 1, KF_SPLIT_ROLE_CLIENT = 2 };
 struct kf_split_start {
     uint8_t role;
-    char peer[KF_SPLIT_PEER_MAX + 1]; /* "ADDR:PORT", for the log */
+    char peer[KF_SPLIT_PEER_MAX + 1]; /* "ADDR:PORT", for the log (client: and the session cache) */
+    /* Role 2 only: the name sent as SNI (unless an IP literal) and the one the
+     * server's certificate must carry; printable ASCII, 1..255 bytes. */
+    char server_name[KF_SPLIT_NAME_MAX + 1];
+    uint8_t flags; /* role 2 only: KF_SPLIT_START_* */
 };
+#define KF_SPLIT_START_NO_RESUME 1u /* client: full handshake, offer no kept session */
 
 /* GIVE: the traffic state of both directions; the first one after the
- * handshake also says who the peer is (the identity map's verdict). */
+ * handshake also says who the peer is (server role: the identity map's
+ * verdict; client role: name = the server name its certificate was verified
+ * against, no roles, no domains). */
 struct kf_split_give {
     bool first;
     bool resumed;
@@ -101,7 +117,7 @@ KF_RESULT int kf_split_encode_give(const struct kf_split_give *g, kf_buf *out);
 KF_RESULT int kf_split_encode_end(const struct kf_split_end *e, kf_buf *out);
 KF_RESULT int kf_split_encode_take(const struct kf_split_take *t, kf_buf *out);
 KF_RESULT int kf_split_encode_record(const uint8_t *rec, size_t len, kf_buf *out);
-/* ACCEPTED has START's body (role, peer). */
+/* ACCEPTED has START's body; its role is always 1 (a worker process serves). */
 KF_RESULT int kf_split_encode_accepted(const struct kf_split_start *s, kf_buf *out);
 
 /* The frame of a whole packet: its type, and a reader over its body. */
@@ -115,6 +131,12 @@ KF_RESULT int kf_split_decode_end(kf_buf *body, struct kf_split_end *e);
 KF_RESULT int kf_split_decode_take(kf_buf *body, struct kf_split_take *t);
 /* The record must be exactly one well-formed TLS record header plus its body. */
 KF_RESULT int kf_split_decode_record(kf_buf *body, const uint8_t **rec, size_t *len);
+
+/* ---- starting a session (conn.c) ---- */
+/* Hand fd to the handler with the START st (the connection owns fd from here,
+ * also on failure) and wait for its first GIVE: kf_tlssplit_accept for any role. */
+KF_RESULT int kf_tlssplit_conn_start(int broker, int fd, const struct kf_split_start *st,
+                                     int timeout_ms, kf_tlssplit_conn **out);
 
 /* ---- transport ---- */
 /* Send one message (out's bytes) with up to 3 descriptors; blocking. */

@@ -269,6 +269,15 @@ static void conn_free(kf_tlssplit_conn *c)
 int kf_tlssplit_accept(int broker, int fd, const char *peer, int timeout_ms,
                        kf_tlssplit_conn **out)
 {
+    struct kf_split_start st = {.role = KF_SPLIT_ROLE_SERVER};
+    size_t pl = peer ? strnlen(peer, KF_SPLIT_PEER_MAX) : 0;
+    memcpy(st.peer, peer ? peer : "", pl); /* the rest is zero: st was zeroed */
+    return kf_tlssplit_conn_start(broker, fd, &st, timeout_ms, out);
+}
+
+int kf_tlssplit_conn_start(int broker, int fd, const struct kf_split_start *st, int timeout_ms,
+                           kf_tlssplit_conn **out)
+{
     int ctl[2] = {-1, -1}, ses[2] = {-1, -1};
     kf_tlssplit_conn *c = calloc(1, sizeof(*c));
     if (!c) {
@@ -286,14 +295,11 @@ int kf_tlssplit_accept(int broker, int fd, const char *peer, int timeout_ms,
     c->ctl = ctl[0];
     c->ses = ses[0];
     if (rc == KF_OK) {
-        uint8_t mem[128];
+        uint8_t mem[512]; /* START at its largest: 8 + 1 + 2 + 63 + 2 + 255 + 1 */
         kf_buf msg;
-        struct kf_split_start st = {.role = KF_SPLIT_ROLE_SERVER};
-        size_t pl = peer ? strnlen(peer, KF_SPLIT_PEER_MAX) : 0;
-        memcpy(st.peer, peer ? peer : "", pl); /* the rest is zero: st was zeroed */
         kf_buf_fixed(&msg, mem, sizeof(mem));
         int fds[3] = {fd, ctl[1], ses[1]};
-        rc = kf_split_encode_start(&st, &msg);
+        rc = kf_split_encode_start(st, &msg);
         if (rc == KF_OK && kf_split_send(broker, &msg, fds, 3) < 0)
             rc = KF_ERR_SPLIT_HANDLER;
     }

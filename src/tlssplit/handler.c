@@ -13,6 +13,12 @@
  * socket; while the handler holds it, the worker waits. During the
  * handshake the transport never reads past the end of the record GnuTLS is
  * reading, so no byte meant for the worker stays behind in GnuTLS.
+ *
+ * A client handler (CONFIG flag CLIENT; the CLI's outbound connections) runs
+ * the client handshake instead -- server name, certificate check and client
+ * certificate -- and keeps each server's resumption state (the TLS 1.3
+ * NewSessionTicket reaches it as a forwarded record) to offer once on the
+ * next connection to that server. Everything after the handshake is the same.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -28,6 +34,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <arpa/inet.h>
 #include <gnutls/pkcs11.h>
 #include <gnutls/x509.h>
 
@@ -38,21 +45,38 @@
 #include "tlssplit_internal.h"
 
 #define HANDLER_MAX_SESSIONS 4096
+#define KEPT_MAX 32 /* client: servers whose resumption state is kept */
+
+/* Client: one server's resumption state, offered once to the next connection. */
+struct kept_session {
+    char key[KF_SPLIT_NAME_MAX + KF_SPLIT_PEER_MAX + 2]; /* server name '\n' address */
+    gnutls_datum_t data; /* gnutls_session_get_data2: ticket and resumption secret */
+    uint64_t stamp;      /* for replacing the oldest */
+};
 
 struct handler {
     gnutls_certificate_credentials_t creds;
     gnutls_priority_t priority;
-    kf_tls_identities *ids;
-    gnutls_datum_t stek; /* session-ticket encryption key (GnuTLS rotates from it) */
+    kf_tls_identities *ids; /* server only */
+    gnutls_datum_t stek; /* server only: session-ticket encryption key (GnuTLS rotates from it) */
     int handshake_ms;
     unsigned flags;
+    bool client; /* KF_SPLIT_CONFIG_CLIENT */
     atomic_uint sessions;
+    pthread_mutex_t kept_lock;
+    struct kept_session kept[KEPT_MAX];
+    uint64_t kept_stamp;
 };
 
 struct session {
     struct handler *h;
     int tcp, ctl, ses;
     char peer[KF_SPLIT_PEER_MAX + 1];
+    /* client role */
+    char server_name[KF_SPLIT_NAME_MAX + 1];
+    uint8_t start_flags;
+    bool ticket_arrived; /* a NewSessionTicket was among the records just processed */
+    gnutls_typed_vdata_st check[2]; /* what the server's certificate must satisfy */
     gnutls_session_t s;
     /* Handshake: read TCP one record at a time. */
     uint8_t hdr[KF_TLSREC_HEADER_LEN];
@@ -123,14 +147,17 @@ static int session_wait(gnutls_transport_ptr_t ptr, unsigned int ms)
 }
 
 /* The peer's KeyUpdate asked for ours; GnuTLS would only send it with the
- * next application data, which the handler never writes: note it here. */
-static int key_update_hook(gnutls_session_t s, unsigned htype, unsigned when, unsigned incoming,
+ * next application data, which the handler never writes: note it here.
+ * (Client: a NewSessionTicket is noted too, to keep the session after it.) */
+static int post_handshake_hook(gnutls_session_t s, unsigned htype, unsigned when, unsigned incoming,
                            const gnutls_datum_t *msg)
 {
     struct session *se = gnutls_session_get_ptr(s);
     if (htype == GNUTLS_HANDSHAKE_KEY_UPDATE && when == GNUTLS_HOOK_PRE && incoming && msg &&
         msg->size == 1 && msg->data[0] == 1)
         se->peer_asked_update = true;
+    if (htype == GNUTLS_HANDSHAKE_NEW_SESSION_TICKET && when == GNUTLS_HOOK_PRE && incoming)
+        se->ticket_arrived = true;
     return 0;
 }
 
@@ -206,6 +233,107 @@ static void log_handshake_failure(struct session *se, int rc)
     kf_warn("TLS split %s: handshake failed: %s", se->peer, gnutls_strerror(rc));
 }
 
+/* ---- client: kept sessions ---------------------------------------------------------- */
+
+static void kept_key(const struct session *se, char *key, size_t cap)
+{
+    snprintf(key, cap, "%s\n%s", se->server_name, se->peer);
+}
+
+static void datum_wipe_free(gnutls_datum_t *d)
+{
+    if (d->data) {
+        kf_wipe(d->data, d->size);
+        gnutls_free(d->data);
+    }
+    d->data = NULL;
+    d->size = 0;
+}
+
+/* Take this server's kept session out (it is offered once); empty if none. */
+static void kept_take(struct handler *h, const char *key, gnutls_datum_t *out)
+{
+    out->data = NULL;
+    out->size = 0;
+    pthread_mutex_lock(&h->kept_lock);
+    for (size_t i = 0; i < KEPT_MAX; i++)
+        if (h->kept[i].data.data && strcmp(h->kept[i].key, key) == 0) {
+            *out = h->kept[i].data;
+            h->kept[i].data.data = NULL;
+            h->kept[i].data.size = 0;
+            break;
+        }
+    pthread_mutex_unlock(&h->kept_lock);
+}
+
+/* Keep d (taken over) for key, replacing what was kept for it, else the oldest. */
+static void kept_put(struct handler *h, const char *key, gnutls_datum_t *d)
+{
+    pthread_mutex_lock(&h->kept_lock);
+    size_t slot = KEPT_MAX;
+    for (size_t i = 0; i < KEPT_MAX && slot == KEPT_MAX; i++)
+        if (h->kept[i].data.data && strcmp(h->kept[i].key, key) == 0)
+            slot = i;
+    for (size_t i = 0; i < KEPT_MAX && slot == KEPT_MAX; i++)
+        if (!h->kept[i].data.data)
+            slot = i;
+    if (slot == KEPT_MAX) { /* all taken: replace the oldest */
+        slot = 0;
+        for (size_t i = 1; i < KEPT_MAX; i++)
+            if (h->kept[i].stamp < h->kept[slot].stamp)
+                slot = i;
+    }
+    datum_wipe_free(&h->kept[slot].data);
+    snprintf(h->kept[slot].key, sizeof(h->kept[slot].key), "%s", key);
+    h->kept[slot].data = *d;
+    h->kept[slot].stamp = ++h->kept_stamp;
+    d->data = NULL;
+    d->size = 0;
+    pthread_mutex_unlock(&h->kept_lock);
+}
+
+/* The handler ends: no kept session outlives it in freed memory. */
+static void kept_clear(struct handler *h)
+{
+    pthread_mutex_lock(&h->kept_lock);
+    for (size_t i = 0; i < KEPT_MAX; i++)
+        datum_wipe_free(&h->kept[i].data);
+    pthread_mutex_unlock(&h->kept_lock);
+}
+
+static void reveal_kept(struct handler *h, const gnutls_datum_t *d);
+
+/* Client: keep the session for the next connection to this server. In TLS
+ * 1.3 only once a ticket has arrived: before that gnutls_session_get_data2
+ * would wait on the socket for one. The transport answers "nothing there"
+ * meanwhile, so GnuTLS cannot read what belongs to the worker. */
+static void keep_session(struct session *se)
+{
+    gnutls_datum_t d = {0};
+    if (!se->h->client || (se->start_flags & KF_SPLIT_START_NO_RESUME))
+        return;
+    if (gnutls_protocol_get_version(se->s) == GNUTLS_TLS1_3 &&
+        !(gnutls_session_get_flags(se->s) & GNUTLS_SFLAGS_SESSION_TICKET))
+        return;
+    bool was = se->inject;
+    const uint8_t *inj = se->inj;
+    size_t inj_len = se->inj_len;
+    se->inject = true;
+    se->inj_len = 0;
+    int rc = gnutls_session_get_data2(se->s, &d);
+    se->inject = was;
+    se->inj = inj;
+    se->inj_len = inj_len;
+    if (rc < 0 || d.size == 0) {
+        datum_wipe_free(&d);
+        return;
+    }
+    char key[sizeof(se->h->kept[0].key)];
+    kept_key(se, key, sizeof(key));
+    reveal_kept(se->h, &d);
+    kept_put(se->h, key, &d);
+}
+
 /* ---- messages to the worker ------------------------------------------------------ */
 
 static int send_end(struct session *se, int reason)
@@ -256,6 +384,10 @@ static int process_record(struct session *se, const uint8_t *rec, size_t len)
         r = gnutls_record_recv(se->s, sink, sizeof(sink));
     while (r == GNUTLS_E_INTERRUPTED);
     bool consumed = se->inj_len == 0;
+    if (r == GNUTLS_E_AGAIN && consumed && se->ticket_arrived) {
+        se->ticket_arrived = false;
+        keep_session(se); /* still injecting: GnuTLS finds nothing more to read */
+    }
     se->inject = false;
     if (r == GNUTLS_E_AGAIN && consumed) {
         if (se->peer_asked_update && gnutls_session_key_update(se->s, 0) < 0)
@@ -363,7 +495,7 @@ static int session_open(struct session *se)
     gnutls_handshake_set_timeout(se->s, (unsigned)se->h->handshake_ms);
     gnutls_session_set_ptr(se->s, se);
     gnutls_handshake_set_hook_function(se->s, GNUTLS_HANDSHAKE_KEY_UPDATE, GNUTLS_HOOK_PRE,
-                                       key_update_hook);
+                                       post_handshake_hook);
     gnutls_transport_set_ptr(se->s, se);
     gnutls_transport_set_push_function(se->s, session_push);
     gnutls_transport_set_pull_function(se->s, session_pull);
@@ -412,10 +544,118 @@ static void run_session(struct session *se)
     serve_worker(se);
 }
 
+/* ---- one client session --------------------------------------------------------- */
+
+static bool is_ip_literal(const char *name)
+{
+    uint8_t tmp[16];
+    return inet_pton(AF_INET, name, tmp) == 1 || inet_pton(AF_INET6, name, tmp) == 1;
+}
+
+static int client_session_open(struct session *se)
+{
+    /* The server's certificate must chain to the CA, name server_name (DNS or
+     * IP SAN) and, if it has an Extended Key Usage, allow TLS server use.
+     * GnuTLS keeps a pointer to the list: it lives in the session. */
+    se->check[0] = (gnutls_typed_vdata_st){.type = GNUTLS_DT_DNS_HOSTNAME,
+                                           .data = (void *)se->server_name};
+    se->check[1] = (gnutls_typed_vdata_st){.type = GNUTLS_DT_KEY_PURPOSE_OID,
+                                           .data = (void *)GNUTLS_KP_TLS_WWW_SERVER};
+    KF_ENSURE(gnutls_init(&se->s, GNUTLS_CLIENT | GNUTLS_NO_SIGNAL) == 0, KF_ERR_NOMEM);
+    if (gnutls_priority_set(se->s, se->h->priority) < 0 ||
+        gnutls_credentials_set(se->s, GNUTLS_CRD_CERTIFICATE, se->h->creds) < 0)
+        return KF_ERR_TLS_CONFIG;
+    if (!is_ip_literal(se->server_name) &&
+        gnutls_server_name_set(se->s, GNUTLS_NAME_DNS, se->server_name,
+                               strlen(se->server_name)) < 0)
+        return KF_ERR_TLS_CONFIG;
+    gnutls_session_set_verify_cert2(se->s, se->check, 2, 0);
+    gnutls_handshake_set_timeout(se->s, (unsigned)se->h->handshake_ms);
+    gnutls_session_set_ptr(se->s, se);
+    gnutls_handshake_set_hook_function(se->s, GNUTLS_HANDSHAKE_ANY, GNUTLS_HOOK_PRE,
+                                       post_handshake_hook);
+    gnutls_transport_set_ptr(se->s, se);
+    gnutls_transport_set_push_function(se->s, session_push);
+    gnutls_transport_set_pull_function(se->s, session_pull);
+    gnutls_transport_set_pull_timeout_function(se->s, session_wait);
+    if (!(se->start_flags & KF_SPLIT_START_NO_RESUME)) {
+        char key[sizeof(se->h->kept[0].key)];
+        gnutls_datum_t kept;
+        kept_key(se, key, sizeof(key));
+        kept_take(se->h, key, &kept);
+        /* A session GnuTLS no longer takes (expired) just means a full handshake. */
+        if (kept.data)
+            (void)gnutls_session_set_data(se->s, kept.data, kept.size);
+        datum_wipe_free(&kept);
+    }
+    return KF_OK;
+}
+
+static void log_client_handshake_failure(struct session *se, int rc)
+{
+    if (rc == GNUTLS_E_CERTIFICATE_VERIFICATION_ERROR) {
+        gnutls_datum_t why = {0};
+        unsigned status = gnutls_session_get_verify_cert_status(se->s);
+        if (gnutls_certificate_verification_status_print(status, GNUTLS_CRT_X509, &why, 0) == 0) {
+            kf_warn("TLS split client %s (%s): server certificate refused: %s", se->peer,
+                    se->server_name, why.data);
+            gnutls_free(why.data);
+            return;
+        }
+    }
+    kf_warn("TLS split client %s (%s): handshake failed: %s", se->peer, se->server_name,
+            gnutls_strerror(rc));
+}
+
+/* The client handshake, then the worker as the active endpoint -- as
+ * run_session, with the server's verified name in place of an identity. */
+static void run_client_session(struct session *se)
+{
+    struct kf_principal who;
+    int rc = client_session_open(se);
+    if (rc < 0) {
+        kf_error("TLS split client %s: cannot set up a session", se->peer);
+        (void)send_end(se, rc);
+        return;
+    }
+    do
+        rc = gnutls_handshake(se->s);
+    while (rc < 0 && !gnutls_error_is_fatal(rc));
+    if (rc < 0) {
+        log_client_handshake_failure(se, rc);
+        (void)send_end(se, KF_ERR_TLS);
+        return;
+    }
+    if (gnutls_record_check_pending(se->s) > 0 || se->hdr_got != 0) {
+        kf_warn("TLS split client %s: data arrived inside the handshake's last record", se->peer);
+        (void)send_end(se, KF_ERR_TLS);
+        return;
+    }
+    /* TLS 1.2: the ticket came inside the handshake; TLS 1.3: it comes later,
+     * as a record the worker forwards. */
+    se->ticket_arrived = false;
+    keep_session(se);
+    memset(&who, 0, sizeof(who));
+    snprintf(who.name, sizeof(who.name), "%s", se->server_name);
+    kf_info("TLS split client %s: %s (%s%s)", se->peer, se->server_name,
+            gnutls_protocol_get_name(gnutls_protocol_get_version(se->s)),
+            gnutls_session_is_resumed(se->s) ? ", resumed" : "");
+    rc = send_give(se, true, &who);
+    if (rc < 0) {
+        kf_warn("TLS split client %s: cannot hand the session over: %s", se->peer,
+                kf_strerror(rc));
+        return;
+    }
+    serve_worker(se);
+}
+
 static void session_thread(void *arg)
 {
     struct session *se = arg;
-    run_session(se);
+    if (se->h->client)
+        run_client_session(se);
+    else
+        run_session(se);
     if (se->s)
         gnutls_deinit(se->s); /* wipes GnuTLS's secrets of this session */
     close(se->tcp);
@@ -443,6 +683,8 @@ static void start_session(struct handler *h, const struct kf_split_start *st, co
     se->ctl = fds[1];
     se->ses = fds[2];
     memcpy(se->peer, st->peer, sizeof(se->peer));
+    memcpy(se->server_name, st->server_name, sizeof(se->server_name));
+    se->start_flags = st->flags;
     if (kf_tlssplit_pool_run(session_thread, se) < 0) {
         (void)send_end(se, KF_ERR_NOMEM);
         close(se->tcp);
@@ -473,12 +715,35 @@ static void reveal_for_tests(const struct handler *h, const struct kf_split_conf
     fclose(f);
     kf_warn("TLS split: TEST BUILD: the session-ticket key was written to %s", path);
 }
+
+/* Client: each kept session (ticket and resumption secret), for the scan of the client process. */
+static void reveal_kept(struct handler *h, const gnutls_datum_t *d)
+{
+    const char *path = getenv("KF_TEST_REVEAL_FILE");
+    if (!(h->flags & KF_SPLIT_CONFIG_TEST_REVEAL) || !path)
+        return;
+    pthread_mutex_lock(&h->kept_lock);
+    FILE *f = fopen(path, "a");
+    if (f) {
+        fprintf(f, "session ");
+        for (unsigned i = 0; i < d->size; i++)
+            fprintf(f, "%02x", d->data[i]);
+        fprintf(f, "\n");
+        fclose(f);
+    }
+    pthread_mutex_unlock(&h->kept_lock);
+}
 #else
 static void reveal_for_tests(const struct handler *h, const struct kf_split_config *c)
 {
     (void)h;
     if (c->flags & KF_SPLIT_CONFIG_TEST_REVEAL)
         kf_warn("TLS split: reveal requested, but this build has no test hooks (KF_TEST_HOOKS)");
+}
+
+static void reveal_kept(struct handler *h, const gnutls_datum_t *d)
+{
+    (void)h, (void)d;
 }
 #endif
 
@@ -498,7 +763,8 @@ static int pin_callback(void *userdata, int attempt, const char *token_url, cons
     return 0;
 }
 
-static int load_credentials(struct handler *h, const struct kf_split_config *c)
+/* A pkcs11: key: register the module (else GnuTLS uses p11-kit's list) and the PIN. */
+static int register_token(const struct kf_split_config *c)
 {
     if (c->pkcs11_module[0]) {
         int rc = gnutls_pkcs11_init(GNUTLS_PKCS11_FLAG_MANUAL, NULL);
@@ -512,6 +778,51 @@ static int load_credentials(struct handler *h, const struct kf_split_config *c)
         token_pin = c->key_pin[0] ? c->key_pin : NULL;
         gnutls_pkcs11_set_pin_function(pin_callback, NULL);
     }
+    return KF_OK;
+}
+
+static int load_priority(struct handler *h, const struct kf_split_config *c)
+{
+    const char *err_pos = NULL;
+    int rc = gnutls_priority_init2(&h->priority, c->priority[0] ? c->priority : KF_TLS_PRIORITY,
+                                   &err_pos, 0);
+    if (rc < 0) {
+        kf_error("TLS split: priority string rejected at '%s'", err_pos ? err_pos : "?");
+        return KF_ERR_TLS_CONFIG;
+    }
+    return KF_OK;
+}
+
+/* Client: the server's trust anchors and, if given, the client certificate. */
+static int load_client_credentials(struct handler *h, const struct kf_split_config *c)
+{
+    KF_GUARD(register_token(c));
+    KF_ENSURE(gnutls_certificate_allocate_credentials(&h->creds) == 0, KF_ERR_NOMEM);
+    if (gnutls_certificate_set_x509_trust_file(h->creds, c->ca_file, GNUTLS_X509_FMT_PEM) <= 0) {
+        kf_error("TLS split client: no CA certificate loaded from %s", c->ca_file);
+        return KF_ERR_TLS_CONFIG;
+    }
+    if (c->cert_file[0]) {
+        int rc = gnutls_certificate_set_x509_key_file2(h->creds, c->cert_file, c->key_file,
+                                                       GNUTLS_X509_FMT_PEM, NULL, 0);
+        if (rc < 0) {
+            kf_error("TLS split client: cannot load the client certificate %s with its key: %s",
+                     c->cert_file, gnutls_strerror(rc));
+            return KF_ERR_TLS_CONFIG;
+        }
+    }
+    KF_GUARD(load_priority(h, c));
+    h->handshake_ms = c->handshake_timeout_ms ? (int)c->handshake_timeout_ms : 10000;
+    h->flags = c->flags;
+    h->client = true;
+    return KF_OK;
+}
+
+static int load_credentials(struct handler *h, const struct kf_split_config *c)
+{
+    if (c->flags & KF_SPLIT_CONFIG_CLIENT)
+        return load_client_credentials(h, c);
+    KF_GUARD(register_token(c));
     KF_ENSURE(gnutls_certificate_allocate_credentials(&h->creds) == 0, KF_ERR_NOMEM);
     int rc = gnutls_certificate_set_x509_trust_file(h->creds, c->ca_file, GNUTLS_X509_FMT_PEM);
     if (rc <= 0) {
@@ -525,13 +836,7 @@ static int load_credentials(struct handler *h, const struct kf_split_config *c)
                  gnutls_strerror(rc));
         return KF_ERR_TLS_CONFIG;
     }
-    const char *err_pos = NULL;
-    rc = gnutls_priority_init2(&h->priority, c->priority[0] ? c->priority : KF_TLS_PRIORITY,
-                               &err_pos, 0);
-    if (rc < 0) {
-        kf_error("TLS split: priority string rejected at '%s'", err_pos ? err_pos : "?");
-        return KF_ERR_TLS_CONFIG;
-    }
+    KF_GUARD(load_priority(h, c));
     unsigned line = 0;
     char why[256];
     rc = kf_tls_identities_load(c->identities_file, &h->ids, &line, why, sizeof(why));
@@ -551,8 +856,9 @@ static int load_credentials(struct handler *h, const struct kf_split_config *c)
 
 int kf_tlssplit_handler_serve(int broker, const struct kf_split_config *cfg)
 {
-    struct handler h;
+    static struct handler h; /* KEPT_MAX kept sessions: not on the stack */
     memset(&h, 0, sizeof(h));
+    pthread_mutex_init(&h.kept_lock, NULL);
     /* No core file, no ptrace by the same user: this process holds the secrets. */
     prctl(PR_SET_DUMPABLE, 0);
     struct rlimit no_core = {0, 0};
@@ -561,8 +867,11 @@ int kf_tlssplit_handler_serve(int broker, const struct kf_split_config *cfg)
     int rc = load_credentials(&h, cfg);
     if (rc < 0)
         return rc;
-    kf_info("TLS split: session handler %d ready (identity rules: %zu)", (int)getpid(),
-            kf_tls_identities_count(h.ids));
+    if (h.client)
+        kf_info("TLS split: client session handler %d ready", (int)getpid());
+    else
+        kf_info("TLS split: session handler %d ready (identity rules: %zu)", (int)getpid(),
+                kf_tls_identities_count(h.ids));
     for (;;) {
         static uint8_t buf[KF_SPLIT_BROKER_MAX];
         uint8_t type;
@@ -572,7 +881,12 @@ int kf_tlssplit_handler_serve(int broker, const struct kf_split_config *cfg)
         struct kf_split_start st;
         rc = kf_split_recv(broker, buf, sizeof(buf), KF_SPLIT_ALLOW(KF_SPLIT_START), -1, &type,
                            &body, fds, &eof);
-        if (rc == KF_OK && kf_split_decode_start(&body, &st) < 0) {
+        /* The role is the handler's, fixed by CONFIG: a START for the other one
+         * is a host that does not know what it talks to. */
+        if (rc == KF_OK &&
+            (kf_split_decode_start(&body, &st) < 0 ||
+             st.role != (h.client ? KF_SPLIT_ROLE_CLIENT : KF_SPLIT_ROLE_SERVER)))
+        {
             for (int i = 0; i < 3; i++)
                 close(fds[i]);
             rc = KF_ERR_SPLIT_CHANNEL;
@@ -582,6 +896,7 @@ int kf_tlssplit_handler_serve(int broker, const struct kf_split_config *cfg)
              * handler does not guess, it ends and takes its sessions with it. */
             if (!eof)
                 kf_error("TLS split: broker channel: %s", kf_strerror(rc));
+            kept_clear(&h);
             return eof ? KF_OK : rc;
         }
         start_session(&h, &st, fds);

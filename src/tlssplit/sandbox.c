@@ -134,10 +134,23 @@ static const struct sock_filter worker_filter[] = {
     BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_KILL_PROCESS),
 };
 
+/* Locked memory a worker running as nobody may use (256 connections' buffers with room). */
+#define WORKER_MEMLOCK ((rlim_t)256 * 1024 * 1024)
+
 static int drop_user(void)
 {
     if (geteuid() != 0)
         return KF_OK; /* already unprivileged */
+    /* Secure memory (mlock) for each connection's plaintext: as root the limit
+     * did not apply, as nobody it does; give it room while still allowed to. */
+    struct rlimit lock;
+    if (getrlimit(RLIMIT_MEMLOCK, &lock) == 0 && lock.rlim_cur != RLIM_INFINITY &&
+        lock.rlim_cur < WORKER_MEMLOCK) {
+        lock.rlim_cur = WORKER_MEMLOCK;
+        if (lock.rlim_max != RLIM_INFINITY && lock.rlim_max < WORKER_MEMLOCK)
+            lock.rlim_max = WORKER_MEMLOCK;
+        (void)setrlimit(RLIMIT_MEMLOCK, &lock);
+    }
     struct passwd *pw = getpwnam("nobody");
     uid_t uid = pw ? pw->pw_uid : 65534;
     gid_t gid = pw ? pw->pw_gid : 65534;

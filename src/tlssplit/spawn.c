@@ -6,7 +6,9 @@
  * nothing of the host (the key store, its unsealed keys) is in it, and reads
  * its configuration, PIN included, as one CONFIG message from fd 3 -- never
  * from argv or the environment (which it inherits, for PKCS#11 modules). Fork mode (tests): the child runs the
- * handler directly.
+ * handler directly. A client handler (CONFIG flag CLIENT) starts the same way:
+ * the program that execs itself (the CLI) calls kf_tlssplit_handler_main() when
+ * KF_TLSSPLIT_HANDLER_ARG is its only argument.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -28,6 +30,7 @@
 struct kf_tlssplit_handler {
     pid_t pid;
     int broker;
+    bool client; /* runs client handshakes (kf_tlssplit_client_handler_start) */
 };
 
 static int copy_str(char *dst, size_t cap, const char *src)
@@ -80,19 +83,18 @@ static void exec_handler(const char *path, int broker)
     _exit(127);
 }
 
-int kf_tlssplit_handler_start(const struct kf_tlssplit_handler_config *cfg,
-                              kf_tlssplit_handler **out)
+/* Fork the handler (and exec exec_path, or serve in the child); in exec mode
+ * the configuration follows as CONFIG on the broker channel. */
+static int spawn(const struct kf_split_config *conf, const char *exec_path,
+                 kf_tlssplit_handler **out)
 {
-    KF_ENSURE(cfg && out, KF_ERR_ARG);
-    struct kf_split_config *conf = calloc(1, sizeof(*conf));
     kf_tlssplit_handler *h = calloc(1, sizeof(*h));
     int sv[2] = {-1, -1};
-    int rc = conf && h ? KF_OK : KF_ERR_NOMEM;
-    if (h)
-        h->broker = h->pid = -1;
-    if (rc == KF_OK)
-        rc = make_config(cfg, conf);
-    if (rc == KF_OK && socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) != 0)
+    KF_ENSURE(h, KF_ERR_NOMEM);
+    h->broker = h->pid = -1;
+    h->client = (conf->flags & KF_SPLIT_CONFIG_CLIENT) != 0;
+    int rc = KF_OK;
+    if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) != 0)
         rc = KF_ERR_IO;
     if (rc == KF_OK) {
         h->pid = fork();
@@ -101,15 +103,14 @@ int kf_tlssplit_handler_start(const struct kf_tlssplit_handler_config *cfg,
     }
     if (rc == KF_OK && h->pid == 0) {
         close(sv[0]);
-        if (cfg->exec_path)
-            exec_handler(cfg->exec_path, sv[1]);
+        if (exec_path)
+            exec_handler(exec_path, sv[1]);
         _exit(kf_tlssplit_handler_serve(sv[1], conf) < 0 ? 1 : 0);
     }
     if (sv[1] >= 0)
         close(sv[1]);
-    if (h)
-        h->broker = sv[0];
-    if (rc == KF_OK && cfg->exec_path) {
+    h->broker = sv[0];
+    if (rc == KF_OK && exec_path) {
         kf_buf msg;
         rc = kf_buf_alloc(&msg, 4096, KF_SPLIT_BROKER_MAX, KF_BUF_SECRET);
         if (rc == KF_OK) {
@@ -119,16 +120,64 @@ int kf_tlssplit_handler_start(const struct kf_tlssplit_handler_config *cfg,
             kf_buf_free(&msg);
         }
     }
-    if (conf) {
-        kf_wipe(conf, sizeof(*conf));
-        free(conf);
-    }
     if (rc < 0) {
         kf_tlssplit_handler_stop(h);
         return rc;
     }
     *out = h;
     return KF_OK;
+}
+
+int kf_tlssplit_handler_start(const struct kf_tlssplit_handler_config *cfg,
+                              kf_tlssplit_handler **out)
+{
+    KF_ENSURE(cfg && out, KF_ERR_ARG);
+    struct kf_split_config *conf = calloc(1, sizeof(*conf));
+    KF_ENSURE(conf, KF_ERR_NOMEM);
+    int rc = make_config(cfg, conf);
+    if (rc == KF_OK)
+        rc = spawn(conf, cfg->exec_path, out);
+    kf_wipe(conf, sizeof(*conf));
+    free(conf);
+    return rc;
+}
+
+static int make_client_config(const struct kf_tlssplit_client_config *cfg,
+                              struct kf_split_config *c)
+{
+    memset(c, 0, sizeof(*c));
+    KF_ENSURE(cfg->ca_file && !cfg->cert_file == !cfg->key_file, KF_ERR_ARG);
+    KF_GUARD(copy_str(c->ca_file, sizeof(c->ca_file), cfg->ca_file));
+    KF_GUARD(copy_str(c->cert_file, sizeof(c->cert_file), cfg->cert_file));
+    KF_GUARD(copy_str(c->key_file, sizeof(c->key_file), cfg->key_file));
+    KF_GUARD(copy_str(c->pkcs11_module, sizeof(c->pkcs11_module), cfg->pkcs11_module));
+    KF_GUARD(copy_str(c->key_pin, sizeof(c->key_pin), cfg->key_pin));
+    KF_GUARD(copy_str(c->priority, sizeof(c->priority), cfg->priority));
+    KF_GUARD(copy_str(c->log_file, sizeof(c->log_file), cfg->log_file));
+    KF_ENSURE(!c->cert_file[0] == !c->key_file[0], KF_ERR_ARG); /* "" counts as none */
+    c->handshake_timeout_ms = cfg->timeout_ms > 0 ? (uint32_t)cfg->timeout_ms : 60000;
+    c->log_level = cfg->verbose ? KF_LOG_INFO : KF_LOG_WARN;
+    c->flags = KF_SPLIT_CONFIG_CLIENT | (cfg->test_reveal_secrets ? KF_SPLIT_CONFIG_TEST_REVEAL : 0);
+    return KF_OK;
+}
+
+int kf_tlssplit_client_handler_start(const struct kf_tlssplit_client_config *cfg,
+                                     kf_tlssplit_handler **out)
+{
+    KF_ENSURE(cfg && out, KF_ERR_ARG);
+    struct kf_split_config *conf = calloc(1, sizeof(*conf));
+    KF_ENSURE(conf, KF_ERR_NOMEM);
+    int rc = make_client_config(cfg, conf);
+    if (rc == KF_OK)
+        rc = spawn(conf, cfg->exec_path, out);
+    kf_wipe(conf, sizeof(*conf));
+    free(conf);
+    return rc;
+}
+
+bool kf_tlssplit_handler_is_client(const kf_tlssplit_handler *h)
+{
+    return h && h->client;
 }
 
 int kf_tlssplit_handler_broker(const kf_tlssplit_handler *h)

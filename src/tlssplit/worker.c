@@ -1,24 +1,38 @@
 /*
- * A worker process: forked before anything secret is loaded, confined
- * (sandbox.c), and fed accepted TCP sockets over its dispatch channel
- * (ACCEPTED messages, one descriptor each). For each it starts a thread that
- * hands the socket to the session handler (kf_tlssplit_accept), runs the
- * application on the connection and closes it. The process holds nothing but
- * traffic keys and the application's data; killing it ends its connections
- * and no others.
+ * Worker processes: started before anything secret is loaded (forked) or
+ * from a fresh address space (exec'd, keyfleetd), confined (sandbox.c), and
+ * fed accepted TCP sockets over their dispatch channel (ACCEPTED messages,
+ * one descriptor each). For each socket a thread hands it to the session
+ * handler (kf_tlssplit_accept), serves the connection and closes it. The
+ * process holds nothing but traffic keys and the application's data; killing
+ * it ends its connections and no others.
+ *
+ * Two applications:
+ *  - a callback (kf_tlssplit_worker_start: the echo benchmark, tests);
+ *  - KMIP (kf_tlssplit_kmip_worker_start: keyfleetd --split-workers
+ *    processes): every complete request goes with the connection's principal
+ *    over the application channel (app.h; this file has the worker's end,
+ *    app.c the codec and keyfleetd's end) to keyfleetd, which holds the key
+ *    store and answers; the worker relays the answer.
  */
 #include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "app.h"
 #include "channel.h"
 #include "keyfleet/log.h"
+#include "keyfleet/secmem.h"
 #include "tlssplit_internal.h"
 
 struct kf_tlssplit_worker {
@@ -27,7 +41,8 @@ struct kf_tlssplit_worker {
 };
 
 struct worker_conn {
-    const struct kf_tlssplit_worker_config *cfg;
+    void (*serve)(struct worker_conn *wc);
+    const void *ctx; /* the callback worker's config, or the KMIP worker */
     int fd;
     char peer[KF_SPLIT_PEER_MAX + 1];
 };
@@ -37,20 +52,38 @@ static atomic_uint live_conns;
 static void conn_thread(void *arg)
 {
     struct worker_conn *wc = arg;
-    kf_tlssplit_conn *c;
-    int rc = kf_tlssplit_accept(wc->cfg->broker, wc->fd, wc->peer, wc->cfg->handshake_timeout_ms,
-                                &c);
-    if (rc == KF_OK) {
-        wc->cfg->app(wc->cfg->arg, c);
-        kf_tlssplit_close(c);
-    }
+    wc->serve(wc);
     free(wc);
     atomic_fetch_sub(&live_conns, 1);
 }
 
-static int serve(const struct kf_tlssplit_worker_config *cfg, int dispatch)
+/* True once the other end of fd has closed (or shut down) its side. */
+static bool peer_gone(int fd, int timeout_ms)
+{
+    struct pollfd p = {.fd = fd, .events = POLLRDHUP};
+    int n;
+    do
+        n = poll(&p, 1, timeout_ms);
+    while (n < 0 && errno == EINTR);
+    return n > 0 && (p.revents & (POLLRDHUP | POLLHUP | POLLERR));
+}
+
+/* ACCEPTED messages until the dispatch channel ends (or, watch >= 0, the
+ * other end of watch goes away). refused (may be NULL) is told of a socket
+ * that got no thread. */
+static int serve(int dispatch, int watch, void (*fn)(struct worker_conn *), const void *ctx,
+                 void (*refused)(const void *ctx))
 {
     for (;;) {
+        if (watch >= 0) {
+            struct pollfd p[2] = {{.fd = dispatch, .events = POLLIN},
+                                  {.fd = watch, .events = POLLRDHUP}};
+            int n = poll(p, 2, -1);
+            if (n < 0 && errno == EINTR)
+                continue;
+            if (n < 0 || (p[1].revents & (POLLRDHUP | POLLHUP | POLLERR)))
+                return KF_OK;
+        }
         uint8_t buf[256], type;
         kf_buf body;
         bool eof;
@@ -67,9 +100,12 @@ static int serve(const struct kf_tlssplit_worker_config *cfg, int dispatch)
         struct worker_conn *wc = calloc(1, sizeof(*wc));
         if (!wc) {
             close(fds[0]);
+            if (refused)
+                refused(ctx);
             continue;
         }
-        wc->cfg = cfg;
+        wc->serve = fn;
+        wc->ctx = ctx;
         wc->fd = fds[0];
         memcpy(wc->peer, st.peer, sizeof(wc->peer));
         atomic_fetch_add(&live_conns, 1);
@@ -77,7 +113,22 @@ static int serve(const struct kf_tlssplit_worker_config *cfg, int dispatch)
             close(wc->fd);
             free(wc);
             atomic_fetch_sub(&live_conns, 1);
+            if (refused)
+                refused(ctx);
         }
+    }
+}
+
+/* ---- a callback application ----------------------------------------------------- */
+
+static void app_conn(struct worker_conn *wc)
+{
+    const struct kf_tlssplit_worker_config *cfg = wc->ctx;
+    kf_tlssplit_conn *c;
+    int rc = kf_tlssplit_accept(cfg->broker, wc->fd, wc->peer, cfg->handshake_timeout_ms, &c);
+    if (rc == KF_OK) {
+        cfg->app(cfg->arg, c);
+        kf_tlssplit_close(c);
     }
 }
 
@@ -107,7 +158,7 @@ int kf_tlssplit_worker_start(const struct kf_tlssplit_worker_config *cfg,
             kf_error("TLS split worker: cannot confine itself: %s", kf_strerror(rc));
             _exit(2);
         }
-        rc = serve(cfg, sv[1]);
+        rc = serve(sv[1], -1, app_conn, cfg, NULL);
         /* Let connections in flight finish before the process goes. */
         for (int i = 0; i < 3000 && atomic_load(&live_conns) > 0; i++)
             usleep(10000);
@@ -119,6 +170,484 @@ int kf_tlssplit_worker_start(const struct kf_tlssplit_worker_config *cfg,
     return KF_OK;
 }
 
+/* ---- the worker's end of the application channel (app.h) ------------------------------- */
+
+/*
+ * No reader thread: a connection thread waiting for its answer reads the
+ * channel itself when nobody else does (leader/follower). It hands every
+ * answer it reads to the thread waiting for it and keeps reading until its
+ * own has come; then, if others still wait, it wakes one of them to read on.
+ * With one request out, the asking thread reads its own answer: no thread
+ * switch beyond the one the data arrival costs anyway.
+ */
+struct app_slot {
+    pthread_cond_t cv;
+    uint16_t gen; /* high half of the request ID: a stale answer does not fit */
+    bool used;    /* taken by a connection */
+    bool waiting; /* a request is out */
+    bool done;    /* its answer (or failure) is in */
+    int status;
+    kf_buf *resp;
+};
+
+struct kf_app_client {
+    struct kf_app_reader rd; /* touched by the thread that reads (reading) only */
+    pthread_mutex_t mu;      /* slots, reading, dead */
+    pthread_mutex_t wlock;   /* one frame at a time on the channel */
+    unsigned nslots, next;
+    struct app_slot *slots;
+    bool reading, dead;
+    kf_app_end_fn on_end;
+    void *arg;
+};
+
+/* Under mu. */
+static int deliver(kf_app_client *c, const struct kf_app_response *r)
+{
+    unsigned i = r->id & 0xffffu;
+    KF_ENSURE(i < c->nslots, KF_ERR_SPLIT_APP);
+    struct app_slot *s = &c->slots[i];
+    if (!s->waiting || s->done || s->gen != (uint16_t)(r->id >> 16))
+        return KF_ERR_SPLIT_APP; /* an answer nobody asked for */
+    s->status = r->status;
+    if (r->status == KF_OK) {
+        kf_buf_reset(s->resp);
+        if (kf_buf_put_bytes(s->resp, r->msg, r->msg_len) < 0)
+            s->status = KF_ERR_LIMIT;
+    }
+    s->done = true;
+    pthread_cond_signal(&s->cv);
+    return KF_OK;
+}
+
+/* A whole frame is already buffered after the one handed out last. */
+static bool frame_buffered(const struct kf_app_reader *r)
+{
+    if (r->last_big || !r->buf)
+        return false;
+    kf_buf rest;
+    uint32_t len;
+    kf_buf_reader(&rest, r->buf + r->start + r->last, r->end - r->start - r->last);
+    return kf_buf_peek_u32(&rest, 4, &len) == KF_OK &&
+           kf_buf_remaining(&rest) - KF_APP_FRAME_LEN >= len;
+}
+
+/* The reader's turn (without mu): one frame (waiting for it), then every frame
+ * already buffered, each delivered to its slot. */
+static int lead(kf_app_client *c)
+{
+    do {
+        uint8_t type;
+        kf_buf body;
+        bool eof;
+        struct kf_app_response r;
+        int rc = kf_app_read(&c->rd, KF_APP_ALLOW(KF_APP_RESPONSE) | KF_APP_ALLOW(KF_APP_FAILED),
+                             -1, &type, &body, &eof);
+        if (rc == KF_OK)
+            rc = kf_app_decode_response(type, &body, &r);
+        if (rc < 0)
+            return rc == KF_ERR_SPLIT_APP ? rc : KF_ERR_IO;
+        pthread_mutex_lock(&c->mu);
+        rc = deliver(c, &r);
+        pthread_mutex_unlock(&c->mu);
+        KF_GUARD(rc);
+    } while (frame_buffered(&c->rd));
+    return KF_OK;
+}
+
+/* Under mu: the channel is over; every waiter hears it. */
+static void client_dead(kf_app_client *c)
+{
+    c->dead = true;
+    for (unsigned i = 0; i < c->nslots; i++)
+        pthread_cond_signal(&c->slots[i].cv);
+}
+
+/* Under mu, nobody reading: wake one waiter to read on. */
+static void promote(kf_app_client *c)
+{
+    for (unsigned k = 0; k < c->nslots; k++) {
+        struct app_slot *s = &c->slots[(c->next + k) % c->nslots];
+        if (s->waiting && !s->done) {
+            c->next = (c->next + k + 1) % c->nslots;
+            pthread_cond_signal(&s->cv);
+            return;
+        }
+    }
+}
+
+int kf_app_client_start(struct kf_app_reader *rd, unsigned slots, kf_app_end_fn on_end, void *arg,
+                        kf_app_client **out)
+{
+    KF_ENSURE(rd && rd->buf && out && slots >= 1 && slots <= KF_APP_SLOTS_MAX, KF_ERR_ARG);
+    kf_app_client *c = calloc(1, sizeof(*c));
+    KF_ENSURE(c, KF_ERR_NOMEM);
+    c->slots = calloc(slots, sizeof(*c->slots));
+    if (!c->slots) {
+        free(c);
+        return KF_ERR_NOMEM;
+    }
+    c->nslots = slots;
+    for (unsigned i = 0; i < slots; i++)
+        pthread_cond_init(&c->slots[i].cv, NULL);
+    pthread_mutex_init(&c->mu, NULL);
+    pthread_mutex_init(&c->wlock, NULL);
+    c->rd = *rd; /* ours from here on */
+    memset(rd, 0, sizeof(*rd));
+    c->on_end = on_end;
+    c->arg = arg;
+    *out = c;
+    return KF_OK;
+}
+
+int kf_app_client_slot(kf_app_client *c, unsigned *slot)
+{
+    int rc = KF_ERR_LIMIT;
+    pthread_mutex_lock(&c->mu);
+    for (unsigned i = 0; i < c->nslots; i++)
+        if (!c->slots[i].used) {
+            c->slots[i].used = true;
+            *slot = i;
+            rc = KF_OK;
+            break;
+        }
+    pthread_mutex_unlock(&c->mu);
+    return rc;
+}
+
+void kf_app_client_release(kf_app_client *c, unsigned slot)
+{
+    if (slot >= c->nslots)
+        return;
+    pthread_mutex_lock(&c->mu);
+    c->slots[slot].used = false;
+    pthread_mutex_unlock(&c->mu);
+}
+
+int kf_app_client_call(kf_app_client *c, unsigned slot, const struct kf_principal *who,
+                       const uint8_t *req, size_t len, kf_buf *resp)
+{
+    KF_ENSURE(c && slot < c->nslots && who && req && resp, KF_ERR_ARG);
+    struct app_slot *s = &c->slots[slot];
+    /* Ask before sending: the answer may be read by another thread before the writer returns. */
+    pthread_mutex_lock(&c->mu);
+    if (c->dead) {
+        pthread_mutex_unlock(&c->mu);
+        return KF_ERR_SPLIT_APP;
+    }
+    s->gen++;
+    uint32_t id = ((uint32_t)s->gen << 16) | slot;
+    s->waiting = true;
+    s->done = false;
+    s->resp = resp;
+    pthread_mutex_unlock(&c->mu);
+
+    struct kf_app_request r = {.id = id, .who = *who, .msg = req, .msg_len = len};
+    uint8_t head[KF_APP_REQUEST_HEAD_MAX];
+    kf_buf h;
+    kf_buf_fixed(&h, head, sizeof(head));
+    int rc = kf_app_encode_request_head(&r, &h);
+    int ended = KF_OK; /* set when this thread found the channel over */
+    if (rc == KF_OK) {
+        pthread_mutex_lock(&c->wlock);
+        if (kf_app_write(c->rd.fd, h.data, h.len, req, len, -1) < 0)
+            rc = ended = KF_ERR_IO;
+        pthread_mutex_unlock(&c->wlock);
+    }
+    pthread_mutex_lock(&c->mu);
+    if (ended < 0) {
+        rc = KF_ERR_SPLIT_APP;
+        if (c->dead)
+            ended = KF_OK; /* somebody else found it first and said so */
+        else
+            client_dead(c);
+    }
+    while (rc == KF_OK && !s->done && !c->dead) {
+        if (c->reading) {
+            pthread_cond_wait(&s->cv, &c->mu);
+            continue;
+        }
+        c->reading = true;
+        pthread_mutex_unlock(&c->mu);
+        int lrc = lead(c);
+        pthread_mutex_lock(&c->mu);
+        c->reading = false;
+        if (lrc < 0) {
+            client_dead(c);
+            ended = lrc;
+        }
+    }
+    if (rc == KF_OK)
+        rc = s->done ? s->status : KF_ERR_SPLIT_APP;
+    s->waiting = false;
+    s->resp = NULL;
+    if (!c->reading && !c->dead)
+        promote(c);
+    pthread_mutex_unlock(&c->mu);
+    if (ended < 0 && c->on_end)
+        c->on_end(c->arg, ended);
+    return rc;
+}
+
+int kf_app_client_closed(kf_app_client *c)
+{
+    uint8_t mem[KF_APP_FRAME_LEN];
+    kf_buf msg;
+    kf_buf_fixed(&msg, mem, sizeof(mem));
+    KF_GUARD(kf_app_encode_closed(&msg));
+    pthread_mutex_lock(&c->wlock);
+    int rc = kf_app_write(c->rd.fd, msg.data, msg.len, NULL, 0, -1);
+    pthread_mutex_unlock(&c->wlock);
+    return rc;
+}
+
+bool kf_app_client_alive(kf_app_client *c)
+{
+    if (!c)
+        return false;
+    pthread_mutex_lock(&c->mu);
+    bool alive = !c->dead;
+    pthread_mutex_unlock(&c->mu);
+    return alive;
+}
+
+void kf_app_client_shutdown(kf_app_client *c)
+{
+    pthread_mutex_lock(&c->mu);
+    client_dead(c);
+    pthread_mutex_unlock(&c->mu);
+    shutdown(c->rd.fd, SHUT_RDWR); /* a thread reading returns */
+}
+
+int kf_app_client_fd(const kf_app_client *c)
+{
+    return c->rd.fd;
+}
+
+void kf_app_client_stop(kf_app_client *c)
+{
+    if (!c)
+        return;
+    close(c->rd.fd);
+    kf_app_reader_free(&c->rd);
+    for (unsigned i = 0; i < c->nslots; i++)
+        pthread_cond_destroy(&c->slots[i].cv);
+    pthread_mutex_destroy(&c->mu);
+    pthread_mutex_destroy(&c->wlock);
+    free(c->slots);
+    free(c);
+}
+
+/* ---- KMIP over the application channel --------------------------------------------- */
+
+/* The one KMIP worker of this process. */
+static struct kmip_worker {
+    int broker, dispatch;
+    int stop[2]; /* readable: keyfleetd stops, end every connection */
+    struct kf_app_settings set;
+    kf_app_client *app;
+} kw = {.broker = -1, .dispatch = -1, .stop = {-1, -1}};
+
+/* keyfleetd stops (or is gone): every connection ends, no new ones come. */
+static void kmip_stop(void)
+{
+
+    static atomic_flag once = ATOMIC_FLAG_INIT;
+    if (atomic_flag_test_and_set(&once))
+        return;
+    kf_app_client_shutdown(kw.app);
+    if (write(kw.stop[1], "x", 1) != 1)
+        _exit(3);
+    shutdown(kw.dispatch, SHUT_RDWR);
+}
+
+/* The application channel ended (from the thread that found it so). */
+static void kmip_channel_end(void *arg, int reason)
+{
+    (void)arg;
+    if (reason == KF_ERR_SPLIT_APP) {
+        /* Not speaking the protocol: nothing it says can be trusted, not even a goodbye. */
+        kf_error("TLS split worker %d: %s", (int)getpid(), kf_strerror(reason));
+        _exit(3);
+    }
+    kmip_stop();
+}
+
+static void kmip_serve(const char *peer, kf_tlssplit_conn *c, unsigned slot)
+{
+    const struct kf_principal *who = kf_tlssplit_peer(c);
+    kf_buf req = {0}, resp = {0};
+    if (kf_buf_alloc(&req, 4096, KF_TLS_MESSAGE_MAX, KF_BUF_SECRET) < 0 ||
+        kf_buf_alloc(&resp, 4096, KF_APP_ANSWER_MAX, KF_BUF_SECRET) < 0) {
+        kf_error("TLS split %s: no secure memory for buffers", peer);
+        goto out;
+    }
+    for (;;) {
+        int rc = kf_app_read_kmip(c, (int)kw.set.idle_ms, (int)kw.set.message_ms, &req);
+        if (rc < 0) {
+            int why = kf_tlssplit_end_reason(c);
+            if (!(rc == KF_ERR_IO && why == KF_OK))
+                kf_info("TLS split %s (%s) closed: %s", peer, who->name,
+                        kf_strerror(why < 0 ? why : rc));
+            break;
+        }
+        rc = kf_app_client_call(kw.app, slot, who, req.data, req.len, &resp);
+        kf_buf_reset(&req);
+        if (rc < 0 || kf_tlssplit_send(c, resp.data, resp.len, (int)kw.set.message_ms) < 0) {
+            kf_warn("TLS split %s (%s): cannot answer: %s", peer, who->name,
+                    kf_strerror(rc < 0 ? rc : KF_ERR_TLS));
+            break;
+        }
+        kf_buf_reset(&resp);
+    }
+out:
+    kf_buf_free(&req);
+    kf_buf_free(&resp);
+}
+
+static void kmip_conn(struct worker_conn *wc)
+{
+    kf_tlssplit_conn *c;
+    int rc = kf_tlssplit_accept(kw.broker, wc->fd, wc->peer, (int)kw.set.handshake_ms, &c);
+    if (rc == KF_OK) {
+        unsigned slot;
+        kf_tlssplit_set_stop_fd(c, kw.stop[0]);
+        if (kf_app_client_slot(kw.app, &slot) == KF_OK) {
+            kmip_serve(wc->peer, c, slot);
+            kf_app_client_release(kw.app, slot);
+        } else
+            kf_warn("TLS split %s refused: more than %u connections", wc->peer,
+                    (unsigned)kw.set.max_connections);
+        kf_tlssplit_close(c);
+    } else if (rc == KF_ERR_SPLIT_HANDLER)
+        kf_warn("TLS split %s refused: %s", wc->peer, kf_strerror(rc));
+    /* Every dispatched socket is accounted for, whatever became of it. */
+    (void)kf_app_client_closed(kw.app);
+}
+
+static void kmip_refused(const void *ctx)
+{
+    (void)ctx;
+    (void)kf_app_client_closed(kw.app);
+}
+
+/* The worker process: settings, confinement, then connections until keyfleetd says stop. */
+static int kmip_worker_run(int dispatch, int app, int broker)
+{
+    struct kf_app_reader rd;
+    uint8_t type;
+    kf_buf body;
+    bool eof;
+    int rc = kf_app_reader_init(&rd, app);
+    if (rc == KF_OK)
+        rc = kf_app_read(&rd, KF_APP_ALLOW(KF_APP_SETTINGS), 30000, &type, &body, &eof);
+    if (rc == KF_OK)
+        rc = kf_app_decode_settings(&body, &kw.set);
+    if (rc < 0) {
+        kf_error("TLS split worker %d: no settings from keyfleetd: %s", (int)getpid(),
+                 kf_strerror(rc));
+        return 1;
+    }
+    /* An exec'd worker opens the log itself (a forked one has keyfleetd's). */
+    if ((kw.set.flags & KF_APP_SETTINGS_OPEN_LOG) &&
+        kf_log_open(kw.set.log_file[0] ? kw.set.log_file : NULL,
+                    (enum kf_log_level)kw.set.log_level) != 0)
+        fprintf(stderr, "keyfleetd TLS worker: cannot open the log %s\n", kw.set.log_file);
+    kw.broker = broker;
+    kw.dispatch = dispatch;
+    (void)prctl(PR_SET_NAME, "kf-tls-worker", 0, 0, 0); /* for ps and top: not "exe" */
+    if (pipe2(kw.stop, O_CLOEXEC) != 0)
+        return 1;
+    signal(SIGPIPE, SIG_IGN);
+    rc = kf_tlssplit_sandbox(kw.set.sandbox_flags);
+    if (rc < 0) {
+        kf_error("TLS split worker %d: cannot confine itself: %s", (int)getpid(), kf_strerror(rc));
+        return 2;
+    }
+    rc = kf_app_client_start(&rd, kw.set.max_connections, kmip_channel_end, NULL, &kw.app);
+    if (rc < 0) {
+        kf_error("TLS split worker %d: %s", (int)getpid(), kf_strerror(rc));
+        return 1;
+    }
+    kf_debug("TLS split: KMIP worker process %d ready", (int)getpid());
+    rc = serve(dispatch, app, kmip_conn, &kw, kmip_refused);
+    /* No more connections (retired, or keyfleetd stops): the open ones run to
+     * their end; once keyfleetd's channel is gone they get 3 s. */
+    for (int grace = 300; atomic_load(&live_conns) > 0 && grace > 0;) {
+        if (peer_gone(app, 10))
+            kmip_stop();
+        if (!kf_app_client_alive(kw.app)) {
+            usleep(10000);
+            grace--;
+        }
+    }
+    return rc < 0 ? 1 : 0;
+}
+
+int kf_tlssplit_worker_main(void)
+{
+    /* Exit without atexit handlers: they would run under the seccomp filter. */
+    _exit(kmip_worker_run(3, 4, 5));
+}
+
+/* In the child before exec: dispatch, application channel and broker on fds 3,
+ * 4 and 5; nothing else of keyfleetd's survives. */
+static void exec_worker(const char *path, int dispatch, int app, int broker)
+{
+    int src[3] = {dispatch, app, broker}, hi[3];
+    for (int i = 0; i < 3; i++)
+        if ((hi[i] = fcntl(src[i], F_DUPFD_CLOEXEC, 10)) < 0)
+            _exit(127);
+    for (int i = 0; i < 3; i++)
+        if (dup2(hi[i], 3 + i) < 0) /* the copies on 3..5 stay open across exec */
+            _exit(127);
+    long maxfd = sysconf(_SC_OPEN_MAX);
+    for (long fd = 6; fd < (maxfd > 0 && maxfd < 65536 ? maxfd : 65536); fd++)
+        close((int)fd);
+    char *const argv[] = {(char *)"keyfleetd-tls-worker", (char *)KF_TLSSPLIT_WORKER_ARG, NULL};
+    execv(path, argv);
+    _exit(127);
+}
+
+int kf_tlssplit_kmip_worker_start(const struct kf_app_worker_spawn *cfg,
+                                  kf_tlssplit_worker **out, int *app_fd)
+{
+    KF_ENSURE(cfg && cfg->broker >= 0 && out && app_fd, KF_ERR_ARG);
+    kf_tlssplit_worker *w = calloc(1, sizeof(*w));
+    int dv[2] = {-1, -1}, av[2] = {-1, -1};
+    KF_ENSURE(w, KF_ERR_NOMEM);
+    if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, dv) != 0 ||
+        socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, av) != 0)
+        goto fail;
+    w->pid = fork();
+    if (w->pid < 0)
+        goto fail;
+    if (w->pid == 0) {
+        if (cfg->exec_path)
+            exec_worker(cfg->exec_path, dv[1], av[1], cfg->broker);
+        close(dv[0]);
+        close(av[0]);
+        _exit(kmip_worker_run(dv[1], av[1], cfg->broker));
+    }
+    close(dv[1]);
+    close(av[1]);
+    w->dispatch = dv[0];
+    *app_fd = av[0];
+    *out = w;
+    return KF_OK;
+fail:
+    for (int i = 0; i < 2; i++) {
+        if (dv[i] >= 0)
+            close(dv[i]);
+        if (av[i] >= 0)
+            close(av[i]);
+    }
+    free(w);
+    return KF_ERR_IO;
+}
+
+/* ---- the host's handle on a worker ----------------------------------------------------- */
+
 int kf_tlssplit_worker_dispatch(kf_tlssplit_worker *w, int fd, const char *peer)
 {
     uint8_t mem[128];
@@ -127,7 +656,7 @@ int kf_tlssplit_worker_dispatch(kf_tlssplit_worker *w, int fd, const char *peer)
     size_t pl = peer ? strnlen(peer, KF_SPLIT_PEER_MAX) : 0;
     memcpy(st.peer, peer ? peer : "", pl);
     kf_buf_fixed(&msg, mem, sizeof(mem));
-    int rc = kf_split_encode_accepted(&st, &msg);
+    int rc = w->dispatch >= 0 ? kf_split_encode_accepted(&st, &msg) : KF_ERR_IO;
     if (rc == KF_OK)
         rc = kf_split_send(w->dispatch, &msg, &fd, 1);
     close(fd); /* the worker has its own copy (or the connection is refused) */
@@ -139,11 +668,19 @@ int kf_tlssplit_worker_pid(const kf_tlssplit_worker *w)
     return w ? (int)w->pid : -1;
 }
 
+void kf_tlssplit_worker_retire(kf_tlssplit_worker *w)
+{
+    if (w && w->dispatch >= 0) {
+        close(w->dispatch);
+        w->dispatch = -1;
+    }
+}
+
 void kf_tlssplit_worker_stop(kf_tlssplit_worker *w)
 {
     if (!w)
         return;
-    close(w->dispatch);
+    kf_tlssplit_worker_retire(w);
     int status;
     for (int i = 0; i < 300; i++) {
         pid_t r = waitpid(w->pid, &status, WNOHANG);

@@ -1,7 +1,10 @@
 /*
  * Fuzz the broker channel's decoders (CONFIG once, then START per
- * connection), what the session handler reads from the host. Whatever
- * decodes re-encodes to exactly the input.
+ * connection: role 1 for a server handler, role 2 with server name and
+ * flags for a client handler), what the session handler reads from the
+ * host, and ACCEPTED (START's body, role 1 only), what a worker process
+ * reads from its dispatch channel. Whatever decodes re-encodes to exactly
+ * the input.
  */
 #include <stddef.h>
 #include <stdint.h>
@@ -26,13 +29,25 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         if (kf_split_decode_config(&body, &c) != KF_OK)
             return 0;
         rc = kf_split_encode_config(&c, &out);
-    } else if (type == KF_SPLIT_START) {
+    } else if (type == KF_SPLIT_START || type == KF_SPLIT_ACCEPTED) {
         struct kf_split_start s;
-        if (kf_split_decode_start(&body, &s) != KF_OK)
+        if ((type == KF_SPLIT_START ? kf_split_decode_start(&body, &s)
+                                    : kf_split_decode_accepted(&body, &s)) != KF_OK)
             return 0;
-        if (strlen(s.peer) > KF_SPLIT_PEER_MAX)
+        size_t n = strlen(s.server_name);
+        if (strlen(s.peer) > KF_SPLIT_PEER_MAX || n > KF_SPLIT_NAME_MAX)
             abort();
-        rc = kf_split_encode_start(&s, &out);
+        if (s.role == KF_SPLIT_ROLE_CLIENT) {
+            /* What SNI and the certificate check get: printable, not empty. */
+            if (type != KF_SPLIT_START || n == 0 || (s.flags & ~KF_SPLIT_START_NO_RESUME))
+                abort();
+            for (size_t i = 0; i < n; i++)
+                if (s.server_name[i] < 0x21 || s.server_name[i] > 0x7e)
+                    abort();
+        } else if (s.role != KF_SPLIT_ROLE_SERVER || n != 0 || s.flags != 0)
+            abort();
+        rc = type == KF_SPLIT_START ? kf_split_encode_start(&s, &out)
+                                    : kf_split_encode_accepted(&s, &out);
     } else
         return 0;
     if (rc != KF_OK || out.len != size || memcmp(mem, data, size) != 0)

@@ -1,0 +1,1021 @@
+/*
+ * The application channel between KMIP worker processes and keyfleetd
+ * (src/tlssplit/app.c): every message round-trips byte-exact; every
+ * malformation is KF_ERR_SPLIT_APP (frame version, reserved bytes, unknown or
+ * disallowed type, length over the type's limit, each field's limits, a KMIP
+ * message that is not exactly one TTLV message within KF_TLS_MESSAGE_MAX);
+ * the stream reader reassembles frames cut anywhere, takes many from one
+ * read and frames larger than its buffer, and tells a clean end from a cut
+ * one. Worker side and keyfleetd side over a socketpair: answers come back
+ * by ID with the principal passed through; a slow request holds up no other
+ * connection; FAILED ends only its call; each protocol violation by either
+ * side is caught (keyfleetd: garbage, too many requests at once, a CLOSED
+ * too many, a frame that stalls, answers not taken in time; worker: an answer
+ * nobody asked for); stopping keyfleetd's side still answers what is in
+ * flight. Finally a forked KMIP worker process behind a forked session
+ * handler: a GnuTLS client's TTLV request reaches the handler callback with
+ * the identity map's principal, the worker is confined, and killing it ends
+ * its channel.
+ */
+#include <errno.h>
+#include <poll.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <cmocka.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <gnutls/gnutls.h>
+
+#include "keyfleet/log.h"
+#include "keyfleet/secmem.h"
+#include "keyfleet/ttlv.h"
+#include "tlssplit/app.h"
+
+static uint8_t mem[KF_APP_FRAME_LEN + KF_APP_RESPONSE_BODY_MAX];
+
+/* A TTLV message of total bytes: one byte string (tag 420078) of total - 8 bytes. */
+static size_t ttlv_message(uint8_t *p, size_t total, uint8_t fill)
+{
+    assert_true(total >= 8 && total % 8 == 0);
+    uint32_t len = (uint32_t)(total - 8);
+    p[0] = 0x42, p[1] = 0x00, p[2] = 0x78, p[3] = 0x08;
+    p[4] = (uint8_t)(len >> 24), p[5] = (uint8_t)(len >> 16), p[6] = (uint8_t)(len >> 8),
+    p[7] = (uint8_t)len;
+    memset(p + 8, fill, len);
+    return total;
+}
+
+static struct kf_principal sample_who(void)
+{
+    struct kf_principal w = {.roles = 0x1f, .ndomains = 2};
+    snprintf(w.name, sizeof(w.name), "cert:CN=admin,O=keyfleet dev");
+    snprintf(w.domains[0], sizeof(w.domains[0]), "VENDOR");
+    snprintf(w.domains[1], sizeof(w.domains[1]), "DE");
+    snprintf(w.default_domain, sizeof(w.default_domain), "VENDOR");
+    return w;
+}
+
+static kf_buf frame_of(kf_buf *out, uint8_t want)
+{
+    uint8_t type;
+    kf_buf body;
+    assert_int_equal(kf_app_decode_frame(out->data, out->len, 0xff, &type, &body), KF_OK);
+    assert_int_equal(type, want);
+    return body;
+}
+
+/* ---- codec ------------------------------------------------------------------------ */
+
+static void test_roundtrip(void **state)
+{
+    (void)state;
+    kf_buf out, again, body;
+    uint8_t mem2[8192];
+    /* SETTINGS */
+    struct kf_app_settings s = {.max_connections = 256, .handshake_ms = 10000, .idle_ms = 300000,
+                                .message_ms = 10000, .log_level = KF_LOG_WARN,
+                                .sandbox_flags = KF_TLSSPLIT_SANDBOX_KEEP_USER,
+                                .flags = KF_APP_SETTINGS_OPEN_LOG};
+    snprintf(s.log_file, sizeof(s.log_file), "/var/log/keyfleetd.log");
+    kf_buf_fixed(&out, mem, sizeof(mem));
+    assert_int_equal(kf_app_encode_settings(&s, &out), KF_OK);
+    body = frame_of(&out, KF_APP_SETTINGS);
+    struct kf_app_settings s2;
+    assert_int_equal(kf_app_decode_settings(&body, &s2), KF_OK);
+    assert_memory_equal(&s, &s2, sizeof(s));
+    /* REQUEST: whole, and head + message (what the worker writes) */
+    uint8_t msg[64];
+    struct kf_app_request r = {.id = 0x00070003, .who = sample_who(), .msg = msg,
+                               .msg_len = ttlv_message(msg, 64, 0xab)};
+    kf_buf_fixed(&out, mem, sizeof(mem));
+    assert_int_equal(kf_app_encode_request(&r, &out), KF_OK);
+    kf_buf_fixed(&again, mem2, sizeof(mem2));
+    assert_int_equal(kf_app_encode_request_head(&r, &again), KF_OK);
+    assert_int_equal(again.len + r.msg_len, out.len);
+    assert_memory_equal(again.data, out.data, again.len);
+    body = frame_of(&out, KF_APP_REQUEST);
+    struct kf_app_request r2;
+    assert_int_equal(kf_app_decode_request(&body, &r2), KF_OK);
+    assert_int_equal(r2.id, r.id);
+    assert_memory_equal(&r2.who, &r.who, sizeof(r.who));
+    assert_int_equal(r2.msg_len, 64);
+    assert_memory_equal(r2.msg, msg, 64);
+    kf_buf_fixed(&again, mem2, sizeof(mem2));
+    assert_int_equal(kf_app_encode_request(&r2, &again), KF_OK);
+    assert_int_equal(again.len, out.len);
+    assert_memory_equal(again.data, out.data, out.len);
+    /* RESPONSE and FAILED */
+    struct kf_app_response a = {.id = 9, .status = KF_OK, .msg = msg, .msg_len = 64}, a2;
+    kf_buf_fixed(&out, mem, sizeof(mem));
+    assert_int_equal(kf_app_encode_response(&a, &out), KF_OK);
+    body = frame_of(&out, KF_APP_RESPONSE);
+    assert_int_equal(kf_app_decode_response(KF_APP_RESPONSE, &body, &a2), KF_OK);
+    assert_int_equal(a2.id, 9);
+    assert_int_equal(a2.msg_len, 64);
+    assert_memory_equal(a2.msg, msg, 64);
+    a.status = KF_ERR_PERM;
+    kf_buf_fixed(&out, mem, sizeof(mem));
+    assert_int_equal(kf_app_encode_response(&a, &out), KF_OK);
+    assert_int_equal(out.len, KF_APP_FRAME_LEN + 8);
+    body = frame_of(&out, KF_APP_FAILED);
+    assert_int_equal(kf_app_decode_response(KF_APP_FAILED, &body, &a2), KF_OK);
+    assert_int_equal(a2.status, KF_ERR_PERM);
+    assert_int_equal(a2.id, 9);
+    /* CLOSED */
+    kf_buf_fixed(&out, mem, sizeof(mem));
+    assert_int_equal(kf_app_encode_closed(&out), KF_OK);
+    assert_int_equal(out.len, KF_APP_FRAME_LEN);
+    body = frame_of(&out, KF_APP_CLOSED);
+    assert_int_equal(kf_app_decode_closed(&body), KF_OK);
+    /* The largest request and answer fit their limits exactly. */
+    uint8_t *big = malloc(KF_TLS_MESSAGE_MAX);
+    r.msg = big;
+    r.msg_len = ttlv_message(big, KF_TLS_MESSAGE_MAX, 1);
+    for (size_t i = 0; i < KF_PRINCIPAL_MAX_DOMAINS; i++)
+        memset(r.who.domains[i], 'd', 64), r.who.domains[i][64] = 0;
+    r.who.ndomains = KF_PRINCIPAL_MAX_DOMAINS;
+    memset(r.who.name, 'n', 255);
+    memset(r.who.default_domain, 'x', 64);
+    kf_buf_fixed(&out, mem, sizeof(mem));
+    assert_int_equal(kf_app_encode_request(&r, &out), KF_OK);
+    assert_int_equal(out.len, KF_APP_FRAME_LEN + KF_APP_REQUEST_BODY_MAX);
+    body = frame_of(&out, KF_APP_REQUEST);
+    assert_int_equal(kf_app_decode_request(&body, &r2), KF_OK);
+    free(big);
+}
+
+/* Decode the frame in out (allowing every type) and its body by type. */
+static int decode_any(const kf_buf *out)
+{
+    uint8_t type;
+    kf_buf body;
+    struct kf_app_settings s;
+    struct kf_app_request r;
+    struct kf_app_response a;
+    int rc = kf_app_decode_frame(out->data, out->len, 0xff, &type, &body);
+    if (rc < 0)
+        return rc;
+    switch (type) {
+    case KF_APP_SETTINGS: return kf_app_decode_settings(&body, &s);
+    case KF_APP_REQUEST: return kf_app_decode_request(&body, &r);
+    case KF_APP_CLOSED: return kf_app_decode_closed(&body);
+    default: return kf_app_decode_response(type, &body, &a);
+    }
+}
+
+static void put_be32(uint8_t *p, uint32_t v)
+{
+    p[0] = (uint8_t)(v >> 24), p[1] = (uint8_t)(v >> 16), p[2] = (uint8_t)(v >> 8), p[3] = (uint8_t)v;
+}
+
+static void test_frame_refusals(void **state)
+{
+    (void)state;
+    kf_buf out;
+    uint8_t type;
+    kf_buf body;
+    kf_buf_fixed(&out, mem, sizeof(mem));
+    assert_int_equal(kf_app_encode_closed(&out), KF_OK);
+    assert_int_equal(decode_any(&out), KF_OK);
+    mem[0] = 2; /* version */
+    assert_int_equal(decode_any(&out), KF_ERR_SPLIT_APP);
+    mem[0] = 1, mem[2] = 1; /* reserved */
+    assert_int_equal(decode_any(&out), KF_ERR_SPLIT_APP);
+    mem[2] = 0, mem[1] = 0; /* type 0, 6 */
+    assert_int_equal(decode_any(&out), KF_ERR_SPLIT_APP);
+    mem[1] = 6;
+    assert_int_equal(decode_any(&out), KF_ERR_SPLIT_APP);
+    mem[1] = KF_APP_CLOSED;
+    /* not in the allow list */
+    assert_int_equal(kf_app_decode_frame(mem, 8, KF_APP_ALLOW(KF_APP_REQUEST), &type, &body),
+                     KF_ERR_SPLIT_APP);
+    /* CLOSED with a body; FAILED of the wrong length; a length beyond the type's limit */
+    put_be32(mem + 4, 1);
+    mem[8] = 0;
+    assert_int_equal(kf_app_decode_frame(mem, 9, 0xff, &type, &body), KF_ERR_SPLIT_APP);
+    mem[1] = KF_APP_FAILED;
+    put_be32(mem + 4, 7);
+    assert_int_equal(kf_app_decode_frame(mem, 15, 0xff, &type, &body), KF_ERR_SPLIT_APP);
+    mem[1] = KF_APP_RESPONSE;
+    put_be32(mem + 4, KF_APP_RESPONSE_BODY_MAX + 1);
+    assert_int_equal(kf_app_decode_header(mem, 0xff, &type, &(uint32_t){0}), KF_ERR_SPLIT_APP);
+    put_be32(mem + 4, KF_APP_RESPONSE_BODY_MAX);
+    assert_int_equal(kf_app_decode_header(mem, 0xff, &type, &(uint32_t){0}), KF_OK);
+    mem[1] = KF_APP_SETTINGS;
+    put_be32(mem + 4, KF_APP_SETTINGS_BODY_MAX + 1);
+    assert_int_equal(kf_app_decode_header(mem, 0xff, &type, &(uint32_t){0}), KF_ERR_SPLIT_APP);
+    /* length field against the bytes there: short and long */
+    kf_buf_fixed(&out, mem, sizeof(mem));
+    assert_int_equal(kf_app_encode_closed(&out), KF_OK);
+    assert_int_equal(kf_app_decode_frame(mem, 7, 0xff, &type, &body), KF_ERR_SPLIT_APP);
+    assert_int_equal(kf_app_decode_frame(mem, 9, 0xff, &type, &body), KF_ERR_SPLIT_APP);
+}
+
+static void test_settings_refusals(void **state)
+{
+    (void)state;
+    struct kf_app_settings good = {.max_connections = 4, .handshake_ms = 1, .idle_ms = 86400000,
+                                   .message_ms = 5};
+    kf_buf out;
+    /* body offsets: 0 max_connections, 4 handshake, 8 idle, 12 message (ms), 16 log
+     * level, 17 sandbox flags, 18 flags, 19 log file */
+    struct {
+        size_t at;
+        uint8_t v;
+        int want;
+    } cases[] = {
+        {0, 1, KF_ERR_SPLIT_APP},  /* 0x01000004 connections */
+        {1, 1, KF_ERR_SPLIT_APP},  /* 65540 connections: beyond the 16-bit slot numbers */
+        {4, 0x10, KF_ERR_SPLIT_APP}, /* handshake time-out over 24 h */
+        {16, 3, KF_OK},            /* log level error */
+        {16, 4, KF_ERR_SPLIT_APP}, /* no such level */
+        {17, 3, KF_OK},            /* both sandbox flags */
+        {17, 4, KF_ERR_SPLIT_APP},
+        {18, 2, KF_ERR_SPLIT_APP}, /* unknown flag */
+        {20, 1, KF_ERR_SPLIT_APP}, /* log file length beyond the body */
+    };
+    kf_buf_fixed(&out, mem, sizeof(mem));
+    assert_int_equal(kf_app_encode_settings(&good, &out), KF_OK);
+    assert_int_equal(decode_any(&out), KF_OK);
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        kf_buf_fixed(&out, mem, sizeof(mem));
+        assert_int_equal(kf_app_encode_settings(&good, &out), KF_OK);
+        mem[KF_APP_FRAME_LEN + cases[i].at] = cases[i].v;
+        assert_int_equal(decode_any(&out), cases[i].want);
+    }
+    struct kf_app_settings s = good;
+    s.max_connections = 0;
+    kf_buf_fixed(&out, mem, sizeof(mem));
+    assert_int_equal(kf_app_encode_settings(&s, &out), KF_ERR_ARG);
+    s = good;
+    s.message_ms = 0;
+    kf_buf_fixed(&out, mem, sizeof(mem));
+    assert_int_equal(kf_app_encode_settings(&s, &out), KF_OK);
+    assert_int_equal(decode_any(&out), KF_ERR_SPLIT_APP);
+    /* log file with a NUL inside; trailing byte */
+    s = good;
+    snprintf(s.log_file, sizeof(s.log_file), "abc");
+    kf_buf_fixed(&out, mem, sizeof(mem));
+    assert_int_equal(kf_app_encode_settings(&s, &out), KF_OK);
+    mem[out.len - 2] = 0;
+    assert_int_equal(decode_any(&out), KF_ERR_SPLIT_APP);
+    kf_buf_fixed(&out, mem, sizeof(mem));
+    assert_int_equal(kf_app_encode_settings(&good, &out), KF_OK);
+    mem[out.len] = 0;
+    out.len++;
+    put_be32(mem + 4, (uint32_t)(out.len - KF_APP_FRAME_LEN));
+    assert_int_equal(decode_any(&out), KF_ERR_SPLIT_APP);
+}
+
+static void test_request_refusals(void **state)
+{
+    (void)state;
+    uint8_t msg[32];
+    struct kf_app_request r = {.id = 1, .who = sample_who(), .msg = msg,
+                               .msg_len = ttlv_message(msg, 32, 7)};
+    kf_buf out;
+    kf_buf_fixed(&out, mem, sizeof(mem));
+    assert_int_equal(kf_app_encode_request(&r, &out), KF_OK);
+    size_t who_at = KF_APP_FRAME_LEN + 4;
+    /* all_domains 2; 33 domains */
+    size_t name_len = strlen(r.who.name);
+    size_t all_at = who_at + 2 + name_len + 4;
+    mem[all_at] = 2;
+    assert_int_equal(decode_any(&out), KF_ERR_SPLIT_APP);
+    mem[all_at] = 0;
+    mem[all_at + 1] = KF_PRINCIPAL_MAX_DOMAINS + 1;
+    assert_int_equal(decode_any(&out), KF_ERR_SPLIT_APP);
+    mem[all_at + 1] = 2;
+    assert_int_equal(decode_any(&out), KF_OK);
+    /* a name longer than 255 */
+    mem[who_at] = 1;
+    assert_int_equal(decode_any(&out), KF_ERR_SPLIT_APP);
+    mem[who_at] = 0;
+    /* the TTLV length says more, or less, than is there */
+    size_t msg_at = out.len - 32;
+    mem[msg_at + 7] = 32;
+    assert_int_equal(decode_any(&out), KF_ERR_SPLIT_APP);
+    mem[msg_at + 7] = 16;
+    assert_int_equal(decode_any(&out), KF_ERR_SPLIT_APP);
+    mem[msg_at + 7] = 24;
+    mem[msg_at + 3] = 0x55; /* no such TTLV type */
+    assert_int_equal(decode_any(&out), KF_ERR_SPLIT_APP);
+    /* shorter than a TTLV header */
+    kf_buf_fixed(&out, mem, sizeof(mem));
+    r.msg_len = 4;
+    assert_int_equal(kf_app_encode_request(&r, &out), KF_ERR_LIMIT);
+    r.msg_len = 32;
+    assert_int_equal(kf_app_encode_request(&r, &out), KF_OK);
+    out.len -= 28;
+    put_be32(mem + 4, (uint32_t)(out.len - KF_APP_FRAME_LEN));
+    assert_int_equal(decode_any(&out), KF_ERR_SPLIT_APP);
+    /* over the KMIP message limit (the monolithic endpoint's) */
+    r.msg_len = KF_TLS_MESSAGE_MAX + 8;
+    kf_buf_fixed(&out, mem, sizeof(mem));
+    assert_int_equal(kf_app_encode_request_head(&r, &out), KF_ERR_LIMIT);
+    /* hand-made: 32 bytes whose TTLV header claims 1 MiB + 8 */
+    r.msg_len = 32;
+    kf_buf_fixed(&out, mem, sizeof(mem));
+    assert_int_equal(kf_app_encode_request(&r, &out), KF_OK);
+    uint8_t *claim = mem + out.len - 32;
+    put_be32(claim + 4, (uint32_t)KF_TLS_MESSAGE_MAX);
+    assert_int_equal(decode_any(&out), KF_ERR_SPLIT_APP);
+    put_be32(claim + 4, 24);
+    assert_int_equal(decode_any(&out), KF_OK);
+}
+
+static void test_response_refusals(void **state)
+{
+    (void)state;
+    kf_buf out;
+    uint8_t one = 1;
+    struct kf_app_response a = {.id = 1, .status = KF_OK, .msg = &one, .msg_len = 0};
+    kf_buf_fixed(&out, mem, sizeof(mem));
+    assert_int_equal(kf_app_encode_response(&a, &out), KF_ERR_LIMIT); /* empty */
+    a.msg_len = KF_APP_ANSWER_MAX + 1;
+    kf_buf_fixed(&out, mem, sizeof(mem));
+    assert_int_equal(kf_app_encode_response_head(&a, &out), KF_ERR_LIMIT);
+    /* hand-made empty RESPONSE, FAILED with reason 0 and > 0 */
+    uint8_t f[16] = {1, KF_APP_RESPONSE, 0, 0, 0, 0, 0, 4, 0, 0, 0, 1};
+    kf_buf_reader(&out, f, 12);
+    assert_int_equal(decode_any(&out), KF_ERR_SPLIT_APP);
+    uint8_t g[16] = {1, KF_APP_FAILED, 0, 0, 0, 0, 0, 8, 0, 0, 0, 1, 0, 0, 0, 0};
+    kf_buf_reader(&out, g, 16);
+    assert_int_equal(decode_any(&out), KF_ERR_SPLIT_APP);
+    g[15] = 5;
+    assert_int_equal(decode_any(&out), KF_ERR_SPLIT_APP);
+    g[12] = 0xff, g[13] = 0xff, g[14] = 0xff, g[15] = 0xfe; /* -2 */
+    assert_int_equal(decode_any(&out), KF_OK);
+}
+
+/* ---- the stream reader ---------------------------------------------------------------- */
+
+static void write_slowly(int fd, const uint8_t *p, size_t n, size_t step)
+{
+    for (size_t i = 0; i < n; i += step) {
+        size_t k = n - i < step ? n - i : step;
+        assert_int_equal(send(fd, p + i, k, MSG_NOSIGNAL), (ssize_t)k);
+    }
+}
+
+struct writer {
+    int fd;
+    const uint8_t *p;
+    size_t n, step;
+};
+
+static void *writer_thread(void *arg)
+{
+    struct writer *w = arg;
+    for (size_t i = 0; i < w->n; i += w->step) {
+        size_t k = w->n - i < w->step ? w->n - i : w->step;
+        size_t done = 0;
+        while (done < k) {
+            ssize_t r = send(w->fd, w->p + i + done, k - done, MSG_NOSIGNAL);
+            if (r <= 0)
+                return NULL;
+            done += (size_t)r;
+        }
+    }
+    return NULL;
+}
+
+static void test_reader(void **state)
+{
+    (void)state;
+    int sv[2];
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+    struct kf_app_reader rd;
+    assert_int_equal(kf_app_reader_init(&rd, sv[1]), KF_OK);
+    uint8_t type;
+    kf_buf body, out;
+    bool eof;
+    const unsigned answers = KF_APP_ALLOW(KF_APP_RESPONSE) | KF_APP_ALLOW(KF_APP_FAILED);
+    /* nothing yet: time-out */
+    assert_int_equal(kf_app_read(&rd, answers, 50, &type, &body, &eof), KF_ERR_TIMEOUT);
+    /* three frames in one write, then one cut into single bytes */
+    uint8_t msg[40];
+    ttlv_message(msg, 40, 3);
+    struct kf_app_response a = {.id = 1, .status = KF_OK, .msg = msg, .msg_len = 40};
+    kf_buf_fixed(&out, mem, sizeof(mem));
+    for (uint32_t i = 1; i <= 3; i++) {
+        a.id = i;
+        assert_int_equal(kf_app_encode_response(&a, &out), KF_OK);
+    }
+    write_slowly(sv[0], out.data, out.len, out.len);
+    for (uint32_t i = 1; i <= 3; i++) {
+        struct kf_app_response got;
+        assert_int_equal(kf_app_read(&rd, answers, 1000, &type, &body, &eof), KF_OK);
+        assert_int_equal(kf_app_decode_response(type, &body, &got), KF_OK);
+        assert_int_equal(got.id, i);
+        assert_memory_equal(got.msg, msg, 40);
+    }
+    kf_buf_fixed(&out, mem, sizeof(mem));
+    a.id = 77;
+    assert_int_equal(kf_app_encode_response(&a, &out), KF_OK);
+    write_slowly(sv[0], out.data, out.len, 1);
+    struct kf_app_response got;
+    assert_int_equal(kf_app_read(&rd, answers, 1000, &type, &body, &eof), KF_OK);
+    assert_int_equal(kf_app_decode_response(type, &body, &got), KF_OK);
+    assert_int_equal(got.id, 77);
+    /* an answer of 1 MiB (larger than the buffer), written in pieces by another thread */
+    uint8_t *big = malloc(KF_TLS_MESSAGE_MAX);
+    a.id = 78;
+    a.msg = big;
+    a.msg_len = ttlv_message(big, KF_TLS_MESSAGE_MAX, 0x5a);
+    kf_buf_fixed(&out, mem, sizeof(mem));
+    assert_int_equal(kf_app_encode_response(&a, &out), KF_OK);
+    struct writer w = {.fd = sv[0], .p = out.data, .n = out.len, .step = 70000};
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, writer_thread, &w), 0);
+    assert_int_equal(kf_app_read(&rd, answers, 5000, &type, &body, &eof), KF_OK);
+    assert_int_equal(kf_app_decode_response(type, &body, &got), KF_OK);
+    assert_int_equal(got.id, 78);
+    assert_int_equal(got.msg_len, KF_TLS_MESSAGE_MAX);
+    assert_memory_equal(got.msg, big, KF_TLS_MESSAGE_MAX);
+    pthread_join(t, NULL);
+    free(big);
+    /* a type this side does not take */
+    kf_buf_fixed(&out, mem, sizeof(mem));
+    assert_int_equal(kf_app_encode_closed(&out), KF_OK);
+    write_slowly(sv[0], out.data, out.len, out.len);
+    assert_int_equal(kf_app_read(&rd, answers, 1000, &type, &body, &eof), KF_ERR_SPLIT_APP);
+    kf_app_reader_free(&rd);
+    close(sv[0]);
+    close(sv[1]);
+    /* the other end goes: in a frame (not eof), between frames (eof) */
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+    assert_int_equal(kf_app_reader_init(&rd, sv[1]), KF_OK);
+    kf_buf_fixed(&out, mem, sizeof(mem));
+    a.msg = msg;
+    a.msg_len = 40;
+    assert_int_equal(kf_app_encode_response(&a, &out), KF_OK);
+    write_slowly(sv[0], out.data, out.len, out.len);
+    write_slowly(sv[0], out.data, 10, 10);
+    close(sv[0]);
+    assert_int_equal(kf_app_read(&rd, answers, 1000, &type, &body, &eof), KF_OK);
+    assert_int_equal(kf_app_read(&rd, answers, 1000, &type, &body, &eof), KF_ERR_IO);
+    assert_false(eof);
+    kf_app_reader_free(&rd);
+    close(sv[1]);
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+    assert_int_equal(kf_app_reader_init(&rd, sv[1]), KF_OK);
+    close(sv[0]);
+    assert_int_equal(kf_app_read(&rd, answers, 1000, &type, &body, &eof), KF_ERR_IO);
+    assert_true(eof);
+    kf_app_reader_free(&rd);
+    close(sv[1]);
+}
+
+/* ---- worker side and keyfleetd side over a socketpair ---------------------------------- */
+
+struct host_side {
+    kf_app_host *h;
+    atomic_int ended; /* 0, or the reason + 1000 */
+    atomic_uint closed, conns;
+};
+
+/* The answer: "who=<name>;" then the request, as one TTLV byte string; the
+ * request's first content byte says what else to do. */
+static int fake_kms(void *arg, const struct kf_principal *who, const uint8_t *req, size_t len,
+                    kf_buf *resp)
+{
+    (void)arg;
+    uint8_t op = len > 8 ? req[8] : 0;
+    if (op == 'F')
+        return KF_ERR_PERM;
+    if (op == 'S')
+        usleep(400000);
+    char head[300];
+    int n = snprintf(head, sizeof(head), "who=%s;", who->name);
+    size_t content = (size_t)n + len, total = 8 + content + (8 - content % 8) % 8;
+    if (op == 'B')
+        total = KF_TLS_MESSAGE_MAX;
+    uint8_t *p;
+    KF_GUARD(kf_buf_put_space(resp, total, &p));
+    memset(p, 0, total);
+    ttlv_message(p, total, 0);
+    memcpy(p + 8, head, (size_t)n);
+    memcpy(p + 8 + n, req, len < total - 8 - (size_t)n ? len : total - 8 - (size_t)n);
+    return KF_OK;
+}
+
+static bool host_closed(void *owner)
+{
+    struct host_side *hs = owner;
+    atomic_fetch_add(&hs->closed, 1);
+    unsigned n = atomic_load(&hs->conns);
+    do
+        if (n == 0)
+            return false;
+    while (!atomic_compare_exchange_weak(&hs->conns, &n, n - 1));
+    return true;
+}
+
+static void host_ended(void *owner, int reason)
+{
+    struct host_side *hs = owner;
+    atomic_store(&hs->ended, reason + 1000);
+}
+
+static void host_start(struct host_side *hs, int fd, unsigned max_inflight, int timeout_ms)
+{
+    memset(hs, 0, sizeof(*hs));
+    struct kf_app_host_config cfg = {.handle = fake_kms, .on_closed = host_closed,
+                                     .on_end = host_ended, .owner = hs,
+                                     .max_inflight = max_inflight,
+                                     .write_timeout_ms = timeout_ms};
+    assert_int_equal(kf_app_host_start(fd, &cfg, &hs->h), KF_OK);
+}
+
+static void host_send_settings(struct host_side *hs, unsigned max_conns)
+{
+    struct kf_app_settings s = {.max_connections = max_conns, .handshake_ms = 3000,
+                                .idle_ms = 10000, .message_ms = 3000, .log_level = KF_LOG_WARN};
+    assert_int_equal(kf_app_host_settings(hs->h, &s), KF_OK);
+}
+
+/* Up to 5 s for the host side to end; its reason. */
+static int host_wait_end(struct host_side *hs)
+{
+    for (int i = 0; i < 500 && !atomic_load(&hs->ended); i++)
+        usleep(10000);
+    return atomic_load(&hs->ended) - 1000;
+}
+
+struct worker_side {
+    kf_app_client *c;
+    atomic_int ended;
+};
+
+static void client_ended(void *arg, int reason)
+{
+    struct worker_side *ws = arg;
+    atomic_store(&ws->ended, reason + 1000);
+}
+
+/* A worker-side client on fd, past SETTINGS. */
+static void client_start(struct worker_side *ws, int fd, unsigned slots)
+{
+    struct kf_app_reader rd;
+    uint8_t type;
+    kf_buf body;
+    bool eof;
+    struct kf_app_settings s;
+    memset(ws, 0, sizeof(*ws));
+    assert_int_equal(kf_app_reader_init(&rd, fd), KF_OK);
+    assert_int_equal(kf_app_read(&rd, KF_APP_ALLOW(KF_APP_SETTINGS), 3000, &type, &body, &eof),
+                     KF_OK);
+    assert_int_equal(kf_app_decode_settings(&body, &s), KF_OK);
+    assert_int_equal(kf_app_client_start(&rd, slots, client_ended, ws, &ws->c), KF_OK);
+}
+
+static void pair(struct host_side *hs, struct worker_side *ws, unsigned conns)
+{
+    int sv[2];
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+    host_start(hs, sv[0], conns, 2000);
+    host_send_settings(hs, conns);
+    client_start(ws, sv[1], conns);
+}
+
+static int call(struct worker_side *ws, unsigned slot, char op, size_t len, kf_buf *resp)
+{
+    uint8_t *msg = malloc(len);
+    ttlv_message(msg, len, 'x');
+    msg[8] = (uint8_t)op;
+    struct kf_principal who = sample_who();
+    snprintf(who.name, sizeof(who.name), "cert:CN=slot%u", slot);
+    int rc = kf_app_client_call(ws->c, slot, &who, msg, len, resp);
+    if (rc == KF_OK) {
+        char want[64];
+        int n = snprintf(want, sizeof(want), "who=cert:CN=slot%u;", slot);
+        assert_true(resp->len >= 8 + (size_t)n + len || op == 'B');
+        assert_memory_equal(resp->data + 8, want, (size_t)n);
+        if (op != 'B')
+            assert_memory_equal(resp->data + 8 + n, msg, len);
+    }
+    free(msg);
+    return rc;
+}
+
+static void test_calls(void **state)
+{
+    (void)state;
+    struct host_side hs;
+    struct worker_side ws;
+    pair(&hs, &ws, 4);
+    kf_buf resp = {0};
+    assert_int_equal(kf_buf_alloc(&resp, 64, KF_APP_ANSWER_MAX, KF_BUF_SECRET), KF_OK);
+    unsigned s0, s1;
+    assert_int_equal(kf_app_client_slot(ws.c, &s0), KF_OK);
+    assert_int_equal(kf_app_client_slot(ws.c, &s1), KF_OK);
+    assert_int_not_equal(s0, s1);
+    for (int i = 0; i < 20; i++)
+        assert_int_equal(call(&ws, s0, 'g', 64, &resp), KF_OK);
+    assert_int_equal(call(&ws, s1, 'F', 16, &resp), KF_ERR_PERM); /* FAILED: this call only */
+    assert_int_equal(call(&ws, s1, 'g', 16, &resp), KF_OK);
+    /* the largest request; the largest answer */
+    assert_int_equal(call(&ws, s0, 'g', KF_TLS_MESSAGE_MAX - 64 * 1024, &resp), KF_OK);
+    assert_int_equal(call(&ws, s1, 'B', 64, &resp), KF_OK);
+    assert_int_equal(resp.len, KF_TLS_MESSAGE_MAX);
+    /* CLOSED is counted; one too many is a violation */
+    atomic_store(&hs.conns, 1);
+    assert_int_equal(kf_app_client_closed(ws.c), KF_OK);
+    for (int i = 0; i < 200 && atomic_load(&hs.closed) < 1; i++)
+        usleep(5000);
+    assert_int_equal(atomic_load(&hs.closed), 1);
+    assert_int_equal(atomic_load(&hs.ended), 0);
+    assert_int_equal(kf_app_client_closed(ws.c), KF_OK);
+    assert_int_equal(host_wait_end(&hs), KF_ERR_SPLIT_APP);
+    kf_app_client_release(ws.c, s0);
+    kf_app_client_release(ws.c, s1);
+    kf_buf_free(&resp);
+    kf_app_host_stop(hs.h);
+    /* keyfleetd's side is gone: the worker's next call fails and says why */
+    assert_int_equal(call(&ws, 0, 'g', 16, &resp), KF_ERR_SPLIT_APP);
+    assert_int_equal(atomic_load(&ws.ended) - 1000, KF_ERR_IO);
+    kf_app_client_stop(ws.c);
+}
+
+struct caller {
+    struct worker_side *ws;
+    unsigned slot;
+    char op;
+    int n, rc;
+    uint64_t done_ns;
+};
+
+static void *caller_thread(void *arg)
+{
+    struct caller *c = arg;
+    kf_buf resp = {0};
+    assert_int_equal(kf_buf_alloc(&resp, 64, KF_APP_ANSWER_MAX, KF_BUF_SECRET), KF_OK);
+    c->rc = KF_OK;
+    for (int i = 0; i < c->n && c->rc == KF_OK; i++)
+        c->rc = call(c->ws, c->slot, c->op, 24 + 8 * (size_t)(i % 7), &resp);
+    c->done_ns = kf_mono_ns();
+    kf_buf_free(&resp);
+    return NULL;
+}
+
+/* A slow request holds up nobody else; many callers at once get their own answers. */
+static void test_pipelined(void **state)
+{
+    (void)state;
+    struct host_side hs;
+    struct worker_side ws;
+    pair(&hs, &ws, 16);
+    struct caller c[9];
+    pthread_t t[9];
+    for (unsigned i = 0; i < 9; i++) {
+        assert_int_equal(kf_app_client_slot(ws.c, &c[i].slot), KF_OK);
+        c[i].ws = &ws;
+        c[i].op = i == 0 ? 'S' : 'g';
+        c[i].n = i == 0 ? 1 : 30;
+    }
+    uint64_t t0 = kf_mono_ns();
+    assert_int_equal(pthread_create(&t[0], NULL, caller_thread, &c[0]), 0);
+    usleep(50000); /* the slow one is under way */
+    for (unsigned i = 1; i < 9; i++)
+        assert_int_equal(pthread_create(&t[i], NULL, caller_thread, &c[i]), 0);
+    for (unsigned i = 1; i < 9; i++) {
+        pthread_join(t[i], NULL);
+        assert_int_equal(c[i].rc, KF_OK);
+    }
+    pthread_join(t[0], NULL);
+    assert_int_equal(c[0].rc, KF_OK);
+    assert_true(c[0].done_ns - t0 >= 400000000ull);
+    /* at least one caller's 30 fast calls were all answered while the slow one was
+     * still being handled: they did not queue behind it */
+    uint64_t first_fast = UINT64_MAX;
+    for (unsigned i = 1; i < 9; i++)
+        first_fast = c[i].done_ns < first_fast ? c[i].done_ns : first_fast;
+    assert_true(first_fast < c[0].done_ns);
+    kf_app_host_stop(hs.h);
+    kf_app_client_stop(ws.c);
+}
+
+/* keyfleetd stops while a request is in flight: it is still answered. */
+static void test_stop_answers_inflight(void **state)
+{
+    (void)state;
+    struct host_side hs;
+    struct worker_side ws;
+    pair(&hs, &ws, 2);
+    struct caller c = {.ws = &ws, .op = 'S', .n = 1};
+    assert_int_equal(kf_app_client_slot(ws.c, &c.slot), KF_OK);
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, caller_thread, &c), 0);
+    usleep(100000);
+    kf_app_host_stop(hs.h);
+    pthread_join(t, NULL);
+    assert_int_equal(c.rc, KF_OK);
+    kf_app_client_stop(ws.c);
+}
+
+/* keyfleetd's side against a worker that breaks the protocol. */
+static void host_violation(const uint8_t *bytes, size_t n, unsigned max_inflight, int want)
+{
+    int sv[2];
+    struct host_side hs;
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+    host_start(&hs, sv[0], max_inflight, 300);
+    host_send_settings(&hs, max_inflight);
+    write_slowly(sv[1], bytes, n, n);
+    assert_int_equal(host_wait_end(&hs), want);
+    kf_app_host_stop(hs.h);
+    close(sv[1]);
+}
+
+static void test_host_violations(void **state)
+{
+    (void)state;
+    uint8_t garbage[16] = "GET / HTTP/1.1\r\n";
+    host_violation(garbage, sizeof(garbage), 4, KF_ERR_SPLIT_APP);
+    /* a frame of a type keyfleetd never takes (RESPONSE) */
+    uint8_t msg[16];
+    ttlv_message(msg, 16, 0);
+    struct kf_app_response a = {.id = 1, .status = KF_OK, .msg = msg, .msg_len = 16};
+    kf_buf out;
+    kf_buf_fixed(&out, mem, sizeof(mem));
+    assert_int_equal(kf_app_encode_response(&a, &out), KF_OK);
+    host_violation(out.data, out.len, 4, KF_ERR_SPLIT_APP);
+    /* a CLOSED for a connection it never had */
+    kf_buf_fixed(&out, mem, sizeof(mem));
+    assert_int_equal(kf_app_encode_closed(&out), KF_OK);
+    host_violation(out.data, out.len, 4, KF_ERR_SPLIT_APP);
+    /* three slow requests at once where one is allowed */
+    struct kf_app_request r = {.who = sample_who(), .msg = msg, .msg_len = 16};
+    msg[8] = 'S';
+    kf_buf_fixed(&out, mem, sizeof(mem));
+    for (uint32_t i = 0; i < 3; i++) {
+        r.id = i;
+        assert_int_equal(kf_app_encode_request(&r, &out), KF_OK);
+    }
+    host_violation(out.data, out.len, 1, KF_ERR_SPLIT_APP);
+    /* a frame that starts and stalls */
+    kf_buf_fixed(&out, mem, sizeof(mem));
+    assert_int_equal(kf_app_encode_request(&r, &out), KF_OK);
+    host_violation(out.data, out.len - 3, 4, KF_ERR_SPLIT_APP);
+    /* the worker closes its end between frames: not a violation */
+    int sv[2];
+    struct host_side hs;
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+    host_start(&hs, sv[0], 4, 300);
+    host_send_settings(&hs, 4);
+    close(sv[1]);
+    assert_int_equal(host_wait_end(&hs), KF_ERR_IO);
+    kf_app_host_stop(hs.h);
+}
+
+/* A worker that does not take its answers: after the time-out, a violation. */
+static void test_host_write_timeout(void **state)
+{
+    (void)state;
+    int sv[2];
+    struct host_side hs;
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+    host_start(&hs, sv[0], 8, 300);
+    host_send_settings(&hs, 8);
+    uint8_t msg[16];
+    ttlv_message(msg, 16, 0);
+    msg[8] = 'B'; /* 1 MiB answers: more than the socket holds */
+    struct kf_app_request r = {.who = sample_who(), .msg = msg, .msg_len = 16};
+    kf_buf out;
+    kf_buf_fixed(&out, mem, sizeof(mem));
+    for (uint32_t i = 0; i < 4; i++) {
+        r.id = i;
+        assert_int_equal(kf_app_encode_request(&r, &out), KF_OK);
+    }
+    write_slowly(sv[1], out.data, out.len, out.len);
+    assert_int_equal(host_wait_end(&hs), KF_ERR_SPLIT_APP);
+    kf_app_host_stop(hs.h);
+    close(sv[1]);
+}
+
+/* The worker's side against a keyfleetd that answers what nobody asked. */
+static void test_client_violations(void **state)
+{
+    (void)state;
+    int sv[2];
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+    struct kf_app_settings s = {.max_connections = 2, .handshake_ms = 1, .idle_ms = 1,
+                                .message_ms = 1};
+    kf_buf out;
+    kf_buf_fixed(&out, mem, sizeof(mem));
+    assert_int_equal(kf_app_encode_settings(&s, &out), KF_OK);
+    write_slowly(sv[0], out.data, out.len, out.len);
+    struct worker_side ws;
+    client_start(&ws, sv[1], 2);
+    /* an answer for slot 1 (nobody asked) arrives while slot 0 waits */
+    uint8_t msg[16];
+    ttlv_message(msg, 16, 0);
+    struct kf_app_response a = {.id = (1u << 16) | 1, .status = KF_OK, .msg = msg, .msg_len = 16};
+    kf_buf_fixed(&out, mem, sizeof(mem));
+    assert_int_equal(kf_app_encode_response(&a, &out), KF_OK);
+    write_slowly(sv[0], out.data, out.len, out.len);
+    kf_buf resp = {0};
+    assert_int_equal(kf_buf_alloc(&resp, 64, KF_APP_ANSWER_MAX, KF_BUF_SECRET), KF_OK);
+    assert_int_equal(call(&ws, 0, 'g', 16, &resp), KF_ERR_SPLIT_APP);
+    assert_int_equal(atomic_load(&ws.ended) - 1000, KF_ERR_SPLIT_APP);
+    assert_false(kf_app_client_alive(ws.c));
+    assert_int_equal(call(&ws, 1, 'g', 16, &resp), KF_ERR_SPLIT_APP); /* and stays so */
+    kf_buf_free(&resp);
+    kf_app_client_stop(ws.c);
+    close(sv[0]);
+}
+
+/* ---- a KMIP worker process behind a session handler ------------------------------------- */
+
+struct fixture {
+    char dir[64], certs[128];
+    struct kf_tls_dev_files dev;
+    kf_tlssplit_handler *h;
+};
+
+static unsigned sandbox_flags(void)
+{
+#if defined(__SANITIZE_ADDRESS__)
+    return 0;
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+    return 0;
+#endif
+#endif
+    return getenv("KF_TEST_SANDBOX_FLAGS") ? (unsigned)atoi(getenv("KF_TEST_SANDBOX_FLAGS")) : 0;
+}
+
+static long status_field(int pid, const char *name)
+{
+    char path[64], line[256];
+    snprintf(path, sizeof(path), "/proc/%d/status", pid);
+    FILE *fp = fopen(path, "r");
+    assert_non_null(fp);
+    long v = -1;
+    while (fgets(line, sizeof(line), fp))
+        if (strncmp(line, name, strlen(name)) == 0 && line[strlen(name)] == ':')
+            v = strtol(line + strlen(name) + 1, NULL, 10);
+    fclose(fp);
+    return v;
+}
+
+static gnutls_session_t client_connect(struct fixture *f, kf_tlssplit_worker *w,
+                                       gnutls_certificate_credentials_t *cred, int *fd)
+{
+    int sv[2];
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+    assert_int_equal(kf_tlssplit_worker_dispatch(w, sv[0], "test"), KF_OK);
+    *fd = sv[1];
+    gnutls_session_t s;
+    assert_int_equal(gnutls_certificate_allocate_credentials(cred), 0);
+    assert_true(gnutls_certificate_set_x509_trust_file(*cred, f->dev.ca_cert,
+                                                       GNUTLS_X509_FMT_PEM) > 0);
+    assert_int_equal(gnutls_certificate_set_x509_key_file(*cred, f->dev.admin_cert,
+                                                          f->dev.admin_key, GNUTLS_X509_FMT_PEM),
+                     0);
+    assert_int_equal(gnutls_init(&s, GNUTLS_CLIENT), 0);
+    assert_int_equal(gnutls_set_default_priority(s), 0);
+    assert_int_equal(gnutls_credentials_set(s, GNUTLS_CRD_CERTIFICATE, *cred), 0);
+    gnutls_session_set_verify_cert(s, "localhost", 0);
+    gnutls_transport_set_int(s, *fd);
+    gnutls_handshake_set_timeout(s, 5000);
+    int rc;
+    do
+        rc = gnutls_handshake(s);
+    while (rc < 0 && !gnutls_error_is_fatal(rc));
+    assert_int_equal(rc, 0);
+    return s;
+}
+
+/* Send one TTLV request, read one TTLV answer (its length from its header). */
+static ssize_t kmip_exchange(gnutls_session_t s, const uint8_t *req, size_t len, uint8_t *ans,
+                             size_t cap)
+{
+    if (gnutls_record_send(s, req, len) != (ssize_t)len)
+        return -1;
+    size_t got = 0, total = 8;
+    while (got < total) {
+        ssize_t r;
+        do
+            r = gnutls_record_recv(s, ans + got, cap - got);
+        while (r == GNUTLS_E_AGAIN || r == GNUTLS_E_INTERRUPTED);
+        if (r <= 0)
+            return -1;
+        got += (size_t)r;
+        if (got >= 8)
+            total = 8 + ((size_t)ans[4] << 24 | (size_t)ans[5] << 16 | (size_t)ans[6] << 8 | ans[7]);
+    }
+    return (ssize_t)got;
+}
+
+static void test_kmip_worker_process(void **state)
+{
+    (void)state;
+    struct fixture f;
+    snprintf(f.dir, sizeof(f.dir), "/tmp/kf-test-tlsapp.XXXXXX");
+    assert_non_null(mkdtemp(f.dir));
+    snprintf(f.certs, sizeof(f.certs), "%s/certs", f.dir);
+    assert_int_equal(kf_tls_dev_certs(f.certs, &f.dev), KF_OK);
+    struct kf_tlssplit_handler_config hc = {.ca_file = f.dev.ca_cert,
+                                            .cert_file = f.dev.server_cert,
+                                            .key_file = f.dev.server_key,
+                                            .identities_file = f.dev.identities};
+    assert_int_equal(kf_tlssplit_handler_start(&hc, &f.h), KF_OK);
+    struct kf_app_worker_spawn sp = {.broker = kf_tlssplit_handler_broker(f.h)};
+    kf_tlssplit_worker *w;
+    int app_fd;
+    assert_int_equal(kf_tlssplit_kmip_worker_start(&sp, &w, &app_fd), KF_OK);
+    struct host_side hs;
+    host_start(&hs, app_fd, 4, 3000);
+    struct kf_app_settings set = {.max_connections = 4, .handshake_ms = 3000, .idle_ms = 10000,
+                                  .message_ms = 3000, .log_level = KF_LOG_WARN,
+                                  .sandbox_flags = (uint8_t)sandbox_flags()};
+    assert_int_equal(kf_app_host_settings(hs.h, &set), KF_OK);
+    atomic_store(&hs.conns, 2);
+
+    gnutls_certificate_credentials_t cred1, cred2;
+    int fd1, fd2;
+    gnutls_session_t s1 = client_connect(&f, w, &cred1, &fd1);
+    gnutls_session_t s2 = client_connect(&f, w, &cred2, &fd2);
+    uint8_t req[64], ans[1024];
+    ttlv_message(req, 64, 'q');
+    req[8] = 'g';
+    for (int i = 0; i < 10; i++) {
+        ssize_t n = kmip_exchange(i % 2 ? s1 : s2, req, sizeof(req), ans, sizeof(ans));
+        assert_true(n > 8);
+        /* the identity map's verdict on the admin certificate came along */
+        const char *want = "who=cert:CN=admin,O=keyfleet dev;";
+        assert_memory_equal(ans + 8, want, strlen(want));
+        assert_memory_equal(ans + 8 + strlen(want), req, sizeof(req));
+    }
+    /* a request keyfleetd fails ends that connection only */
+    req[8] = 'F';
+    assert_true(kmip_exchange(s1, req, sizeof(req), ans, sizeof(ans)) < 0);
+    req[8] = 'g';
+    assert_true(kmip_exchange(s2, req, sizeof(req), ans, sizeof(ans)) > 8);
+    for (int i = 0; i < 300 && atomic_load(&hs.closed) < 1; i++)
+        usleep(10000);
+    assert_int_equal(atomic_load(&hs.closed), 1); /* the worker said so */
+    int pid = kf_tlssplit_worker_pid(w);
+    assert_int_equal(status_field(pid, "Seccomp"), sandbox_flags() ? 0 : 2);
+    assert_int_equal(status_field(pid, "NoNewPrivs"), 1);
+    if (geteuid() == 0) {
+        assert_int_equal(status_field(pid, "Uid"), 65534);
+        char path[64];
+        struct stat sb;
+        snprintf(path, sizeof(path), "/proc/%d/mem", pid);
+        assert_int_equal(stat(path, &sb), 0);
+        assert_int_equal(sb.st_uid, 0); /* not dumpable */
+    }
+    /* the worker dies: its connection ends, keyfleetd's side hears of it (not a violation) */
+    assert_int_equal(kill(pid, SIGKILL), 0);
+    assert_true(kmip_exchange(s2, req, sizeof(req), ans, sizeof(ans)) < 0);
+    assert_int_equal(host_wait_end(&hs), KF_ERR_IO);
+    kf_app_host_stop(hs.h);
+    kf_tlssplit_worker_stop(w);
+    gnutls_deinit(s1);
+    gnutls_deinit(s2);
+    gnutls_certificate_free_credentials(cred1);
+    gnutls_certificate_free_credentials(cred2);
+    close(fd1);
+    close(fd2);
+    kf_tlssplit_handler_stop(f.h);
+    char cmd[128];
+    snprintf(cmd, sizeof(cmd), "rm -rf %s", f.dir);
+    assert_int_equal(system(cmd), 0);
+}
+
+int main(void)
+{
+    signal(SIGPIPE, SIG_IGN);
+    kf_log_open(NULL, KF_LOG_ERROR);
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_roundtrip),
+        cmocka_unit_test(test_frame_refusals),
+        cmocka_unit_test(test_settings_refusals),
+        cmocka_unit_test(test_request_refusals),
+        cmocka_unit_test(test_response_refusals),
+        cmocka_unit_test(test_reader),
+        cmocka_unit_test(test_calls),
+        cmocka_unit_test(test_pipelined),
+        cmocka_unit_test(test_stop_answers_inflight),
+        cmocka_unit_test(test_host_violations),
+        cmocka_unit_test(test_host_write_timeout),
+        cmocka_unit_test(test_client_violations),
+        cmocka_unit_test(test_kmip_worker_process),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
