@@ -131,6 +131,10 @@ struct kf_tlssplit_handler_config {
      * KF_TLSSPLIT_HANDLER_ARG. NULL: fork only (tests). */
     const char *exec_path;
     bool test_reveal_secrets; /* honoured only in KF_TEST_HOOKS builds (memory-scan test) */
+    /* For KMIP worker processes: the handler sends each connection's principal
+     * to the host on a peers channel (kf_tlssplit_handler_take_peers) under a
+     * random connection ID and gives the worker only that ID. */
+    bool conn_ids;
 };
 #define KF_TLSSPLIT_HANDLER_ARG "--tls-session-handler"
 
@@ -141,6 +145,9 @@ KF_RESULT int kf_tlssplit_handler_start(const struct kf_tlssplit_handler_config 
 /* The broker channel: pass it to kf_tlssplit_accept (threads may share it). */
 int kf_tlssplit_handler_broker(const kf_tlssplit_handler *h);
 int kf_tlssplit_handler_pid(const kf_tlssplit_handler *h);
+/* conn_ids: the host's end of the peers channel, handed over once (the caller
+ * closes it; later calls and other handlers: -1). */
+int kf_tlssplit_handler_take_peers(kf_tlssplit_handler *h);
 /* False once the process has exited (reaps it). */
 bool kf_tlssplit_handler_alive(kf_tlssplit_handler *h);
 /* Close the broker channel, wait up to 2 s for the process, then kill it. */

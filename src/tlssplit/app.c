@@ -26,6 +26,7 @@
 #include <unistd.h>
 
 #include "app.h"
+#include "channel.h"
 #include "keyfleet/log.h"
 #include "keyfleet/secmem.h"
 #include "keyfleet/ttlv.h"
@@ -123,36 +124,6 @@ static int get_str(kf_buf *b, char *dst, size_t cap, size_t max)
     return KF_OK;
 }
 
-static int put_principal(kf_buf *out, const struct kf_principal *who)
-{
-    KF_ENSURE(who->ndomains <= KF_PRINCIPAL_MAX_DOMAINS, KF_ERR_LIMIT);
-    KF_GUARD(put_str(out, who->name, sizeof(who->name) - 1));
-    KF_GUARD(kf_buf_put_u32(out, who->roles));
-    KF_GUARD(kf_buf_put_u8(out, who->all_domains ? 1 : 0));
-    KF_GUARD(kf_buf_put_u8(out, (uint8_t)who->ndomains));
-    for (size_t i = 0; i < who->ndomains; i++)
-        KF_GUARD(put_str(out, who->domains[i], sizeof(who->domains[i]) - 1));
-    return put_str(out, who->default_domain, sizeof(who->default_domain) - 1);
-}
-
-static int get_principal(kf_buf *b, struct kf_principal *who)
-{
-    uint8_t all, n;
-    memset(who, 0, sizeof(*who));
-    CH(get_str(b, who->name, sizeof(who->name), sizeof(who->name) - 1));
-    CH(kf_buf_get_u32(b, &who->roles));
-    CH(kf_buf_get_u8(b, &all));
-    CH_ENSURE(all <= 1);
-    who->all_domains = all == 1;
-    CH(kf_buf_get_u8(b, &n));
-    CH_ENSURE(n <= KF_PRINCIPAL_MAX_DOMAINS);
-    who->ndomains = n;
-    for (size_t i = 0; i < n; i++)
-        CH(get_str(b, who->domains[i], sizeof(who->domains[i]), sizeof(who->domains[i]) - 1));
-    return get_str(b, who->default_domain, sizeof(who->default_domain),
-                   sizeof(who->default_domain) - 1);
-}
-
 /* ---- messages ------------------------------------------------------------------ */
 
 int kf_app_encode_settings(const struct kf_app_settings *s, kf_buf *out)
@@ -204,7 +175,7 @@ int kf_app_encode_request_head(const struct kf_app_request *r, kf_buf *out)
     KF_ENSURE(r->msg_len >= KF_TTLV_HEADER_LEN && r->msg_len <= KF_TLS_MESSAGE_MAX, KF_ERR_LIMIT);
     KF_GUARD(frame_begin(out, KF_APP_REQUEST, &at));
     KF_GUARD(kf_buf_put_u32(out, r->id));
-    KF_GUARD(put_principal(out, &r->who));
+    KF_GUARD(kf_buf_put_bytes(out, r->conn, sizeof(r->conn)));
     return frame_end(out, KF_APP_REQUEST, at, r->msg_len);
 }
 
@@ -217,7 +188,7 @@ int kf_app_encode_request(const struct kf_app_request *r, kf_buf *out)
 int kf_app_decode_request(kf_buf *b, struct kf_app_request *r)
 {
     CH(kf_buf_get_u32(b, &r->id));
-    CH(get_principal(b, &r->who));
+    CH(kf_buf_get_bytes(b, r->conn, sizeof(r->conn)));
     r->msg_len = kf_buf_remaining(b);
     CH_ENSURE(r->msg_len >= KF_TTLV_HEADER_LEN && r->msg_len <= KF_TLS_MESSAGE_MAX);
     /* Exactly one TTLV message, as the monolithic endpoint reads it off the socket. */
@@ -440,7 +411,170 @@ int kf_app_write(int fd, const uint8_t *head, size_t head_len, const uint8_t *bo
     return KF_OK;
 }
 
-/* ---- keyfleetd's side ---------------------------------------------------------------- */
+/* ---- keyfleetd's side: the peers table ------------------------------------------------ */
+
+_Static_assert(KF_APP_CONN_ID_LEN == KF_SPLIT_CONN_ID_LEN, "one connection ID length");
+
+#define PEERS_BUCKETS 1024u
+struct peer_entry {
+    uint8_t id[KF_APP_CONN_ID_LEN];
+    struct kf_principal who;
+    struct peer_entry *next;
+};
+
+struct kf_app_peers {
+    int fd;
+    pthread_t reader;
+    bool reader_running;
+    pthread_mutex_t lock; /* the table, and reading the channel (PEER and GONE stay in order) */
+    bool ended;           /* the channel is over: nothing more to take in */
+    unsigned count;
+    struct peer_entry *bucket[PEERS_BUCKETS];
+};
+
+/* IDs are random (the handler's): any 4 bytes of them spread evenly. */
+static struct peer_entry **peers_slot(kf_app_peers *p, const uint8_t *id)
+{
+    uint32_t v = (uint32_t)id[0] | (uint32_t)id[1] << 8 | (uint32_t)id[2] << 16 |
+                 (uint32_t)id[3] << 24;
+    struct peer_entry **e = &p->bucket[v % PEERS_BUCKETS];
+    while (*e && memcmp((*e)->id, id, KF_APP_CONN_ID_LEN) != 0)
+        e = &(*e)->next;
+    return e;
+}
+
+/* Under p->lock: everything the handler has sent so far. */
+static void peers_drain(kf_app_peers *p)
+{
+    while (!p->ended) {
+        uint8_t buf[KF_SPLIT_PEERS_MAX], type;
+        kf_buf body;
+        bool eof;
+        int rc = kf_split_recv(p->fd, buf, sizeof(buf),
+                               KF_SPLIT_ALLOW(KF_SPLIT_PEER) | KF_SPLIT_ALLOW(KF_SPLIT_GONE), 0,
+                               &type, &body, NULL, &eof);
+        if (rc == KF_ERR_TIMEOUT)
+            return;
+        struct kf_split_peer m;
+        if (rc == KF_OK)
+            rc = type == KF_SPLIT_PEER ? kf_split_decode_peer(&body, &m)
+                                       : kf_split_decode_gone(&body, m.id);
+        if (rc < 0) {
+            if (!eof)
+                kf_error("TLS split: the session handler's peers channel: %s", kf_strerror(rc));
+            p->ended = true;
+            return;
+        }
+        struct peer_entry **e = peers_slot(p, m.id);
+        if (type == KF_SPLIT_GONE) {
+            struct peer_entry *gone = *e;
+            if (gone) {
+                *e = gone->next;
+                kf_wipe(gone, sizeof(*gone));
+                free(gone);
+                p->count--;
+            }
+            continue;
+        }
+        struct peer_entry *n = NULL;
+        if (*e)
+            kf_warn("TLS split: the session handler sent a connection ID twice: ignored");
+        else if (p->count >= KF_APP_PEERS_MAX)
+            kf_warn("TLS split: more than %u connection IDs: %s refused", KF_APP_PEERS_MAX,
+                    m.who.name);
+        else if (!(n = calloc(1, sizeof(*n))))
+            kf_error("TLS split: out of memory for a connection ID: %s refused", m.who.name);
+        if (n) {
+            memcpy(n->id, m.id, sizeof(n->id));
+            n->who = m.who;
+            *e = n;
+            p->count++;
+        }
+    }
+}
+
+static void *peers_reader(void *arg)
+{
+    kf_app_peers *p = arg;
+    for (;;) {
+        struct pollfd pf = {.fd = p->fd, .events = POLLIN};
+        int k = poll(&pf, 1, -1);
+        if (k < 0 && errno != EINTR)
+            break;
+        pthread_mutex_lock(&p->lock);
+        peers_drain(p);
+        bool ended = p->ended;
+        pthread_mutex_unlock(&p->lock);
+        if (ended)
+            break;
+    }
+    return NULL;
+}
+
+int kf_app_peers_start(int fd, kf_app_peers **out)
+{
+    KF_ENSURE(out, KF_ERR_ARG);
+    kf_app_peers *p = fd >= 0 ? calloc(1, sizeof(*p)) : NULL;
+    if (!p) {
+        if (fd >= 0)
+            close(fd);
+        return fd >= 0 ? KF_ERR_NOMEM : KF_ERR_ARG;
+    }
+    p->fd = fd;
+    pthread_mutex_init(&p->lock, NULL);
+    if (pthread_create(&p->reader, NULL, peers_reader, p) != 0) {
+        kf_app_peers_stop(p);
+        return KF_ERR_NOMEM;
+    }
+    p->reader_running = true;
+    *out = p;
+    return KF_OK;
+}
+
+int kf_app_peers_lookup(kf_app_peers *p, const uint8_t id[KF_APP_CONN_ID_LEN],
+                        struct kf_principal *who)
+{
+    KF_ENSURE(p && id && who, KF_ERR_ARG);
+    pthread_mutex_lock(&p->lock);
+    struct peer_entry *e = *peers_slot(p, id);
+    if (!e) { /* maybe not read yet: the handler sent it before the worker had the ID */
+        peers_drain(p);
+        e = *peers_slot(p, id);
+    }
+    if (e)
+        *who = e->who;
+    pthread_mutex_unlock(&p->lock);
+    return e ? KF_OK : KF_ERR_SPLIT_APP;
+}
+
+unsigned kf_app_peers_count(kf_app_peers *p)
+{
+    pthread_mutex_lock(&p->lock);
+    unsigned n = p->count;
+    pthread_mutex_unlock(&p->lock);
+    return n;
+}
+
+void kf_app_peers_stop(kf_app_peers *p)
+{
+    if (!p)
+        return;
+    shutdown(p->fd, SHUT_RDWR); /* the reader finds the end */
+    if (p->reader_running)
+        pthread_join(p->reader, NULL);
+    close(p->fd);
+    for (unsigned i = 0; i < PEERS_BUCKETS; i++)
+        while (p->bucket[i]) {
+            struct peer_entry *e = p->bucket[i];
+            p->bucket[i] = e->next;
+            kf_wipe(e, sizeof(*e));
+            free(e);
+        }
+    pthread_mutex_destroy(&p->lock);
+    free(p);
+}
+
+/* ---- keyfleetd's side: requests ------------------------------------------------------ */
 
 /*
  * Every worker's channel is in one epoll set, armed one-shot. The pool thread
@@ -484,6 +618,7 @@ static struct {
 struct pool_thread_state {
     kf_buf body, resp;
     struct kf_app_request r;
+    struct kf_principal who;
 };
 
 static void *pool_thread(void *arg);
@@ -668,7 +803,13 @@ static void host_serve(kf_app_host *h, struct pool_thread_state *ts, bool have_b
         rc = KF_ERR_IO;
     } else if (rc == KF_OK) {
         kf_buf_reset(&ts->resp);
-        rc = h->cfg.handle(h->cfg.handle_arg, &ts->r.who, ts->r.msg, ts->r.msg_len, &ts->resp);
+        /* The principal is the handler's word for this connection, never the worker's. */
+        rc = kf_app_peers_lookup(h->cfg.peers, ts->r.conn, &ts->who);
+        if (rc < 0)
+            kf_warn("TLS split: a KMIP worker process sent a request for an unknown connection "
+                    "ID: refused");
+        else
+            rc = h->cfg.handle(h->cfg.handle_arg, &ts->who, ts->r.msg, ts->r.msg_len, &ts->resp);
         host_answer(h, ts->r.id, rc < 0 ? rc : KF_OK, &ts->resp);
         kf_buf_reset(&ts->body); /* wipes the request */
         kf_buf_reset(&ts->resp); /* and the answer */
@@ -720,13 +861,14 @@ static void *pool_thread(void *arg)
     kf_buf_free(&ts.body);
     kf_buf_free(&ts.resp);
     kf_wipe(&ts.r, sizeof(ts.r));
+    kf_wipe(&ts.who, sizeof(ts.who));
     return NULL;
 }
 
 int kf_app_host_start(int fd, const struct kf_app_host_config *cfg, kf_app_host **out)
 {
-    KF_ENSURE(fd >= 0 && cfg && cfg->handle && cfg->on_closed && cfg->on_end && out &&
-                  cfg->max_inflight >= 1,
+    KF_ENSURE(fd >= 0 && cfg && cfg->handle && cfg->on_closed && cfg->on_end && cfg->peers &&
+                  out && cfg->max_inflight >= 1,
               KF_ERR_ARG);
     int rc = pool_init();
     kf_app_host *h = rc == KF_OK ? calloc(1, sizeof(*h)) : NULL;

@@ -4,8 +4,10 @@
  *
  * One SOCK_STREAM socketpair per worker process. The worker does the record
  * layer; every complete plaintext KMIP request goes to keyfleetd with the
- * connection's principal (from the handler's first GIVE) and a request ID;
- * keyfleetd runs kf_kms_handle_kmip on one of its pool threads and answers
+ * connection's ID (from the handler's first GIVE) and a request ID; keyfleetd
+ * looks the principal up in what the handler told it under that ID (the
+ * peers table: a worker cannot choose its principal, it can only name a
+ * connection it holds), runs kf_kms_handle_kmip on one of its pool threads and answers
  * with the same ID, in whatever order the requests finish. A stream rather
  * than SEQPACKET because a KMIP message may be 1 MiB (KF_TLS_MESSAGE_MAX),
  * more than a socket buffer takes in one packet.
@@ -18,7 +20,7 @@
  * keyfleetd kills the worker.
  *
  *   SETTINGS  keyfleetd -> worker, first and once
- *   REQUEST   worker -> keyfleetd   u32 id, principal, one TTLV message
+ *   REQUEST   worker -> keyfleetd   u32 id, 16-byte connection ID, one TTLV message
  *   RESPONSE  keyfleetd -> worker   u32 id, the response message
  *   FAILED    keyfleetd -> worker   u32 id, i32 reason: no answer, end the connection
  *   CLOSED    worker -> keyfleetd   (empty) one dispatched connection is over
@@ -52,16 +54,15 @@ enum kf_app_type {
 
 /* The largest KMIP answer: what the monolithic endpoint allows a response to grow to. */
 #define KF_APP_ANSWER_MAX (KF_TLS_MESSAGE_MAX + 65536)
-/* A principal's encoding: name, roles, all-domains, count, domains, default domain. */
-#define KF_APP_PRINCIPAL_MAX                                                                       \
-    (2 + 255 + 4 + 1 + 1 + KF_PRINCIPAL_MAX_DOMAINS * (2 + 64) + 2 + 64)
+/* The handler's connection ID (KF_SPLIT_CONN_ID_LEN). */
+#define KF_APP_CONN_ID_LEN 16
 #define KF_APP_LOG_FILE_MAX 4095
 /* Body limits per type. */
 #define KF_APP_SETTINGS_BODY_MAX (4 * 4 + 3 + 2 + KF_APP_LOG_FILE_MAX)
-#define KF_APP_REQUEST_BODY_MAX (4 + KF_APP_PRINCIPAL_MAX + KF_TLS_MESSAGE_MAX)
+#define KF_APP_REQUEST_BODY_MAX (4 + KF_APP_CONN_ID_LEN + KF_TLS_MESSAGE_MAX)
 #define KF_APP_RESPONSE_BODY_MAX (4 + KF_APP_ANSWER_MAX)
 /* Frame and fields up to the message bytes of a REQUEST (the head written before them). */
-#define KF_APP_REQUEST_HEAD_MAX (KF_APP_FRAME_LEN + 4 + KF_APP_PRINCIPAL_MAX)
+#define KF_APP_REQUEST_HEAD_MAX (KF_APP_FRAME_LEN + 4 + KF_APP_CONN_ID_LEN)
 /* Slot numbers are the low 16 bits of a request ID: at most this many connections a worker. */
 #define KF_APP_SLOTS_MAX 65535u
 
@@ -78,7 +79,7 @@ struct kf_app_settings {
 
 struct kf_app_request {
     uint32_t id;
-    struct kf_principal who;
+    uint8_t conn[KF_APP_CONN_ID_LEN]; /* whose connection: keyfleetd looks the principal up */
     const uint8_t *msg; /* one whole TTLV message, <= KF_TLS_MESSAGE_MAX (borrowed) */
     size_t msg_len;
 };
@@ -154,8 +155,9 @@ void kf_app_client_release(kf_app_client *c, unsigned slot);
 /* Send one request and wait for its answer (into resp, a KF_BUF_SECRET buffer with room
  * for KF_APP_ANSWER_MAX). KF_OK, the reason of a FAILED, or KF_ERR_SPLIT_APP if the
  * channel is gone. Other slots' calls proceed meanwhile. */
-KF_RESULT int kf_app_client_call(kf_app_client *c, unsigned slot, const struct kf_principal *who,
-                                 const uint8_t *req, size_t len, kf_buf *resp);
+KF_RESULT int kf_app_client_call(kf_app_client *c, unsigned slot,
+                                 const uint8_t conn[KF_APP_CONN_ID_LEN], const uint8_t *req,
+                                 size_t len, kf_buf *resp);
 /* Tell keyfleetd that one dispatched connection is over.
  * (A failure needs no handling: the next call finds the channel gone.) */
 int kf_app_client_closed(kf_app_client *c);
@@ -165,6 +167,22 @@ void kf_app_client_shutdown(kf_app_client *c);
 int kf_app_client_fd(const kf_app_client *c);
 /* Close the channel and free (calls must be over). */
 void kf_app_client_stop(kf_app_client *c);
+
+/* ---- keyfleetd side: the principals, from the handler ---- */
+/* The peers table of one session handler (CONFIG flag CONN_IDS): a thread
+ * reads its PEER (ID, principal) and GONE (ID) messages off the peers channel.
+ * Entries stay when the handler ends (its connections go on until they end). */
+typedef struct kf_app_peers kf_app_peers;
+#define KF_APP_PEERS_MAX 65536u /* IDs known at once; beyond: refused (logged) */
+/* Takes over fd (kf_tlssplit_handler_take_peers; closed also on failure). */
+KF_RESULT int kf_app_peers_start(int fd, kf_app_peers **out);
+/* The principal of connection id: KF_OK, or KF_ERR_SPLIT_APP (unknown: never
+ * given out, or over). A miss first takes in what the handler has sent: it
+ * sends PEER before it gives the worker the ID. */
+KF_RESULT int kf_app_peers_lookup(kf_app_peers *p, const uint8_t id[KF_APP_CONN_ID_LEN],
+                                  struct kf_principal *who);
+unsigned kf_app_peers_count(kf_app_peers *p);
+void kf_app_peers_stop(kf_app_peers *p);
 
 /* ---- keyfleetd side: requests in, answered by a shared pool of threads ---- */
 typedef struct kf_app_host kf_app_host;
@@ -181,6 +199,9 @@ struct kf_app_host_config {
      * worker broke the protocol or stalled (KF_ERR_SPLIT_APP). */
     void (*on_end)(void *owner, int reason);
     void *owner;
+    /* Where the principal of a request's connection ID is looked up (required):
+     * an unknown ID is logged and answered FAILED(KF_ERR_SPLIT_APP). */
+    kf_app_peers *peers;
     unsigned max_inflight;  /* requests at once; more is a violation */
     int write_timeout_ms;   /* an answer the worker does not take in time ends it */
 };

@@ -51,7 +51,7 @@ int kf_split_decode_frame(const uint8_t *p, size_t n, size_t max, uint8_t *type,
     CH(kf_buf_get_u16(&b, &zero));
     CH(kf_buf_get_u32(&b, &len));
     CH_ENSURE(version == KF_SPLIT_VERSION && zero == 0);
-    CH_ENSURE(*type >= KF_SPLIT_CONFIG && *type <= KF_SPLIT_ACCEPTED);
+    CH_ENSURE(*type >= KF_SPLIT_CONFIG && *type <= KF_SPLIT_GONE);
     CH_ENSURE(len == kf_buf_remaining(&b));
     kf_buf_reader(body, kf_buf_read_ptr(&b), len);
     return KF_OK;
@@ -170,9 +170,11 @@ int kf_split_decode_config(kf_buf *b, struct kf_split_config *c)
     CH(kf_buf_get_u8(b, &c->log_level));
     CH(kf_buf_get_u8(b, &c->flags));
     CH_ENSURE(c->log_level <= KF_LOG_ERROR &&
-              (c->flags & ~(KF_SPLIT_CONFIG_TEST_REVEAL | KF_SPLIT_CONFIG_CLIENT)) == 0);
+              (c->flags & ~(KF_SPLIT_CONFIG_TEST_REVEAL | KF_SPLIT_CONFIG_CLIENT |
+                            KF_SPLIT_CONFIG_CONN_IDS)) == 0);
     if (c->flags & KF_SPLIT_CONFIG_CLIENT) /* a client certificate is optional, but whole */
-        CH_ENSURE(c->ca_file[0] && !c->cert_file[0] == !c->key_file[0] && !c->identities_file[0]);
+        CH_ENSURE(c->ca_file[0] && !c->cert_file[0] == !c->key_file[0] && !c->identities_file[0] &&
+                  !(c->flags & KF_SPLIT_CONFIG_CONN_IDS));
     else
         CH_ENSURE(c->ca_file[0] && c->cert_file[0] && c->key_file[0] && c->identities_file[0]);
     CH_ENSURE(kf_buf_remaining(b) == 0);
@@ -245,12 +247,16 @@ int kf_split_encode_give(const struct kf_split_give *g, kf_buf *out)
     size_t at;
     KF_ENSURE(g->rd.version == g->wr.version && g->rd.cipher == g->wr.cipher, KF_ERR_ARG);
     KF_GUARD(frame_begin(out, KF_SPLIT_GIVE, &at));
-    KF_GUARD(kf_buf_put_u8(out, (uint8_t)((g->first ? 1 : 0) | (g->resumed ? 2 : 0))));
+    KF_ENSURE(g->first || !g->has_id, KF_ERR_ARG);
+    KF_GUARD(kf_buf_put_u8(
+        out, (uint8_t)((g->first ? 1 : 0) | (g->resumed ? 2 : 0) | (g->has_id ? 4 : 0))));
     KF_GUARD(kf_buf_put_u16(out, g->rd.version));
     KF_GUARD(kf_buf_put_u8(out, g->rd.cipher));
     KF_GUARD(put_dir(out, &g->rd));
     KF_GUARD(put_dir(out, &g->wr));
-    if (g->first)
+    if (g->first && g->has_id)
+        KF_GUARD(kf_buf_put_bytes(out, g->conn_id, sizeof(g->conn_id)));
+    else if (g->first)
         KF_GUARD(put_principal(out, &g->who));
     return frame_end(out, at);
 }
@@ -261,16 +267,20 @@ int kf_split_decode_give(kf_buf *b, struct kf_split_give *g)
     uint16_t version;
     memset(g, 0, sizeof(*g));
     CH(kf_buf_get_u8(b, &flags));
-    CH_ENSURE((flags & ~3u) == 0);
+    CH_ENSURE((flags & ~7u) == 0);
     g->first = flags & 1;
     g->resumed = (flags & 2) != 0;
+    g->has_id = (flags & 4) != 0;
+    CH_ENSURE(g->first || !g->has_id); /* an ID comes with the first GIVE only */
     CH(kf_buf_get_u16(b, &version));
     CH(kf_buf_get_u8(b, &cipher));
     CH_ENSURE(version == KF_TLSREC_TLS12 || version == KF_TLSREC_TLS13);
     CH_ENSURE(cipher >= KF_TLSREC_AES_128_GCM && cipher <= KF_TLSREC_CHACHA20_POLY1305);
     CH(get_dir(b, version, cipher, &g->rd));
     CH(get_dir(b, version, cipher, &g->wr));
-    if (g->first)
+    if (g->first && g->has_id)
+        CH(kf_buf_get_bytes(b, g->conn_id, sizeof(g->conn_id)));
+    else if (g->first)
         CH(get_principal(b, &g->who));
     CH_ENSURE(kf_buf_remaining(b) == 0);
     return KF_OK;
@@ -315,6 +325,39 @@ int kf_split_decode_take(kf_buf *b, struct kf_split_take *t)
     /* Only these two carry an argument: ask-the-peer (0/1) and the alert. */
     CH_ENSURE(t->reason == KF_SPLIT_TAKE_ABORT || t->arg <= (t->reason == KF_SPLIT_TAKE_KEY_UPDATE));
     CH_ENSURE(t->read_seq != UINT64_MAX && t->write_seq != UINT64_MAX);
+    CH_ENSURE(kf_buf_remaining(b) == 0);
+    return KF_OK;
+}
+
+int kf_split_encode_peer(const struct kf_split_peer *p, kf_buf *out)
+{
+    size_t at;
+    KF_GUARD(frame_begin(out, KF_SPLIT_PEER, &at));
+    KF_GUARD(kf_buf_put_bytes(out, p->id, sizeof(p->id)));
+    KF_GUARD(put_principal(out, &p->who));
+    return frame_end(out, at);
+}
+
+int kf_split_decode_peer(kf_buf *b, struct kf_split_peer *p)
+{
+    memset(p, 0, sizeof(*p));
+    CH(kf_buf_get_bytes(b, p->id, sizeof(p->id)));
+    CH(get_principal(b, &p->who));
+    CH_ENSURE(kf_buf_remaining(b) == 0);
+    return KF_OK;
+}
+
+int kf_split_encode_gone(const uint8_t id[KF_SPLIT_CONN_ID_LEN], kf_buf *out)
+{
+    size_t at;
+    KF_GUARD(frame_begin(out, KF_SPLIT_GONE, &at));
+    KF_GUARD(kf_buf_put_bytes(out, id, KF_SPLIT_CONN_ID_LEN));
+    return frame_end(out, at);
+}
+
+int kf_split_decode_gone(kf_buf *b, uint8_t id[KF_SPLIT_CONN_ID_LEN])
+{
+    CH(kf_buf_get_bytes(b, id, KF_SPLIT_CONN_ID_LEN));
     CH_ENSURE(kf_buf_remaining(b) == 0);
     return KF_OK;
 }

@@ -8,6 +8,8 @@
  *                                                TAKE      (worker -> handler)
  *   session (per connection, worker -> handler)  RECORD
  *   dispatch (host -> worker process)            ACCEPTED
+ *   peers   (handler -> host, one per handler;   PEER, GONE
+ *            CONFIG flag CONN_IDS only)
  *
  * Every receive names the types it accepts now (the phase's allow list);
  * anything else -- another type, a bad length, a truncated packet,
@@ -46,7 +48,16 @@ enum kf_split_type {
     KF_SPLIT_TAKE = 5,   /* worker -> handler: you are the active endpoint; sequence numbers */
     KF_SPLIT_RECORD = 6, /* worker -> handler: one TLS record the worker does not handle */
     KF_SPLIT_ACCEPTED = 7, /* host -> worker process (dispatch): a new TCP socket; fd: it */
+    KF_SPLIT_PEER = 8,     /* handler -> host (peers): a connection ID and its principal */
+    KF_SPLIT_GONE = 9,     /* handler -> host (peers): that connection is over */
 };
+/* A connection ID: 128 random bits from the handler, the worker's only handle
+ * on its connection's principal (CONFIG flag CONN_IDS). */
+#define KF_SPLIT_CONN_ID_LEN 16
+/* PEER at its largest: frame, ID, principal. */
+#define KF_SPLIT_PEERS_MAX                                                                         \
+    (KF_SPLIT_FRAME_LEN + KF_SPLIT_CONN_ID_LEN + 2 + 255 + 4 + 1 + 1 +                             \
+     KF_PRINCIPAL_MAX_DOMAINS * (2 + 64) + 2 + 64)
 #define KF_SPLIT_ALLOW(t) (1u << (t))
 
 /* CONFIG: what the handler needs to run handshakes. The PIN is a secret.
@@ -68,6 +79,10 @@ struct kf_split_config {
 };
 #define KF_SPLIT_CONFIG_TEST_REVEAL 1u /* test builds only: log the ticket key and resumption secret */
 #define KF_SPLIT_CONFIG_CLIENT 2u      /* the handler runs client handshakes (START role 2 only) */
+/* Server handler for KMIP worker processes: each connection's principal goes
+ * to the host on the peers channel (fd 4 in exec mode) under a fresh random
+ * connection ID, and GIVE(first) carries only that ID. */
+#define KF_SPLIT_CONFIG_CONN_IDS 4u
 
 /* START's role is the handler's TLS role; it must be the one CONFIG set
  * (a server handler takes role 1 only, a client handler role 2 only). */
@@ -85,12 +100,21 @@ struct kf_split_start {
 /* GIVE: the traffic state of both directions; the first one after the
  * handshake also says who the peer is (server role: the identity map's
  * verdict; client role: name = the server name its certificate was verified
- * against, no roles, no domains). */
+ * against, no roles, no domains) -- or, from a CONN_IDS handler, only the
+ * connection ID under which the host got the principal (flag 4). */
 struct kf_split_give {
     bool first;
     bool resumed;
+    bool has_id; /* first only: conn_id instead of who */
     struct kf_tlsrec_state rd, wr;
-    struct kf_principal who; /* first only */
+    struct kf_principal who; /* first only, !has_id */
+    uint8_t conn_id[KF_SPLIT_CONN_ID_LEN]; /* first only, has_id */
+};
+
+/* PEER (GONE: id only): handler -> host on the peers channel. */
+struct kf_split_peer {
+    uint8_t id[KF_SPLIT_CONN_ID_LEN];
+    struct kf_principal who;
 };
 
 /* END: KF_OK for a clean close (close_notify exchanged), else why. */
@@ -119,6 +143,8 @@ KF_RESULT int kf_split_encode_take(const struct kf_split_take *t, kf_buf *out);
 KF_RESULT int kf_split_encode_record(const uint8_t *rec, size_t len, kf_buf *out);
 /* ACCEPTED has START's body; its role is always 1 (a worker process serves). */
 KF_RESULT int kf_split_encode_accepted(const struct kf_split_start *s, kf_buf *out);
+KF_RESULT int kf_split_encode_peer(const struct kf_split_peer *p, kf_buf *out);
+KF_RESULT int kf_split_encode_gone(const uint8_t id[KF_SPLIT_CONN_ID_LEN], kf_buf *out);
 
 /* The frame of a whole packet: its type, and a reader over its body. */
 KF_RESULT int kf_split_decode_frame(const uint8_t *p, size_t n, size_t max, uint8_t *type,
@@ -129,6 +155,8 @@ KF_RESULT int kf_split_decode_accepted(kf_buf *body, struct kf_split_start *s);
 KF_RESULT int kf_split_decode_give(kf_buf *body, struct kf_split_give *g);
 KF_RESULT int kf_split_decode_end(kf_buf *body, struct kf_split_end *e);
 KF_RESULT int kf_split_decode_take(kf_buf *body, struct kf_split_take *t);
+KF_RESULT int kf_split_decode_peer(kf_buf *body, struct kf_split_peer *p);
+KF_RESULT int kf_split_decode_gone(kf_buf *body, uint8_t id[KF_SPLIT_CONN_ID_LEN]);
 /* The record must be exactly one well-formed TLS record header plus its body. */
 KF_RESULT int kf_split_decode_record(kf_buf *body, const uint8_t **rec, size_t *len);
 
@@ -137,6 +165,10 @@ KF_RESULT int kf_split_decode_record(kf_buf *body, const uint8_t **rec, size_t *
  * also on failure) and wait for its first GIVE: kf_tlssplit_accept for any role. */
 KF_RESULT int kf_tlssplit_conn_start(int broker, int fd, const struct kf_split_start *st,
                                      int timeout_ms, kf_tlssplit_conn **out);
+
+/* The connection ID of a CONN_IDS handler's first GIVE (false: it gave the
+ * principal instead, kf_tlssplit_peer). */
+bool kf_tlssplit_conn_id(const kf_tlssplit_conn *c, uint8_t id[KF_SPLIT_CONN_ID_LEN]);
 
 /* ---- transport ---- */
 /* Send one message (out's bytes) with up to 3 descriptors; blocking. */

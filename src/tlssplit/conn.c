@@ -41,7 +41,9 @@ struct kf_tlssplit_conn {
     bool resumed;
     bool over; /* END received, handler gone, or fatal error: no more records */
     int end_reason;
-    struct kf_principal who;
+    struct kf_principal who; /* the first GIVE's, unless has_id */
+    bool has_id;             /* CONN_IDS handler: only the connection ID, no principal */
+    uint8_t conn_id[KF_SPLIT_CONN_ID_LEN];
     uint64_t handovers;
     uint8_t *in; /* received bytes, not yet a complete record or not yet used */
     size_t in_len;
@@ -95,6 +97,8 @@ static int await_handler(kf_tlssplit_conn *c, bool first, int timeout_ms)
         rc = install(c, &g);
     if (rc == KF_OK && first) {
         c->who = g.who;
+        c->has_id = g.has_id;
+        memcpy(c->conn_id, g.conn_id, sizeof(c->conn_id));
         c->resumed = g.resumed;
     }
     kf_wipe(&g, sizeof(g));
@@ -420,6 +424,13 @@ void kf_tlssplit_set_stop_fd(kf_tlssplit_conn *c, int fd)
 const struct kf_principal *kf_tlssplit_peer(const kf_tlssplit_conn *c)
 {
     return &c->who;
+}
+
+bool kf_tlssplit_conn_id(const kf_tlssplit_conn *c, uint8_t id[KF_SPLIT_CONN_ID_LEN])
+{
+    if (c->has_id)
+        memcpy(id, c->conn_id, KF_SPLIT_CONN_ID_LEN);
+    return c->has_id;
 }
 
 uint16_t kf_tlssplit_version(const kf_tlssplit_conn *c)

@@ -35,6 +35,7 @@
 #include <unistd.h>
 
 #include <arpa/inet.h>
+#include <gnutls/crypto.h>
 #include <gnutls/pkcs11.h>
 #include <gnutls/x509.h>
 
@@ -62,6 +63,7 @@ struct handler {
     int handshake_ms;
     unsigned flags;
     bool client; /* KF_SPLIT_CONFIG_CLIENT */
+    int peers;   /* KF_SPLIT_CONFIG_CONN_IDS: principals go to the host here; else -1 */
     atomic_uint sessions;
     pthread_mutex_t kept_lock;
     struct kept_session kept[KEPT_MAX];
@@ -346,8 +348,39 @@ static int send_end(struct session *se, int reason)
     return kf_split_send(se->ctl, &out, NULL, 0);
 }
 
-/* Hand the worker the traffic state of both directions (and control). */
-static int send_give(struct session *se, bool first, const struct kf_principal *who)
+/* CONN_IDS: the host learns the principal from us, under a fresh random ID;
+ * the worker gets only the ID (GIVE), so it can act only for its own peers. */
+static int send_peer(struct session *se, const struct kf_principal *who,
+                     uint8_t id[KF_SPLIT_CONN_ID_LEN])
+{
+    uint8_t mem[KF_SPLIT_PEERS_MAX];
+    struct kf_split_peer p;
+    kf_buf out;
+    kf_buf_fixed(&out, mem, sizeof(mem));
+    KF_ENSURE(gnutls_rnd(GNUTLS_RND_RANDOM, id, KF_SPLIT_CONN_ID_LEN) == 0, KF_ERR_CRYPTO);
+    memcpy(p.id, id, KF_SPLIT_CONN_ID_LEN);
+    p.who = *who;
+    int rc = kf_split_encode_peer(&p, &out);
+    if (rc == KF_OK)
+        rc = kf_split_send(se->h->peers, &out, NULL, 0);
+    kf_wipe(&p, sizeof(p));
+    kf_wipe(mem, out.len);
+    return rc;
+}
+
+static void send_gone(struct session *se, const uint8_t id[KF_SPLIT_CONN_ID_LEN])
+{
+    uint8_t mem[KF_SPLIT_FRAME_LEN + KF_SPLIT_CONN_ID_LEN];
+    kf_buf out;
+    kf_buf_fixed(&out, mem, sizeof(mem));
+    if (kf_split_encode_gone(id, &out) < 0 || kf_split_send(se->h->peers, &out, NULL, 0) < 0)
+        kf_warn("TLS split %s: cannot tell the host that the connection is over", se->peer);
+}
+
+/* Hand the worker the traffic state of both directions (and control). First
+ * GIVE: the principal, or (conn_id != NULL) only the connection ID. */
+static int send_give(struct session *se, bool first, const struct kf_principal *who,
+                     const uint8_t *conn_id)
 {
     uint8_t mem[KF_SPLIT_CONTROL_MAX];
     struct kf_split_give g = {.first = first, .resumed = gnutls_session_is_resumed(se->s) != 0};
@@ -356,7 +389,10 @@ static int send_give(struct session *se, bool first, const struct kf_principal *
     int rc = kf_tlssplit_export_state(se->s, true, &g.rd);
     if (rc == KF_OK)
         rc = kf_tlssplit_export_state(se->s, false, &g.wr);
-    if (rc == KF_OK && first)
+    if (rc == KF_OK && first && conn_id) {
+        g.has_id = true;
+        memcpy(g.conn_id, conn_id, sizeof(g.conn_id));
+    } else if (rc == KF_OK && first)
         g.who = *who;
     if (rc == KF_OK)
         rc = kf_split_encode_give(&g, &out);
@@ -468,7 +504,7 @@ static void serve_worker(struct session *se)
         }
         rc = serve_take(se, &t);
         if (rc == KF_OK)
-            rc = send_give(se, false, NULL);
+            rc = send_give(se, false, NULL, NULL);
         else {
             if (send_end(se, rc == KF_ERR_IO ? KF_OK : rc) < 0)
                 return;
@@ -534,14 +570,27 @@ static void run_session(struct session *se)
     kf_info("TLS split %s: %s (%s%s), roles 0x%x", se->peer, who.name,
             gnutls_protocol_get_name(gnutls_protocol_get_version(se->s)),
             gnutls_session_is_resumed(se->s) ? ", resumed" : "", who.roles);
-    rc = send_give(se, true, &who);
+    uint8_t id[KF_SPLIT_CONN_ID_LEN];
+    bool ids = se->h->peers >= 0;
+    if (ids) {
+        rc = send_peer(se, &who, id);
+        if (rc < 0) {
+            kf_wipe(&who, sizeof(who));
+            kf_error("TLS split %s: cannot tell the host who the peer is: %s", se->peer,
+                     kf_strerror(rc));
+            (void)send_end(se, rc);
+            return;
+        }
+    }
+    rc = send_give(se, true, &who, ids ? id : NULL);
     kf_wipe(&who, sizeof(who));
-    if (rc < 0) {
+    if (rc < 0)
         kf_warn("TLS split %s: cannot hand the session to the worker: %s", se->peer,
                 kf_strerror(rc));
-        return;
-    }
-    serve_worker(se);
+    else
+        serve_worker(se);
+    if (ids)
+        send_gone(se, id); /* the host forgets the ID: nobody can use it any more */
 }
 
 /* ---- one client session --------------------------------------------------------- */
@@ -640,7 +689,7 @@ static void run_client_session(struct session *se)
     kf_info("TLS split client %s: %s (%s%s)", se->peer, se->server_name,
             gnutls_protocol_get_name(gnutls_protocol_get_version(se->s)),
             gnutls_session_is_resumed(se->s) ? ", resumed" : "");
-    rc = send_give(se, true, &who);
+    rc = send_give(se, true, &who, NULL);
     if (rc < 0) {
         kf_warn("TLS split client %s: cannot hand the session over: %s", se->peer,
                 kf_strerror(rc));
@@ -854,10 +903,12 @@ static int load_credentials(struct handler *h, const struct kf_split_config *c)
 
 /* ---- the process ------------------------------------------------------------------------ */
 
-int kf_tlssplit_handler_serve(int broker, const struct kf_split_config *cfg)
+int kf_tlssplit_handler_serve(int broker, int peers, const struct kf_split_config *cfg)
 {
     static struct handler h; /* KEPT_MAX kept sessions: not on the stack */
     memset(&h, 0, sizeof(h));
+    KF_ENSURE(!(cfg->flags & KF_SPLIT_CONFIG_CONN_IDS) == (peers < 0), KF_ERR_ARG);
+    h.peers = peers;
     pthread_mutex_init(&h.kept_lock, NULL);
     /* No core file, no ptrace by the same user: this process holds the secrets. */
     prctl(PR_SET_DUMPABLE, 0);

@@ -11,10 +11,11 @@
  *    in keyfleetd -- but it runs in the process that has the key store.
  *  - processes: confined worker processes, also exec'd from keyfleetd's
  *    binary (worker.c). The acceptor passes each socket to the least busy
- *    one; the worker gets the traffic state from the handler and relays each
- *    KMIP request with the connection's principal over its application
- *    channel (app.c); keyfleetd's pool threads answer with
- *    kf_kms_handle_kmip. A worker that dies takes its own connections with
+ *    one; the worker gets the traffic state and a random connection ID from
+ *    the handler and relays each KMIP request with that ID over its
+ *    application channel (app.c); the handler tells keyfleetd the
+ *    connection's principal under the ID directly (the peers channel), and
+ *    keyfleetd's pool threads look it up and answer with kf_kms_handle_kmip. A worker that dies takes its own connections with
  *    it and is replaced; one that breaks the channel protocol is killed.
  *    (Not the default: about two more thread wake-ups per request, 0.7-0.8 of
  *    the monolithic Get rate; docs/tls-split.md, "Benchmark".)
@@ -49,6 +50,7 @@
 /* A handler process and the connections that still use its broker channel. */
 struct handler_ref {
     kf_tlssplit_handler *h;
+    kf_app_peers *peers; /* processes: the principals by connection ID, from this handler */
     unsigned refs; /* under srv->lock */
     bool retired;
 };
@@ -57,6 +59,7 @@ struct handler_ref {
 struct kmip_worker {
     kf_tlssplit_server *srv;
     kf_tlssplit_worker *proc; /* pid, dispatch channel */
+    struct handler_ref *href;  /* its handler (broker, peers table): held until reaped */
     kf_app_host *app;         /* the application channel's keyfleetd end */
     int pid;
     atomic_uint conns;  /* dispatched and not yet CLOSED */
@@ -116,6 +119,7 @@ static void handler_put(kf_tlssplit_server *srv, struct handler_ref *r)
     pthread_mutex_unlock(&srv->lock);
     if (last) {
         kf_tlssplit_handler_stop(r->h);
+        kf_app_peers_stop(r->peers);
         free(r);
     }
 }
@@ -125,6 +129,12 @@ static int handler_spawn(kf_tlssplit_server *srv)
     struct handler_ref *r = calloc(1, sizeof(*r));
     KF_ENSURE(r, KF_ERR_NOMEM);
     int rc = kf_tlssplit_handler_start(&srv->hcfg, &r->h);
+    if (rc == KF_OK && srv->processes) {
+        /* The workers get connection IDs; the principals come to us directly. */
+        rc = kf_app_peers_start(kf_tlssplit_handler_take_peers(r->h), &r->peers);
+        if (rc < 0)
+            kf_tlssplit_handler_stop(r->h);
+    }
     if (rc < 0) {
         free(r);
         return rc;
@@ -184,11 +194,12 @@ static int worker_spawn(kf_tlssplit_server *srv)
     struct kmip_worker *w = calloc(1, sizeof(*w));
     int app_fd = -1;
     int rc = w ? kf_tlssplit_kmip_worker_start(&spawn, &w->proc, &app_fd) : KF_ERR_NOMEM;
-    handler_put(srv, r); /* the worker has its own copy of the broker */
     if (rc < 0) {
+        handler_put(srv, r);
         free(w);
         return rc;
     }
+    w->href = r; /* its requests' principals are in this handler's peers table */
     w->srv = srv;
     w->pid = kf_tlssplit_worker_pid(w->proc);
     struct kf_app_host_config hc = {.handle = kms_answer,
@@ -196,6 +207,7 @@ static int worker_spawn(kf_tlssplit_server *srv)
                                     .on_closed = worker_closed,
                                     .on_end = worker_ended,
                                     .owner = w,
+                                    .peers = r->peers,
                                     .max_inflight = srv->max_connections,
                                     .write_timeout_ms = srv->message_ms};
     rc = kf_app_host_start(app_fd, &hc, &w->app);
@@ -219,6 +231,7 @@ static int worker_spawn(kf_tlssplit_server *srv)
         kill(w->pid, SIGKILL);
         kf_app_host_stop(w->app);
         kf_tlssplit_worker_stop(w->proc);
+        handler_put(srv, w->href);
         free(w);
         return rc;
     }
@@ -237,6 +250,7 @@ static void worker_reap(kf_tlssplit_server *srv, struct kmip_worker *w)
     kf_app_host_stop(w->app);
     kf_tlssplit_worker_stop(w->proc);
     atomic_fetch_sub(&srv->active, atomic_load(&w->conns));
+    handler_put(srv, w->href);
     free(w);
 }
 
@@ -328,6 +342,7 @@ static void workers_stop(kf_tlssplit_server *srv)
         all = w->next;
         kf_tlssplit_worker_stop(w->proc);
         atomic_fetch_sub(&srv->active, atomic_load(&w->conns));
+        handler_put(srv, w->href);
         free(w);
     }
 }
@@ -577,6 +592,7 @@ int kf_tlssplit_server_start(const struct kf_tlssplit_server_config *cfg, kf_tls
         srv->hcfg.log_file = dup_into(&pos, h->log_file);
         srv->hcfg.exec_path = dup_into(&pos, h->exec_path);
         srv->hcfg.handshake_timeout_ms = srv->handshake_ms;
+        srv->hcfg.conn_ids = srv->processes; /* worker processes never see a principal */
         rc = handler_spawn(srv);
     }
     for (unsigned i = 0; rc == KF_OK && srv->processes && i < srv->nworkers; i++)

@@ -26,10 +26,12 @@
 #include "tlssplit_internal.h"
 
 #define HANDLER_FD 3
+#define HANDLER_PEERS_FD 4 /* CONFIG flag CONN_IDS */
 
 struct kf_tlssplit_handler {
     pid_t pid;
     int broker;
+    int peers; /* the host's end of the peers channel until taken (conn_ids), else -1 */
     bool client; /* runs client handshakes (kf_tlssplit_client_handler_start) */
 };
 
@@ -61,20 +63,23 @@ static int make_config(const struct kf_tlssplit_handler_config *cfg, struct kf_s
     c->log_level = (uint8_t)(cfg->log_level >= KF_LOG_DEBUG && cfg->log_level <= KF_LOG_ERROR
                                  ? cfg->log_level
                                  : KF_LOG_INFO);
-    c->flags = cfg->test_reveal_secrets ? KF_SPLIT_CONFIG_TEST_REVEAL : 0;
+    c->flags = (uint8_t)((cfg->test_reveal_secrets ? KF_SPLIT_CONFIG_TEST_REVEAL : 0) |
+                         (cfg->conn_ids ? KF_SPLIT_CONFIG_CONN_IDS : 0));
     return KF_OK;
 }
 
-/* In the child before exec: only stdin/out/err and the broker survive. */
-static void exec_handler(const char *path, int broker)
+/* In the child before exec: only stdin/out/err, the broker (and the peers channel) survive. */
+static void exec_handler(const char *path, int broker, int peers)
 {
-    if (broker != HANDLER_FD) {
-        if (dup2(broker, HANDLER_FD) < 0)
-            _exit(127);
-    } else if (fcntl(HANDLER_FD, F_SETFD, 0) < 0)
+    /* Out of the way first, so that neither dup2 overwrites the other. */
+    int b = fcntl(broker, F_DUPFD, HANDLER_PEERS_FD + 1);
+    int p = peers >= 0 ? fcntl(peers, F_DUPFD, HANDLER_PEERS_FD + 1) : -1;
+    if (b < 0 || (peers >= 0 && p < 0) || dup2(b, HANDLER_FD) < 0 ||
+        (p >= 0 && dup2(p, HANDLER_PEERS_FD) < 0))
         _exit(127);
+    int last = p >= 0 ? HANDLER_PEERS_FD : HANDLER_FD;
     long maxfd = sysconf(_SC_OPEN_MAX);
-    for (long fd = HANDLER_FD + 1; fd < (maxfd > 0 && maxfd < 65536 ? maxfd : 65536); fd++)
+    for (long fd = last + 1; fd < (maxfd > 0 && maxfd < 65536 ? maxfd : 65536); fd++)
         close((int)fd);
     char *const argv[] = {(char *)"keyfleetd-tls-handler", (char *)KF_TLSSPLIT_HANDLER_ARG, NULL};
     /* The environment goes along (PKCS#11 modules read theirs, e.g. SOFTHSM2_CONF);
@@ -89,12 +94,15 @@ static int spawn(const struct kf_split_config *conf, const char *exec_path,
                  kf_tlssplit_handler **out)
 {
     kf_tlssplit_handler *h = calloc(1, sizeof(*h));
-    int sv[2] = {-1, -1};
+    int sv[2] = {-1, -1}, pv[2] = {-1, -1};
     KF_ENSURE(h, KF_ERR_NOMEM);
-    h->broker = h->pid = -1;
+    h->broker = h->peers = h->pid = -1;
     h->client = (conf->flags & KF_SPLIT_CONFIG_CLIENT) != 0;
     int rc = KF_OK;
     if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) != 0)
+        rc = KF_ERR_IO;
+    if (rc == KF_OK && (conf->flags & KF_SPLIT_CONFIG_CONN_IDS) &&
+        socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, pv) != 0)
         rc = KF_ERR_IO;
     if (rc == KF_OK) {
         h->pid = fork();
@@ -103,13 +111,18 @@ static int spawn(const struct kf_split_config *conf, const char *exec_path,
     }
     if (rc == KF_OK && h->pid == 0) {
         close(sv[0]);
+        if (pv[0] >= 0)
+            close(pv[0]);
         if (exec_path)
-            exec_handler(exec_path, sv[1]);
-        _exit(kf_tlssplit_handler_serve(sv[1], conf) < 0 ? 1 : 0);
+            exec_handler(exec_path, sv[1], pv[1]);
+        _exit(kf_tlssplit_handler_serve(sv[1], pv[1], conf) < 0 ? 1 : 0);
     }
     if (sv[1] >= 0)
         close(sv[1]);
+    if (pv[1] >= 0)
+        close(pv[1]);
     h->broker = sv[0];
+    h->peers = pv[0];
     if (rc == KF_OK && exec_path) {
         kf_buf msg;
         rc = kf_buf_alloc(&msg, 4096, KF_SPLIT_BROKER_MAX, KF_BUF_SECRET);
@@ -185,6 +198,15 @@ int kf_tlssplit_handler_broker(const kf_tlssplit_handler *h)
     return h ? h->broker : -1;
 }
 
+int kf_tlssplit_handler_take_peers(kf_tlssplit_handler *h)
+{
+    if (!h)
+        return -1;
+    int fd = h->peers;
+    h->peers = -1;
+    return fd;
+}
+
 int kf_tlssplit_handler_pid(const kf_tlssplit_handler *h)
 {
     return h ? (int)h->pid : -1;
@@ -209,6 +231,8 @@ void kf_tlssplit_handler_stop(kf_tlssplit_handler *h)
         return;
     if (h->broker >= 0)
         close(h->broker); /* the handler sees the end of the broker channel and exits */
+    if (h->peers >= 0)
+        close(h->peers);
     if (h->pid > 0) {
         int status;
         for (int i = 0; i < 200; i++) {
@@ -243,7 +267,8 @@ int kf_tlssplit_handler_main(void)
     }
     if (kf_log_open(conf.log_file[0] ? conf.log_file : NULL, (enum kf_log_level)conf.log_level) != 0)
         return 1;
-    rc = kf_tlssplit_handler_serve(HANDLER_FD, &conf);
+    rc = kf_tlssplit_handler_serve(
+        HANDLER_FD, (conf.flags & KF_SPLIT_CONFIG_CONN_IDS) ? HANDLER_PEERS_FD : -1, &conf);
     if (rc < 0)
         kf_error("TLS split: session handler stops: %s", kf_strerror(rc));
     return rc < 0 ? 1 : 0;

@@ -33,7 +33,8 @@ KF_RESULT int kf_tlssplit_identify(gnutls_session_t s, const kf_tls_identities *
 KF_RESULT int kf_tlssplit_pool_run(void (*fn)(void *), void *arg);
 
 struct kf_split_config;
-/* The session handler's main loop on the broker channel (handler.c). */
-KF_RESULT int kf_tlssplit_handler_serve(int broker, const struct kf_split_config *cfg);
+/* The session handler's main loop on the broker channel (handler.c); peers:
+ * the channel for PEER/GONE to the host with CONFIG flag CONN_IDS, else -1. */
+KF_RESULT int kf_tlssplit_handler_serve(int broker, int peers, const struct kf_split_config *cfg);
 
 #endif

@@ -10,8 +10,9 @@
  * Two applications:
  *  - a callback (kf_tlssplit_worker_start: the echo benchmark, tests);
  *  - KMIP (kf_tlssplit_kmip_worker_start: keyfleetd --split-workers
- *    processes): every complete request goes with the connection's principal
- *    over the application channel (app.h; this file has the worker's end,
+ *    processes): every complete request goes with the connection's ID (the
+ *    handler's; keyfleetd has the principal under it from the handler, the
+ *    worker never has it) over the application channel (app.h; this file has the worker's end,
  *    app.c the codec and keyfleetd's end) to keyfleetd, which holds the key
  *    store and answers; the worker relays the answer.
  */
@@ -39,6 +40,53 @@ struct kf_tlssplit_worker {
     pid_t pid;
     int dispatch;
 };
+
+/*
+ * The host's ends of its workers' dispatch channels. A worker forked without
+ * exec would inherit its elder siblings' ends and keep them open, so an elder
+ * never saw its channel close (kf-tls-echo took 3 s to stop): the child
+ * closes them all first.
+ */
+#define DISPATCH_FDS_MAX 256
+static pthread_mutex_t dispatch_mu = PTHREAD_MUTEX_INITIALIZER;
+static int dispatch_fds[DISPATCH_FDS_MAX];
+static unsigned dispatch_n;
+
+static void dispatch_track(int fd)
+{
+    pthread_mutex_lock(&dispatch_mu);
+    if (dispatch_n < DISPATCH_FDS_MAX)
+        dispatch_fds[dispatch_n++] = fd;
+    pthread_mutex_unlock(&dispatch_mu);
+}
+
+/* Before the descriptor is closed (its number may be reused right after). */
+static void dispatch_untrack(int fd)
+{
+    pthread_mutex_lock(&dispatch_mu);
+    for (unsigned i = 0; i < dispatch_n; i++)
+        if (dispatch_fds[i] == fd) {
+            dispatch_fds[i] = dispatch_fds[--dispatch_n];
+            break;
+        }
+    pthread_mutex_unlock(&dispatch_mu);
+}
+
+/* fork() with the list held still; the child closes the siblings' ends. */
+static pid_t fork_worker(void)
+{
+    pthread_mutex_lock(&dispatch_mu);
+    pid_t pid = fork();
+    if (pid == 0) {
+        for (unsigned i = 0; i < dispatch_n; i++)
+            close(dispatch_fds[i]);
+        dispatch_n = 0;
+        pthread_mutex_init(&dispatch_mu, NULL);
+        return 0;
+    }
+    pthread_mutex_unlock(&dispatch_mu);
+    return pid;
+}
 
 struct worker_conn {
     void (*serve)(struct worker_conn *wc);
@@ -143,7 +191,7 @@ int kf_tlssplit_worker_start(const struct kf_tlssplit_worker_config *cfg,
         free(w);
         return KF_ERR_IO;
     }
-    w->pid = fork();
+    w->pid = fork_worker();
     if (w->pid < 0) {
         close(sv[0]);
         close(sv[1]);
@@ -166,6 +214,7 @@ int kf_tlssplit_worker_start(const struct kf_tlssplit_worker_config *cfg,
     }
     close(sv[1]);
     w->dispatch = sv[0];
+    dispatch_track(w->dispatch);
     *out = w;
     return KF_OK;
 }
@@ -324,10 +373,10 @@ void kf_app_client_release(kf_app_client *c, unsigned slot)
     pthread_mutex_unlock(&c->mu);
 }
 
-int kf_app_client_call(kf_app_client *c, unsigned slot, const struct kf_principal *who,
+int kf_app_client_call(kf_app_client *c, unsigned slot, const uint8_t conn[KF_APP_CONN_ID_LEN],
                        const uint8_t *req, size_t len, kf_buf *resp)
 {
-    KF_ENSURE(c && slot < c->nslots && who && req && resp, KF_ERR_ARG);
+    KF_ENSURE(c && slot < c->nslots && conn && req && resp, KF_ERR_ARG);
     struct app_slot *s = &c->slots[slot];
     /* Ask before sending: the answer may be read by another thread before the writer returns. */
     pthread_mutex_lock(&c->mu);
@@ -342,7 +391,8 @@ int kf_app_client_call(kf_app_client *c, unsigned slot, const struct kf_principa
     s->resp = resp;
     pthread_mutex_unlock(&c->mu);
 
-    struct kf_app_request r = {.id = id, .who = *who, .msg = req, .msg_len = len};
+    struct kf_app_request r = {.id = id, .msg = req, .msg_len = len};
+    memcpy(r.conn, conn, sizeof(r.conn));
     uint8_t head[KF_APP_REQUEST_HEAD_MAX];
     kf_buf h;
     kf_buf_fixed(&h, head, sizeof(head));
@@ -475,8 +525,13 @@ static void kmip_channel_end(void *arg, int reason)
 
 static void kmip_serve(const char *peer, kf_tlssplit_conn *c, unsigned slot)
 {
-    const struct kf_principal *who = kf_tlssplit_peer(c);
+    /* keyfleetd knows the principal under this ID from the handler; we never see it. */
+    uint8_t conn[KF_SPLIT_CONN_ID_LEN];
     kf_buf req = {0}, resp = {0};
+    if (!kf_tlssplit_conn_id(c, conn)) {
+        kf_error("TLS split %s: the session handler gave no connection ID", peer);
+        return;
+    }
     if (kf_buf_alloc(&req, 4096, KF_TLS_MESSAGE_MAX, KF_BUF_SECRET) < 0 ||
         kf_buf_alloc(&resp, 4096, KF_APP_ANSWER_MAX, KF_BUF_SECRET) < 0) {
         kf_error("TLS split %s: no secure memory for buffers", peer);
@@ -487,15 +542,13 @@ static void kmip_serve(const char *peer, kf_tlssplit_conn *c, unsigned slot)
         if (rc < 0) {
             int why = kf_tlssplit_end_reason(c);
             if (!(rc == KF_ERR_IO && why == KF_OK))
-                kf_info("TLS split %s (%s) closed: %s", peer, who->name,
-                        kf_strerror(why < 0 ? why : rc));
+                kf_info("TLS split %s closed: %s", peer, kf_strerror(why < 0 ? why : rc));
             break;
         }
-        rc = kf_app_client_call(kw.app, slot, who, req.data, req.len, &resp);
+        rc = kf_app_client_call(kw.app, slot, conn, req.data, req.len, &resp);
         kf_buf_reset(&req);
         if (rc < 0 || kf_tlssplit_send(c, resp.data, resp.len, (int)kw.set.message_ms) < 0) {
-            kf_warn("TLS split %s (%s): cannot answer: %s", peer, who->name,
-                    kf_strerror(rc < 0 ? rc : KF_ERR_TLS));
+            kf_warn("TLS split %s: cannot answer: %s", peer, kf_strerror(rc < 0 ? rc : KF_ERR_TLS));
             break;
         }
         kf_buf_reset(&resp);
@@ -619,7 +672,7 @@ int kf_tlssplit_kmip_worker_start(const struct kf_app_worker_spawn *cfg,
     if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, dv) != 0 ||
         socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, av) != 0)
         goto fail;
-    w->pid = fork();
+    w->pid = fork_worker();
     if (w->pid < 0)
         goto fail;
     if (w->pid == 0) {
@@ -632,6 +685,7 @@ int kf_tlssplit_kmip_worker_start(const struct kf_app_worker_spawn *cfg,
     close(dv[1]);
     close(av[1]);
     w->dispatch = dv[0];
+    dispatch_track(w->dispatch);
     *app_fd = av[0];
     *out = w;
     return KF_OK;
@@ -671,6 +725,7 @@ int kf_tlssplit_worker_pid(const kf_tlssplit_worker *w)
 void kf_tlssplit_worker_retire(kf_tlssplit_worker *w)
 {
     if (w && w->dispatch >= 0) {
+        dispatch_untrack(w->dispatch);
         close(w->dispatch);
         w->dispatch = -1;
     }

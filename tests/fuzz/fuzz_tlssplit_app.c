@@ -2,7 +2,8 @@
  * Fuzz the application channel's decoders (src/tlssplit/app.c) as either end
  * meets them: the frame header first (every type allowed here), then the
  * body by type -- SETTINGS and answers as a worker reads them, REQUEST and
- * CLOSED as keyfleetd does. Whatever decodes must re-encode to exactly the
+ * CLOSED as keyfleetd does (a REQUEST names its connection by ID, never a
+ * principal). Whatever decodes must re-encode to exactly the
  * input bytes (the encoding is canonical, so the decoders accept nothing
  * beyond the format), and a decoded request must be one TTLV message within
  * the KMIP size limit.

@@ -1,6 +1,8 @@
 /*
- * Fuzz the control channel's decoders (GIVE and END from the handler, TAKE
- * from the worker) as the receiving side meets them: the frame first, then
+ * Fuzz the control channel's decoders (GIVE -- with the principal or a
+ * connection ID -- and END from the handler, TAKE from the worker) and the
+ * peers channel's (PEER and GONE from the handler to keyfleetd) as the
+ * receiving side meets them: the frame first, then
  * the body. Whatever decodes must re-encode to exactly the input bytes (the
  * encoding is canonical, so the decoder accepts nothing beyond the format).
  */
@@ -43,6 +45,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         if (kf_split_decode_take(&body, &t) != KF_OK)
             return 0;
         rc = kf_split_encode_take(&t, &out);
+    } else if (type == KF_SPLIT_PEER) {
+        struct kf_split_peer p;
+        if (kf_split_decode_peer(&body, &p) != KF_OK)
+            return 0;
+        rc = kf_split_encode_peer(&p, &out);
+    } else if (type == KF_SPLIT_GONE) {
+        uint8_t id[KF_SPLIT_CONN_ID_LEN];
+        if (kf_split_decode_gone(&body, id) != KF_OK)
+            return 0;
+        rc = kf_split_encode_gone(id, &out);
     } else
         return 0;
     if (rc != KF_OK || out.len != size || memcmp(mem, data, size) != 0)

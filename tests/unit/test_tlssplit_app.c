@@ -7,15 +7,19 @@
  * the stream reader reassembles frames cut anywhere, takes many from one
  * read and frames larger than its buffer, and tells a clean end from a cut
  * one. Worker side and keyfleetd side over a socketpair: answers come back
- * by ID with the principal passed through; a slow request holds up no other
+ * by ID with the principal keyfleetd looked up under the request's connection
+ * ID (sent by a stand-in handler on a peers channel); a request with a forged,
+ * unknown or ended connection ID is refused (FAILED, KF_ERR_SPLIT_APP) and the
+ * worker cannot reach any other principal; a slow request holds up no other
  * connection; FAILED ends only its call; each protocol violation by either
  * side is caught (keyfleetd: garbage, too many requests at once, a CLOSED
  * too many, a frame that stalls, answers not taken in time; worker: an answer
  * nobody asked for); stopping keyfleetd's side still answers what is in
  * flight. Finally a forked KMIP worker process behind a forked session
  * handler: a GnuTLS client's TTLV request reaches the handler callback with
- * the identity map's principal, the worker is confined, and killing it ends
- * its channel.
+ * the identity map's principal (from the handler's peers channel: the worker
+ * has only the connection ID), the ID is forgotten when its connection ends,
+ * the worker is confined, and killing it ends its channel.
  */
 #include <errno.h>
 #include <poll.h>
@@ -42,6 +46,7 @@
 #include "keyfleet/secmem.h"
 #include "keyfleet/ttlv.h"
 #include "tlssplit/app.h"
+#include "tlssplit/channel.h"
 
 static uint8_t mem[KF_APP_FRAME_LEN + KF_APP_RESPONSE_BODY_MAX];
 
@@ -65,6 +70,57 @@ static struct kf_principal sample_who(void)
     snprintf(w.domains[1], sizeof(w.domains[1]), "DE");
     snprintf(w.default_domain, sizeof(w.default_domain), "VENDOR");
     return w;
+}
+
+/* The stand-in session handler: PEER and GONE on a peers channel whose table
+ * the keyfleetd sides of these tests use (host_start). */
+static int peers_tx = -1;
+static kf_app_peers *peers_rx;
+static kf_app_peers *host_peers; /* what host_start gives the host side */
+
+static void conn_id_of(unsigned slot, uint8_t id[KF_APP_CONN_ID_LEN])
+{
+    memset(id, 0xc5, KF_APP_CONN_ID_LEN);
+    id[0] = (uint8_t)slot;
+    id[1] = (uint8_t)(slot >> 8);
+}
+
+static void peer_send(const uint8_t id[KF_APP_CONN_ID_LEN], const char *name)
+{
+    uint8_t buf[KF_SPLIT_PEERS_MAX];
+    kf_buf out;
+    kf_buf_fixed(&out, buf, sizeof(buf));
+    struct kf_split_peer p = {.who = sample_who()};
+    memcpy(p.id, id, sizeof(p.id));
+    snprintf(p.who.name, sizeof(p.who.name), "%s", name);
+    assert_int_equal(kf_split_encode_peer(&p, &out), KF_OK);
+    assert_int_equal(kf_split_send(peers_tx, &out, NULL, 0), KF_OK);
+}
+
+static void gone_send(const uint8_t id[KF_APP_CONN_ID_LEN])
+{
+    uint8_t buf[64];
+    kf_buf out;
+    kf_buf_fixed(&out, buf, sizeof(buf));
+    assert_int_equal(kf_split_encode_gone(id, &out), KF_OK);
+    assert_int_equal(kf_split_send(peers_tx, &out, NULL, 0), KF_OK);
+}
+
+/* Slots 0..63 each have a connection named cert:CN=slot<N>. */
+static void peers_setup(void)
+{
+    int sv[2];
+    assert_int_equal(socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv), 0);
+    peers_tx = sv[0];
+    assert_int_equal(kf_app_peers_start(sv[1], &peers_rx), KF_OK);
+    host_peers = peers_rx;
+    for (unsigned slot = 0; slot < 64; slot++) {
+        uint8_t id[KF_APP_CONN_ID_LEN];
+        char name[64];
+        conn_id_of(slot, id);
+        snprintf(name, sizeof(name), "cert:CN=slot%u", slot);
+        peer_send(id, name);
+    }
 }
 
 static kf_buf frame_of(kf_buf *out, uint8_t want)
@@ -97,8 +153,9 @@ static void test_roundtrip(void **state)
     assert_memory_equal(&s, &s2, sizeof(s));
     /* REQUEST: whole, and head + message (what the worker writes) */
     uint8_t msg[64];
-    struct kf_app_request r = {.id = 0x00070003, .who = sample_who(), .msg = msg,
-                               .msg_len = ttlv_message(msg, 64, 0xab)};
+    struct kf_app_request r = {.id = 0x00070003, .msg = msg, .msg_len = ttlv_message(msg, 64, 0xab)};
+    for (size_t i = 0; i < sizeof(r.conn); i++)
+        r.conn[i] = (uint8_t)(0xf0 + i);
     kf_buf_fixed(&out, mem, sizeof(mem));
     assert_int_equal(kf_app_encode_request(&r, &out), KF_OK);
     kf_buf_fixed(&again, mem2, sizeof(mem2));
@@ -109,7 +166,7 @@ static void test_roundtrip(void **state)
     struct kf_app_request r2;
     assert_int_equal(kf_app_decode_request(&body, &r2), KF_OK);
     assert_int_equal(r2.id, r.id);
-    assert_memory_equal(&r2.who, &r.who, sizeof(r.who));
+    assert_memory_equal(r2.conn, r.conn, sizeof(r.conn));
     assert_int_equal(r2.msg_len, 64);
     assert_memory_equal(r2.msg, msg, 64);
     kf_buf_fixed(&again, mem2, sizeof(mem2));
@@ -143,11 +200,6 @@ static void test_roundtrip(void **state)
     uint8_t *big = malloc(KF_TLS_MESSAGE_MAX);
     r.msg = big;
     r.msg_len = ttlv_message(big, KF_TLS_MESSAGE_MAX, 1);
-    for (size_t i = 0; i < KF_PRINCIPAL_MAX_DOMAINS; i++)
-        memset(r.who.domains[i], 'd', 64), r.who.domains[i][64] = 0;
-    r.who.ndomains = KF_PRINCIPAL_MAX_DOMAINS;
-    memset(r.who.name, 'n', 255);
-    memset(r.who.default_domain, 'x', 64);
     kf_buf_fixed(&out, mem, sizeof(mem));
     assert_int_equal(kf_app_encode_request(&r, &out), KF_OK);
     assert_int_equal(out.len, KF_APP_FRAME_LEN + KF_APP_REQUEST_BODY_MAX);
@@ -283,26 +335,20 @@ static void test_request_refusals(void **state)
 {
     (void)state;
     uint8_t msg[32];
-    struct kf_app_request r = {.id = 1, .who = sample_who(), .msg = msg,
-                               .msg_len = ttlv_message(msg, 32, 7)};
+    struct kf_app_request r = {.id = 1, .msg = msg, .msg_len = ttlv_message(msg, 32, 7)};
     kf_buf out;
     kf_buf_fixed(&out, mem, sizeof(mem));
     assert_int_equal(kf_app_encode_request(&r, &out), KF_OK);
-    size_t who_at = KF_APP_FRAME_LEN + 4;
-    /* all_domains 2; 33 domains */
-    size_t name_len = strlen(r.who.name);
-    size_t all_at = who_at + 2 + name_len + 4;
-    mem[all_at] = 2;
-    assert_int_equal(decode_any(&out), KF_ERR_SPLIT_APP);
-    mem[all_at] = 0;
-    mem[all_at + 1] = KF_PRINCIPAL_MAX_DOMAINS + 1;
-    assert_int_equal(decode_any(&out), KF_ERR_SPLIT_APP);
-    mem[all_at + 1] = 2;
+    assert_int_equal(out.len, KF_APP_FRAME_LEN + 4 + KF_APP_CONN_ID_LEN + 32);
     assert_int_equal(decode_any(&out), KF_OK);
-    /* a name longer than 255 */
-    mem[who_at] = 1;
+    /* cut inside the connection ID */
+    kf_buf_fixed(&out, mem, sizeof(mem));
+    assert_int_equal(kf_app_encode_request(&r, &out), KF_OK);
+    out.len = KF_APP_FRAME_LEN + 4 + KF_APP_CONN_ID_LEN - 1;
+    put_be32(mem + 4, (uint32_t)(out.len - KF_APP_FRAME_LEN));
     assert_int_equal(decode_any(&out), KF_ERR_SPLIT_APP);
-    mem[who_at] = 0;
+    kf_buf_fixed(&out, mem, sizeof(mem));
+    assert_int_equal(kf_app_encode_request(&r, &out), KF_OK);
     /* the TTLV length says more, or less, than is there */
     size_t msg_at = out.len - 32;
     mem[msg_at + 7] = 32;
@@ -534,7 +580,7 @@ static void host_start(struct host_side *hs, int fd, unsigned max_inflight, int 
 {
     memset(hs, 0, sizeof(*hs));
     struct kf_app_host_config cfg = {.handle = fake_kms, .on_closed = host_closed,
-                                     .on_end = host_ended, .owner = hs,
+                                     .on_end = host_ended, .owner = hs, .peers = host_peers,
                                      .max_inflight = max_inflight,
                                      .write_timeout_ms = timeout_ms};
     assert_int_equal(kf_app_host_start(fd, &cfg, &hs->h), KF_OK);
@@ -596,9 +642,9 @@ static int call(struct worker_side *ws, unsigned slot, char op, size_t len, kf_b
     uint8_t *msg = malloc(len);
     ttlv_message(msg, len, 'x');
     msg[8] = (uint8_t)op;
-    struct kf_principal who = sample_who();
-    snprintf(who.name, sizeof(who.name), "cert:CN=slot%u", slot);
-    int rc = kf_app_client_call(ws->c, slot, &who, msg, len, resp);
+    uint8_t conn[KF_APP_CONN_ID_LEN];
+    conn_id_of(slot, conn); /* keyfleetd knows it as cert:CN=slot<N> */
+    int rc = kf_app_client_call(ws->c, slot, conn, msg, len, resp);
     if (rc == KF_OK) {
         char want[64];
         int n = snprintf(want, sizeof(want), "who=cert:CN=slot%u;", slot);
@@ -758,7 +804,8 @@ static void test_host_violations(void **state)
     assert_int_equal(kf_app_encode_closed(&out), KF_OK);
     host_violation(out.data, out.len, 4, KF_ERR_SPLIT_APP);
     /* three slow requests at once where one is allowed */
-    struct kf_app_request r = {.who = sample_who(), .msg = msg, .msg_len = 16};
+    struct kf_app_request r = {.msg = msg, .msg_len = 16};
+    conn_id_of(0, r.conn);
     msg[8] = 'S';
     kf_buf_fixed(&out, mem, sizeof(mem));
     for (uint32_t i = 0; i < 3; i++) {
@@ -793,7 +840,8 @@ static void test_host_write_timeout(void **state)
     uint8_t msg[16];
     ttlv_message(msg, 16, 0);
     msg[8] = 'B'; /* 1 MiB answers: more than the socket holds */
-    struct kf_app_request r = {.who = sample_who(), .msg = msg, .msg_len = 16};
+    struct kf_app_request r = {.msg = msg, .msg_len = 16};
+    conn_id_of(0, r.conn);
     kf_buf out;
     kf_buf_fixed(&out, mem, sizeof(mem));
     for (uint32_t i = 0; i < 4; i++) {
@@ -804,6 +852,100 @@ static void test_host_write_timeout(void **state)
     assert_int_equal(host_wait_end(&hs), KF_ERR_SPLIT_APP);
     kf_app_host_stop(hs.h);
     close(sv[1]);
+}
+
+/* A worker names a connection ID that keyfleetd did not get from the handler
+ * (forged), or one whose connection is over: refused, with no KMIP call and no
+ * principal; the worker's other connections go on. */
+static int call_as(struct worker_side *ws, unsigned slot, const uint8_t conn[KF_APP_CONN_ID_LEN],
+                   kf_buf *resp)
+{
+    uint8_t msg[16];
+    ttlv_message(msg, 16, 'x');
+    msg[8] = 'g';
+    return kf_app_client_call(ws->c, slot, conn, msg, sizeof(msg), resp);
+}
+
+static void test_forged_conn_id(void **state)
+{
+    (void)state;
+    struct host_side hs;
+    struct worker_side ws;
+    pair(&hs, &ws, 4);
+    kf_buf resp = {0};
+    assert_int_equal(kf_buf_alloc(&resp, 64, KF_APP_ANSWER_MAX, KF_BUF_SECRET), KF_OK);
+    unsigned s0;
+    assert_int_equal(kf_app_client_slot(ws.c, &s0), KF_OK);
+    uint8_t forged[KF_APP_CONN_ID_LEN];
+    /* never given out: one bit off a real one, all zero, all ones */
+    conn_id_of(s0, forged);
+    forged[15] ^= 1;
+    assert_int_equal(call_as(&ws, s0, forged, &resp), KF_ERR_SPLIT_APP);
+    assert_int_equal(resp.len, 0);
+    memset(forged, 0, sizeof(forged));
+    assert_int_equal(call_as(&ws, s0, forged, &resp), KF_ERR_SPLIT_APP);
+    memset(forged, 0xff, sizeof(forged));
+    assert_int_equal(call_as(&ws, s0, forged, &resp), KF_ERR_SPLIT_APP);
+    /* a refusal is not a channel violation: the real ID still works */
+    assert_int_equal(call(&ws, s0, 'g', 16, &resp), KF_OK);
+    assert_int_equal(atomic_load(&hs.ended), 0);
+    /* an ID the handler announces right before the worker uses it (nobody has read it yet) */
+    uint8_t fresh[KF_APP_CONN_ID_LEN];
+    memset(fresh, 0x5a, sizeof(fresh));
+    unsigned before = kf_app_peers_count(peers_rx);
+    peer_send(fresh, "cert:CN=fresh");
+    kf_buf_reset(&resp);
+    assert_int_equal(call_as(&ws, s0, fresh, &resp), KF_OK);
+    assert_memory_equal(resp.data + 8, "who=cert:CN=fresh;", 18);
+    assert_int_equal(kf_app_peers_count(peers_rx), before + 1);
+    /* its connection ends (GONE): the ID is refused from then on */
+    gone_send(fresh);
+    for (int i = 0; i < 200 && kf_app_peers_count(peers_rx) != before; i++)
+        usleep(5000);
+    assert_int_equal(kf_app_peers_count(peers_rx), before);
+    kf_buf_reset(&resp);
+    assert_int_equal(call_as(&ws, s0, fresh, &resp), KF_ERR_SPLIT_APP);
+    assert_int_equal(atomic_load(&hs.ended), 0);
+    kf_app_client_release(ws.c, s0);
+    kf_buf_free(&resp);
+    kf_app_host_stop(hs.h);
+    kf_app_client_stop(ws.c);
+}
+
+/* The peers table: the handler's malformed messages end it; what it knew stays. */
+static void test_peers_channel(void **state)
+{
+    (void)state;
+    int sv[2];
+    kf_app_peers *p;
+    assert_int_equal(socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv), 0);
+    int keep = peers_tx;
+    peers_tx = sv[0];
+    assert_int_equal(kf_app_peers_start(sv[1], &p), KF_OK);
+    uint8_t id[KF_APP_CONN_ID_LEN], other[KF_APP_CONN_ID_LEN];
+    struct kf_principal who;
+    memset(id, 1, sizeof(id));
+    memset(other, 2, sizeof(other));
+    peer_send(id, "cert:CN=one");
+    peer_send(id, "cert:CN=impostor"); /* the same ID twice: the first stays */
+    assert_int_equal(kf_app_peers_lookup(p, id, &who), KF_OK);
+    assert_string_equal(who.name, "cert:CN=one");
+    assert_int_equal(kf_app_peers_count(p), 1);
+    gone_send(other); /* GONE for an unknown ID: nothing happens */
+    assert_int_equal(kf_app_peers_lookup(p, other, &who), KF_ERR_SPLIT_APP);
+    /* a message of another type (START) ends the channel; later PEERs are not taken */
+    uint8_t buf[64];
+    kf_buf out;
+    kf_buf_fixed(&out, buf, sizeof(buf));
+    struct kf_split_end e = {.reason = 0};
+    assert_int_equal(kf_split_encode_end(&e, &out), KF_OK);
+    assert_int_equal(kf_split_send(peers_tx, &out, NULL, 0), KF_OK);
+    peer_send(other, "cert:CN=two");
+    assert_int_equal(kf_app_peers_lookup(p, other, &who), KF_ERR_SPLIT_APP);
+    assert_int_equal(kf_app_peers_lookup(p, id, &who), KF_OK);
+    kf_app_peers_stop(p);
+    close(peers_tx);
+    peers_tx = keep;
 }
 
 /* The worker's side against a keyfleetd that answers what nobody asked. */
@@ -932,8 +1074,13 @@ static void test_kmip_worker_process(void **state)
     struct kf_tlssplit_handler_config hc = {.ca_file = f.dev.ca_cert,
                                             .cert_file = f.dev.server_cert,
                                             .key_file = f.dev.server_key,
-                                            .identities_file = f.dev.identities};
+                                            .identities_file = f.dev.identities,
+                                            .conn_ids = true};
     assert_int_equal(kf_tlssplit_handler_start(&hc, &f.h), KF_OK);
+    kf_app_peers *peers;
+    assert_int_equal(kf_app_peers_start(kf_tlssplit_handler_take_peers(f.h), &peers), KF_OK);
+    assert_int_equal(kf_tlssplit_handler_take_peers(f.h), -1); /* handed over once */
+    host_peers = peers;
     struct kf_app_worker_spawn sp = {.broker = kf_tlssplit_handler_broker(f.h)};
     kf_tlssplit_worker *w;
     int app_fd;
@@ -950,6 +1097,10 @@ static void test_kmip_worker_process(void **state)
     int fd1, fd2;
     gnutls_session_t s1 = client_connect(&f, w, &cred1, &fd1);
     gnutls_session_t s2 = client_connect(&f, w, &cred2, &fd2);
+    /* one ID per connection (the client may finish its handshake before the handler has sent it) */
+    for (int i = 0; i < 300 && kf_app_peers_count(peers) != 2; i++)
+        usleep(10000);
+    assert_int_equal(kf_app_peers_count(peers), 2);
     uint8_t req[64], ans[1024];
     ttlv_message(req, 64, 'q');
     req[8] = 'g';
@@ -969,6 +1120,10 @@ static void test_kmip_worker_process(void **state)
     for (int i = 0; i < 300 && atomic_load(&hs.closed) < 1; i++)
         usleep(10000);
     assert_int_equal(atomic_load(&hs.closed), 1); /* the worker said so */
+    /* and the handler: s1's ID is forgotten */
+    for (int i = 0; i < 300 && kf_app_peers_count(peers) != 1; i++)
+        usleep(10000);
+    assert_int_equal(kf_app_peers_count(peers), 1);
     int pid = kf_tlssplit_worker_pid(w);
     assert_int_equal(status_field(pid, "Seccomp"), sandbox_flags() ? 0 : 2);
     assert_int_equal(status_field(pid, "NoNewPrivs"), 1);
@@ -993,6 +1148,8 @@ static void test_kmip_worker_process(void **state)
     close(fd1);
     close(fd2);
     kf_tlssplit_handler_stop(f.h);
+    kf_app_peers_stop(peers);
+    host_peers = peers_rx;
     char cmd[128];
     snprintf(cmd, sizeof(cmd), "rm -rf %s", f.dir);
     assert_int_equal(system(cmd), 0);
@@ -1002,6 +1159,7 @@ int main(void)
 {
     signal(SIGPIPE, SIG_IGN);
     kf_log_open(NULL, KF_LOG_ERROR);
+    peers_setup();
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_roundtrip),
         cmocka_unit_test(test_frame_refusals),
@@ -1014,8 +1172,13 @@ int main(void)
         cmocka_unit_test(test_stop_answers_inflight),
         cmocka_unit_test(test_host_violations),
         cmocka_unit_test(test_host_write_timeout),
+        cmocka_unit_test(test_forged_conn_id),
+        cmocka_unit_test(test_peers_channel),
         cmocka_unit_test(test_client_violations),
         cmocka_unit_test(test_kmip_worker_process),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    int rc = cmocka_run_group_tests(tests, NULL, NULL);
+    kf_app_peers_stop(peers_rx);
+    close(peers_tx);
+    return rc;
 }

@@ -5,6 +5,9 @@
  * limits); the transport refuses types outside the phase's allow list,
  * descriptors where none belong (and closes them), truncated packets, START
  * without its three descriptors; it reports the other end closing and time-outs.
+ * Connection IDs: GIVE(first) with an ID and no principal, PEER and GONE
+ * round-trip; the ID flag on a later GIVE, cut or padded IDs, the principal's
+ * limits in PEER, and CONN_IDS on a client handler's CONFIG are refused.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -139,7 +142,7 @@ static void test_frame_refusals(void **state)
     struct {
         size_t at;
         uint8_t val;
-    } bad[] = {{0, 2}, {0, 0}, {1, 0}, {1, 8}, {2, 1}, {3, 1}, {7, 3}, {7, 5}, {4, 1}};
+    } bad[] = {{0, 2}, {0, 0}, {1, 0}, {1, 10}, {2, 1}, {3, 1}, {7, 3}, {7, 5}, {4, 1}};
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         memcpy(copy, mem, n);
         copy[bad[i].at] = bad[i].val;
@@ -179,7 +182,8 @@ static void test_give_refusals(void **state)
     (void)state;
     /* body: flags(1) version(2) cipher(1) | rd: klen(1) key(32) ivlen(1) iv(12) seq(8) | wr ... */
     assert_int_equal(give_with(true, SIZE_MAX, 0, 0, false), KF_OK);
-    assert_int_equal(give_with(false, 0, 4, 0, false), KF_ERR_SPLIT_CHANNEL);  /* unknown flag */
+    assert_int_equal(give_with(false, 0, 4, 0, false), KF_ERR_SPLIT_CHANNEL);  /* ID, not first */
+    assert_int_equal(give_with(false, 0, 8, 0, false), KF_ERR_SPLIT_CHANNEL);  /* unknown flag */
     assert_int_equal(give_with(false, 2, 2, 0, false), KF_ERR_SPLIT_CHANNEL);  /* version 0x0302 */
     assert_int_equal(give_with(false, 3, 0, 0, false), KF_ERR_SPLIT_CHANNEL);  /* cipher 0 */
     assert_int_equal(give_with(false, 3, 4, 0, false), KF_ERR_SPLIT_CHANNEL);  /* cipher 4 */
@@ -303,6 +307,131 @@ static void test_small_message_refusals(void **state)
     assert_int_equal(kf_split_decode_config(&body, &cb), KF_ERR_SPLIT_CHANNEL);
 }
 
+/* ---- connection IDs: GIVE with an ID, PEER and GONE (CONFIG flag CONN_IDS) ---- */
+
+static size_t body_fix(size_t n)
+{
+    uint32_t bl = (uint32_t)(n - KF_SPLIT_FRAME_LEN);
+    mem[4] = (uint8_t)(bl >> 24), mem[5] = (uint8_t)(bl >> 16), mem[6] = (uint8_t)(bl >> 8),
+    mem[7] = (uint8_t)bl;
+    return n;
+}
+
+static int decode_peer_bytes(size_t n, struct kf_split_peer *p)
+{
+    kf_buf body;
+    uint8_t type;
+    if (kf_split_decode_frame(mem, body_fix(n), sizeof(mem), &type, &body) < 0)
+        return KF_ERR_SPLIT_CHANNEL;
+    assert_int_equal(type, KF_SPLIT_PEER);
+    return kf_split_decode_peer(&body, p);
+}
+
+static void test_conn_ids(void **state)
+{
+    (void)state;
+    kf_buf out, body;
+    /* GIVE(first) with an ID carries no principal: the ID instead */
+    struct kf_split_give g = sample_give(true), back;
+    memset(&g.who, 0, sizeof(g.who));
+    g.has_id = true;
+    for (size_t i = 0; i < sizeof(g.conn_id); i++)
+        g.conn_id[i] = (uint8_t)(0xa0 + i);
+    kf_buf_fixed(&out, mem, sizeof(mem));
+    assert_int_equal(kf_split_encode_give(&g, &out), KF_OK);
+    assert_int_equal(out.len, KF_SPLIT_FRAME_LEN + 4 + 2 * 54 + KF_SPLIT_CONN_ID_LEN);
+    assert_int_equal(mem[KF_SPLIT_FRAME_LEN] & 4, 4);
+    body = frame_of(&out, KF_SPLIT_GIVE);
+    assert_int_equal(kf_split_decode_give(&body, &back), KF_OK);
+    assert_true(back.first && back.has_id);
+    assert_memory_equal(back.conn_id, g.conn_id, sizeof(g.conn_id));
+    assert_int_equal(back.who.name[0], 0);
+    assert_int_equal(back.who.roles, 0);
+    size_t n = out.len;
+    /* cut in the ID, one byte more, and the ID flag on a later GIVE */
+    kf_buf_fixed(&out, mem, sizeof(mem));
+    assert_int_equal(kf_split_encode_give(&g, &out), KF_OK);
+    uint8_t type;
+    assert_int_equal(kf_split_decode_frame(mem, body_fix(n - 1), sizeof(mem), &type, &body), KF_OK);
+    assert_int_equal(kf_split_decode_give(&body, &back), KF_ERR_SPLIT_CHANNEL);
+    mem[n] = 0;
+    assert_int_equal(kf_split_decode_frame(mem, body_fix(n + 1), sizeof(mem), &type, &body), KF_OK);
+    assert_int_equal(kf_split_decode_give(&body, &back), KF_ERR_SPLIT_CHANNEL);
+    g.first = false;
+    kf_buf_fixed(&out, mem, sizeof(mem));
+    assert_int_equal(kf_split_encode_give(&g, &out), KF_ERR_ARG);
+
+    /* PEER and GONE round-trip */
+    struct kf_split_peer p = {.who = sample_give(true).who}, pb;
+    memset(p.id, 0x3c, sizeof(p.id));
+    kf_buf_fixed(&out, mem, sizeof(mem));
+    assert_int_equal(kf_split_encode_peer(&p, &out), KF_OK);
+    assert_true(out.len <= KF_SPLIT_PEERS_MAX);
+    body = frame_of(&out, KF_SPLIT_PEER);
+    assert_int_equal(kf_split_decode_peer(&body, &pb), KF_OK);
+    assert_memory_equal(&pb, &p, sizeof(p));
+    n = out.len;
+    uint8_t id[KF_SPLIT_CONN_ID_LEN];
+    kf_buf_fixed(&out, mem, sizeof(mem));
+    assert_int_equal(kf_split_encode_gone(p.id, &out), KF_OK);
+    assert_int_equal(out.len, KF_SPLIT_FRAME_LEN + KF_SPLIT_CONN_ID_LEN);
+    body = frame_of(&out, KF_SPLIT_GONE);
+    assert_int_equal(kf_split_decode_gone(&body, id), KF_OK);
+    assert_memory_equal(id, p.id, sizeof(id));
+    assert_int_equal(kf_split_decode_frame(mem, body_fix(out.len - 1), sizeof(mem), &type, &body),
+                     KF_OK);
+    assert_int_equal(kf_split_decode_gone(&body, id), KF_ERR_SPLIT_CHANNEL);
+    mem[out.len] = 0;
+    assert_int_equal(kf_split_decode_frame(mem, body_fix(out.len + 1), sizeof(mem), &type, &body),
+                     KF_OK);
+    assert_int_equal(kf_split_decode_gone(&body, id), KF_ERR_SPLIT_CHANNEL);
+
+    /* PEER: the principal's limits (name <= 255, all-domains 0/1, <= 32 domains of <= 64) */
+    size_t who_at = KF_SPLIT_FRAME_LEN + KF_SPLIT_CONN_ID_LEN;
+    size_t name_len = strlen(p.who.name), all_at = who_at + 2 + name_len + 4;
+    struct {
+        size_t at;
+        uint8_t val;
+    } bad[] = {{who_at, 1}, {who_at + 2, 0}, {all_at, 2}, {all_at + 1, 33}, {all_at + 2, 1}};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        kf_buf_fixed(&out, mem, sizeof(mem));
+        assert_int_equal(kf_split_encode_peer(&p, &out), KF_OK);
+        mem[bad[i].at] = bad[i].val;
+        assert_int_equal(decode_peer_bytes(n, &pb), KF_ERR_SPLIT_CHANNEL);
+    }
+    kf_buf_fixed(&out, mem, sizeof(mem));
+    assert_int_equal(kf_split_encode_peer(&p, &out), KF_OK);
+    assert_int_equal(decode_peer_bytes(n, &pb), KF_OK);
+    assert_int_equal(decode_peer_bytes(n - 1, &pb), KF_ERR_SPLIT_CHANNEL); /* short */
+    mem[n] = 0;
+    assert_int_equal(decode_peer_bytes(n + 1, &pb), KF_ERR_SPLIT_CHANNEL); /* trailing */
+    assert_int_equal(decode_peer_bytes(KF_SPLIT_FRAME_LEN + 15, &pb), KF_ERR_SPLIT_CHANNEL);
+
+    /* CONFIG: CONN_IDS for a server handler only */
+    static struct kf_split_config c, cb;
+    snprintf(c.ca_file, sizeof(c.ca_file), "/ca");
+    snprintf(c.cert_file, sizeof(c.cert_file), "/c");
+    snprintf(c.key_file, sizeof(c.key_file), "/k");
+    snprintf(c.identities_file, sizeof(c.identities_file), "/i");
+    c.flags = KF_SPLIT_CONFIG_CONN_IDS;
+    kf_buf_fixed(&out, mem, sizeof(mem));
+    assert_int_equal(kf_split_encode_config(&c, &out), KF_OK);
+    body = frame_of(&out, KF_SPLIT_CONFIG);
+    assert_int_equal(kf_split_decode_config(&body, &cb), KF_OK);
+    assert_int_equal(cb.flags, KF_SPLIT_CONFIG_CONN_IDS);
+    c.identities_file[0] = 0;
+    c.flags = KF_SPLIT_CONFIG_CONN_IDS | KF_SPLIT_CONFIG_CLIENT;
+    kf_buf_fixed(&out, mem, sizeof(mem));
+    assert_int_equal(kf_split_encode_config(&c, &out), KF_OK);
+    body = frame_of(&out, KF_SPLIT_CONFIG);
+    assert_int_equal(kf_split_decode_config(&body, &cb), KF_ERR_SPLIT_CHANNEL);
+    c.flags = 8;
+    kf_buf_fixed(&out, mem, sizeof(mem));
+    assert_int_equal(kf_split_encode_config(&c, &out), KF_OK);
+    body = frame_of(&out, KF_SPLIT_CONFIG);
+    assert_int_equal(kf_split_decode_config(&body, &cb), KF_ERR_SPLIT_CHANNEL);
+}
+
 /* ---- transport ---- */
 
 static void send_msg(int fd, const kf_buf *m, const int *fds, size_t n)
@@ -395,6 +524,7 @@ int main(void)
         cmocka_unit_test(test_frame_refusals),
         cmocka_unit_test(test_give_refusals),
         cmocka_unit_test(test_small_message_refusals),
+        cmocka_unit_test(test_conn_ids),
         cmocka_unit_test(test_transport),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
