@@ -362,6 +362,31 @@ int kmip_kf_mfg_role_certs(struct kmip_call *c)
 
 /* ---- KeyfleetMfgRequestKey {Domain, SteelId} -> Distribute (MI4) ---- */
 
+/*
+ * A Steel's TLS identity bound to its role: when the client certificate's
+ * CN is itself a Steel role ID ("cert:CN=S00000001,..."), that station may
+ * act only as itself (level 3, KF_ERR_MFG_STEEL_ID). Administrators, and
+ * certificates named otherwise, are not bound (docs/manufacturing.md).
+ */
+static int steel_bound(struct kmip_call *c, uint32_t op, const char *domain, const char *steel_id)
+{
+    static const char prefix[] = "cert:CN=";
+    if ((c->who->roles & KF_ROLE_ADMIN) || strncmp(c->actor, prefix, sizeof(prefix) - 1) != 0)
+        return KF_OK;
+    const char *cn = c->actor + sizeof(prefix) - 1;
+    size_t n = strcspn(cn, ",");
+    char id[KF_MFG_ROLE_ID_LEN + 1];
+    enum kf_mfg_role_type type;
+    if (n != KF_MFG_ROLE_ID_LEN)
+        return KF_OK;
+    memcpy(id, cn, n);
+    id[n] = 0;
+    if (!kf_mfg_role_id_parse(id, &type) || type != KF_MFG_ROLE_STEEL || strcmp(id, steel_id) == 0)
+        return KF_OK;
+    return refuse(c, op, KF_ERR_MFG_STEEL_ID, domain,
+                  "this station's certificate names another Steel ID");
+}
+
 int kmip_kf_mfg_request_key(struct kmip_call *c)
 {
     const uint32_t op = KMIP_OP_KEYFLEET_MFG_REQUEST_KEY;
@@ -373,6 +398,7 @@ int kmip_kf_mfg_request_key(struct kmip_call *c)
                        "request key needs KeyfleetSteelId after the domain"));
     KF_GUARD(items_end(&it));
     KF_GUARD(kmip_mfg_command(c, op, 0, domain));
+    KF_GUARD(steel_bound(c, op, domain, steel_id));
     kf_buf records;
     KF_GUARD(kf_buf_alloc(&records, 1024, MFG_RECORDS_MAX, 0));
     int rc = kf_kms_mfg_request_key(c->kms, c->actor, domain, steel_id, &records);
@@ -402,6 +428,8 @@ int kmip_kf_mfg_report_install(struct kmip_call *c)
         return malformed(&it, "the KeyfleetSignedRecord is not a well-formed envelope");
     }
     rc = kmip_mfg_command(c, op, env.type, domain);
+    if (rc == KF_OK)
+        rc = steel_bound(c, op, domain, env.signer);
     kf_buf records;
     if (rc == KF_OK)
         rc = kf_buf_alloc(&records, 512, MFG_RECORDS_MAX, 0);

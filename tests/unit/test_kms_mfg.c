@@ -923,6 +923,15 @@ static void test_kmip_command_table(void **state)
     assert_int_equal(code, KF_ERR_PERM);
     run_kmip(f->kms, &registrar, a, msg, &code);
     assert_int_equal(code, KF_ERR_MFG_COMMAND);
+    /* A station whose certificate is named after another Steel ID may not ask in STEEL's
+     * name; one named after STEEL may (and burns the open key of the first request). */
+    struct kf_principal other_station = principal("cert:CN=S00000009,O=line", KF_ROLE_STEEL, "VE");
+    run_kmip(f->kms, &other_station, a, msg, &code);
+    assert_int_equal(code, KF_ERR_MFG_STEEL_ID);
+    struct kf_principal this_station = principal("cert:CN=" STEEL ",O=line", KF_ROLE_STEEL, "VE");
+    out = run_kmip(f->kms, &this_station, a, msg, &code);
+    assert_int_equal(code, 0);
+    assert_int_equal(count_items(out, KMIP_TAG_KEYFLEET_SIGNED_RECORD), 1);
 
     /* The Distribute it answered, opened as the Steel does, installed, reported over KMIP. */
     kf_buf bytes;
