@@ -170,6 +170,9 @@ void kf_tls_client_close(kf_tls_client *cli);
  * "HOST:PORT" ("[v6]:PORT" too; port 0 = any free port): the socket and the port bound.
  * KF_ERR_ARG for a malformed or unresolvable address, KF_ERR_IO if it cannot listen. */
 KF_RESULT int kf_tls_listen_tcp(const char *spec, int *fd, uint16_t *port);
+/* A TCP connection to host:port (TCP_NODELAY, close-on-exec), connect bounded by
+ * timeout_ms; KF_ERR_CONNECT if no address answers. Shared by both TLS clients. */
+KF_RESULT int kf_tls_tcp_connect(const char *host, uint16_t port, int timeout_ms, int *out);
 /* "ADDR:PORT" ("[v6]:PORT") of a peer for log lines; "?" if unknown. */
 void kf_tls_describe_peer(const struct sockaddr_storage *ss, socklen_t len, char *out, size_t cap);
 

@@ -26,7 +26,7 @@ struct kf_tls_client {
     bool established; /* handshake done: close sends close_notify */
 };
 
-static int tcp_connect(const char *host, uint16_t port, int timeout_ms, int *out)
+int kf_tls_tcp_connect(const char *host, uint16_t port, int timeout_ms, int *out)
 {
     char portstr[8];
     struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICSERV};
@@ -116,7 +116,7 @@ int kf_tls_client_connect_ex(const char *host, uint16_t port, const char *ca_fil
              opts && opts->server_name ? opts->server_name : host);
     int rc = load_client_creds(cli, ca_file, cert_file, key_file);
     if (rc == KF_OK)
-        rc = tcp_connect(host, port, cli->timeout_ms, &cli->transport.fd);
+        rc = kf_tls_tcp_connect(host, port, cli->timeout_ms, &cli->transport.fd);
     if (rc == KF_OK)
         rc = client_session(cli, opts ? opts->priority : NULL);
     if (rc == KF_OK) {

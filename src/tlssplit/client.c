@@ -32,35 +32,6 @@ struct kf_tlssplit_client {
     int timeout_ms;
 };
 
-static int tcp_connect(const char *host, uint16_t port, int timeout_ms, int *out)
-{
-    char portstr[8];
-    struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICSERV};
-    struct addrinfo *ai, *p;
-    snprintf(portstr, sizeof(portstr), "%u", (unsigned)port);
-    if (getaddrinfo(host, portstr, &hints, &ai) != 0)
-        return KF_ERR_CONNECT;
-    int fd = -1;
-    /* connect() honours SO_SNDTIMEO on Linux. */
-    struct timeval tv = {.tv_sec = timeout_ms / 1000, .tv_usec = (timeout_ms % 1000) * 1000};
-    for (p = ai; p; p = p->ai_next) {
-        fd = socket(p->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
-        if (fd < 0)
-            continue;
-        setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
-        if (connect(fd, p->ai_addr, p->ai_addrlen) == 0)
-            break;
-        close(fd);
-        fd = -1;
-    }
-    freeaddrinfo(ai);
-    KF_ENSURE(fd >= 0, KF_ERR_CONNECT);
-    int one = 1;
-    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-    *out = fd;
-    return KF_OK;
-}
-
 static int connect_monolithic(const char *host, uint16_t port,
                               const struct kf_tlssplit_client_config *cfg, kf_tlssplit_client *cli)
 {
@@ -116,7 +87,7 @@ int kf_tlssplit_client_connect(const char *host, uint16_t port,
             h = cli->own;
         }
         if (rc == KF_OK)
-            rc = tcp_connect(host, port, cli->timeout_ms, &fd);
+            rc = kf_tls_tcp_connect(host, port, cli->timeout_ms, &fd);
         /* The connection owns fd from here, also on failure. */
         if (rc == KF_OK)
             rc = kf_tlssplit_conn_start(kf_tlssplit_handler_broker(h), fd, &st, cli->timeout_ms,
