@@ -8,7 +8,7 @@
  *
  *   keyfleet-pair-bench --server HOST:PORT --ca F --cert F --key F
  *       [--connections C] [--seconds S | --count N] [--pairs P] [--prefix bench]
- *       [--kek-count K] [--flow request|full] [--packages DIR]
+ *       [--kek-count K] [--flow request|full] [--packages DIR] [--batch N]
  *
  * --flow request (default): each operation is one KeyfleetPairKeyRequest; the
  *   answer must be Success with exactly two PairParts (kfd_pair_split). With
@@ -20,6 +20,14 @@
  *   (KeyfleetPairAckReport, also Success). Needs --packages. The devices keep
  *   their state in memory (a real device saves to secure storage); each new KEK
  *   supersedes the older ones of the same pair in the device's slots.
+ * --batch N (1..64, default 1): each Request Message carries N batch items for
+ *   the connection's pair (a gateway asking for many pair keys at once; the
+ *   server runs them in one group-commit transaction, docs/pairing.md "Batched
+ *   requests"); --flow full then reports the N items' acks in one message of N
+ *   KeyfleetPairAckReport items. Every item must be Success, and with
+ *   --packages every part is opened, in order, by the real device states
+ *   (outside the timed part). ops counts issuances (items); p50/p99 are per
+ *   message (one round trip, or two for full).
  */
 #include <getopt.h>
 #include <pthread.h>
@@ -35,6 +43,7 @@
 #include "keyfleet/log.h"
 #include "keyfleet/secmem.h"
 #include "keyfleet/tls.h"
+#include "keyfleet/ttlv.h"
 
 enum flow { FLOW_REQUEST, FLOW_FULL };
 
@@ -42,7 +51,7 @@ struct bench_cfg {
     char host[256];
     uint16_t port;
     const char *ca, *cert, *key, *prefix, *packages;
-    int connections, pairs, kek_count;
+    int connections, pairs, kek_count, batch;
     double seconds;
     long count;
     enum flow flow;
@@ -60,7 +69,7 @@ struct worker {
     int index;
     pthread_t thread;
     uint64_t *lat_ns;
-    size_t n, cap, errors, verified;
+    size_t n, cap, errors, verified, issued;
     char first_error[320];
 };
 
@@ -178,6 +187,244 @@ static int ext_call(struct conn *c, uint32_t op, struct kfd_span *out)
     return KF_OK;
 }
 
+/* ---- Batched messages: N items of one operation in one Request Message ---- */
+
+static int put_head(kf_buf *b, uint32_t tag, uint8_t type, uint32_t len)
+{
+    KF_GUARD(kf_buf_put_u24(b, tag));
+    KF_GUARD(kf_buf_put_u8(b, type));
+    return kf_buf_put_u32(b, len);
+}
+
+/* Open a Structure; *at is where its length goes (put_close). */
+static int put_open(kf_buf *b, uint32_t tag, size_t *at)
+{
+    KF_GUARD(put_head(b, tag, KF_TTLV_STRUCTURE, 0));
+    *at = b->len;
+    return KF_OK;
+}
+
+static int put_close(kf_buf *b, size_t at)
+{
+    return kf_buf_patch_u32(b, at - 4, (uint32_t)(b->len - at));
+}
+
+static int put_u32(kf_buf *b, uint32_t tag, uint8_t type, uint32_t v)
+{
+    KF_GUARD(put_head(b, tag, type, 4));
+    KF_GUARD(kf_buf_put_u32(b, v));
+    return kf_buf_put_u32(b, 0); /* padding */
+}
+
+/* Request Message (KMIP 1.4, Batch Count n) whose item i has operation op
+ * and payload[i] (whole TTLV items) as its Request Payload's contents. */
+static int wrap_many(uint32_t op, const struct kfd_span *payload, size_t n, kf_buf *msg)
+{
+    size_t message, header, version, item, body;
+    KF_GUARD(put_open(msg, KMIP_TAG_REQUEST_MESSAGE, &message));
+    KF_GUARD(put_open(msg, KMIP_TAG_REQUEST_HEADER, &header));
+    KF_GUARD(put_open(msg, KMIP_TAG_PROTOCOL_VERSION, &version));
+    KF_GUARD(put_u32(msg, KMIP_TAG_PROTOCOL_VERSION_MAJOR, KF_TTLV_INTEGER, 1));
+    KF_GUARD(put_u32(msg, KMIP_TAG_PROTOCOL_VERSION_MINOR, KF_TTLV_INTEGER, 4));
+    KF_GUARD(put_close(msg, version));
+    KF_GUARD(put_u32(msg, KMIP_TAG_BATCH_COUNT, KF_TTLV_INTEGER, (uint32_t)n));
+    KF_GUARD(put_close(msg, header));
+    for (size_t i = 0; i < n; i++) {
+        KF_GUARD(put_open(msg, KMIP_TAG_BATCH_ITEM, &item));
+        KF_GUARD(put_u32(msg, KMIP_TAG_OPERATION, KF_TTLV_ENUM, op));
+        KF_GUARD(put_open(msg, KMIP_TAG_REQUEST_PAYLOAD, &body));
+        KF_GUARD(kf_buf_put_bytes(msg, payload[i].p, payload[i].len));
+        KF_GUARD(put_close(msg, body));
+        KF_GUARD(put_close(msg, item));
+    }
+    return put_close(msg, message);
+}
+
+/* The next TTLV item of in: tag, type, and its value (without padding). */
+static int get_item(kf_buf *in, uint32_t *tag, uint8_t *type, kf_buf *value)
+{
+    uint32_t len;
+    KF_GUARD(kf_buf_get_u24(in, tag));
+    KF_GUARD(kf_buf_get_u8(in, type));
+    KF_GUARD(kf_buf_get_u32(in, &len));
+    size_t padded = *type == KF_TTLV_STRUCTURE ? len : ((size_t)len + 7) / 8 * 8;
+    KF_ENSURE(padded <= kf_buf_remaining(in), KF_ERR_FORMAT);
+    kf_buf_reader(value, kf_buf_read_ptr(in), len);
+    return kf_buf_skip(in, padded);
+}
+
+struct item_answer {
+    uint32_t status, reason;
+    struct kfd_span payload, message;
+};
+
+/* A Response Message of exactly n items of operation op: each item's result. */
+static int unwrap_many(const uint8_t *resp, size_t len, uint32_t op, struct item_answer *out,
+                       size_t n)
+{
+    kf_buf in, message, v;
+    uint32_t tag;
+    uint8_t type;
+    kf_buf_reader(&in, resp, len);
+    KF_GUARD(get_item(&in, &tag, &type, &message));
+    KF_ENSURE(tag == KMIP_TAG_RESPONSE_MESSAGE && type == KF_TTLV_STRUCTURE, KF_ERR_FORMAT);
+    KF_GUARD(get_item(&message, &tag, &type, &v));
+    KF_ENSURE(tag == KMIP_TAG_RESPONSE_HEADER, KF_ERR_FORMAT);
+    size_t k = 0;
+    while (kf_buf_remaining(&message)) {
+        kf_buf item;
+        KF_GUARD(get_item(&message, &tag, &type, &item));
+        KF_ENSURE(tag == KMIP_TAG_BATCH_ITEM && type == KF_TTLV_STRUCTURE && k < n, KF_ERR_FORMAT);
+        struct item_answer *a = &out[k++];
+        uint32_t item_op = 0;
+        *a = (struct item_answer){.status = UINT32_MAX};
+        while (kf_buf_remaining(&item)) {
+            KF_GUARD(get_item(&item, &tag, &type, &v));
+            if (tag == KMIP_TAG_OPERATION)
+                KF_GUARD(kf_buf_get_u32(&v, &item_op));
+            else if (tag == KMIP_TAG_RESULT_STATUS)
+                KF_GUARD(kf_buf_get_u32(&v, &a->status));
+            else if (tag == KMIP_TAG_RESULT_REASON)
+                KF_GUARD(kf_buf_get_u32(&v, &a->reason));
+            else if (tag == KMIP_TAG_RESULT_MESSAGE)
+                a->message = (struct kfd_span){kf_buf_read_ptr(&v), kf_buf_remaining(&v)};
+            else if (tag == KMIP_TAG_RESPONSE_PAYLOAD)
+                a->payload = (struct kfd_span){kf_buf_read_ptr(&v), kf_buf_remaining(&v)};
+        }
+        KF_ENSURE(item_op == op, KF_ERR_FORMAT);
+    }
+    return k == n ? KF_OK : KF_ERR_FORMAT;
+}
+
+/* One message of n items of op, payloads back to back in c->payload at the
+ * given offsets; on KF_OK every item succeeded and out[i] spans its payload. */
+static int ext_call_many(struct conn *c, uint32_t op, const size_t *at, size_t n,
+                         struct kfd_span *out)
+{
+    struct kfd_span in[64];
+    struct item_answer ans[64];
+    for (size_t i = 0; i < n; i++)
+        in[i] = (struct kfd_span){c->payload.data + at[i],
+                                  (i + 1 < n ? at[i + 1] : c->payload.len) - at[i]};
+    kf_buf_reset(&c->msg);
+    int rc = wrap_many(op, in, n, &c->msg);
+    if (rc < 0) {
+        snprintf(c->why, sizeof(c->why), "wrap: %s", kf_strerror(rc));
+        return rc;
+    }
+    rc = kf_tls_client_call(c->t, c->msg.data, c->msg.len, &c->resp);
+    if (rc < 0) {
+        snprintf(c->why, sizeof(c->why), "transport: %s", kf_strerror(rc));
+        return rc;
+    }
+    rc = unwrap_many(c->resp.data, c->resp.len, op, ans, n);
+    if (rc < 0) {
+        snprintf(c->why, sizeof(c->why), "answer is not %zu items: %s", n, kf_strerror(rc));
+        return rc;
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (ans[i].status != KMIP_RESULT_STATUS_SUCCESS) {
+            int len = ans[i].message.len > 200 ? 200 : (int)ans[i].message.len;
+            snprintf(c->why, sizeof(c->why), "item %zu: server answered reason %u: %.*s", i,
+                     ans[i].reason, len, (const char *)ans[i].message.p);
+            return KF_ERR_DEVICE_SERVER;
+        }
+        out[i] = ans[i].payload;
+    }
+    return KF_OK;
+}
+
+/* --batch N: N items per message for one pair (the connection's pairs in turn). */
+static void run_batched(struct worker *w, struct conn *c, struct bench_device *dev, int mine)
+{
+    const struct bench_cfg *cfg = w->cfg;
+    size_t nb = (size_t)cfg->batch, at[64];
+    struct kfd_span m[64], r[64];
+    uint8_t(*ackmem)[2][KFD_MSG_MAX] = calloc(nb, sizeof(*ackmem));
+    kf_buf(*ack)[2] = calloc(nb, sizeof(*ack));
+    if (!ackmem || !ack) {
+        fail_note(w, "out of memory");
+        goto out;
+    }
+    uint64_t end = kf_mono_ns() + (uint64_t)(cfg->seconds * 1e9);
+    for (long i = 0;; i++) {
+        if (cfg->count > 0 ? (long)w->issued >= cfg->count : kf_mono_ns() >= end)
+            break;
+        struct bench_device *a = &dev[2 * (i % mine)], *b = a + 1;
+        uint64_t t0 = kf_mono_ns();
+        kf_buf_reset(&c->payload);
+        int rc = KF_OK;
+        for (size_t j = 0; j < nb && rc == KF_OK; j++) {
+            at[j] = c->payload.len;
+            rc = kfd_pair_request(&a->d, b->d.st.id, (uint32_t)cfg->kek_count, 0, 0, &c->payload);
+        }
+        if (rc < 0) {
+            fail_note(w, "pair request: %s", kf_strerror(rc));
+            break;
+        }
+        rc = ext_call_many(c, KMIP_OP_KEYFLEET_PAIR_KEY_REQUEST, at, nb, m);
+        uint64_t dt = kf_mono_ns() - t0;
+        if (rc < 0) {
+            fail_note(w, "%s", c->why);
+            if (rc == KF_ERR_CONNECT || w->errors > 100)
+                break;
+            continue;
+        }
+        bool bad = false;
+        for (size_t j = 0; j < nb && !bad; j++) {
+            struct kfd_span pa, pb;
+            if ((rc = kfd_pair_split(m[j].p, m[j].len, &pa, &pb)) < 0) {
+                fail_note(w, "item %zu: answer is not two parts: %s", j, kf_strerror(rc));
+                bad = true;
+            } else if (cfg->packages) {
+                /* In order: each item's counters are above the one's before. */
+                kf_buf_fixed(&ack[j][0], ackmem[j][0], KFD_MSG_MAX);
+                kf_buf_fixed(&ack[j][1], ackmem[j][1], KFD_MSG_MAX);
+                int ra = kfd_pair_accept(&a->d, KFD_ROLE_A, pa.p, pa.len, &ack[j][0]);
+                int rb = kfd_pair_accept(&b->d, KFD_ROLE_B, pb.p, pb.len, &ack[j][1]);
+                if (ra < 0 || rb < 0) {
+                    fail_note(w, "item %zu: a device refused its part: %s / %s", j, kf_strerror(ra),
+                              kf_strerror(rb));
+                    bad = true;
+                } else {
+                    w->verified++;
+                }
+            }
+        }
+        if (bad)
+            continue;
+        if (cfg->flow == FLOW_FULL) {
+            kf_buf_reset(&c->payload);
+            for (size_t j = 0; j < nb && rc == KF_OK; j++) {
+                struct kfd_span acks[2] = {{ack[j][0].data, ack[j][0].len},
+                                           {ack[j][1].data, ack[j][1].len}};
+                at[j] = c->payload.len;
+                rc = kfd_ack_report(acks, 2, &c->payload);
+            }
+            if (rc < 0) {
+                fail_note(w, "ack report: %s", kf_strerror(rc));
+                break;
+            }
+            rc = ext_call_many(c, KMIP_OP_KEYFLEET_PAIR_ACK_REPORT, at, nb, r);
+            dt = kf_mono_ns() - t0;
+            if (rc < 0) {
+                fail_note(w, "%s", c->why);
+                if (rc == KF_ERR_CONNECT || w->errors > 100)
+                    break;
+                continue;
+            }
+        }
+        if (record(w, dt) < 0)
+            break;
+        w->issued += nb;
+    }
+out:
+    if (ackmem)
+        kf_wipe(ackmem, nb * sizeof(*ackmem));
+    free(ackmem);
+    free(ack);
+}
+
 static void *run_worker(void *arg)
 {
     struct worker *w = arg;
@@ -213,10 +460,15 @@ static void *run_worker(void *arg)
         fail_note(w, "cannot connect: %s", kf_strerror(rc));
         goto out;
     }
-    if (kf_buf_alloc(&c.payload, 0, 2 * KFD_MSG_MAX, 0) < 0 ||
-        kf_buf_alloc(&c.msg, 0, 4 * KFD_MSG_MAX, 0) < 0 ||
-        kf_buf_alloc(&c.resp, 0, 1 << 16, 0) < 0) {
+    size_t nb = (size_t)cfg->batch;
+    if (kf_buf_alloc(&c.payload, 0, nb * 2 * KFD_MSG_MAX, 0) < 0 ||
+        kf_buf_alloc(&c.msg, 0, nb * 2 * KFD_MSG_MAX + 4096, 0) < 0 ||
+        kf_buf_alloc(&c.resp, 0, 1 << 20, 0) < 0) {
         fail_note(w, "out of memory");
+        goto out;
+    }
+    if (nb > 1) {
+        run_batched(w, &c, dev, mine);
         goto out;
     }
     uint8_t ackmem[2][KFD_MSG_MAX];
@@ -275,6 +527,7 @@ static void *run_worker(void *arg)
         }
         if (record(w, dt) < 0)
             break;
+        w->issued++;
     }
 out:
     if (c.t)
@@ -304,9 +557,10 @@ int main(int argc, char **argv)
         {"count", required_argument, NULL, 'N'},    {"pairs", required_argument, NULL, 'p'},
         {"prefix", required_argument, NULL, 'P'},   {"kek-count", required_argument, NULL, 'K'},
         {"flow", required_argument, NULL, 'f'},     {"packages", required_argument, NULL, 'd'},
-        {"help", no_argument, NULL, 'h'},           {NULL, 0, NULL, 0}};
+        {"batch", required_argument, NULL, 'B'},    {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0}};
     struct bench_cfg cfg = {.prefix = "bench", .connections = 4, .pairs = 0, .kek_count = 1,
-                            .seconds = 5, .flow = FLOW_REQUEST};
+                            .seconds = 5, .flow = FLOW_REQUEST, .batch = 1};
     const char *server = NULL;
     int c;
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
@@ -322,6 +576,7 @@ int main(int argc, char **argv)
         case 'P': cfg.prefix = optarg; break;
         case 'K': cfg.kek_count = atoi(optarg); break;
         case 'd': cfg.packages = optarg; break;
+        case 'B': cfg.batch = atoi(optarg); break;
         case 'f':
             if (strcmp(optarg, "request") == 0)
                 cfg.flow = FLOW_REQUEST;
@@ -333,11 +588,12 @@ int main(int argc, char **argv)
         case 'h':
             puts("Usage: keyfleet-pair-bench --server HOST:PORT --ca F --cert F --key F\n"
                  "  [--connections C] [--seconds S | --count N] [--pairs P] [--prefix bench]\n"
-                 "  [--kek-count K] [--flow request|full] [--packages DIR]\n"
+                 "  [--kek-count K] [--flow request|full] [--packages DIR] [--batch N]\n"
                  "Pair-key issuance load: C connections in closed loops, each requesting pair\n"
                  "keys for its own registered pairs PREFIX-a-N/PREFIX-b-N; prints ops/s, p50,\n"
                  "p99. --packages DIR (DIR/<id>.pkg) opens both parts with real device states;\n"
-                 "--flow full adds the devices' acknowledgement report to each operation.");
+                 "--flow full adds the devices' acknowledgement report to each operation.\n"
+                 "--batch N (1-64): N items per Request Message; ops counts items.");
             return 0;
         default: return 2;
         }
@@ -347,10 +603,11 @@ int main(int argc, char **argv)
     const char *colon = server ? strrchr(server, ':') : NULL;
     if (!colon || !cfg.ca || !cfg.cert || !cfg.key || cfg.connections < 1 ||
         cfg.connections > 1024 || cfg.pairs < cfg.connections || cfg.kek_count < 1 ||
-        cfg.kek_count > KFD_MAX_KEKS || (cfg.flow == FLOW_FULL && !cfg.packages) ||
-        (size_t)(colon - server) >= sizeof(cfg.host)) {
+        cfg.kek_count > KFD_MAX_KEKS || (cfg.flow == FLOW_FULL && !cfg.packages) || cfg.batch < 1 ||
+        cfg.batch > 64 || (size_t)(colon - server) >= sizeof(cfg.host)) {
         fprintf(stderr, "keyfleet-pair-bench: --server HOST:PORT, --ca, --cert, --key needed; "
-                        "--pairs >= --connections; --flow full needs --packages (see --help)\n");
+                        "--pairs >= --connections; --flow full needs --packages; --batch 1-64 "
+                        "(see --help)\n");
         return 2;
     }
     memcpy(cfg.host, server, (size_t)(colon - server));
@@ -368,12 +625,13 @@ int main(int argc, char **argv)
             return 1;
         }
     }
-    size_t total = 0, errors = 0, verified = 0;
+    size_t total = 0, errors = 0, verified = 0, issued = 0;
     for (int i = 0; i < cfg.connections; i++) {
         pthread_join(w[i].thread, NULL);
         total += w[i].n;
         errors += w[i].errors;
         verified += w[i].verified;
+        issued += w[i].issued;
     }
     double secs = (double)(kf_mono_ns() - t0) / 1e9;
     uint64_t *all = malloc((total ? total : 1) * sizeof(uint64_t));
@@ -389,10 +647,11 @@ int main(int argc, char **argv)
     qsort(all, total, sizeof(uint64_t), cmp_u64);
     double p50 = total ? (double)all[total / 2] / 1e6 : 0;
     double p99 = total ? (double)all[(size_t)((double)total * 0.99)] / 1e6 : 0;
-    printf("op=pair-%s connections=%d seconds=%.1f ops=%zu ops_per_s=%.1f p50_ms=%.3f "
-           "p99_ms=%.3f errors=%zu verified=%zu\n",
-           cfg.flow == FLOW_FULL ? "full" : "request", cfg.connections, secs, total,
-           (double)total / secs, p50, p99, errors, verified);
+    /* ops: issuances (items); p50/p99: per message (= per issuance at --batch 1). */
+    printf("op=pair-%s connections=%d batch=%d seconds=%.1f ops=%zu ops_per_s=%.1f "
+           "messages=%zu p50_ms=%.3f p99_ms=%.3f errors=%zu verified=%zu\n",
+           cfg.flow == FLOW_FULL ? "full" : "request", cfg.connections, cfg.batch, secs, issued,
+           (double)issued / secs, total, p50, p99, errors, verified);
     for (int i = 0; i < cfg.connections; i++)
         if (w[i].errors) {
             fprintf(stderr, "keyfleet-pair-bench: first error: %s\n", w[i].first_error);

@@ -12,13 +12,18 @@
 # before the answer leaves. Two figures: "request" (one KeyfleetPairKeyRequest per
 # operation; both parts are then opened by real libkeyfleet-device states, outside
 # the timed part) and "full" (request, both devices accept, and their acknowledgement
-# report: two round trips and two commits per operation).
+# report: two round trips and two commits per operation). Each figure is measured
+# with one item per Request Message (as a single device asks) and again with
+# PAIR_BATCH items per message for the connection's pair (a gateway asking for many
+# pair keys in one round trip: keyfleetd runs them in one group-commit transaction;
+# ops count issuances, p50/p99 are per message), both against the same krb5kdc run.
 # krb5kdc: bench/krb5-peer.sh's throwaway realm on loopback; bench/krb5/krb5-tgs-bench
 # with C threads, one TGT each, then TGS requests, each a real KDC round trip (the
 # script checks the KDC logged at least as many TGS issues as the bench counted).
 # krb5kdc runs as one process (its default), then with `-w 2` (one worker per core).
 # Env: KF_BUILD_DIR (default build/), KRB5_TRANSPORT (udp, libkrb5's default for
-#      requests this small, or tcp), PAIR_FLOWS (default "request full").
+#      requests this small, or tcp), PAIR_FLOWS (default "request full"),
+#      PAIR_BATCH (items per message of the extra rows, 1-64, default 16; 1: none).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BUILD=${KF_BUILD_DIR:-$ROOT/build}
@@ -26,6 +31,11 @@ CONN=${1:-16}
 SECS=${2:-5}
 TRANSPORT=${KRB5_TRANSPORT:-udp}
 FLOWS=${PAIR_FLOWS:-request full}
+BATCH=${PAIR_BATCH:-16}
+case $BATCH in ''|*[!0-9]*) echo "run-pair-bench: PAIR_BATCH must be 1-64" >&2; exit 2 ;; esac
+[ "$BATCH" -ge 1 ] && [ "$BATCH" -le 64 ] || { echo "run-pair-bench: PAIR_BATCH must be 1-64" >&2; exit 2; }
+BATCHES=1
+[ "$BATCH" -gt 1 ] && BATCHES="1 $BATCH"
 PAIR_BENCH="$BUILD/keyfleet-pair-bench"
 TGS_BENCH="$BUILD/krb5-tgs-bench"
 WORK=$(mktemp -d /tmp/kf-pair-bench.XXXXXX)
@@ -69,21 +79,26 @@ done
 "$ROOT/bench/krb5-peer.sh" start "$WORK/peer2" "$CONN" 2 > /dev/null
 
 echo "Pair-key issuance vs MIT krb5kdc TGS, $CONN connections, ${SECS}s each, krb5 over $TRANSPORT"
-printf '%-44s %10s %9s %9s %8s\n' what "ops/s" "p50 ms" "p99 ms" errors
-row() { printf '%-44s %10s %9s %9s %8s\n' "$1" "${2:-fail}" "$(echo "$3" | field p50_ms)" "$(echo "$3" | field p99_ms)" "$(echo "$3" | field errors)"; }
+printf '%-50s %10s %9s %9s %8s\n' what "ops/s" "p50 ms" "p99 ms" errors
+row() { printf '%-50s %10s %9s %9s %8s\n' "$1" "${2:-fail}" "$(echo "$3" | field p50_ms)" "$(echo "$3" | field p99_ms)" "$(echo "$3" | field errors)"; }
 declare -A KF K5
+RUNS=""
 for flow in $FLOWS; do
-  out=$("$PAIR_BENCH" --server "127.0.0.1:$KF_PORT" --ca "$C/ca-cert.pem" --cert "$C/$CERT-cert.pem" \
-        --key "$C/$CERT-key.pem" --connections "$CONN" --seconds "$SECS" --flow "$flow" \
-        --packages "$WORK/pkg" 2> "$WORK/kf.err" || true)
-  KF[$flow]=$(echo "$out" | field ops_per_s)
-  case $flow in
-    request) label="keyfleetd pair-key request (durable)" ;;
-    full) label="keyfleetd request + both acks (2 commits)" ;;
-    *) label="keyfleetd $flow" ;;
-  esac
-  row "$label" "${KF[$flow]}" "$out"
-  [ -n "${KF[$flow]}" ] || sed 's/^/  keyfleet: /' "$WORK/kf.err" | head -3
+  for batch in $BATCHES; do
+    out=$("$PAIR_BENCH" --server "127.0.0.1:$KF_PORT" --ca "$C/ca-cert.pem" --cert "$C/$CERT-cert.pem" \
+          --key "$C/$CERT-key.pem" --connections "$CONN" --seconds "$SECS" --flow "$flow" \
+          --batch "$batch" --packages "$WORK/pkg" 2> "$WORK/kf.err" || true)
+    KF[$flow.$batch]=$(echo "$out" | field ops_per_s)
+    RUNS="$RUNS $flow.$batch"
+    case $flow in
+      request) label="keyfleetd pair-key request (durable)" ;;
+      full) label="keyfleetd request + both acks (2 commits)" ;;
+      *) label="keyfleetd $flow" ;;
+    esac
+    [ "$batch" -gt 1 ] && label="${label%% (*}, $batch per message"
+    row "$label" "${KF[$flow.$batch]}" "$out"
+    [ -n "${KF[$flow.$batch]}" ] || sed 's/^/  keyfleet: /' "$WORK/kf.err" | head -3
+  done
 done
 for workers in 1 2; do
   peer="$WORK/peer$workers"
@@ -108,7 +123,10 @@ for workers in 1 2; do
   fi
 done
 
-for flow in $FLOWS; do
-  echo "ratio $flow / krb5kdc: $(ratio "${KF[$flow]:-}" "${K5[1]:-}") (one process)," \
-       "$(ratio "${KF[$flow]:-}" "${K5[2]:-}") (-w 2)"
+for r in $RUNS; do
+  flow=${r%.*} batch=${r##*.}
+  what=$flow
+  [ "$batch" -gt 1 ] && what="$flow, $batch per message,"
+  echo "ratio $what / krb5kdc: $(ratio "${KF[$r]:-}" "${K5[1]:-}") (one process)," \
+       "$(ratio "${KF[$r]:-}" "${K5[2]:-}") (-w 2)"
 done

@@ -1,8 +1,8 @@
 /*
  * Devices and pairwise KEKs (seed EP 0 948 158, DESIGN §4.1, wire format and
  * rules in docs/pairing.md): registration, the one-time export of a device's
- * installation package, device metadata, pair key requests and their
- * acknowledgements.
+ * installation package, device metadata. Pair key requests and their
+ * acknowledgements: device_pair.c.
  *
  * What is stored: the device row (domain, MKEK object, counter C_X, export
  * mark) and, per KEK, only metadata (IDs, devices, counters, window, uses,
@@ -14,16 +14,6 @@
  * secure memory between the RNG and kfd_issue_part, and is wiped after. The
  * unwrapped MKEKs of devices being served are cached in secure memory
  * (device_cache.c), wiped on seal.
- *
- * Order of a pair request (the replayed-M defence of seed [0039]-[0041]
- * depends on it): ONE transaction advances C_A and C_B, reserves the KEK IDs,
- * records their metadata and the audit record, and commits durably; only then
- * are the KEKs drawn and M built. A crash after commit loses nothing that
- * matters: the counters only went up, and the unused KEK IDs are simply never
- * acknowledged. Pair requests and acknowledgements are group-committed like
- * creates (groupcommit.c): concurrent callers share one transaction and one
- * fdatasync of the WAL, each in its own savepoint, and each is answered only
- * once that fdatasync, begun after the commit, has completed.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -100,8 +90,7 @@ static int mkek_attributes(const char *id, kf_buf *out)
     return rc;
 }
 
-/* The MKEK object may serve purpose now (lifecycle, archive, material, mark). */
-static int mkek_usable(struct kf_object *obj, enum kf_use_purpose purpose)
+int kms_mkek_usable(struct kf_object *obj, enum kf_use_purpose purpose)
 {
     obj->state = kf_lifecycle_effective_state(obj->state, obj->activation_date,
                                               obj->deactivation_date, now_seconds());
@@ -124,8 +113,7 @@ static int mkek_unwrap(kf_kms *kms, const struct kf_domain *d, const struct kf_o
     return KF_OK;
 }
 
-/* A device ID fit to echo into an audit record, else "". */
-static const char *shown_id(const char *id)
+const char *kms_device_shown_id(const char *id)
 {
     return id && kfd_id_valid(id) == KF_OK ? id : "";
 }
@@ -243,7 +231,7 @@ int kf_kms_device_register(kf_kms *kms, const char *actor, const char *id, const
     }
     if (rc < 0)
         kms_audit_refusal(kms, actor, "DeviceRegister", kf_domain_name_valid(domain) ? domain : "",
-                          shown_id(id), rc,
+                          kms_device_shown_id(id), rc,
                           rc == KF_ERR_RNG_HEALTH ? "random source failed its health test" : NULL);
     pthread_mutex_unlock(&kms->lock);
     kf_buf_free(&mkek);
@@ -295,7 +283,7 @@ static int export_in_tx(kf_kms *kms, const char *actor, const char *id, kf_buf *
     if (rc == KF_OK && dev.exported_at != 0)
         rc = KF_ERR_DEVICE_EXPORTED;
     if (rc == KF_OK)
-        rc = mkek_usable(&obj, KF_USE_GET);
+        rc = kms_mkek_usable(&obj, KF_USE_GET);
     if (rc == KF_OK)
         rc = kf_buf_alloc(&mkek, KFD_KEY_LEN, 64, KF_BUF_SECRET);
     if (rc == KF_OK)
@@ -333,7 +321,7 @@ int kf_kms_device_export(kf_kms *kms, const char *actor, const char *id, kf_buf 
     }
     if (rc < 0) {
         kf_buf_reset(package); /* wipes whatever was written */
-        kms_audit_refusal(kms, actor, "DeviceExport", d.name, shown_id(id), rc,
+        kms_audit_refusal(kms, actor, "DeviceExport", d.name, kms_device_shown_id(id), rc,
                           rc == KF_ERR_DEVICE_EXPORTED ? "second export refused" : NULL);
     }
     pthread_mutex_unlock(&kms->lock);
@@ -350,7 +338,7 @@ static int audit_read(kf_kms *kms, const char *actor, const char *op, const char
         .actor = actor,
         .operation = op,
         .domain = domain ? domain : "",
-        .object = shown_id(id),
+        .object = kms_device_shown_id(id),
         .result = rc == KF_OK ? "ok" : kf_errname(rc),
         .detail = "",
     };
@@ -392,395 +380,5 @@ int kf_kms_device_domain(kf_kms *kms, const char *id, char domain[KF_DOMAIN_NAME
     }
     if (rc == KF_OK)
         memcpy(domain, v.domain, KF_DOMAIN_NAME_MAX + 1);
-    return rc;
-}
-
-/* ---- Group commit of pair requests and acknowledgements ----
- * groupcommit.c: the leader runs every queued job in its own savepoint inside
- * one transaction, commits once, audits the refusals, and the jobs are
- * answered only once the commit is fsync'ed (kf_store_sync). A job's result
- * is final only then. */
-struct dev_job {
-    struct kms_gc_job gc;                            /* first: the queue holds &gc */
-    int (*run)(kf_kms *kms, struct dev_job *j);      /* in the open transaction */
-    void (*refused)(kf_kms *kms, struct dev_job *j); /* audit gc.rc, under kms->lock */
-};
-
-static int run_in_savepoint(kf_kms *kms, struct dev_job *j)
-{
-    KF_GUARD(kf_store_savepoint(kms->store));
-    int rc = j->run(kms, j);
-    kf_store_savepoint_end(kms->store, rc == KF_OK);
-    return rc;
-}
-
-static uint64_t run_device_batch(kf_kms *kms, struct kms_gc_job *batch)
-{
-    uint64_t ticket = 0;
-    bool deferred;
-    pthread_mutex_lock(&kms->lock);
-    int trc = kf_secmod_sealed(kms->secmod) ? KF_ERR_SEALED
-                                            : kf_store_begin_deferred(kms->store, &deferred);
-    for (struct kms_gc_job *j = batch; j; j = j->next)
-        j->rc = trc == KF_OK ? run_in_savepoint(kms, (struct dev_job *)j) : trc;
-    if (trc == KF_OK && (trc = kf_store_commit_deferred(kms->store, &ticket)) < 0) {
-        kf_store_rollback(kms->store);
-        for (struct kms_gc_job *j = batch; j; j = j->next)
-            if (j->rc == KF_OK)
-                j->rc = trc; /* nothing of the batch persisted */
-    }
-    for (struct kms_gc_job *j = batch; j; j = j->next)
-        if (j->rc < 0)
-            ((struct dev_job *)j)->refused(kms, (struct dev_job *)j);
-    pthread_mutex_unlock(&kms->lock);
-    return ticket;
-}
-
-static int device_batch_submit(kf_kms *kms, struct dev_job *me)
-{
-    return kms_gc_submit(kms, &kms->device_q, &me->gc, run_device_batch);
-}
-
-/* ---- Pair key request ---- */
-
-struct pair_job {
-    struct dev_job job; /* first */
-    const char *actor, *id_a, *id_b;
-    uint32_t count, lifetime, max_uses;
-    /* Captured in the transaction for building M after the commit. */
-    char domain[KF_DOMAIN_NAME_MAX + 1];
-    struct kms_device_view dev[2];
-    uint64_t counter[2];
-    uint64_t first_kek_id;
-    int64_t not_before;
-};
-
-/* The MKEK may wrap KEKs now: its mark, archive, material and (from its
- * dates, now) its state, as of this transaction. */
-static int device_usable(const struct kms_device_view *v, enum kf_use_purpose purpose)
-{
-    uint32_t state = kf_lifecycle_effective_state(v->state, v->activation_date,
-                                                  v->deactivation_date, now_seconds());
-    KF_ENSURE(v->bound, KF_ERR_INTERNAL);
-    KF_ENSURE(!v->archived, KF_ERR_OBJECT_ARCHIVED);
-    KF_ENSURE(kf_lifecycle_allows_use(state, purpose) && v->has_material, KF_ERR_STATE);
-    return KF_OK;
-}
-
-static int pair_run(kf_kms *kms, struct dev_job *j)
-{
-    struct pair_job *p = (struct pair_job *)j;
-    const char *ids[2] = {p->id_a, p->id_b};
-    kf_store *st = kms->store;
-    for (int i = 0; i < 2; i++)
-        KF_GUARD(kms_device_view_tx(kms, ids[i], &p->dev[i]));
-    KF_ENSURE(p->dev[0].domain_id == p->dev[1].domain_id, KF_ERR_DOMAIN_CROSS);
-    memcpy(p->domain, p->dev[0].domain, sizeof(p->domain));
-    for (int i = 0; i < 2; i++)
-        KF_GUARD(device_usable(&p->dev[i], KF_USE_WRAP));
-    /* C_A + 1, C_B + 1: in the database (authoritative) and in this job. */
-    KF_GUARD(kf_store_device_next_counters(st, ids, p->counter));
-    KF_GUARD(kf_store_kek_ids_next(st, p->count, &p->first_kek_id));
-    p->not_before = now_seconds();
-    struct kf_pair_kek k = {
-        .domain_id = p->dev[0].domain_id,
-        .counter_a = p->counter[0],
-        .counter_b = p->counter[1],
-        .max_uses = p->max_uses,
-        .issued_at = p->not_before,
-    };
-    memcpy(k.id_a, p->dev[0].id, sizeof(k.id_a));
-    memcpy(k.id_b, p->dev[1].id, sizeof(k.id_b));
-    for (uint32_t i = 0; i < p->count; i++) {
-        k.kek_id = p->first_kek_id + i;
-        k.kek_index = i;
-        k.not_before = p->not_before + (int64_t)i * p->lifetime;
-        k.not_after = k.not_before + p->lifetime;
-        KF_GUARD(kf_store_pair_kek_insert(st, &k));
-    }
-    /* IDs, KEK IDs and counters: never a key. */
-    char detail[320];
-    snprintf(detail, sizeof(detail),
-             "A %s B %s kek %llu..%llu count %u counter A %llu B %llu lifetime %u max uses %u",
-             p->id_a, p->id_b, (unsigned long long)p->first_kek_id,
-             (unsigned long long)(p->first_kek_id + p->count - 1), p->count,
-             (unsigned long long)p->counter[0], (unsigned long long)p->counter[1], p->lifetime,
-             p->max_uses);
-    return kms_audit(kms, p->actor, "PairKeyRequest", p->domain, p->id_a, KF_OK, detail);
-}
-
-static void pair_audit_refusal(kf_kms *kms, const struct pair_job *p, int rc, const char *why)
-{
-    char detail[256];
-    const char *b = shown_id(p->id_b);
-    if (why)
-        snprintf(detail, sizeof(detail), "B %s: %s", *b ? b : "-", why);
-    else
-        snprintf(detail, sizeof(detail), "B %s", *b ? b : "-");
-    kms_audit_refusal(kms, p->actor, "PairKeyRequest", p->domain, shown_id(p->id_a), rc, detail);
-}
-
-static void pair_refused(kf_kms *kms, struct dev_job *j)
-{
-    struct pair_job *p = (struct pair_job *)j;
-    pair_audit_refusal(kms, p, j->gc.rc,
-                       j->gc.rc == KF_ERR_RNG_HEALTH ? "random source failed its health test"
-                                                     : NULL);
-}
-
-/* One part of M, built with the MKEK of its device (kms_device_with_mkek). */
-struct part_build {
-    const struct pair_job *p;
-    enum kfd_role role;
-    uint64_t counter;
-    const struct kfd_issue_kek *meta;
-    const uint8_t (*keks)[KFD_KEY_LEN];
-    const uint8_t *nonce;
-    kf_buf *m;
-};
-
-static int build_part(void *ctx, const uint8_t *mkek)
-{
-    const struct part_build *b = ctx;
-    return kfd_issue_part(mkek, b->role, b->p->id_a, b->p->id_b, b->counter, b->meta, b->keks,
-                          b->p->count, b->nonce, b->m);
-}
-
-/* After the commit: draw the KEKs, build SM_A || SM_B into m, wipe. */
-static int build_message(kf_kms *kms, struct pair_job *p, kf_buf *m)
-{
-    kf_buf keks = {0};
-    struct kfd_issue_kek meta[KF_PAIR_MAX_KEKS];
-    static const enum kfd_role roles[2] = {KFD_ROLE_A, KFD_ROLE_B};
-    uint8_t *kp;
-    /* One draw for the KEKs and both nonces (the nonces follow the KEKs). */
-    size_t n = (size_t)p->count * KFD_KEY_LEN, all = n + 2 * KFD_NONCE_LEN;
-    int rc = kf_buf_alloc(&keks, all, all, KF_BUF_SECRET);
-    if (rc == KF_OK && (rc = kf_buf_put_space(&keks, all, &kp)) == KF_OK)
-        rc = kf_rng_bytes(kp, all);
-    const uint8_t *nonce[2] = {NULL, NULL};
-    if (rc == KF_OK) {
-        nonce[0] = kp + n;
-        nonce[1] = kp + n + KFD_NONCE_LEN;
-    }
-    for (uint32_t i = 0; i < p->count; i++)
-        meta[i] = (struct kfd_issue_kek){
-            .kek_id = p->first_kek_id + i,
-            .not_before = p->not_before + (int64_t)i * p->lifetime,
-            .not_after = p->not_before + (int64_t)(i + 1) * p->lifetime,
-            .max_uses = p->max_uses,
-        };
-    /* Each part is appended to m: M = SM_A || SM_B. */
-    for (int i = 0; i < 2 && rc == KF_OK; i++) {
-        struct part_build b = {
-            .p = p,
-            .role = roles[i],
-            .counter = p->counter[i],
-            .meta = meta,
-            .keks = (const uint8_t(*)[KFD_KEY_LEN])keks.data,
-            .nonce = nonce[i],
-            .m = m,
-        };
-        rc = kms_device_with_mkek(kms, &p->dev[i], build_part, &b);
-    }
-    kf_buf_free(&keks); /* wipes the KEKs: nothing of them remains but M */
-    if (rc < 0)
-        kf_buf_reset(m);
-    return rc;
-}
-
-static int pair_policy(uint32_t count, uint32_t lifetime, uint32_t max_uses)
-{
-    KF_ENSURE(count >= 1 && count <= KF_PAIR_MAX_KEKS, KF_ERR_PAIR_POLICY);
-    KF_ENSURE(lifetime >= 1 && lifetime <= KF_PAIR_MAX_LIFETIME, KF_ERR_PAIR_POLICY);
-    KF_ENSURE(max_uses >= 1 && max_uses <= KF_PAIR_MAX_MAX_USES, KF_ERR_PAIR_POLICY);
-    return KF_OK;
-}
-
-int kf_kms_pair_issue(kf_kms *kms, const char *actor, const char *id_a, const char *id_b,
-                      uint32_t count, uint32_t lifetime_s, uint32_t max_uses, kf_buf *m)
-{
-    KF_ENSURE(kms && actor && m, KF_ERR_ARG);
-    struct pair_job p = {
-        .job = {.run = pair_run, .refused = pair_refused},
-        .actor = actor,
-        .id_a = id_a,
-        .id_b = id_b,
-        .count = count,
-        .lifetime = lifetime_s ? lifetime_s : KF_PAIR_DEFAULT_LIFETIME,
-        .max_uses = max_uses ? max_uses : KF_PAIR_DEFAULT_MAX_USES,
-    };
-    int rc = kfd_id_valid(id_a);
-    if (rc == KF_OK)
-        rc = kfd_id_valid(id_b);
-    if (rc == KF_OK && strcmp(id_a, id_b) == 0)
-        rc = KF_ERR_PAIR_SAME;
-    if (rc == KF_OK)
-        rc = pair_policy(p.count, p.lifetime, p.max_uses);
-    if (rc == KF_OK && kf_rng_failed())
-        rc = KF_ERR_RNG_HEALTH; /* before any counter moves for a message that cannot be made */
-    if (rc < 0) {
-        pthread_mutex_lock(&kms->lock);
-        p.job.gc.rc = rc;
-        pair_refused(kms, &p.job);
-        pthread_mutex_unlock(&kms->lock);
-        return rc;
-    }
-    rc = device_batch_submit(kms, &p.job);
-    if (rc == KF_OK && (rc = build_message(kms, &p, m)) < 0) {
-        pthread_mutex_lock(&kms->lock);
-        pair_audit_refusal(kms, &p, rc, "committed, but the message could not be built");
-        pthread_mutex_unlock(&kms->lock);
-    }
-    return rc;
-}
-
-/* ---- Acknowledgements ---- */
-
-struct ack_job {
-    struct dev_job job; /* first */
-    const char *actor;
-    struct kfd_ack ack;
-    char domain[KF_DOMAIN_NAME_MAX + 1];
-    struct kf_pair_ack_result res;
-};
-
-static const char *ack_status_name(uint32_t s)
-{
-    static const char *const names[] = {
-        "-",         "accepted", "stale",   "integrity", "wrong device",
-        "malformed", "expired",  "storage", "partner"};
-    return s < sizeof(names) / sizeof(names[0]) ? names[s] : "?";
-}
-
-/* Record the ack against its KEKs: issued to this device, in this part, once. */
-static int ack_record(kf_kms *kms, struct ack_job *q)
-{
-    struct kf_pair_kek k;
-    const struct kfd_ack *a = &q->ack;
-    int rc = kf_store_pair_kek_get(kms->store, a->kek_id, &k);
-    KF_ENSURE(rc != KF_ERR_NOT_FOUND, KF_ERR_ACK_UNKNOWN);
-    KF_GUARD(rc);
-    /* The ack names the first KEK of the part it answers. */
-    KF_ENSURE(k.kek_index == 0, KF_ERR_ACK_UNKNOWN);
-    int role = strcmp(k.id_a, a->device) == 0 ? 1 : strcmp(k.id_b, a->device) == 0 ? 2 : 0;
-    KF_ENSURE(role != 0, KF_ERR_ACK_UNKNOWN);
-    uint64_t sent = role == 1 ? k.counter_a : k.counter_b;
-    /* "Accepted" is only true of the part we sent, with the counter we sent. */
-    KF_ENSURE(a->status != KFD_ACK_ACCEPTED || a->part_counter == sent, KF_ERR_ACK_UNKNOWN);
-    KF_ENSURE((role == 1 ? k.ack_a_status : k.ack_b_status) == 0, KF_ERR_ACK_REPLAY);
-    return kf_store_pair_kek_ack(kms->store, a->kek_id, a->device, role, a->status, now_seconds());
-}
-
-static int ack_run(kf_kms *kms, struct dev_job *j)
-{
-    struct ack_job *q = (struct ack_job *)j;
-    const struct kfd_ack *a = &q->ack;
-    struct kf_device dev;
-    KF_GUARD(kf_store_device_get(kms->store, a->device, &dev));
-    if (a->kek_id != 0)
-        KF_GUARD(ack_record(kms, q));
-    char detail[256];
-    snprintf(detail, sizeof(detail),
-             "kek %llu status %s part counter %llu device counter %llu server counter %llu",
-             (unsigned long long)a->kek_id, ack_status_name(a->status),
-             (unsigned long long)a->part_counter, (unsigned long long)a->device_counter,
-             (unsigned long long)dev.counter);
-    KF_GUARD(kms_audit(kms, q->actor, "PairAck", q->domain, a->device, KF_OK, detail));
-    q->res.counter = dev.counter;
-    /* Resynchronisation: a device ahead of the server (restored from a backup)
-     * pulls C_X forward to its own counter; C_X never goes back. */
-    if (a->device_counter > dev.counter) {
-        KF_ENSURE(a->device_counter < (uint64_t)INT64_MAX, KF_ERR_DEVICE_COUNTER);
-        KF_GUARD(kf_store_device_set_counter(kms->store, a->device, a->device_counter));
-        snprintf(detail, sizeof(detail), "counter %llu -> %llu (the device's counter, kek %llu)",
-                 (unsigned long long)dev.counter, (unsigned long long)a->device_counter,
-                 (unsigned long long)a->kek_id);
-        KF_GUARD(kms_audit(kms, q->actor, "PairResync", q->domain, a->device, KF_OK, detail));
-        q->res.counter = a->device_counter;
-        q->res.resynced = true;
-    }
-    return KF_OK;
-}
-
-static void ack_audit_refusal(kf_kms *kms, const char *actor, const char *domain,
-                              const struct kfd_ack *a, int rc)
-{
-    char detail[128] = "";
-    if (a && a->device[0])
-        snprintf(detail, sizeof(detail), "kek %llu status %s", (unsigned long long)a->kek_id,
-                 ack_status_name(a->status));
-    kms_audit_refusal(kms, actor, "PairAck", domain ? domain : "", a ? shown_id(a->device) : "", rc,
-                      detail);
-}
-
-static void ack_refused(kf_kms *kms, struct dev_job *j)
-{
-    struct ack_job *q = (struct ack_job *)j;
-    ack_audit_refusal(kms, q->actor, q->domain, &q->ack, j->gc.rc);
-}
-
-static int ack_mac_check(void *ctx, const uint8_t *mkek)
-{
-    const struct ack_job *q = ctx;
-    return kfd_ack_verify(&q->ack, mkek) == KF_OK ? KF_OK : KF_ERR_ACK_MAC;
-}
-
-/* Check the ack's MAC under the device's MKEK, on a read connection. */
-static int ack_verify(kf_kms *kms, struct ack_job *q)
-{
-    struct kms_device_view v;
-    struct kf_object obj = {0};
-    struct kms_read r;
-    KF_ENSURE(!kf_secmod_sealed(kms->secmod), KF_ERR_SEALED);
-    /* The device as its last pair request saw it, if no object changed since. */
-    int rc = kms_device_view_cached(kms, q->ack.device, &v);
-    if (rc == KF_OK) {
-        memcpy(q->domain, v.domain, sizeof(q->domain));
-        rc = device_usable(&v, KF_USE_MAC_VERIFY);
-    } else {
-        kms_read_begin(kms, &r);
-        rc = kms_device_identity(kms, r.st, q->ack.device, &v);
-        if (rc == KF_OK)
-            rc = kf_store_object_get(r.st, v.domain_id, v.mkek_key_id, &obj);
-        kms_read_end(kms, &r);
-        if (rc == KF_OK) {
-            memcpy(q->domain, v.domain, sizeof(q->domain));
-            rc = mkek_usable(&obj, KF_USE_MAC_VERIFY);
-            v.version = obj.version;
-            v.facts_valid = true; /* for the key's version only */
-        }
-    }
-    if (rc == KF_OK)
-        rc = kms_device_with_mkek(kms, &v, ack_mac_check, q);
-    kf_object_clear(&obj);
-    return rc;
-}
-
-int kf_kms_pair_ack(kf_kms *kms, const char *actor, const uint8_t *ack, size_t len,
-                    struct kf_pair_ack_result *out)
-{
-    KF_ENSURE(kms && actor, KF_ERR_ARG);
-    struct ack_job q = {.job = {.run = ack_run, .refused = ack_refused}, .actor = actor};
-    int rc = ack && len ? kfd_ack_decode(ack, len, &q.ack) : KF_ERR_PAIR_MALFORMED;
-    if (rc < 0) {
-        memset(&q.ack, 0, sizeof(q.ack));
-        rc = KF_ERR_PAIR_MALFORMED;
-    }
-    if (rc == KF_OK)
-        rc = ack_verify(kms, &q);
-    if (rc < 0) {
-        pthread_mutex_lock(&kms->lock);
-        ack_audit_refusal(kms, actor, q.domain, &q.ack, rc);
-        pthread_mutex_unlock(&kms->lock);
-        return rc;
-    }
-    rc = device_batch_submit(kms, &q.job);
-    if (rc == KF_OK && out) {
-        q.res.kek_id = q.ack.kek_id;
-        q.res.status = q.ack.status;
-        memcpy(q.res.device, q.ack.device, sizeof(q.res.device));
-        *out = q.res;
-    }
     return rc;
 }

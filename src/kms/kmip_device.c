@@ -3,13 +3,14 @@
  * operations"): KeyfleetDeviceRegister, -Export, -Get, KeyfleetPairKeyRequest
  * and KeyfleetPairAckReport. Each decodes its payload strictly (the items in
  * the documented order, nothing else), authorises the caller for the
- * device's domain, and calls the service (device.c).
+ * device's domain, and calls the service (device.c, device_pair.c).
  *
  * Roles: register = manage, export = export, get = use, pair request and ack
  * report = device. A device the server does not know passes authorisation to
  * the service, which refuses it (audited) as KF_ERR_DEVICE_UNKNOWN.
  */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "keyfleet/device.h"
@@ -197,30 +198,42 @@ static int take_opt_int(struct items *it, uint32_t tag, uint32_t *v, const char 
     return KF_OK;
 }
 
-int kmip_kf_pair_key_request(struct kmip_call *c)
+struct pair_args {
+    const char *id_a, *id_b;
+    uint32_t count, lifetime, max_uses;
+};
+
+static int parse_pair_request(struct kmip_call *c, struct pair_args *p)
 {
     struct items it;
-    const char *id_a, *id_b;
-    uint32_t count = 1, lifetime = 0, max_uses = 0;
     const kf_ttlv *n;
+    *p = (struct pair_args){.count = 1};
     items_start(&it, c);
-    KF_GUARD(take_id(&it, KMIP_TAG_KEYFLEET_DEVICE_ID_A, &id_a,
+    KF_GUARD(take_id(&it, KMIP_TAG_KEYFLEET_DEVICE_ID_A, &p->id_a,
                      "pair key request needs DeviceIdA first"));
-    KF_GUARD(take_id(&it, KMIP_TAG_KEYFLEET_DEVICE_ID_B, &id_b,
+    KF_GUARD(take_id(&it, KMIP_TAG_KEYFLEET_DEVICE_ID_B, &p->id_b,
                      "pair key request needs DeviceIdB after DeviceIdA"));
-    KF_GUARD(take_opt_int(&it, KMIP_TAG_KEYFLEET_KEK_COUNT, &count, "KekCount must be 1-8"));
+    KF_GUARD(take_opt_int(&it, KMIP_TAG_KEYFLEET_KEK_COUNT, &p->count, "KekCount must be 1-8"));
     if (items_at(&it, KMIP_TAG_KEYFLEET_LIFETIME)) {
         KF_GUARD(take(&it, KMIP_TAG_KEYFLEET_LIFETIME, KF_TTLV_INTERVAL, &n,
                       "Lifetime must be an Interval"));
-        lifetime = n->v.u32;
+        p->lifetime = n->v.u32;
     }
-    KF_GUARD(take_opt_int(&it, KMIP_TAG_KEYFLEET_MAX_USES, &max_uses, "MaxUses must be 1-1000000"));
-    KF_GUARD(items_end(&it));
+    KF_GUARD(
+        take_opt_int(&it, KMIP_TAG_KEYFLEET_MAX_USES, &p->max_uses, "MaxUses must be 1-1000000"));
+    return items_end(&it);
+}
+
+int kmip_kf_pair_key_request(struct kmip_call *c)
+{
+    struct pair_args p;
+    KF_GUARD(parse_pair_request(c, &p));
     /* The requester's domain; the service refuses a partner in another one. */
-    KF_GUARD(authorize_device(c, KF_ROLE_DEVICE, id_a, "PairKeyRequest"));
+    KF_GUARD(authorize_device(c, KF_ROLE_DEVICE, p.id_a, "PairKeyRequest"));
     kf_buf m;
     KF_GUARD(kf_buf_alloc(&m, 1024, 2 * KFD_MSG_MAX, 0));
-    int rc = kf_kms_pair_issue(c->kms, c->actor, id_a, id_b, count, lifetime, max_uses, &m);
+    int rc =
+        kf_kms_pair_issue(c->kms, c->actor, p.id_a, p.id_b, p.count, p.lifetime, p.max_uses, &m);
     if (rc == KF_OK)
         rc = append_raw_items(c, m.data, m.len); /* PairPart A, then PairPart B */
     kf_buf_free(&m);
@@ -229,19 +242,48 @@ int kmip_kf_pair_key_request(struct kmip_call *c)
 
 /* ---- KeyfleetPairAckReport {PairAck, [PairAck]} ---- */
 
+static int parse_ack_report(struct kmip_call *c, const kf_ttlv *acks[2], size_t *n)
+{
+    struct items it;
+    items_start(&it, c);
+    KF_GUARD(take(&it, KMIP_TAG_KEYFLEET_PAIR_ACK, KF_TTLV_STRUCTURE, &acks[0],
+                  "ack report needs one or two PairAck"));
+    *n = 1;
+    if (items_at(&it, KMIP_TAG_KEYFLEET_PAIR_ACK))
+        KF_GUARD(take(&it, KMIP_TAG_KEYFLEET_PAIR_ACK, KF_TTLV_STRUCTURE, &acks[(*n)++],
+                      "ack report needs one or two PairAck"));
+    return items_end(&it);
+}
+
+/* The ack's exact bytes: the MAC covers the AckBody's exact bytes, and
+ * re-encoding the decoded item reproduces them (the codec is byte-exact both
+ * ways). Too long to be an ack: empty (the service refuses it, audited). */
+static int ack_bytes(const kf_ttlv *ack_node, kf_buf *bytes)
+{
+    int rc = kf_ttlv_encode(ack_node, bytes);
+    if (rc == KF_ERR_LIMIT || rc == KF_ERR_NOSPACE) {
+        kf_buf_reset(bytes);
+        rc = KF_OK;
+    }
+    return rc;
+}
+
+static int put_ack_result(struct kmip_call *c, const struct kf_pair_ack_result *res)
+{
+    KF_GUARD(add_text(c, c->resp, KMIP_TAG_KEYFLEET_DEVICE_ID, res->device));
+    KF_GUARD(add_long(c, c->resp, KMIP_TAG_KEYFLEET_KEK_ID, res->kek_id));
+    KF_ENSURE(kf_ttlv_add_enum(c->arena, c->resp, KMIP_TAG_KEYFLEET_ACK_STATUS, res->status),
+              KF_ERR_NOMEM);
+    return add_long(c, c->resp, KMIP_TAG_KEYFLEET_COUNTER, res->counter);
+}
+
 static int report_one(struct kmip_call *c, const kf_ttlv *ack_node)
 {
     kf_buf bytes;
     struct kfd_ack peek;
     struct kf_pair_ack_result res;
     KF_GUARD(kf_buf_alloc(&bytes, 256, KFD_MSG_MAX, 0));
-    /* The MAC covers the AckBody's exact bytes; re-encoding the decoded item
-     * reproduces them (the codec is byte-exact both ways). */
-    int rc = kf_ttlv_encode(ack_node, &bytes);
-    if (rc == KF_ERR_LIMIT || rc == KF_ERR_NOSPACE) {
-        kf_buf_reset(&bytes); /* too long to be an ack: the service refuses it, audited */
-        rc = KF_OK;
-    }
+    int rc = ack_bytes(ack_node, &bytes);
     /* Authorise for the named device's domain; a malformed ack goes to the
      * service, which refuses and audits it. */
     if (rc == KF_OK && bytes.len && kfd_ack_decode(bytes.data, bytes.len, &peek) == KF_OK)
@@ -250,28 +292,181 @@ static int report_one(struct kmip_call *c, const kf_ttlv *ack_node)
         rc = kf_kms_pair_ack(c->kms, c->actor, bytes.data, bytes.len, &res);
     kf_buf_free(&bytes);
     KF_GUARD(rc);
-    KF_GUARD(add_text(c, c->resp, KMIP_TAG_KEYFLEET_DEVICE_ID, res.device));
-    KF_GUARD(add_long(c, c->resp, KMIP_TAG_KEYFLEET_KEK_ID, res.kek_id));
-    KF_ENSURE(kf_ttlv_add_enum(c->arena, c->resp, KMIP_TAG_KEYFLEET_ACK_STATUS, res.status),
-              KF_ERR_NOMEM);
-    return add_long(c, c->resp, KMIP_TAG_KEYFLEET_COUNTER, res.counter);
+    return put_ack_result(c, &res);
 }
 
 int kmip_kf_pair_ack_report(struct kmip_call *c)
 {
-    struct items it;
     const kf_ttlv *acks[2];
-    items_start(&it, c);
-    KF_GUARD(take(&it, KMIP_TAG_KEYFLEET_PAIR_ACK, KF_TTLV_STRUCTURE, &acks[0],
-                  "ack report needs one or two PairAck"));
-    size_t n = 1;
-    if (items_at(&it, KMIP_TAG_KEYFLEET_PAIR_ACK))
-        KF_GUARD(take(&it, KMIP_TAG_KEYFLEET_PAIR_ACK, KF_TTLV_STRUCTURE, &acks[n++],
-                      "ack report needs one or two PairAck"));
-    KF_GUARD(items_end(&it));
+    size_t n;
+    KF_GUARD(parse_ack_report(c, acks, &n));
     /* One at a time: each ack is its own durable record (an earlier good ack
      * stays recorded when a later one is refused). */
     for (size_t i = 0; i < n; i++)
         KF_GUARD(report_one(c, acks[i]));
+    return KF_OK;
+}
+
+/* ---- Runs of device items in one transaction (kmip_dispatch.c) ---- */
+
+struct kmip_device_run {
+    kf_kms *kms;
+    const char *actor;
+    uint32_t op;
+    bool stop;
+    size_t n;                                     /* items */
+    struct kmip_call *call[KMS_DEVICE_ITEMS_MAX]; /* the dispatcher's, one per item */
+    /* KeyfleetPairKeyRequest: one request per item, M into one buffer each. */
+    struct kms_pair_item pair[KMS_DEVICE_ITEMS_MAX];
+    kf_buf m[KMS_DEVICE_ITEMS_MAX];
+    /* KeyfleetPairAckReport: one or two acks per item, their bytes in one buffer. */
+    struct kms_ack_item ack[2 * KMS_DEVICE_ITEMS_MAX];
+    size_t nacks, first_ack[KMS_DEVICE_ITEMS_MAX], acks_of[KMS_DEVICE_ITEMS_MAX];
+    size_t ack_at[2 * KMS_DEVICE_ITEMS_MAX]; /* offset of each ack's bytes in ack_mem */
+    kf_buf ack_mem;
+};
+
+bool kmip_device_batch_op(uint32_t op)
+{
+    return op == KMIP_OP_KEYFLEET_PAIR_KEY_REQUEST || op == KMIP_OP_KEYFLEET_PAIR_ACK_REPORT;
+}
+
+int kmip_device_run_new(kf_kms *kms, const char *actor, uint32_t op, bool stop,
+                        struct kmip_device_run **out)
+{
+    KF_ENSURE(kmip_device_batch_op(op), KF_ERR_ARG);
+    struct kmip_device_run *r = calloc(1, sizeof(*r));
+    KF_ENSURE(r, KF_ERR_NOMEM);
+    r->kms = kms;
+    r->actor = actor;
+    r->op = op;
+    r->stop = stop;
+    *out = r;
+    return KF_OK;
+}
+
+void kmip_device_run_free(struct kmip_device_run *r)
+{
+    if (!r)
+        return;
+    for (size_t i = 0; i < r->n; i++)
+        kf_buf_free(&r->m[i]);
+    kf_buf_free(&r->ack_mem);
+    free(r);
+}
+
+size_t kmip_device_run_items(const struct kmip_device_run *r)
+{
+    return r->n;
+}
+
+/* Authorised for the device's domain, decided without a refusal being
+ * audited: false for an unknown device as well (the lone path answers it). */
+static bool device_allowed(struct kmip_call *c, const char *id)
+{
+    char domain[KF_DOMAIN_NAME_MAX + 1];
+    return kf_kms_device_domain(c->kms, id, domain) == KF_OK && domain[0] &&
+           kf_principal_allows(c->who, KF_ROLE_DEVICE, domain);
+}
+
+static int run_add_pair(struct kmip_device_run *r, struct kmip_call *c)
+{
+    struct pair_args p;
+    KF_GUARD(parse_pair_request(c, &p));
+    KF_ENSURE(device_allowed(c, p.id_a), KF_ERR_PERM);
+    KF_GUARD(kms_pair_precheck(p.id_a, p.id_b, p.count, p.lifetime, p.max_uses));
+    kf_buf *m = &r->m[r->n];
+    KF_GUARD(kf_buf_alloc(m, 1024, 2 * KFD_MSG_MAX, 0));
+    r->pair[r->n] = (struct kms_pair_item){
+        .id_a = p.id_a,
+        .id_b = p.id_b,
+        .count = p.count,
+        .lifetime = p.lifetime,
+        .max_uses = p.max_uses,
+        .chained = r->stop,
+        .m = m,
+    };
+    return KF_OK;
+}
+
+static int run_add_report(struct kmip_device_run *r, struct kmip_call *c)
+{
+    const kf_ttlv *acks[2];
+    size_t n;
+    KF_GUARD(parse_ack_report(c, acks, &n));
+    if (!r->ack_mem.data)
+        KF_GUARD(kf_buf_alloc(&r->ack_mem, 4096, 2 * KMS_DEVICE_ITEMS_MAX * KFD_MSG_MAX, 0));
+    size_t at[2], len[2];
+    for (size_t i = 0; i < n; i++) {
+        struct kfd_ack peek;
+        kf_buf one;
+        KF_GUARD(kf_buf_alloc(&one, 256, KFD_MSG_MAX, 0));
+        int rc = ack_bytes(acks[i], &one);
+        if (rc == KF_OK && (!one.len || kfd_ack_decode(one.data, one.len, &peek) < 0 ||
+                            !device_allowed(c, peek.device)))
+            rc = KF_ERR_PERM; /* malformed, unknown or not authorised: the lone path */
+        at[i] = r->ack_mem.len;
+        len[i] = one.len;
+        if (rc == KF_OK)
+            rc = kf_buf_put_bytes(&r->ack_mem, one.data, one.len);
+        kf_buf_free(&one);
+        KF_GUARD(rc);
+    }
+    r->first_ack[r->n] = r->nacks;
+    r->acks_of[r->n] = n;
+    for (size_t i = 0; i < n; i++) {
+        r->ack_at[r->nacks] = at[i]; /* ack_mem may still move: pointers at exec */
+        r->ack[r->nacks++] = (struct kms_ack_item){
+            .len = len[i],
+            .chained = i > 0 || r->stop, /* the lone report stops at its first refusal */
+        };
+    }
+    return KF_OK;
+}
+
+int kmip_device_run_add(struct kmip_device_run *r, struct kmip_call *c)
+{
+    KF_ENSURE(r->n < KMS_DEVICE_ITEMS_MAX, KF_ERR_LIMIT);
+    size_t ack_mark = r->ack_mem.len;
+    int rc = r->op == KMIP_OP_KEYFLEET_PAIR_KEY_REQUEST ? run_add_pair(r, c) : run_add_report(r, c);
+    if (rc < 0) {
+        r->ack_mem.len = ack_mark;
+        return rc;
+    }
+    r->call[r->n++] = c;
+    return KF_OK;
+}
+
+int kmip_device_run_exec(struct kmip_device_run *r)
+{
+    KF_ENSURE(r->n >= 1, KF_ERR_ARG);
+    if (r->op == KMIP_OP_KEYFLEET_PAIR_KEY_REQUEST)
+        return kms_pair_issue_items(r->kms, r->actor, r->pair, r->n);
+    for (size_t i = 0; i < r->nacks; i++)
+        r->ack[i].ack = r->ack_mem.data + r->ack_at[i];
+    return kms_pair_ack_items(r->kms, r->actor, r->ack, r->nacks);
+}
+
+int kmip_device_run_answer(struct kmip_device_run *r, size_t i, bool *ran)
+{
+    KF_ENSURE(i < r->n, KF_ERR_ARG);
+    struct kmip_call *c = r->call[i];
+    if (r->op == KMIP_OP_KEYFLEET_PAIR_KEY_REQUEST) {
+        *ran = r->pair[i].ran;
+        if (!*ran)
+            return KF_OK;
+        KF_GUARD(r->pair[i].rc);
+        return append_raw_items(c, r->m[i].data, r->m[i].len); /* PairPart A, then B */
+    }
+    const struct kms_ack_item *a = &r->ack[r->first_ack[i]];
+    *ran = a[0].ran;
+    if (!*ran)
+        return KF_OK;
+    /* As the lone report: the first refusal fails the item; a good first ack
+     * stays recorded when the second is refused. */
+    for (size_t k = 0; k < r->acks_of[i]; k++)
+        KF_GUARD(a[k].rc);
+    for (size_t k = 0; k < r->acks_of[i]; k++)
+        KF_GUARD(put_ack_result(c, &a[k].res));
     return KF_OK;
 }

@@ -326,54 +326,152 @@ static void remember_placeholder(struct batch *b, uint32_t op, const kf_ttlv *pa
         memcpy(b->id_placeholder, uid, len + 1);
 }
 
-/* Run one batch item; always produces a response batch item. *failed tells
- * whether it failed, for the Batch Error Continuation Option. */
-static int run_item(struct batch *b, const kf_ttlv *bi, bool *failed)
+/* The response batch item for bi: Operation and Unique Batch Item ID echoed.
+ * *op is 0 with *rc < 0 when bi has no Operation. */
+static kf_ttlv *item_start(struct batch *b, const kf_ttlv *bi, uint32_t *op, int *rc)
 {
     kf_arena *a = b->a;
-    int major = b->major;
-    *failed = true;
     kf_ttlv *item = kf_ttlv_struct(a, b->out, KMIP_TAG_BATCH_ITEM);
-    KF_ENSURE(item != NULL, KF_ERR_NOMEM);
-    uint32_t op = 0;
-    int rc = kf_ttlv_get_enum(kf_ttlv_find(bi, KMIP_TAG_OPERATION), &op);
-    if (rc == KF_OK && !kf_ttlv_add_enum(a, item, KMIP_TAG_OPERATION, op))
-        return KF_ERR_NOMEM;
+    if (!item)
+        return NULL;
+    *op = 0;
+    *rc = kf_ttlv_get_enum(kf_ttlv_find(bi, KMIP_TAG_OPERATION), op);
+    if (*rc == KF_OK && !kf_ttlv_add_enum(a, item, KMIP_TAG_OPERATION, *op))
+        return NULL;
     const kf_ttlv *ubi = kf_ttlv_find(bi, KMIP_TAG_UNIQUE_BATCH_ITEM_ID);
     const uint8_t *id;
     size_t idlen;
     if (kf_ttlv_get_bytes(ubi, &id, &idlen) == KF_OK &&
         !kf_ttlv_add_bytes(a, item, KMIP_TAG_UNIQUE_BATCH_ITEM_ID, id, idlen))
-        return KF_ERR_NOMEM;
-    if (rc < 0)
-        return put_failure(a, item, KF_ERR_REQUEST, major, "the batch item has no Operation");
-    kmip_handler fn = find_handler(op);
-    if (!fn)
-        return put_failure(a, item, KF_ERR_OPERATION, major, NULL);
+        return NULL;
+    return item;
+}
 
-    kf_ttlv *payload = kf_ttlv_struct(a, NULL, KMIP_TAG_RESPONSE_PAYLOAD);
+/* The call for one item of operation op: its request payload, a response payload. */
+static int call_init(struct batch *b, uint32_t op, const kf_ttlv *bi, struct kmip_call *call)
+{
+    kf_ttlv *payload = kf_ttlv_struct(b->a, NULL, KMIP_TAG_RESPONSE_PAYLOAD);
     KF_ENSURE(payload != NULL, KF_ERR_NOMEM);
-    struct kmip_call call = {
+    *call = (struct kmip_call){
         .kms = b->kms,
         .who = b->who,
         .actor = b->who->name,
-        .major = major,
+        .major = b->major,
         .minor = b->minor,
         .req = payload_for(b, op, kf_ttlv_find(bi, KMIP_TAG_REQUEST_PAYLOAD)),
         .resp = payload,
-        .arena = a,
+        .arena = b->a,
         .id_placeholder = b->id_placeholder,
     };
-    rc = fn(&call);
+    return KF_OK;
+}
+
+/* The item's result: Success with its payload, or the failure. */
+static int item_finish(struct batch *b, kf_ttlv *item, uint32_t op, int rc, struct kmip_call *call,
+                       bool *failed)
+{
+    kf_arena *a = b->a;
+    *failed = true;
     if (rc < 0) {
-        KF_GUARD(put_failure(a, item, rc, major, call.message));
+        KF_GUARD(put_failure(a, item, rc, b->major, call->message));
         return kmip_mfg_error_payload(a, item, op, rc); /* KeyfleetErrorCode */
     }
     *failed = false;
-    remember_placeholder(b, op, payload);
+    remember_placeholder(b, op, call->resp);
     if (!kf_ttlv_add_enum(a, item, KMIP_TAG_RESULT_STATUS, KMIP_RESULT_STATUS_SUCCESS))
         return KF_ERR_NOMEM;
-    return kf_ttlv_append(item, payload);
+    return kf_ttlv_append(item, call->resp);
+}
+
+/* Run one batch item; always produces a response batch item. *failed tells
+ * whether it failed, for the Batch Error Continuation Option. */
+static int run_item(struct batch *b, const kf_ttlv *bi, bool *failed)
+{
+    uint32_t op;
+    int rc;
+    *failed = true;
+    kf_ttlv *item = item_start(b, bi, &op, &rc);
+    KF_ENSURE(item != NULL, KF_ERR_NOMEM);
+    if (rc < 0)
+        return put_failure(b->a, item, KF_ERR_REQUEST, b->major, "the batch item has no Operation");
+    kmip_handler fn = find_handler(op);
+    if (!fn)
+        return put_failure(b->a, item, KF_ERR_OPERATION, b->major, NULL);
+    struct kmip_call call;
+    KF_GUARD(call_init(b, op, bi, &call));
+    rc = fn(&call);
+    return item_finish(b, item, op, rc, &call, failed);
+}
+
+static uint32_t item_op(const kf_ttlv *bi)
+{
+    uint32_t op = 0;
+    return kf_ttlv_get_enum(kf_ttlv_find(bi, KMIP_TAG_OPERATION), &op) == KF_OK ? op : 0;
+}
+
+/*
+ * Pair key requests (or ack reports) in a row share one transaction and one
+ * fdatasync (kmip_device_run_*, docs/pairing.md "Batched requests"): a
+ * gateway asking for many pairs' keys pays one durable commit per message
+ * instead of one per item. From bi on, take the items of bi's operation that
+ * nothing but the service can refuse, run them together, and answer them in
+ * order. *taken: the items answered or passed over (0: bi was not taken, run
+ * it on its own); *answered of them got a response item; *failed: one did.
+ * A run stops at the first item it cannot take, which then runs on its own:
+ * so every refusal made outside the service, and its audit record, happens
+ * exactly as if the items ran one by one.
+ */
+static int run_device_items(struct batch *b, const kf_ttlv *bi, bool stop, size_t *taken,
+                            int32_t *answered, bool *failed)
+{
+    *taken = 0;
+    *answered = 0;
+    *failed = false;
+    uint32_t op = item_op(bi);
+    if (!kmip_device_batch_op(op) || item_op(kf_ttlv_find_next(bi, KMIP_TAG_BATCH_ITEM)) != op)
+        return KF_OK; /* a lone item: today's path */
+    struct kmip_device_run *r;
+    KF_GUARD(kmip_device_run_new(b->kms, b->who->name, op, stop, &r));
+    const kf_ttlv *items[KMS_DEVICE_ITEMS_MAX];
+    struct kmip_call *calls[KMS_DEVICE_ITEMS_MAX];
+    int rc = KF_OK;
+    for (const kf_ttlv *it = bi; it && item_op(it) == op && rc == KF_OK;
+         it = kf_ttlv_find_next(it, KMIP_TAG_BATCH_ITEM)) {
+        size_t n = kmip_device_run_items(r);
+        if (n == KMS_DEVICE_ITEMS_MAX)
+            break;
+        struct kmip_call *call = kf_arena_alloc(b->a, sizeof(*call));
+        if (!call || (rc = call_init(b, op, it, call)) < 0) {
+            rc = KF_ERR_NOMEM;
+            break;
+        }
+        if (kmip_device_run_add(r, call) < 0)
+            break; /* this one runs on its own, after the run */
+        items[n] = it;
+        calls[n] = call;
+    }
+    size_t n = kmip_device_run_items(r);
+    if (rc == KF_OK && n >= 2)
+        rc = kmip_device_run_exec(r);
+    for (size_t i = 0; rc == KF_OK && n >= 2 && i < n; i++) {
+        bool ran, item_failed;
+        int arc = kmip_device_run_answer(r, i, &ran);
+        if (!ran)
+            break; /* stopped before it: no response item (nor for the rest) */
+        uint32_t iop;
+        int orc;
+        kf_ttlv *item = item_start(b, items[i], &iop, &orc);
+        if (!item) {
+            rc = KF_ERR_NOMEM;
+            break;
+        }
+        rc = item_finish(b, item, op, arc, calls[i], &item_failed);
+        (*answered)++;
+        *failed = *failed || item_failed;
+    }
+    *taken = n >= 2 ? n : 0;
+    kmip_device_run_free(r);
+    return rc;
 }
 
 static int put_header(kf_arena *a, kf_ttlv *msg, int major, int minor, int32_t count)
@@ -495,15 +593,24 @@ static int handle(kf_kms *kms, const struct kf_principal *who, const uint8_t *re
     KF_ENSURE(b.out != NULL, KF_ERR_NOMEM);
     KF_GUARD(put_header(a, b.out, major, minor, (int32_t)items));
     int32_t ran = 0;
-    for (const kf_ttlv *bi = kf_ttlv_find(msg, KMIP_TAG_BATCH_ITEM); bi;
-         bi = kf_ttlv_find_next(bi, KMIP_TAG_BATCH_ITEM)) {
+    bool stop = on_error != KMIP_BATCH_ERR_CONTINUE;
+    for (const kf_ttlv *bi = kf_ttlv_find(msg, KMIP_TAG_BATCH_ITEM); bi;) {
         bool failed;
-        KF_GUARD(run_item(&b, bi, &failed));
-        ran++;
+        size_t taken;
+        int32_t answered;
+        KF_GUARD(run_device_items(&b, bi, stop, &taken, &answered, &failed));
+        if (taken == 0) {
+            KF_GUARD(run_item(&b, bi, &failed));
+            taken = 1;
+            answered = 1;
+        }
+        ran += answered;
         /* Stop, and Undo (keyfleet cannot roll back finished items, so it stops
          * there too and reports those items as done, never as Undone). */
-        if (failed && on_error != KMIP_BATCH_ERR_CONTINUE)
+        if (failed && stop)
             break;
+        while (taken-- > 0 && bi)
+            bi = kf_ttlv_find_next(bi, KMIP_TAG_BATCH_ITEM);
     }
     set_batch_count(b.out, ran);
     if (max_size > 0)

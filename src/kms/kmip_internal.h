@@ -72,6 +72,28 @@ int kmip_kf_device_export(struct kmip_call *c);
 int kmip_kf_device_get(struct kmip_call *c);
 int kmip_kf_pair_key_request(struct kmip_call *c);
 int kmip_kf_pair_ack_report(struct kmip_call *c);
+/*
+ * A run of consecutive items of one Request Message, all KeyfleetPairKeyRequest
+ * or all KeyfleetPairAckReport, carried by ONE group-commit transaction and one
+ * fdatasync (kms_pair_issue_items, kms_pair_ack_items) instead of one each.
+ * kmip_device_run_add takes an item (c: its call, which must stay valid until
+ * its answer) only if nothing but the service can refuse it: strict payload,
+ * known device(s), the caller authorised for their domain, request policy.
+ * Otherwise it returns < 0 having done nothing (no audit record): the
+ * dispatcher ends the run there and runs that item on its own, which gives
+ * its exact refusal. stop: KMIP Stop or Undo (items after a failed one are not
+ * run and get no answer). kmip_device_run_answer fills item i's response
+ * payload (KF_OK), or returns its refusal; *ran false: not run, no answer.
+ */
+struct kmip_device_run;
+bool kmip_device_batch_op(uint32_t op);
+int kmip_device_run_new(kf_kms *kms, const char *actor, uint32_t op, bool stop,
+                        struct kmip_device_run **out);
+int kmip_device_run_add(struct kmip_device_run *r, struct kmip_call *c);
+size_t kmip_device_run_items(const struct kmip_device_run *r);
+int kmip_device_run_exec(struct kmip_device_run *r);
+int kmip_device_run_answer(struct kmip_device_run *r, size_t i, bool *ran);
+void kmip_device_run_free(struct kmip_device_run *r);
 
 /* Manufacturing (kmip_mfg.c, docs/manufacturing.md "KMIP operations"). */
 int kmip_kf_mfg_setup(struct kmip_call *c);

@@ -7,6 +7,7 @@
 #include <stdatomic.h>
 
 #include "keyfleet/kms.h"
+#include "keyfleet/lifecycle.h"
 
 #define KF_KMS_MAX_DOMAIN_HANDLES 4096
 #define KF_KMS_READERS 8
@@ -21,6 +22,7 @@ struct kms_reader {
 struct kms_gc_job {
     struct kms_gc_job *next;
     int rc;                   /* the job's result, set by the batch */
+    unsigned weight; /* items this caller carries (a KMIP message's); 0: one, not counted */
     sem_t wake;               /* posted once: done, or lead */
     atomic_int role;
     struct kms_gc_job *batch; /* handed to a new leader */
@@ -29,9 +31,11 @@ struct kms_gc_job {
 struct kms_gc_queue {
     pthread_mutex_t lock;
     struct kms_gc_job *pending; /* LIFO */
+    size_t pending_weight;      /* items of the pending jobs that carry several (weight) */
     bool busy;                  /* a leader owns the queue */
     bool durable;               /* batches are fsync'ed before their jobs are answered */
     atomic_uint_fast64_t batches, jobs; /* for tests and benchmarks */
+    atomic_uint_fast64_t early;         /* leads handed over before the fdatasync (same) */
 };
 
 /* Run a batch (in arrival order) under kms->lock: set each job's rc, commit
@@ -84,6 +88,43 @@ int kms_device_view_cached(kf_kms *kms, const char *id, struct kms_device_view *
 int kms_device_with_mkek(kf_kms *kms, const struct kms_device_view *v,
                          int (*fn)(void *ctx, const uint8_t *mkek), void *ctx);
 
+/* ---- Pair requests and acks of one KMIP Request Message (device_pair.c) ----
+ * The items run in order in ONE group-commit transaction, each in its own
+ * savepoint, with one fdatasync for all of them (and for whatever else the
+ * leader's batch carries); each answer still follows that durable commit, and
+ * every M is built only after it. Refusals are audited as for a lone request.
+ * An item with chained set is not run, and not answered (ran false), when the
+ * item before it failed or was not run: KMIP's Stop (and Undo, which keyfleet
+ * treats as Stop); under Continue only the second ack of a report is chained
+ * to the first. Returns KF_ERR_ARG or KF_ERR_NOMEM (then nothing ran), else
+ * KF_OK with each item's rc and ran set. */
+#define KMS_DEVICE_ITEMS_MAX 64
+
+struct kms_pair_item {
+    const char *id_a, *id_b; /* as kf_kms_pair_issue */
+    uint32_t count, lifetime, max_uses;
+    bool chained;
+    kf_buf *m; /* M = PairPart(A) || PairPart(B) is appended here */
+    int rc;    /* out (KF_OK when not run) */
+    bool ran;  /* out */
+};
+int kms_pair_issue_items(kf_kms *kms, const char *actor, struct kms_pair_item *items, size_t n);
+
+struct kms_ack_item {
+    const uint8_t *ack; /* as kf_kms_pair_ack */
+    size_t len;
+    bool chained;
+    struct kf_pair_ack_result res; /* out, when rc is KF_OK and ran */
+    int rc;                        /* out (KF_OK when not run) */
+    bool ran;                      /* out */
+};
+/* n: at most 2 * KMS_DEVICE_ITEMS_MAX (two acks per report). */
+int kms_pair_ack_items(kf_kms *kms, const char *actor, struct kms_ack_item *items, size_t n);
+/* The checks kf_kms_pair_issue makes before anything moves (IDs, not the same
+ * device, policy, RNG health), without auditing anything. */
+int kms_pair_precheck(const char *id_a, const char *id_b, uint32_t count, uint32_t lifetime_s,
+                      uint32_t max_uses);
+
 struct kf_kms {
     char dir[4096];
     bool dev;
@@ -96,7 +137,7 @@ struct kf_kms {
     /* Readers: NULL stores when the store is in memory (then reads use the writer). */
     struct kms_reader readers[KF_KMS_READERS];
     /* Group commits (groupcommit.c): audit records of reads and key uses,
-     * creates (objects.c), pair requests and acks (device.c). */
+     * creates (objects.c), pair requests and acks (device_pair.c). */
     struct kms_gc_queue audit_q, create_q, device_q;
     /* Read/use audit records commit without fsync; the flusher fdatasyncs the WAL
      * within KMS_AUDIT_SYNC_MS (see service.c). audit_ticket: the newest such
@@ -145,6 +186,11 @@ int kms_domain_handle(kf_kms *kms, const struct kf_domain *d, kf_domain_handle *
 bool kms_object_archived(const struct kf_object *obj);
 /* Forget all loaded handles (on seal). */
 void kms_forget_handles(kf_kms *kms);
+/* The MKEK object may serve purpose now: lifecycle (from its dates, now),
+ * archive, material, mark (device.c). Sets obj->state to the effective one. */
+int kms_mkek_usable(struct kf_object *obj, enum kf_use_purpose purpose);
+/* A device ID fit to echo into an audit record, else "". */
+const char *kms_device_shown_id(const char *id);
 /* A device's MKEK (server-owned mark y-keyfleet-device, device.c): its
  * material is never served by Get/Export nor used by a KMIP operation, and
  * never replaced; only the pairing service unwraps it. */
