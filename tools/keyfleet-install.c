@@ -334,17 +334,7 @@ static kf_ttlv *call_start(struct link *l, uint32_t op, kf_ttlv **payload)
     l->arena = NULL;
     if (kf_arena_new(&l->arena, 0) < 0)
         return NULL;
-    kf_arena *a = l->arena;
-    kf_ttlv *msg = kf_ttlv_struct(a, NULL, KMIP_TAG_REQUEST_MESSAGE);
-    kf_ttlv *hdr = kf_ttlv_struct(a, msg, KMIP_TAG_REQUEST_HEADER);
-    kf_ttlv *pv = kf_ttlv_struct(a, hdr, KMIP_TAG_PROTOCOL_VERSION);
-    kf_ttlv_add_int(a, pv, KMIP_TAG_PROTOCOL_VERSION_MAJOR, 2);
-    kf_ttlv_add_int(a, pv, KMIP_TAG_PROTOCOL_VERSION_MINOR, 1);
-    kf_ttlv_add_int(a, hdr, KMIP_TAG_BATCH_COUNT, 1);
-    kf_ttlv *bi = kf_ttlv_struct(a, msg, KMIP_TAG_BATCH_ITEM);
-    kf_ttlv_add_enum(a, bi, KMIP_TAG_OPERATION, op);
-    *payload = kf_ttlv_struct(a, bi, KMIP_TAG_REQUEST_PAYLOAD);
-    return *payload ? msg : NULL;
+    return kf_ttlv_request(l->arena, 2, 1, op, payload);
 }
 
 /*

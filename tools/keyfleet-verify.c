@@ -237,19 +237,7 @@ static void remote_close(struct remote *r)
 static kf_ttlv *new_request(struct remote *r, uint32_t op, kf_ttlv **payload)
 {
     kf_arena_reset(r->arena);
-    kf_arena *a = r->arena;
-    kf_ttlv *msg = kf_ttlv_struct(a, NULL, KMIP_TAG_REQUEST_MESSAGE);
-    kf_ttlv *hdr = msg ? kf_ttlv_struct(a, msg, KMIP_TAG_REQUEST_HEADER) : NULL;
-    kf_ttlv *pv = hdr ? kf_ttlv_struct(a, hdr, KMIP_TAG_PROTOCOL_VERSION) : NULL;
-    kf_ttlv *bi = NULL;
-    if (pv && kf_ttlv_add_int(a, pv, KMIP_TAG_PROTOCOL_VERSION_MAJOR, 2) &&
-        kf_ttlv_add_int(a, pv, KMIP_TAG_PROTOCOL_VERSION_MINOR, 1) &&
-        kf_ttlv_add_int(a, hdr, KMIP_TAG_BATCH_COUNT, 1))
-        bi = kf_ttlv_struct(a, msg, KMIP_TAG_BATCH_ITEM);
-    if (!bi || !kf_ttlv_add_enum(a, bi, KMIP_TAG_OPERATION, op))
-        return NULL;
-    *payload = kf_ttlv_struct(a, bi, KMIP_TAG_REQUEST_PAYLOAD);
-    return *payload ? msg : NULL;
+    return kf_ttlv_request(r->arena, 2, 1, op, payload);
 }
 
 /* Send msg, read the answer: 0 and *out = its Response Payload, or an exit code. */

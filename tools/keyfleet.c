@@ -14,6 +14,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "keyfleet/file.h"
 #include "keyfleet/kmip_tags.h"
 #include "keyfleet/lifecycle.h"
 #include "keyfleet/mfg.h"
@@ -129,17 +130,7 @@ static void format_time(int64_t secs, char *out, size_t len)
 /* ---- Requests ---- */
 static kf_ttlv *new_request(struct cli *c, uint32_t op, kf_ttlv **payload)
 {
-    kf_arena *a = c->arena;
-    kf_ttlv *msg = kf_ttlv_struct(a, NULL, KMIP_TAG_REQUEST_MESSAGE);
-    kf_ttlv *hdr = kf_ttlv_struct(a, msg, KMIP_TAG_REQUEST_HEADER);
-    kf_ttlv *pv = kf_ttlv_struct(a, hdr, KMIP_TAG_PROTOCOL_VERSION);
-    kf_ttlv_add_int(a, pv, KMIP_TAG_PROTOCOL_VERSION_MAJOR, 2);
-    kf_ttlv_add_int(a, pv, KMIP_TAG_PROTOCOL_VERSION_MINOR, 1);
-    kf_ttlv_add_int(a, hdr, KMIP_TAG_BATCH_COUNT, 1);
-    kf_ttlv *bi = kf_ttlv_struct(a, msg, KMIP_TAG_BATCH_ITEM);
-    kf_ttlv_add_enum(a, bi, KMIP_TAG_OPERATION, op);
-    *payload = kf_ttlv_struct(a, bi, KMIP_TAG_REQUEST_PAYLOAD);
-    return *payload ? msg : NULL;
+    return kf_ttlv_request(c->arena, 2, 1, op, payload);
 }
 
 /* One request over TLS; the connection lives for one command. */
@@ -987,21 +978,6 @@ static int cmd_device_register(struct cli *c, int argc, char **argv)
     return 0;
 }
 
-/* Write all of data to fd. */
-static int write_all(int fd, const uint8_t *data, size_t len)
-{
-    while (len > 0) {
-        ssize_t n = write(fd, data, len);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0)
-            return -1;
-        data += n;
-        len -= (size_t)n;
-    }
-    return 0;
-}
-
 /*
  * The package holds the device's master key and can be had once: the file is
  * created (new, 0600, no symlink followed) BEFORE asking, so a bad path never
@@ -1045,8 +1021,8 @@ static int cmd_device_export(struct cli *c, int argc, char **argv)
     const kf_ttlv *pkg = kf_ttlv_find(r, KMIP_TAG_KEYFLEET_DEVICE_PACKAGE);
     kf_buf bytes = {0};
     bool ok = pkg && kf_buf_alloc(&bytes, 256, 65536, KF_BUF_SECRET) == KF_OK &&
-              kf_ttlv_encode(pkg, &bytes) == KF_OK && write_all(fd, bytes.data, bytes.len) == 0 &&
-              fsync(fd) == 0;
+              kf_ttlv_encode(pkg, &bytes) == KF_OK &&
+              kf_file_write_all(fd, bytes.data, bytes.len) == KF_OK && fsync(fd) == 0;
     size_t written = bytes.len;
     kf_buf_free(&bytes);
     if (close(fd) != 0)

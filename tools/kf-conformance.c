@@ -927,16 +927,8 @@ static int transport_probe(struct transport *t)
     kf_arena *a = NULL;
     kf_buf req = {0}, resp = {0};
     KF_GUARD(kf_arena_new(&a, 0));
-    kf_ttlv *msg = kf_ttlv_struct(a, NULL, KMIP_TAG_REQUEST_MESSAGE);
-    kf_ttlv *hdr = kf_ttlv_struct(a, msg, KMIP_TAG_REQUEST_HEADER);
-    kf_ttlv *ver = kf_ttlv_struct(a, hdr, KMIP_TAG_PROTOCOL_VERSION);
-    kf_ttlv_add_int(a, ver, KMIP_TAG_PROTOCOL_VERSION_MAJOR, 1);
-    kf_ttlv_add_int(a, ver, KMIP_TAG_PROTOCOL_VERSION_MINOR, 4);
-    kf_ttlv_add_int(a, hdr, KMIP_TAG_BATCH_COUNT, 1);
-    kf_ttlv *item = kf_ttlv_struct(a, msg, KMIP_TAG_BATCH_ITEM);
-    kf_ttlv_add_enum(a, item, KMIP_TAG_OPERATION, KMIP_OP_DISCOVER_VERSIONS);
-    bool built = msg && hdr && ver && item && kf_ttlv_struct(a, item, KMIP_TAG_REQUEST_PAYLOAD);
-    int rc = built ? KF_OK : KF_ERR_NOMEM;
+    kf_ttlv *payload, *msg = kf_ttlv_request(a, 1, 4, KMIP_OP_DISCOVER_VERSIONS, &payload);
+    int rc = msg ? KF_OK : KF_ERR_NOMEM;
     kf_ttlv *answer;
     if (rc == KF_OK)
         rc = kf_buf_alloc(&req, 0, KF_FRAME_MAX, 0);

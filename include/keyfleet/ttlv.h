@@ -127,6 +127,10 @@ kf_ttlv *kf_ttlv_add_interval(kf_arena *a, kf_ttlv *parent, uint32_t tag, uint32
 kf_ttlv *kf_ttlv_add_dtx(kf_arena *a, kf_ttlv *parent, uint32_t tag, int64_t microseconds);
 /* Append an existing detached node (next must be NULL) to a structure. */
 KF_RESULT int kf_ttlv_append(kf_ttlv *parent, kf_ttlv *node);
+/* A KMIP Request Message of one batch item: a header with protocol version
+ * major.minor and batch count 1, the operation op, and its empty Request
+ * Payload in *payload to fill. NULL (and *payload NULL) when a is exhausted. */
+kf_ttlv *kf_ttlv_request(kf_arena *a, int32_t major, int32_t minor, uint32_t op, kf_ttlv **payload);
 
 /* ---- lookup ------------------------------------------------------------ */
 

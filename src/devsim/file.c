@@ -15,68 +15,15 @@
 #include <unistd.h>
 
 #include "devsim/devsim.h"
+#include "keyfleet/file.h"
 #include "keyfleet/log.h"
 #include "keyfleet/secmem.h"
 
-static int write_all(int fd, const uint8_t *p, size_t n)
-{
-    size_t done = 0;
-    while (done < n) {
-        ssize_t w = write(fd, p + done, n - done);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w <= 0)
-            return KF_ERR_IO;
-        done += (size_t)w;
-    }
-    return KF_OK;
-}
-
-static int fsync_dir_of(const char *path)
-{
-    char dir[PATH_MAX];
-    const char *slash = strrchr(path, '/');
-    int n;
-    if (!slash)
-        n = snprintf(dir, sizeof(dir), ".");
-    else if (slash == path)
-        n = snprintf(dir, sizeof(dir), "/");
-    else
-        n = snprintf(dir, sizeof(dir), "%.*s", (int)(slash - path), path);
-    KF_ENSURE(n > 0 && (size_t)n < sizeof(dir), KF_ERR_LIMIT);
-    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    KF_ENSURE(fd >= 0, KF_ERR_IO);
-    int rc = fsync(fd) == 0 ? KF_OK : KF_ERR_IO;
-    close(fd);
-    return rc;
-}
-
 int ds_file_write_atomic(const char *path, const uint8_t *p, size_t n)
 {
-    char tmp[PATH_MAX];
-    KF_ENSURE(path && (p || n == 0), KF_ERR_ARG);
-    int len = snprintf(tmp, sizeof(tmp), "%s.tmp.XXXXXX", path);
-    KF_ENSURE(len > 0 && (size_t)len < sizeof(tmp), KF_ERR_LIMIT);
-    int fd = mkostemp(tmp, O_CLOEXEC); /* mode 0600 */
-    if (fd < 0) {
-        kf_error("cannot create a file next to %s: %s", path, strerror(errno));
-        return KF_ERR_IO;
-    }
-    int rc = fchmod(fd, 0600) == 0 ? KF_OK : KF_ERR_IO;
-    if (rc == KF_OK)
-        rc = write_all(fd, p, n);
-    if (rc == KF_OK && fsync(fd) != 0)
-        rc = KF_ERR_IO;
-    if (close(fd) != 0)
-        rc = KF_ERR_IO;
-    if (rc == KF_OK && rename(tmp, path) != 0)
-        rc = KF_ERR_IO;
-    if (rc < 0) {
-        kf_error("cannot write %s: %s", path, strerror(errno));
-        unlink(tmp);
-        return rc;
-    }
-    return fsync_dir_of(path);
+    int rc = kf_file_write_atomic(path, p, n, "");
+    /* The simulator has always answered a refused directory with KF_ERR_IO. */
+    return rc == KF_ERR_PERM ? KF_ERR_IO : rc;
 }
 
 int ds_file_read(const char *path, size_t max, unsigned flags, kf_buf *out)

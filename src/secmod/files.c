@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "keyfleet/buf.h"
+#include "keyfleet/file.h"
 #include "keyfleet/log.h"
 #include "keyfleet/secmem.h"
 #include "secmod/secmod_internal.h"
@@ -32,30 +33,6 @@ static int join_path(char *out, size_t cap, const char *dir, const char *name)
     return KF_OK;
 }
 
-static int write_all(int fd, const uint8_t *data, size_t len)
-{
-    while (len > 0) {
-        ssize_t w = write(fd, data, len);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w <= 0)
-            return KF_ERR_IO;
-        data += w;
-        len -= (size_t)w;
-    }
-    return KF_OK;
-}
-
-static int fsync_dir(const char *dir)
-{
-    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd < 0)
-        return KF_ERR_IO;
-    int rc = fsync(fd) == 0 ? KF_OK : KF_ERR_IO;
-    close(fd);
-    return rc;
-}
-
 /* The temporary file is ours alone: a stale one from a crash is removed, and
  * O_EXCL | O_NOFOLLOW refuse anything that appears in between. */
 static int write_temp(const char *tmp, const uint8_t *data, size_t len)
@@ -67,7 +44,7 @@ static int write_temp(const char *tmp, const uint8_t *data, size_t len)
         kf_error("secmod: cannot create %s: %s", tmp, strerror(errno));
         return errno == EACCES ? KF_ERR_PERM : KF_ERR_IO;
     }
-    int rc = write_all(fd, data, len);
+    int rc = kf_file_write_all(fd, data, len);
     if (rc == KF_OK && fchmod(fd, 0600) != 0) /* umask cannot widen it, but be explicit */
         rc = KF_ERR_IO;
     if (rc == KF_OK && fsync(fd) != 0)
@@ -95,7 +72,7 @@ int secmod_file_create(const char *dir, const char *name, const uint8_t *data, s
         kf_error("secmod: cannot rename %s into place: %s", tmp, strerror(err));
         return KF_ERR_IO;
     }
-    return fsync_dir(dir);
+    return kf_file_fsync_dir(dir);
 }
 
 /* Opens name in dir for reading without following a symlink. */

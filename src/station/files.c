@@ -12,6 +12,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "keyfleet/file.h"
 #include "keyfleet/log.h"
 #include "keyfleet/secmem.h"
 #include "station/station_internal.h"
@@ -36,30 +37,6 @@ bool station_domain_ok(const char *domain)
             return false;
     }
     return n >= 1;
-}
-
-int station_fsync_dir(const char *dir)
-{
-    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd < 0)
-        return KF_ERR_IO;
-    int rc = fsync(fd) == 0 ? KF_OK : KF_ERR_IO;
-    close(fd);
-    return rc;
-}
-
-static int write_all(int fd, const uint8_t *p, size_t n)
-{
-    while (n > 0) {
-        ssize_t w = write(fd, p, n);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w <= 0)
-            return KF_ERR_IO;
-        p += w;
-        n -= (size_t)w;
-    }
-    return KF_OK;
 }
 
 int station_read(const char *path, bool secret, uint8_t *out, size_t max, size_t *len)
@@ -107,47 +84,9 @@ int station_read(const char *path, bool secret, uint8_t *out, size_t max, size_t
     return KF_OK;
 }
 
-static int dir_of(const char *path, char *dir, size_t cap)
-{
-    const char *slash = strrchr(path, '/');
-    int n;
-    if (!slash)
-        n = snprintf(dir, cap, ".");
-    else if (slash == path)
-        n = snprintf(dir, cap, "/");
-    else
-        n = snprintf(dir, cap, "%.*s", (int)(slash - path), path);
-    KF_ENSURE(n > 0 && (size_t)n < cap, KF_ERR_LIMIT);
-    return KF_OK;
-}
-
 int kf_station_write_file(const char *path, const uint8_t *data, size_t len)
 {
-    KF_ENSURE(path && (data || len == 0), KF_ERR_ARG);
-    char tmp[PATH_MAX], dir[PATH_MAX];
-    KF_GUARD(dir_of(path, dir, sizeof(dir)));
-    int n = snprintf(tmp, sizeof(tmp), "%s.tmp.XXXXXX", path);
-    KF_ENSURE(n > 0 && (size_t)n < sizeof(tmp), KF_ERR_LIMIT);
-    int fd = mkostemp(tmp, O_CLOEXEC); /* O_EXCL, mode 0600 */
-    if (fd < 0) {
-        kf_error("station: cannot create a file next to %s: %s", path, strerror(errno));
-        return errno == EACCES ? KF_ERR_PERM : KF_ERR_IO;
-    }
-    int rc = fchmod(fd, 0600) == 0 ? KF_OK : KF_ERR_IO;
-    if (rc == KF_OK)
-        rc = write_all(fd, data, len);
-    if (rc == KF_OK && fsync(fd) != 0)
-        rc = KF_ERR_IO;
-    if (close(fd) != 0)
-        rc = KF_ERR_IO;
-    if (rc == KF_OK && rename(tmp, path) != 0)
-        rc = KF_ERR_IO;
-    if (rc < 0) {
-        kf_error("station: cannot write %s: %s", path, strerror(errno));
-        unlink(tmp);
-        return rc;
-    }
-    return station_fsync_dir(dir);
+    return kf_file_write_atomic(path, data, len, "station: ");
 }
 
 int kf_station_read_file(const char *path, size_t max, unsigned flags, kf_buf *out)

@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "keyfleet/crypto.h"
+#include "keyfleet/file.h"
 #include "keyfleet/log.h"
 #include "keyfleet/secmem.h"
 #include "station/station_internal.h"
@@ -79,7 +80,7 @@ static int make_key_file(const char *path, uint8_t key[STATION_KEY_FILE_LEN])
                 ? snprintf(dir, sizeof(dir), "%.*s", slash == path ? 1 : (int)(slash - path), path)
                 : snprintf(dir, sizeof(dir), ".");
     if (n > 0 && (size_t)n < sizeof(dir))
-        rc = station_fsync_dir(dir);
+        rc = kf_file_fsync_dir(dir);
     return rc;
 }
 

@@ -36,6 +36,5 @@ bool station_domain_ok(const char *domain);
 /* Read a regular file (no symlink followed) of at most max bytes. A secret
  * file must be owned by this user with no group or other permission bits. */
 int station_read(const char *path, bool secret, uint8_t *out, size_t max, size_t *len);
-int station_fsync_dir(const char *dir);
 
 #endif

@@ -145,30 +145,29 @@ int kf_store_domain_set_key(kf_store *st, uint64_t id, const uint8_t *wrapped_ke
     return KF_OK;
 }
 
+struct domain_walk {
+    kf_store_domain_cb cb;
+    void *ctx;
+};
+
+static int domain_row(sqlite3_stmt *s, void *arg)
+{
+    const struct domain_walk *w = arg;
+    struct kf_domain d;
+    int err = read_domain_row(s, &d);
+    if (err == KF_OK)
+        err = w->cb(w->ctx, &d);
+    kf_domain_clear(&d);
+    return err;
+}
+
 int kf_store_domain_list(kf_store *st, kf_store_domain_cb cb, void *ctx)
 {
     KF_ENSURE(st && cb, KF_ERR_ARG);
     sqlite3_stmt *s;
     KF_GUARD(kf_store_stmt(st, KF_STMT_DOMAIN_LIST, &s));
-    int err = KF_OK;
-    for (;;) {
-        int rc = sqlite3_step(s);
-        if (rc == SQLITE_DONE)
-            break;
-        if (rc != SQLITE_ROW) {
-            err = kf_store_sqlite_error(st, rc, "domain list");
-            break;
-        }
-        struct kf_domain d;
-        err = read_domain_row(s, &d);
-        if (err == KF_OK)
-            err = cb(ctx, &d);
-        kf_domain_clear(&d);
-        if (err != KF_OK)
-            break;
-    }
-    sqlite3_reset(s);
-    return err > 0 ? KF_OK : err;
+    struct domain_walk w = {cb, ctx};
+    return kf_store_each_row(st, s, "domain list", domain_row, &w);
 }
 
 /* ---- Key IDs ---- */

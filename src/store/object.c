@@ -244,6 +244,22 @@ int kf_store_object_delete(kf_store *st, uint64_t domain_id, uint64_t key_id)
     return run_on_object(st, KF_STMT_OBJECT_DELETE, domain_id, key_id, "object delete");
 }
 
+struct object_walk {
+    kf_store_object_cb cb;
+    void *ctx;
+};
+
+static int object_row(sqlite3_stmt *s, void *arg)
+{
+    const struct object_walk *w = arg;
+    struct kf_object o;
+    int err = read_object_row(s, &o);
+    if (err == KF_OK)
+        err = w->cb(w->ctx, &o);
+    kf_object_clear(&o);
+    return err;
+}
+
 int kf_store_object_list(kf_store *st, uint64_t domain_id, const struct kf_object_filter *f,
                          kf_store_object_cb cb, void *ctx)
 {
@@ -263,23 +279,6 @@ int kf_store_object_list(kf_store *st, uint64_t domain_id, const struct kf_objec
     sqlite3_bind_int64(s, 5, f->max == 0 || f->max > INT64_MAX ? -1 : (sqlite3_int64)f->max);
     sqlite3_bind_int64(s, 6, f->offset > INT64_MAX ? INT64_MAX : (sqlite3_int64)f->offset);
     sqlite3_bind_int(s, 7, f->with_material ? 1 : 0);
-    int err = KF_OK;
-    for (;;) {
-        int rc = sqlite3_step(s);
-        if (rc == SQLITE_DONE)
-            break;
-        if (rc != SQLITE_ROW) {
-            err = kf_store_sqlite_error(st, rc, "object list");
-            break;
-        }
-        struct kf_object o;
-        err = read_object_row(s, &o);
-        if (err == KF_OK)
-            err = cb(ctx, &o);
-        kf_object_clear(&o);
-        if (err != KF_OK)
-            break;
-    }
-    sqlite3_reset(s);
-    return err > 0 ? KF_OK : err;
+    struct object_walk w = {cb, ctx};
+    return kf_store_each_row(st, s, "object list", object_row, &w);
 }

@@ -399,6 +399,26 @@ int kf_store_step_done(kf_store *st, sqlite3_stmt *s, const char *what)
     return err;
 }
 
+int kf_store_each_row(kf_store *st, sqlite3_stmt *s, const char *what,
+                      int (*row)(sqlite3_stmt *s, void *ctx), void *ctx)
+{
+    int err = KF_OK;
+    for (;;) {
+        int rc = sqlite3_step(s);
+        if (rc == SQLITE_DONE)
+            break;
+        if (rc != SQLITE_ROW) {
+            err = kf_store_sqlite_error(st, rc, what);
+            break;
+        }
+        err = row(s, ctx);
+        if (err != KF_OK)
+            break;
+    }
+    sqlite3_reset(s);
+    return err > 0 ? KF_OK : err;
+}
+
 static int exec_sql(sqlite3 *db, const char *sql)
 {
     char *msg = NULL;

@@ -96,5 +96,10 @@ int kf_store_stmt(kf_store *st, enum kf_store_stmt id, sqlite3_stmt **out);
 int kf_store_sqlite_error(kf_store *st, int rc, const char *what);
 /* Step a statement that returns no rows; then reset it. */
 int kf_store_step_done(kf_store *st, sqlite3_stmt *s, const char *what);
+/* Step a listing statement to its end, calling row(s, ctx) on each row; the
+ * first nonzero result stops the walk (a positive one, the caller's "stop
+ * here", counts as KF_OK). Then reset it. */
+int kf_store_each_row(kf_store *st, sqlite3_stmt *s, const char *what,
+                      int (*row)(sqlite3_stmt *s, void *ctx), void *ctx);
 
 #endif

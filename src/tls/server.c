@@ -21,11 +21,11 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include <gnutls/pkcs11.h>
 #include <gnutls/x509.h>
 
 #include "keyfleet/log.h"
 #include "keyfleet/secmem.h"
+#include "tls_creds.h"
 #include "tls_internal.h"
 
 struct kf_tls_server {
@@ -52,82 +52,24 @@ struct tls_conn {
 
 /* ---- credentials ------------------------------------------------------- */
 
-static const char *key_pin;
-
-/* GnuTLS asks for a token PIN when it opens a pkcs11: key. */
-static int pin_callback(void *userdata, int attempt, const char *token_url, const char *token_label,
-                        unsigned int flags, char *pin, size_t pin_max)
-{
-    (void)userdata, (void)token_url, (void)flags;
-    if (!key_pin || attempt > 0 || strlen(key_pin) >= pin_max) {
-        kf_error("TLS: no usable PIN for token '%s'", token_label);
-        return -1;
-    }
-    memcpy(pin, key_pin, strlen(key_pin) + 1);
-    return 0;
-}
-
-static int register_pkcs11(const struct kf_tls_server_config *cfg)
-{
-    if (!cfg->pkcs11_module)
-        return KF_OK;
-    int rc = gnutls_pkcs11_init(GNUTLS_PKCS11_FLAG_MANUAL, NULL);
-    if (rc >= 0)
-        rc = gnutls_pkcs11_add_provider(cfg->pkcs11_module, NULL);
-    if (rc < 0) {
-        kf_error("TLS: cannot register PKCS#11 module %s: %s", cfg->pkcs11_module,
-                 gnutls_strerror(rc));
-        return KF_ERR_TLS_CONFIG;
-    }
-    key_pin = cfg->key_pin;
-    gnutls_pkcs11_set_pin_function(pin_callback, NULL);
-    return KF_OK;
-}
-
 static int load_credentials(kf_tls_server *srv, const struct kf_tls_server_config *cfg)
 {
-    KF_GUARD(register_pkcs11(cfg));
+    KF_GUARD(kf_tls_register_pkcs11("TLS", cfg->pkcs11_module, cfg->key_pin));
     int rc = gnutls_certificate_allocate_credentials(&srv->creds);
     if (rc < 0)
         return KF_ERR_NOMEM;
-    rc = gnutls_certificate_set_x509_trust_file(srv->creds, cfg->ca_file, GNUTLS_X509_FMT_PEM);
-    if (rc <= 0) {
-        kf_error("TLS: no CA certificate loaded from %s: %s", cfg->ca_file,
-                 rc < 0 ? gnutls_strerror(rc) : "file holds no certificate");
-        return KF_ERR_TLS_CONFIG;
-    }
-    rc = gnutls_certificate_set_x509_key_file2(srv->creds, cfg->cert_file, cfg->key_file,
-                                               GNUTLS_X509_FMT_PEM, NULL, 0);
-    if (rc < 0) {
-        /* The key may be a URL with a PIN in it: log the certificate path only. */
-        kf_error("TLS: cannot load the server certificate %s with its key: %s", cfg->cert_file,
-                 gnutls_strerror(rc));
-        return KF_ERR_TLS_CONFIG;
-    }
-    const char *err_pos = NULL;
-    const char *prio = cfg->priority ? cfg->priority : KF_TLS_PRIORITY;
-    rc = gnutls_priority_init2(&srv->priority, prio, &err_pos, 0);
-    if (rc < 0) {
-        kf_error("TLS: priority string rejected at '%s': %s", err_pos ? err_pos : "?",
-                 gnutls_strerror(rc));
-        return KF_ERR_TLS_CONFIG;
-    }
-    return KF_OK;
+    KF_GUARD(kf_tls_load_trust("TLS", srv->creds, cfg->ca_file));
+    KF_GUARD(kf_tls_load_cert_key("TLS", "server", srv->creds, cfg->cert_file, cfg->key_file));
+    return kf_tls_load_priority("TLS", cfg->priority, &srv->priority);
 }
 
 static int load_identities(kf_tls_server *srv, const struct kf_tls_server_config *cfg)
 {
-    unsigned line = 0;
-    char why[256];
     if (!cfg->identities_file) {
         kf_error("TLS: an identity map file is required (--kmip-identities)");
         return KF_ERR_TLS_CONFIG;
     }
-    int rc = kf_tls_identities_load(cfg->identities_file, &srv->ids, &line, why, sizeof(why));
-    if (rc < 0) {
-        kf_error("TLS: identity map %s line %u: %s", cfg->identities_file, line, why);
-        return rc;
-    }
+    KF_GUARD(kf_tls_load_identity_map("TLS", cfg->identities_file, &srv->ids));
     kf_info("TLS: %zu identity rules from %s", kf_tls_identities_count(srv->ids),
             cfg->identities_file);
     return KF_OK;
@@ -190,24 +132,6 @@ int kf_tls_listen_tcp(const char *spec, int *fd_out, uint16_t *port_out)
 
 /* ---- one connection ---------------------------------------------------- */
 
-static void log_handshake_failure(struct tls_conn *c, gnutls_session_t s, int rc)
-{
-    if (rc == GNUTLS_E_CERTIFICATE_VERIFICATION_ERROR) {
-        gnutls_datum_t why = {0};
-        unsigned status = gnutls_session_get_verify_cert_status(s);
-        if (gnutls_certificate_verification_status_print(status, GNUTLS_CRT_X509, &why, 0) == 0) {
-            kf_warn("TLS %s refused: client certificate: %s", c->peer_addr, why.data);
-            gnutls_free(why.data);
-            return;
-        }
-    }
-    if (rc == GNUTLS_E_NO_CERTIFICATE_FOUND || rc == GNUTLS_E_CERTIFICATE_REQUIRED) {
-        kf_warn("TLS %s refused: the client sent no certificate", c->peer_addr);
-        return;
-    }
-    kf_warn("TLS %s: handshake failed: %s", c->peer_addr, gnutls_strerror(rc));
-}
-
 static void hex_fingerprint(const uint8_t fp[32], char out[65])
 {
     static const char digits[] = "0123456789abcdef";
@@ -218,61 +142,12 @@ static void hex_fingerprint(const uint8_t fp[32], char out[65])
     out[64] = 0;
 }
 
-/* One subject field: its first value and how many times it occurs. */
-static void subject_field(gnutls_x509_crt_t crt, const char *oid, char *val, size_t cap,
-                          unsigned *count)
-{
-    *count = 0;
-    val[0] = 0;
-    for (unsigned idx = 0; idx < 16; idx++) {
-        char tmp[256];
-        size_t sz = sizeof(tmp);
-        int rc = gnutls_x509_crt_get_dn_by_oid(crt, oid, idx, 0, tmp, &sz);
-        if (rc == GNUTLS_E_REQUESTED_DATA_NOT_AVAILABLE)
-            return;
-        (*count)++;
-        if (idx == 0 && rc == 0 && sz < cap) {
-            memcpy(val, tmp, sz); /* sz < cap: fits with its NUL */
-            val[sz] = 0;
-        }
-    }
-}
-
-static int peer_facts(gnutls_session_t s, struct kf_tls_peer *peer)
-{
-    unsigned n = 0;
-    const gnutls_datum_t *chain = gnutls_certificate_get_peers(s, &n);
-    gnutls_x509_crt_t crt;
-    gnutls_datum_t dn = {0};
-    KF_ENSURE(chain && n > 0, KF_ERR_TLS);
-    KF_ENSURE(gnutls_x509_crt_init(&crt) == 0, KF_ERR_NOMEM);
-    int rc = KF_ERR_TLS;
-    memset(peer, 0, sizeof(*peer));
-    if (gnutls_x509_crt_import(crt, &chain[0], GNUTLS_X509_FMT_DER) < 0)
-        goto out;
-    size_t fl = sizeof(peer->sha256);
-    if (gnutls_x509_crt_get_fingerprint(crt, GNUTLS_DIG_SHA256, peer->sha256, &fl) < 0)
-        goto out;
-    if (gnutls_x509_crt_get_dn3(crt, &dn, 0) < 0)
-        goto out;
-    snprintf(peer->subject_dn, sizeof(peer->subject_dn), "%s", (const char *)dn.data);
-    subject_field(crt, GNUTLS_OID_X520_COMMON_NAME, peer->cn, sizeof(peer->cn), &peer->n_cn);
-    subject_field(crt, GNUTLS_OID_X520_ORGANIZATION_NAME, peer->o, sizeof(peer->o), &peer->n_o);
-    subject_field(crt, GNUTLS_OID_X520_ORGANIZATIONAL_UNIT_NAME, peer->ou, sizeof(peer->ou),
-                  &peer->n_ou);
-    rc = KF_OK;
-out:
-    gnutls_free(dn.data);
-    gnutls_x509_crt_deinit(crt);
-    return rc;
-}
-
 /* Verified certificate -> principal, or refuse (the map is an allow list). */
 static int identify(struct tls_conn *c, gnutls_session_t s)
 {
     struct kf_tls_peer peer;
     char fp[65];
-    if (peer_facts(s, &peer) < 0) {
+    if (kf_tls_peer_facts(s, &peer) < 0) {
         kf_warn("TLS %s refused: cannot read the client certificate", c->peer_addr);
         return KF_ERR_TLS;
     }
@@ -351,7 +226,7 @@ static void serve_connection(struct tls_conn *c)
     }
     int rc = kf_tls_handshake(s);
     if (rc < 0)
-        log_handshake_failure(c, s, rc);
+        kf_tls_log_handshake_failure("TLS", c->peer_addr, s, rc);
     else if (identify(c, s) == KF_OK) {
         serve_requests(c, s);
         gnutls_bye(s, GNUTLS_SHUT_WR);

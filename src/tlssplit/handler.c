@@ -36,13 +36,13 @@
 
 #include <arpa/inet.h>
 #include <gnutls/crypto.h>
-#include <gnutls/pkcs11.h>
 #include <gnutls/x509.h>
 
 #include "channel.h"
 #include "keyfleet/log.h"
 #include "keyfleet/secmem.h"
 #include "keyfleet/tls.h"
+#include "tls/tls_creds.h"
 #include "tlssplit_internal.h"
 
 #define HANDLER_MAX_SESSIONS 4096
@@ -165,74 +165,20 @@ static int post_handshake_hook(gnutls_session_t s, unsigned htype, unsigned when
 
 /* ---- who the peer is (the identity map is an allow list) ------------------- */
 
-static void subject_field(gnutls_x509_crt_t crt, const char *oid, char *val, size_t cap,
-                          unsigned *count)
-{
-    *count = 0;
-    val[0] = 0;
-    for (unsigned idx = 0; idx < 16; idx++) {
-        char tmp[256];
-        size_t sz = sizeof(tmp);
-        int rc = gnutls_x509_crt_get_dn_by_oid(crt, oid, idx, 0, tmp, &sz);
-        if (rc == GNUTLS_E_REQUESTED_DATA_NOT_AVAILABLE)
-            return;
-        (*count)++;
-        if (idx == 0 && rc == 0 && sz < cap) {
-            memcpy(val, tmp, sz);
-            val[sz] = 0;
-        }
-    }
-}
-
 int kf_tlssplit_identify(gnutls_session_t s, const kf_tls_identities *ids, const char *peer_addr,
                          struct kf_principal *who)
 {
-    unsigned n = 0;
-    const gnutls_datum_t *chain = gnutls_certificate_get_peers(s, &n);
-    gnutls_x509_crt_t crt;
-    gnutls_datum_t dn = {0};
     struct kf_tls_peer peer;
-    KF_ENSURE(chain && n > 0, KF_ERR_TLS);
-    KF_ENSURE(gnutls_x509_crt_init(&crt) == 0, KF_ERR_NOMEM);
-    int rc = KF_ERR_TLS;
-    memset(&peer, 0, sizeof(peer));
-    size_t fl = sizeof(peer.sha256);
-    if (gnutls_x509_crt_import(crt, &chain[0], GNUTLS_X509_FMT_DER) >= 0 &&
-        gnutls_x509_crt_get_fingerprint(crt, GNUTLS_DIG_SHA256, peer.sha256, &fl) >= 0 &&
-        gnutls_x509_crt_get_dn3(crt, &dn, 0) >= 0)
-    {
-        snprintf(peer.subject_dn, sizeof(peer.subject_dn), "%s", (const char *)dn.data);
-        subject_field(crt, GNUTLS_OID_X520_COMMON_NAME, peer.cn, sizeof(peer.cn), &peer.n_cn);
-        subject_field(crt, GNUTLS_OID_X520_ORGANIZATION_NAME, peer.o, sizeof(peer.o), &peer.n_o);
-        subject_field(crt, GNUTLS_OID_X520_ORGANIZATIONAL_UNIT_NAME, peer.ou, sizeof(peer.ou),
-                      &peer.n_ou);
-        rc = kf_tls_identities_match(ids, &peer, who);
-        if (rc < 0)
-            kf_warn("TLS split %s refused: certificate '%s' matches no identity rule", peer_addr,
-                    peer.subject_dn);
-    } else
+    int rc = kf_tls_peer_facts(s, &peer);
+    if (rc < 0) {
         kf_warn("TLS split %s refused: cannot read the client certificate", peer_addr);
-    gnutls_free(dn.data);
-    gnutls_x509_crt_deinit(crt);
+        return rc;
+    }
+    rc = kf_tls_identities_match(ids, &peer, who);
+    if (rc < 0)
+        kf_warn("TLS split %s refused: certificate '%s' matches no identity rule", peer_addr,
+                peer.subject_dn);
     return rc;
-}
-
-static void log_handshake_failure(struct session *se, int rc)
-{
-    if (rc == GNUTLS_E_CERTIFICATE_VERIFICATION_ERROR) {
-        gnutls_datum_t why = {0};
-        unsigned status = gnutls_session_get_verify_cert_status(se->s);
-        if (gnutls_certificate_verification_status_print(status, GNUTLS_CRT_X509, &why, 0) == 0) {
-            kf_warn("TLS split %s refused: client certificate: %s", se->peer, why.data);
-            gnutls_free(why.data);
-            return;
-        }
-    }
-    if (rc == GNUTLS_E_NO_CERTIFICATE_FOUND || rc == GNUTLS_E_CERTIFICATE_REQUIRED) {
-        kf_warn("TLS split %s refused: the client sent no certificate", se->peer);
-        return;
-    }
-    kf_warn("TLS split %s: handshake failed: %s", se->peer, gnutls_strerror(rc));
 }
 
 /* ---- client: kept sessions ---------------------------------------------------------- */
@@ -552,7 +498,7 @@ static void run_session(struct session *se)
         rc = gnutls_handshake(se->s);
     while (rc < 0 && !gnutls_error_is_fatal(rc));
     if (rc < 0) {
-        log_handshake_failure(se, rc);
+        kf_tls_log_handshake_failure("TLS split", se->peer, se->s, rc);
         (void)send_end(se, KF_ERR_TLS);
         return;
     }
@@ -798,48 +744,16 @@ static void reveal_kept(struct handler *h, const gnutls_datum_t *d)
 
 /* ---- credentials -------------------------------------------------------------------- */
 
-static const char *token_pin;
-
-static int pin_callback(void *userdata, int attempt, const char *token_url, const char *token_label,
-                        unsigned int flags, char *pin, size_t pin_max)
-{
-    (void)userdata, (void)token_url, (void)flags;
-    if (!token_pin || attempt > 0 || strlen(token_pin) >= pin_max) {
-        kf_error("TLS split: no usable PIN for token '%s'", token_label);
-        return -1;
-    }
-    memcpy(pin, token_pin, strlen(token_pin) + 1);
-    return 0;
-}
-
-/* A pkcs11: key: register the module (else GnuTLS uses p11-kit's list) and the PIN. */
+/* The module and PIN fields are empty strings when not given. */
 static int register_token(const struct kf_split_config *c)
 {
-    if (c->pkcs11_module[0]) {
-        int rc = gnutls_pkcs11_init(GNUTLS_PKCS11_FLAG_MANUAL, NULL);
-        if (rc >= 0)
-            rc = gnutls_pkcs11_add_provider(c->pkcs11_module, NULL);
-        if (rc < 0) {
-            kf_error("TLS split: cannot register PKCS#11 module %s: %s", c->pkcs11_module,
-                     gnutls_strerror(rc));
-            return KF_ERR_TLS_CONFIG;
-        }
-        token_pin = c->key_pin[0] ? c->key_pin : NULL;
-        gnutls_pkcs11_set_pin_function(pin_callback, NULL);
-    }
-    return KF_OK;
+    return kf_tls_register_pkcs11("TLS split", c->pkcs11_module[0] ? c->pkcs11_module : NULL,
+                                  c->key_pin[0] ? c->key_pin : NULL);
 }
 
 static int load_priority(struct handler *h, const struct kf_split_config *c)
 {
-    const char *err_pos = NULL;
-    int rc = gnutls_priority_init2(&h->priority, c->priority[0] ? c->priority : KF_TLS_PRIORITY,
-                                   &err_pos, 0);
-    if (rc < 0) {
-        kf_error("TLS split: priority string rejected at '%s'", err_pos ? err_pos : "?");
-        return KF_ERR_TLS_CONFIG;
-    }
-    return KF_OK;
+    return kf_tls_load_priority("TLS split", c->priority[0] ? c->priority : NULL, &h->priority);
 }
 
 /* Client: the server's trust anchors and, if given, the client certificate. */
@@ -847,19 +761,10 @@ static int load_client_credentials(struct handler *h, const struct kf_split_conf
 {
     KF_GUARD(register_token(c));
     KF_ENSURE(gnutls_certificate_allocate_credentials(&h->creds) == 0, KF_ERR_NOMEM);
-    if (gnutls_certificate_set_x509_trust_file(h->creds, c->ca_file, GNUTLS_X509_FMT_PEM) <= 0) {
-        kf_error("TLS split client: no CA certificate loaded from %s", c->ca_file);
-        return KF_ERR_TLS_CONFIG;
-    }
-    if (c->cert_file[0]) {
-        int rc = gnutls_certificate_set_x509_key_file2(h->creds, c->cert_file, c->key_file,
-                                                       GNUTLS_X509_FMT_PEM, NULL, 0);
-        if (rc < 0) {
-            kf_error("TLS split client: cannot load the client certificate %s with its key: %s",
-                     c->cert_file, gnutls_strerror(rc));
-            return KF_ERR_TLS_CONFIG;
-        }
-    }
+    KF_GUARD(kf_tls_load_trust("TLS split client", h->creds, c->ca_file));
+    if (c->cert_file[0])
+        KF_GUARD(kf_tls_load_cert_key("TLS split client", "client", h->creds, c->cert_file,
+                                      c->key_file));
     KF_GUARD(load_priority(h, c));
     h->handshake_ms = c->handshake_timeout_ms ? (int)c->handshake_timeout_ms : 10000;
     h->flags = c->flags;
@@ -873,26 +778,10 @@ static int load_credentials(struct handler *h, const struct kf_split_config *c)
         return load_client_credentials(h, c);
     KF_GUARD(register_token(c));
     KF_ENSURE(gnutls_certificate_allocate_credentials(&h->creds) == 0, KF_ERR_NOMEM);
-    int rc = gnutls_certificate_set_x509_trust_file(h->creds, c->ca_file, GNUTLS_X509_FMT_PEM);
-    if (rc <= 0) {
-        kf_error("TLS split: no CA certificate loaded from %s", c->ca_file);
-        return KF_ERR_TLS_CONFIG;
-    }
-    rc = gnutls_certificate_set_x509_key_file2(h->creds, c->cert_file, c->key_file,
-                                               GNUTLS_X509_FMT_PEM, NULL, 0);
-    if (rc < 0) {
-        kf_error("TLS split: cannot load the server certificate %s with its key: %s", c->cert_file,
-                 gnutls_strerror(rc));
-        return KF_ERR_TLS_CONFIG;
-    }
+    KF_GUARD(kf_tls_load_trust("TLS split", h->creds, c->ca_file));
+    KF_GUARD(kf_tls_load_cert_key("TLS split", "server", h->creds, c->cert_file, c->key_file));
     KF_GUARD(load_priority(h, c));
-    unsigned line = 0;
-    char why[256];
-    rc = kf_tls_identities_load(c->identities_file, &h->ids, &line, why, sizeof(why));
-    if (rc < 0) {
-        kf_error("TLS split: identity map %s line %u: %s", c->identities_file, line, why);
-        return rc;
-    }
+    KF_GUARD(kf_tls_load_identity_map("TLS split", c->identities_file, &h->ids));
     if (gnutls_session_ticket_key_generate(&h->stek) < 0)
         return KF_ERR_TLS_CONFIG;
     reveal_for_tests(h, c);

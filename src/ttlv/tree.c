@@ -31,6 +31,23 @@ int kf_ttlv_append(kf_ttlv *parent, kf_ttlv *node)
     return KF_OK;
 }
 
+kf_ttlv *kf_ttlv_request(kf_arena *a, int32_t major, int32_t minor, uint32_t op, kf_ttlv **payload)
+{
+    *payload = NULL;
+    kf_ttlv *msg = kf_ttlv_struct(a, NULL, KMIP_TAG_REQUEST_MESSAGE);
+    kf_ttlv *hdr = msg ? kf_ttlv_struct(a, msg, KMIP_TAG_REQUEST_HEADER) : NULL;
+    kf_ttlv *pv = hdr ? kf_ttlv_struct(a, hdr, KMIP_TAG_PROTOCOL_VERSION) : NULL;
+    kf_ttlv *bi = NULL;
+    if (pv && kf_ttlv_add_int(a, pv, KMIP_TAG_PROTOCOL_VERSION_MAJOR, major) &&
+        kf_ttlv_add_int(a, pv, KMIP_TAG_PROTOCOL_VERSION_MINOR, minor) &&
+        kf_ttlv_add_int(a, hdr, KMIP_TAG_BATCH_COUNT, 1))
+        bi = kf_ttlv_struct(a, msg, KMIP_TAG_BATCH_ITEM);
+    if (!bi || !kf_ttlv_add_enum(a, bi, KMIP_TAG_OPERATION, op))
+        return NULL;
+    *payload = kf_ttlv_struct(a, bi, KMIP_TAG_REQUEST_PAYLOAD);
+    return *payload ? msg : NULL;
+}
+
 /* New node linked under parent (if any); NULL on exhaustion or a non-structure parent. */
 static kf_ttlv *add(kf_arena *a, kf_ttlv *parent, uint32_t tag, uint8_t type)
 {

@@ -16,39 +16,17 @@
 #include "device/keys.h"
 #include "keyfleet/device.h"
 
-static int save_ok(void *ctx, const uint8_t *state, size_t len)
-{
-    (void)ctx, (void)state, (void)len;
-    return 0;
-}
-
-static int64_t fixed_now(void *ctx)
-{
-    (void)ctx;
-    return 1700000000;
-}
-
-static int fixed_random(void *ctx, uint8_t *out, size_t n)
-{
-    (void)ctx;
-    memset(out, 0x5A, n);
-    return 0;
-}
+#include "fuzz_device_env.h"
 
 static void make_template(struct kfd_device *d)
 {
-    memset(d, 0, sizeof(*d));
-    strcpy(d->st.id, "meter-1");
-    strcpy(d->st.domain, "plant-7");
-    for (int i = 0; i < 32; i++)
-        d->st.mkek[i] = (uint8_t)i;
+    fuzz_device_base(d);
     struct kfd_kek *k = &d->st.keks[0];
     k->in_use = true, k->role = KFD_ROLE_A, k->kek_id = 77;
     strcpy(k->partner, "base-1");
     k->not_before = 1700000000, k->not_after = 1700000000 + 86400, k->max_uses = 1000;
     for (int i = 0; i < 32; i++)
         k->key[i] = (uint8_t)(0x80 + i);
-    d->env = (struct kfd_env){NULL, save_ok, fixed_now, fixed_random};
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);

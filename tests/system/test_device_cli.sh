@@ -133,29 +133,7 @@ while at < len(b):
 PY
 done
 [ "$(sort -u "$WORK/keys.hex" | wc -l)" -eq 3 ] || fail "expected 3 distinct master keys"; ok
-scan() {
-  python3 - "$DATA" "$WORK/keys.hex" "$WORK/daemon.log" <<'PY'
-import os, sys
-data_dir, keys_file, log = sys.argv[1], sys.argv[2], sys.argv[3]
-keys = [bytes.fromhex(l.strip()) for l in open(keys_file) if l.strip()]
-files = [os.path.join(r, f) for r, _, fs in os.walk(data_dir) for f in fs] + [log]
-scanned = 0
-for path in files:
-    try:
-        blob = open(path, "rb").read()
-    except OSError:
-        continue  # the socket
-    scanned += len(blob)
-    low = blob.lower()
-    for k in keys:
-        for p in [k] + [k[i:i + 16] for i in range(0, len(k) - 15, 8)]:
-            if p in blob:
-                sys.exit(f"master key bytes found in {path}")
-        if k.hex().encode() in low:
-            sys.exit(f"master key hex found in {path}")
-print(f"scanned {len(files)} files, {scanned} bytes, {len(keys)} master keys: none found")
-PY
-}
+scan() { scan_for_keys "$WORK/keys.hex" "master key"; }
 scan || fail "scan while running"; ok
 stop_daemon
 scan || fail "scan after stop"; ok

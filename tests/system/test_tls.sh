@@ -7,11 +7,6 @@ command -v gnutls-cli > /dev/null || fail "gnutls-cli not found (apt-get install
 TTLV="$BUILD/kf-ttlv"
 CERTS="$DATA/certs"
 
-# The port keyfleetd bound for --kmip-listen ...:0, from its log.
-tls_port() {
-  sed -n 's/.*KMIP over TLS on .* (port \([0-9]*\)).*/\1/p' "$WORK/daemon.log" | tail -1
-}
-
 # tls_send NAME REQUEST.bin [gnutls-cli options...]: one exchange; the answer in
 # $WORK/NAME.resp, gnutls-cli's report in $WORK/NAME.log. Never fails itself.
 tls_send() {
@@ -36,41 +31,7 @@ expect_no_answer() {
 expect_log() { grep -q -- "$1" "$WORK/daemon.log" || fail "daemon log lacks '$1'"; ok; }
 
 # ---- requests, written as KMIP XML and encoded by kf-ttlv ----
-mkdir -p "$WORK/req"
-cat > "$WORK/discover.xml" <<'XML'
-<RequestMessage>
-  <RequestHeader>
-    <ProtocolVersion><ProtocolVersionMajor type="Integer" value="1"/><ProtocolVersionMinor type="Integer" value="4"/></ProtocolVersion>
-    <BatchCount type="Integer" value="1"/>
-  </RequestHeader>
-  <BatchItem>
-    <Operation type="Enumeration" value="DiscoverVersions"/>
-    <RequestPayload/>
-  </BatchItem>
-</RequestMessage>
-XML
-cat > "$WORK/create.xml" <<'XML'
-<RequestMessage>
-  <RequestHeader>
-    <ProtocolVersion><ProtocolVersionMajor type="Integer" value="1"/><ProtocolVersionMinor type="Integer" value="4"/></ProtocolVersion>
-    <BatchCount type="Integer" value="1"/>
-  </RequestHeader>
-  <BatchItem>
-    <Operation type="Enumeration" value="Create"/>
-    <RequestPayload>
-      <ObjectType type="Enumeration" value="SymmetricKey"/>
-      <TemplateAttribute>
-        <Attribute><AttributeName type="TextString" value="Cryptographic Algorithm"/><AttributeValue type="Enumeration" value="AES"/></Attribute>
-        <Attribute><AttributeName type="TextString" value="Cryptographic Length"/><AttributeValue type="Integer" value="256"/></Attribute>
-      </TemplateAttribute>
-    </RequestPayload>
-  </BatchItem>
-</RequestMessage>
-XML
-"$TTLV" xml2bin "$WORK/discover.xml" "$WORK/req" > /dev/null || fail "kf-ttlv xml2bin discover"
-"$TTLV" xml2bin "$WORK/create.xml" "$WORK/req" > /dev/null || fail "kf-ttlv xml2bin create"
-DISCOVER=$(ls "$WORK"/req/discover*.bin)
-CREATE=$(ls "$WORK"/req/create*.bin)
+kmip_requests
 head -c 256 /dev/urandom > "$WORK/garbage.bin"
 
 # ---- dev mode: certificates generated at first start ----

@@ -14,10 +14,7 @@
 # Alongside, test_conformance.sh and test_pykmip.sh run unchanged against a keyfleetd
 # that always starts with --tls-mode split.
 source "$(dirname "$0")/lib.sh"
-# Servers and peers this script starts besides the daemon: stopped on any exit.
-EXTRA_PIDS=()
-trap 'for p in "${EXTRA_PIDS[@]}"; do kill "$p" 2> /dev/null || true; done; cleanup' EXIT
-SRC=${KF_SOURCE_DIR:-$(cd "$(dirname "$0")/../.." && pwd)}
+stop_extra_on_exit
 command -v gnutls-cli > /dev/null || fail "gnutls-cli not found (apt-get install gnutls-bin)"
 command -v openssl > /dev/null || fail "openssl not found"
 TTLV="$BUILD/kf-ttlv"
@@ -29,38 +26,7 @@ BULK=${KF_SPLIT_BULK_BYTES:-$GIB}
 PY=/usr/bin/python3
 
 # ---- requests ----
-mkdir -p "$WORK/req"
-cat > "$WORK/discover.xml" <<'XML'
-<RequestMessage>
-  <RequestHeader>
-    <ProtocolVersion><ProtocolVersionMajor type="Integer" value="1"/><ProtocolVersionMinor type="Integer" value="4"/></ProtocolVersion>
-    <BatchCount type="Integer" value="1"/>
-  </RequestHeader>
-  <BatchItem><Operation type="Enumeration" value="DiscoverVersions"/><RequestPayload/></BatchItem>
-</RequestMessage>
-XML
-cat > "$WORK/create.xml" <<'XML'
-<RequestMessage>
-  <RequestHeader>
-    <ProtocolVersion><ProtocolVersionMajor type="Integer" value="1"/><ProtocolVersionMinor type="Integer" value="4"/></ProtocolVersion>
-    <BatchCount type="Integer" value="1"/>
-  </RequestHeader>
-  <BatchItem>
-    <Operation type="Enumeration" value="Create"/>
-    <RequestPayload>
-      <ObjectType type="Enumeration" value="SymmetricKey"/>
-      <TemplateAttribute>
-        <Attribute><AttributeName type="TextString" value="Cryptographic Algorithm"/><AttributeValue type="Enumeration" value="AES"/></Attribute>
-        <Attribute><AttributeName type="TextString" value="Cryptographic Length"/><AttributeValue type="Integer" value="256"/></Attribute>
-      </TemplateAttribute>
-    </RequestPayload>
-  </BatchItem>
-</RequestMessage>
-XML
-"$TTLV" xml2bin "$WORK/discover.xml" "$WORK/req" > /dev/null || fail "kf-ttlv xml2bin discover"
-"$TTLV" xml2bin "$WORK/create.xml" "$WORK/req" > /dev/null || fail "kf-ttlv xml2bin create"
-DISCOVER=$(ls "$WORK"/req/discover*.bin)
-CREATE=$(ls "$WORK"/req/create*.bin)
+kmip_requests
 
 # count_answers FILE: KMIP Response Messages (tag 42007B, type structure) in FILE.
 count_answers() {
@@ -169,28 +135,14 @@ wait_log() {
 # ---- the conformance runner and PyKMIP through the split endpoint ----
 # test_conformance.sh and test_pykmip.sh unchanged, with a keyfleetd that always
 # starts in split mode. They have their own daemons and directories: they run in
-# the background from here, and their results are checked at the end.
-mkdir -p "$WORK/splitbin"
-for f in "$BUILD"/*; do [ -f "$f" ] && [ -x "$f" ] && ln -s "$f" "$WORK/splitbin/$(basename "$f")"; done
-rm -f "$WORK/splitbin/keyfleetd"
-printf '#!/bin/sh\nexec "%s" --tls-mode split "$@"\n' "$BUILD/keyfleetd" > "$WORK/splitbin/keyfleetd"
-chmod +x "$WORK/splitbin/keyfleetd"
-# KF_SPLIT_INTEROP=0 skips this part (scripts/test.sh sets it for the ASan build, whose
-# release twin runs it; the 1 GiB transfer shrinks there too, see KF_SPLIT_BULK_BYTES).
-INTEROP=()
-declare -A INTEROP_PID
-if [ "${KF_SPLIT_INTEROP:-1}" != 0 ]; then
-  for t in test_conformance.sh test_pykmip.sh; do
-    KF_BUILD_DIR="$WORK/splitbin" bash "$SRC/tests/system/$t" > "$WORK/$t.out" 2>&1 &
-    INTEROP_PID[$t]=$!
-    EXTRA_PIDS+=($!)
-    INTEROP+=("$t")
-  done
-fi
+# the background from here, and their results are checked at the end. The ASan
+# build skips them (KF_SPLIT_INTEROP=0): its release twin runs them, and the 1 GiB
+# transfer shrinks there too, see KF_SPLIT_BULK_BYTES.
+start_split_interop --tls-mode split
 
 # ---- keyfleetd --tls-mode split ----
 start_daemon --dev --tls-mode split --kmip-listen 127.0.0.1:0
-PORT=$(sed -n 's/.*KMIP over TLS on .* (port \([0-9]*\)).*/\1/p' "$WORK/daemon.log" | tail -1)
+PORT=$(tls_port)
 [ -n "$PORT" ] || fail "no TLS port in the log"
 grep -q "split: handshakes in session handler process" "$WORK/daemon.log" || fail "not in split mode"; ok
 CERTS="$DATA/certs"

@@ -17,8 +17,7 @@
 #    fail); the handler is not dumpable (run as nobody: its /proc files are root's);
 #    with the client key in SoftHSM2 not even the handler holds its bytes.
 source "$(dirname "$0")/lib.sh"
-EXTRA_PIDS=()
-trap 'for p in "${EXTRA_PIDS[@]}"; do kill "$p" 2> /dev/null || true; done; cleanup' EXIT
+stop_extra_on_exit
 CLIENT="$BUILD/kf-split-client"
 [ -x "$CLIENT" ] || fail "$CLIENT is not built"
 PY=/usr/bin/python3
@@ -181,76 +180,21 @@ if grep -q "^KF_SANITIZE:BOOL=ON" "$BUILD/CMakeCache.txt" 2> /dev/null; then
   finish
   exit 0
 fi
-cat > "$WORK/scan.py" << 'PY'
+scan_script << 'PY'
 # scan.py PID KEYLOG [--key PEM] [--reveal FILE] [--no-positive]
 # Exit 0 when a traffic key is found (unless --no-positive) and no secret is.
-import hashlib, hmac, sys
-
-def hkdf_expand_label(secret, label, length):
-    h = hashlib.sha384 if len(secret) == 48 else hashlib.sha256
-    full = b"tls13 " + label
-    info = length.to_bytes(2, "big") + bytes([len(full)]) + full + b"\x00"
-    out, t, i = b"", b"", 1
-    while len(out) < length:
-        t = hmac.new(secret, t + info + bytes([i]), h).digest()
-        out += t
-        i += 1
-    return out[:length]
-
-def memory(pid):
-    chunks = []
-    with open(f"/proc/{pid}/mem", "rb", buffering=0) as m:
-        for line in open(f"/proc/{pid}/maps"):
-            p = line.split()
-            lo, hi = (int(x, 16) for x in p[0].split("-"))
-            if "r" not in p[1] or (len(p) > 5 and p[5] in ("[vvar]", "[vsyscall]", "[vvar_vclock]")):
-                continue
-            try:
-                m.seek(lo)
-                chunks.append(m.read(hi - lo))
-            except (OSError, ValueError, OverflowError):
-                pass
-    return b"\x00".join(chunks)
-
-def windows(v, n):
-    return {v[i:i + n] for i in range(0, len(v) - n + 1)}
-
-def present(mem, needles):
-    """The needles (all of length n) that occur in mem, in one pass: an occurrence
-    covers a whole block mem[q:q + n//2] with q a multiple of n//2, so only those
-    blocks are looked up in an index of every n//2-byte piece of every needle."""
-    found, index = set(), {}
-    if not needles:
-        return found
-    n = len(next(iter(needles)))
-    k = n // 2
-    for w in needles:
-        for o in range(n - k + 1):
-            index.setdefault(w[o:o + k], []).append((o, w))
-    for q in range(0, len(mem) - k + 1, k):
-        for o, w in index.get(mem[q:q + k], ()):
-            if q >= o and mem[q - o:q - o + n] == w:
-                found.add(w)
-    return found
+import sys
+from memscan import key_log, memory, present, private_key_bytes, windows
 
 args = sys.argv[1:]
 pid, keylog = args[0], args[1]
 opt = {args[i]: args[i + 1] for i in range(2, len(args) - 1) if args[i] in ("--key", "--reveal")}
 mem = memory(pid)
-secrets, traffic = {}, []
-for line in open(keylog):
-    f = line.split()
-    if len(f) == 3:
-        sec = bytes.fromhex(f[2])
-        secrets.setdefault(f"key log {f[0]}", []).append(sec)
-        if f[0] in ("CLIENT_TRAFFIC_SECRET_0", "SERVER_TRAFFIC_SECRET_0"):
-            traffic.append(hkdf_expand_label(sec, b"key", 32 if len(sec) == 48 else 16))
+logged, traffic = key_log(keylog)
+secrets = {f"key log {label}": vals for label, vals in logged.items()}
 needles = {label: set().union(*(windows(v, 16) for v in vals)) for label, vals in secrets.items()}
 if "--key" in opt:
-    from cryptography.hazmat.primitives.serialization import load_pem_private_key
-    k = load_pem_private_key(open(opt["--key"], "rb").read(), None)
-    v = k.private_numbers().private_value.to_bytes((k.curve.key_size + 7) // 8, "big")
-    needles["client private key"] = windows(v, 16)
+    needles["client private key"] = windows(private_key_bytes(opt["--key"]), 16)
 if "--reveal" in opt:
     ws = set()
     for line in open(opt["--reveal"]):

@@ -14,9 +14,7 @@
 # the session handler, which must hold no private-key bytes either.
 # Without KF_TEST_HOOKS the ticket key cannot be revealed: the script says SKIP.
 source "$(dirname "$0")/lib.sh"
-# Servers and peers this script starts besides the daemon: stopped on any exit.
-EXTRA_PIDS=()
-trap 'for p in "${EXTRA_PIDS[@]}"; do kill "$p" 2> /dev/null || true; done; cleanup' EXIT
+stop_extra_on_exit
 [ "$(id -u)" = 0 ] || { echo "SKIP: reading other processes' memory needs root"; exit 0; }
 ECHO="$BUILD/kf-tls-echo"
 LOAD="$BUILD/kf-tls-load"
@@ -24,82 +22,12 @@ TTLV="$BUILD/kf-ttlv"
 for b in "$ECHO" "$LOAD" "$TTLV"; do [ -x "$b" ] || fail "$b is not built"; done
 PY=/usr/bin/python3
 
-cat > "$WORK/scan.py" <<'PY'
+scan_script <<'PY'
 # scan.py PID KEYLOG [--stek FILE] [--key PEM] [--session FILE] [--peer PID] [--no-positive]
 # Exit 0 when the traffic key is found (unless --no-positive) and nothing else is.
 # --peer: the peer holding the connection must still be there once the memory is read.
-import hashlib, hmac, re, sys
-
-def hkdf_expand_label(secret, label, length):
-    h = hashlib.sha384 if len(secret) == 48 else hashlib.sha256
-    full = b"tls13 " + label
-    info = length.to_bytes(2, "big") + bytes([len(full)]) + full + b"\x00"
-    out, t, i = b"", b"", 1
-    while len(out) < length:
-        t = hmac.new(secret, t + info + bytes([i]), h).digest()
-        out += t
-        i += 1
-    return out[:length]
-
-def regions(pid):
-    for line in open(f"/proc/{pid}/maps"):
-        parts = line.split()
-        lo, hi = (int(x, 16) for x in parts[0].split("-"))
-        name = parts[5] if len(parts) > 5 else ""
-        if "r" not in parts[1] or name in ("[vvar]", "[vsyscall]", "[vvar_vclock]"):
-            continue
-        yield lo, hi, name
-
-def memory(pid):
-    chunks = []
-    with open(f"/proc/{pid}/mem", "rb", buffering=0) as m:
-        for lo, hi, name in regions(pid):
-            try:
-                m.seek(lo)
-                chunks.append(m.read(hi - lo))
-            except (OSError, ValueError, OverflowError):
-                pass
-    return b"\x00".join(chunks)
-
-def windows(secret, n=16):
-    return {secret[i:i + n] for i in range(0, len(secret) - n + 1)}
-
-def high_entropy(w):
-    return len(set(w)) >= 24
-
-def present(mem, needles):
-    """The needles that occur in mem -- exactly those for which `w in mem` holds --
-    in one pass over mem per needle length n instead of one per needle: an
-    occurrence of a needle covers a whole block mem[q:q + k] with q a multiple of
-    k = n // 2, so only those blocks are looked up, in an index of every k-byte
-    piece of every needle, and each hit is compared in full."""
-    found, by_len = set(), {}
-    for w in needles:
-        by_len.setdefault(len(w), set()).add(w)
-    for n, ws in by_len.items():
-        k = n // 2
-        if k < 4:
-            found |= {w for w in ws if w in mem}
-            continue
-        index = {}
-        for w in ws:
-            for o in range(n - k + 1):
-                index.setdefault(w[o:o + k], []).append((o, w))
-        get = index.get
-        for q in range(0, len(mem) - k + 1, k):
-            hit = get(mem[q:q + k])
-            if hit:
-                for o, w in hit:
-                    if q >= o and mem[q - o:q - o + n] == w:
-                        found.add(w)
-    return found
-
-def alive(pid):
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
-    except FileNotFoundError:
-        return False
+import sys
+from memscan import alive, high_entropy, key_log, memory, present, private_key_bytes, windows
 
 args = sys.argv[1:]
 pid, keylog = args[0], args[1]
@@ -109,24 +37,13 @@ mem = memory(pid)
 if "--peer" in opt and not alive(opt["--peer"]):
     print("FAIL: the peer was gone before the memory was read: hold the connection longer")
     sys.exit(1)
-secrets, traffic = {}, []
-for line in open(keylog):
-    f = line.split()
-    if len(f) != 3:
-        continue
-    label, _, sec = f[0], f[1], bytes.fromhex(f[2])
-    secrets.setdefault(label, []).append(sec)
-    if label in ("CLIENT_TRAFFIC_SECRET_0", "SERVER_TRAFFIC_SECRET_0"):
-        traffic.append(hkdf_expand_label(sec, b"key", 32 if len(sec) == 48 else 16))
+secrets, traffic = key_log(keylog)
 if "--stek" in opt:
     for line in open(opt["--stek"]):
         if line.startswith("stek "):
             secrets.setdefault("session-ticket key", []).append(bytes.fromhex(line.split()[1]))
 if "--key" in opt:
-    from cryptography.hazmat.primitives.serialization import load_pem_private_key
-    k = load_pem_private_key(open(opt["--key"], "rb").read(), None)
-    n = (k.curve.key_size + 7) // 8
-    secrets["server private key"] = [k.private_numbers().private_value.to_bytes(n, "big")]
+    secrets["server private key"] = [private_key_bytes(opt["--key"])]
 if "--session" in opt:
     data = open(opt["--session"], "rb").read()
     ws = [data[i:i + 32] for i in range(0, len(data) - 31) if high_entropy(data[i:i + 32])]
@@ -244,22 +161,12 @@ ok
 kill "$EPID"; wait "$EPID" || true
 
 # ---- keyfleetd --tls-mode split: the host process (workers are its threads) ----
-cat > "$WORK/discover.xml" <<'XML'
-<RequestMessage>
-  <RequestHeader>
-    <ProtocolVersion><ProtocolVersionMajor type="Integer" value="1"/><ProtocolVersionMinor type="Integer" value="4"/></ProtocolVersion>
-    <BatchCount type="Integer" value="1"/>
-  </RequestHeader>
-  <BatchItem><Operation type="Enumeration" value="DiscoverVersions"/><RequestPayload/></BatchItem>
-</RequestMessage>
-XML
-mkdir -p "$WORK/req"
-"$TTLV" xml2bin "$WORK/discover.xml" "$WORK/req" > /dev/null || fail "kf-ttlv xml2bin"
-REQUEST=$(ls "$WORK"/req/discover*.bin)
+kmip_requests
+REQUEST=$DISCOVER
 start_daemon --dev --kmip-listen 127.0.0.1:0   # the first start makes the dev certificates
 stop_daemon
 start_daemon --dev --tls-mode split --kmip-listen 127.0.0.1:0
-PORT=$(sed -n 's/.*KMIP over TLS on .* (port \([0-9]*\)).*/\1/p' "$WORK/daemon.log" | tail -1)
+PORT=$(tls_port)
 hold_and_scan keyfleetd "$DAEMON_PID" "$PORT" "$DATA/certs" "NORMAL:-VERS-ALL:+VERS-TLS1.3" \
   --key "$DATA/certs/server-key.pem"
 stop_daemon
@@ -275,7 +182,7 @@ if [ -f "$SOFTHSM" ] && command -v p11tool > /dev/null; then
   start_daemon --dev --tls-mode split --kmip-listen 127.0.0.1:0 --kmip-cert "$CERTS/server-cert.pem" \
     --kmip-key "pkcs11:token=split-tls;object=kmip-server;type=private" \
     --kmip-pkcs11-module "$SOFTHSM" --kmip-pin-file "$WORK/pin"
-  PORT=$(sed -n 's/.*KMIP over TLS on .* (port \([0-9]*\)).*/\1/p' "$WORK/daemon.log" | tail -1)
+  PORT=$(tls_port)
   HPID=$(ps --ppid "$DAEMON_PID" -o pid=,args= | awk '/--tls-session-handler/ {print $1}' | head -1)
   [ -n "$HPID" ] || fail "no session handler"
   hold hsm-host "$PORT" "$CERTS" "NORMAL:-VERS-ALL:+VERS-TLS1.3"

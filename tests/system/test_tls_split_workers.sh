@@ -22,9 +22,7 @@
 #    no worker outlives keyfleetd.
 # Root is needed for the user, dumpable and memory checks (else those say SKIP).
 source "$(dirname "$0")/lib.sh"
-EXTRA_PIDS=()
-trap 'for p in "${EXTRA_PIDS[@]}"; do kill "$p" 2> /dev/null || true; done; cleanup' EXIT
-SRC=${KF_SOURCE_DIR:-$(cd "$(dirname "$0")/../.." && pwd)}
+stop_extra_on_exit
 TTLV="$BUILD/kf-ttlv"
 LOAD="$BUILD/kf-tls-load"
 for b in "$TTLV" "$LOAD" "$KEYFLEETD" "$KEYFLEET"; do [ -x "$b" ] || fail "$b is not built"; done
@@ -32,37 +30,11 @@ PY=/usr/bin/python3
 ROOT=false; [ "$(id -u)" = 0 ] && ROOT=true
 
 # ---- the conformance runner and PyKMIP through worker processes ----
-mkdir -p "$WORK/splitbin"
-for f in "$BUILD"/*; do [ -f "$f" ] && [ -x "$f" ] && ln -s "$f" "$WORK/splitbin/$(basename "$f")"; done
-rm -f "$WORK/splitbin/keyfleetd"
-printf '#!/bin/sh\nexec "%s" --tls-mode split --split-workers processes "$@"\n' "$KEYFLEETD" \
-  > "$WORK/splitbin/keyfleetd"
-chmod +x "$WORK/splitbin/keyfleetd"
-# KF_SPLIT_INTEROP=0 skips this part (as in test_tls_split.sh).
-INTEROP=()
-declare -A INTEROP_PID
-if [ "${KF_SPLIT_INTEROP:-1}" != 0 ]; then
-  for t in test_conformance.sh test_pykmip.sh; do
-    KF_BUILD_DIR="$WORK/splitbin" bash "$SRC/tests/system/$t" > "$WORK/$t.out" 2>&1 &
-    INTEROP_PID[$t]=$!
-    EXTRA_PIDS+=($!)
-    INTEROP+=("$t")
-  done
-fi
+start_split_interop --tls-mode split --split-workers processes
 
 # ---- a request for held connections ----
-cat > "$WORK/discover.xml" <<'XML'
-<RequestMessage>
-  <RequestHeader>
-    <ProtocolVersion><ProtocolVersionMajor type="Integer" value="1"/><ProtocolVersionMinor type="Integer" value="4"/></ProtocolVersion>
-    <BatchCount type="Integer" value="1"/>
-  </RequestHeader>
-  <BatchItem><Operation type="Enumeration" value="DiscoverVersions"/><RequestPayload/></BatchItem>
-</RequestMessage>
-XML
-mkdir -p "$WORK/req"
-"$TTLV" xml2bin "$WORK/discover.xml" "$WORK/req" > /dev/null || fail "kf-ttlv xml2bin"
-REQUEST=$(ls "$WORK"/req/discover*.bin)
+kmip_requests
+REQUEST=$DISCOVER
 
 # ---- keyfleetd with worker processes ----
 start_daemon --dev --kmip-listen 127.0.0.1:0   # the first start makes the dev certificates
@@ -75,7 +47,7 @@ expect_refusal "cannot start the KMIP TLS listener" "$KEYFLEETD" --dir "$DATA" -
 export KF_TEST_REVEAL_FILE="$WORK/reveal"      # the handler reveals its ticket key (test builds)
 start_daemon --dev --tls-mode split --split-workers processes --kmip-listen 127.0.0.1:0
 unset KF_TEST_REVEAL_FILE
-PORT=$(sed -n 's/.*KMIP over TLS on .* (port \([0-9]*\)).*/\1/p' "$WORK/daemon.log" | tail -1)
+PORT=$(tls_port)
 [ -n "$PORT" ] || fail "no TLS port in the log"
 grep -q "confined worker processes" "$WORK/daemon.log" || fail "not in worker-process mode"; ok
 CERTS="$DATA/certs"
@@ -115,89 +87,28 @@ fi
 ok
 
 # ---- memory: the worker holds traffic keys and nothing else of TLS ----
-cat > "$WORK/scan.py" <<'PY'
+scan_script <<'PY'
 # scan.py PID KEYLOG [--stek FILE] [--key PEM] [--session FILE] [--peer PID] [--absent-traffic | --control]
 # Reads every readable mapping of PID. Exit 0 when the TLS 1.3 traffic keys derived
 # from KEYLOG are there (--absent-traffic: are not) and no other secret is;
 # --control: when the private key and the ticket key are there.
-import hashlib, hmac, sys
-
-def hkdf_expand_label(secret, label, length):
-    h = hashlib.sha384 if len(secret) == 48 else hashlib.sha256
-    full = b"tls13 " + label
-    info = length.to_bytes(2, "big") + bytes([len(full)]) + full + b"\x00"
-    out, t, i = b"", b"", 1
-    while len(out) < length:
-        t = hmac.new(secret, t + info + bytes([i]), h).digest()
-        out += t
-        i += 1
-    return out[:length]
-
-def memory(pid):
-    chunks = []
-    with open(f"/proc/{pid}/maps") as maps, open(f"/proc/{pid}/mem", "rb", buffering=0) as m:
-        for line in maps:
-            parts = line.split()
-            lo, hi = (int(x, 16) for x in parts[0].split("-"))
-            name = parts[5] if len(parts) > 5 else ""
-            if "r" not in parts[1] or name in ("[vvar]", "[vsyscall]", "[vvar_vclock]"):
-                continue
-            if hi - lo > 1 << 30:  # sanitizer shadow (ASan builds): reserved, never data
-                continue
-            try:
-                m.seek(lo)
-                chunks.append(m.read(hi - lo))
-            except (OSError, ValueError, OverflowError):
-                pass
-    return b"\x00".join(chunks)
-
-def present(mem, needles):
-    """The needles found in mem: one pass per needle length over blocks of half its length."""
-    found, by_len = set(), {}
-    for w in needles:
-        by_len.setdefault(len(w), set()).add(w)
-    for n, ws in by_len.items():
-        k = n // 2
-        index = {}
-        for w in ws:
-            for o in range(n - k + 1):
-                index.setdefault(w[o:o + k], []).append((o, w))
-        get = index.get
-        for q in range(0, len(mem) - k + 1, k):
-            hit = get(mem[q:q + k])
-            if hit:
-                for o, w in hit:
-                    if q >= o and mem[q - o:q - o + n] == w:
-                        found.add(w)
-    return found
+import sys
+from memscan import alive, key_log, memory, present, private_key_bytes
 
 args = sys.argv[1:]
 pid, keylog = args[0], args[1]
 opt = {args[i]: args[i + 1] for i in range(2, len(args) - 1) if args[i] in ("--stek", "--key", "--session", "--peer")}
-mem = memory(pid)
+mem = memory(pid, skip_huge=True)
 if "--peer" in opt:  # the peer holding the connection must still be there once the memory is read
-    try:
-        alive = open(f"/proc/{opt['--peer']}/stat").read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
-    except FileNotFoundError:
-        alive = False
-    if not alive:
+    if not alive(opt["--peer"]):
         sys.exit("FAIL: the peer was gone before the memory was read: hold longer (KF_MEMSCAN_HOLD_SECONDS)")
-secrets, traffic = {}, []
-for line in open(keylog):
-    f = line.split()
-    if len(f) == 3:
-        secrets.setdefault(f[0], []).append(bytes.fromhex(f[2]))
-        if f[0] in ("CLIENT_TRAFFIC_SECRET_0", "SERVER_TRAFFIC_SECRET_0"):
-            s = bytes.fromhex(f[2])
-            traffic.append(hkdf_expand_label(s, b"key", 32 if len(s) == 48 else 16))
+secrets, traffic = key_log(keylog)
 if "--stek" in opt:
     for line in open(opt["--stek"]):
         if line.startswith("stek "):
             secrets.setdefault("session-ticket key", []).append(bytes.fromhex(line.split()[1]))
 if "--key" in opt:
-    from cryptography.hazmat.primitives.serialization import load_pem_private_key
-    k = load_pem_private_key(open(opt["--key"], "rb").read(), None)
-    secrets["server private key"] = [k.private_numbers().private_value.to_bytes((k.curve.key_size + 7) // 8, "big")]
+    secrets["server private key"] = [private_key_bytes(opt["--key"])]
 if "--session" in opt:
     data = open(opt["--session"], "rb").read()
     secrets["peer's session state"] = [data[i:i + 32] for i in range(0, len(data) - 31)

@@ -14,35 +14,7 @@
 
 #include "keyfleet/crypto.h"
 #include "keyfleet/secmem.h"
-
-static uint8_t *unhex(const char *hex, size_t *len)
-{
-    size_t n = 0;
-    uint8_t *out = calloc(strlen(hex) / 2 + 1, 1);
-    assert_non_null(out);
-    int half = -1;
-    for (const char *p = hex; *p; p++) {
-        int v;
-        if (*p >= '0' && *p <= '9')
-            v = *p - '0';
-        else if (*p >= 'a' && *p <= 'f')
-            v = *p - 'a' + 10;
-        else if (*p >= 'A' && *p <= 'F')
-            v = *p - 'A' + 10;
-        else
-            continue;
-        if (half < 0) {
-            half = v;
-        } else {
-            out[n++] = (uint8_t)(half << 4 | v);
-            half = -1;
-        }
-    }
-    assert_int_equal(half, -1);
-    if (len)
-        *len = n;
-    return out;
-}
+#include "test_hex.h"
 
 /* ---- Ed25519 ---- */
 
@@ -71,9 +43,10 @@ static void ed25519_rfc8032(void **state)
     (void)state;
     for (size_t i = 0; i < sizeof(ed25519_vectors) / sizeof(ed25519_vectors[0]); i++) {
         size_t msg_len;
-        uint8_t *sk = unhex(ed25519_vectors[i].sk, NULL), *pk = unhex(ed25519_vectors[i].pk, NULL);
-        uint8_t *msg = unhex(ed25519_vectors[i].msg, &msg_len);
-        uint8_t *sig = unhex(ed25519_vectors[i].sig, NULL);
+        uint8_t *sk = unhex_alloc(ed25519_vectors[i].sk, NULL),
+                *pk = unhex_alloc(ed25519_vectors[i].pk, NULL);
+        uint8_t *msg = unhex_alloc(ed25519_vectors[i].msg, &msg_len);
+        uint8_t *sig = unhex_alloc(ed25519_vectors[i].sig, NULL);
         uint8_t got_pk[32], got_sig[64];
         print_message("Ed25519 %s\n", ed25519_vectors[i].name);
         assert_int_equal(kf_ed25519_public(sk, got_pk), KF_OK);
@@ -110,17 +83,18 @@ static void x25519_rfc7748_section_5_2(void **state)
          "95cbde9476e8907d7aade45cb4b873f88b595a68799fa152e6f8f7647aac7957"},
     };
     for (size_t i = 0; i < 2; i++) {
-        uint8_t *k = unhex(v[i].scalar, NULL), *u = unhex(v[i].u, NULL);
-        uint8_t *want = unhex(v[i].out, NULL), out[32];
+        uint8_t *k = unhex_alloc(v[i].scalar, NULL), *u = unhex_alloc(v[i].u, NULL);
+        uint8_t *want = unhex_alloc(v[i].out, NULL), out[32];
         assert_int_equal(kf_x25519(k, u, out), KF_OK);
         assert_memory_equal(out, want, 32);
         free(k), free(u), free(want);
     }
     /* Iterated form: k = u = 9, then (k, u) <- (X25519(k, u), k), once and 1000 times. */
     uint8_t k[32] = {9}, u[32] = {9}, r[32];
-    uint8_t *once = unhex("422c8e7a6227d7bca1350b3e2bb7279f7897b87bb6854b783c60e80311ae3079", NULL);
+    uint8_t *once =
+        unhex_alloc("422c8e7a6227d7bca1350b3e2bb7279f7897b87bb6854b783c60e80311ae3079", NULL);
     uint8_t *thousand =
-        unhex("684cf59ba83309552800ef566f2f4d3c1c3887c49360e3875f2eb94d99532c51", NULL);
+        unhex_alloc("684cf59ba83309552800ef566f2f4d3c1c3887c49360e3875f2eb94d99532c51", NULL);
     for (int i = 1; i <= 1000; i++) {
         assert_int_equal(kf_x25519(k, u, r), KF_OK);
         memcpy(u, k, 32);
@@ -135,11 +109,16 @@ static void x25519_rfc7748_section_5_2(void **state)
 static void x25519_rfc7748_section_6_1(void **state)
 {
     (void)state;
-    uint8_t *a = unhex("77076d0a7318a57d3c16c17251b26645df4c2f87ebc0992ab177fba51db92c2a", NULL);
-    uint8_t *a_pub = unhex("8520f0098930a754748b7ddcb43ef75a0dbf3a0d26381af4eba4a98eaa9b4e6a", NULL);
-    uint8_t *b = unhex("5dab087e624a8a4b79e17f8b83800ee66f3bb1292618b6fd1c2f8b27ff88e0eb", NULL);
-    uint8_t *b_pub = unhex("de9edb7d7b7dc1b4d35b61c2ece435373f8343c85b78674dadfc7e146f882b4f", NULL);
-    uint8_t *k = unhex("4a5d9d5ba4ce2de1728e3bf480350f25e07e21c947d19e3376f09b3c1e161742", NULL);
+    uint8_t *a =
+        unhex_alloc("77076d0a7318a57d3c16c17251b26645df4c2f87ebc0992ab177fba51db92c2a", NULL);
+    uint8_t *a_pub =
+        unhex_alloc("8520f0098930a754748b7ddcb43ef75a0dbf3a0d26381af4eba4a98eaa9b4e6a", NULL);
+    uint8_t *b =
+        unhex_alloc("5dab087e624a8a4b79e17f8b83800ee66f3bb1292618b6fd1c2f8b27ff88e0eb", NULL);
+    uint8_t *b_pub =
+        unhex_alloc("de9edb7d7b7dc1b4d35b61c2ece435373f8343c85b78674dadfc7e146f882b4f", NULL);
+    uint8_t *k =
+        unhex_alloc("4a5d9d5ba4ce2de1728e3bf480350f25e07e21c947d19e3376f09b3c1e161742", NULL);
     uint8_t out[32];
     assert_int_equal(kf_x25519_public(a, out), KF_OK);
     assert_memory_equal(out, a_pub, 32);
@@ -176,13 +155,13 @@ static void p256_rfc6979_signatures_verify(void **state)
         {"test", "F1ABB023518351CD71D881567B1EA663ED3EFCF6C5132B354F28D3B0B7D38367"
                  "019F4113742A2B14BD25926B49C649155F267E60D3814B4C0CC84250E46F0083"},
     };
-    uint8_t *x = unhex(RFC6979_X, NULL), *pub = unhex(RFC6979_PUB, NULL), got_pub[65];
+    uint8_t *x = unhex_alloc(RFC6979_X, NULL), *pub = unhex_alloc(RFC6979_PUB, NULL), got_pub[65];
     assert_int_equal(kf_p256_public(x, got_pub), KF_OK);
     assert_memory_equal(got_pub, pub, 65);
     for (size_t i = 0; i < 2; i++) {
         const uint8_t *msg = (const uint8_t *)v[i].msg;
         size_t len = strlen(v[i].msg);
-        uint8_t *sig = unhex(v[i].sig, NULL), digest[32];
+        uint8_t *sig = unhex_alloc(v[i].sig, NULL), digest[32];
         assert_int_equal(kf_p256_verify(pub, msg, len, sig), KF_OK);
         assert_int_equal(kf_sha256(msg, len, digest), KF_OK);
         assert_int_equal(kf_p256_verify_digest(pub, digest, 32, sig), KF_OK);
@@ -202,7 +181,7 @@ static void p256_rfc6979_signatures_verify(void **state)
 static void p256_sign_verify_round_trip(void **state)
 {
     (void)state;
-    uint8_t *x = unhex(RFC6979_X, NULL), *pub = unhex(RFC6979_PUB, NULL), sig[64];
+    uint8_t *x = unhex_alloc(RFC6979_X, NULL), *pub = unhex_alloc(RFC6979_PUB, NULL), sig[64];
     const uint8_t msg[] = "sample";
     assert_int_equal(kf_p256_sign(x, msg, 6, sig), KF_OK);
     assert_int_equal(kf_p256_verify(pub, msg, 6, sig), KF_OK);
@@ -229,10 +208,10 @@ static int zero_source(void *ctx, uint8_t *out, size_t len)
 static void p256_refuses_bad_inputs(void **state)
 {
     (void)state;
-    uint8_t *pub = unhex(RFC6979_PUB, NULL), sig[64] = {0}, out[65];
-    uint8_t *good = unhex("EFD48B2AACB6A8FD1140DD9CD45E81D69D2C877B56AAF991C34D0EA84EAF3716"
-                          "F7CB1C942D657C41D436C7A1B6E29F65F3E900DBB9AFF4064DC4AB2F843ACDA8",
-                          NULL);
+    uint8_t *pub = unhex_alloc(RFC6979_PUB, NULL), sig[64] = {0}, out[65];
+    uint8_t *good = unhex_alloc("EFD48B2AACB6A8FD1140DD9CD45E81D69D2C877B56AAF991C34D0EA84EAF3716"
+                                "F7CB1C942D657C41D436C7A1B6E29F65F3E900DBB9AFF4064DC4AB2F843ACDA8",
+                                NULL);
     const uint8_t msg[] = "sample";
     /* r = s = 0 is out of range. */
     assert_int_equal(kf_p256_verify(pub, msg, 6, sig), KF_ERR_BAD_SIGNATURE);
@@ -249,7 +228,7 @@ static void p256_refuses_bad_inputs(void **state)
     assert_int_equal(kf_p256_public(big, out), KF_ERR_KEY_SIZE);
     assert_int_equal(kf_p256_sign(big, msg, 6, sig), KF_ERR_KEY_SIZE);
     /* A broken random source refuses to sign (a predictable nonce leaks the key). */
-    uint8_t *x = unhex(RFC6979_X, NULL);
+    uint8_t *x = unhex_alloc(RFC6979_X, NULL);
     kf_crypto_set_random(zero_source, NULL);
     assert_int_equal(kf_p256_sign(x, msg, 6, sig), KF_ERR_RNG_SOURCE);
     uint8_t priv[32];

@@ -16,36 +16,7 @@
 
 #include "keyfleet/crypto.h"
 #include "keyfleet/secmem.h"
-
-/* Decode a hex string (spaces ignored) into a fresh buffer; *len gets its length. */
-static uint8_t *unhex(const char *hex, size_t *len)
-{
-    size_t n = 0;
-    uint8_t *out = calloc(strlen(hex) / 2 + 1, 1);
-    assert_non_null(out);
-    int half = -1;
-    for (const char *p = hex; *p; p++) {
-        int v;
-        if (*p >= '0' && *p <= '9')
-            v = *p - '0';
-        else if (*p >= 'a' && *p <= 'f')
-            v = *p - 'a' + 10;
-        else if (*p >= 'A' && *p <= 'F')
-            v = *p - 'A' + 10;
-        else
-            continue;
-        if (half < 0) {
-            half = v;
-        } else {
-            out[n++] = (uint8_t)(half << 4 | v);
-            half = -1;
-        }
-    }
-    assert_int_equal(half, -1);
-    if (len)
-        *len = n;
-    return out;
-}
+#include "test_hex.h"
 
 /* ---- AES-GCM ---- */
 
@@ -93,9 +64,9 @@ static void gcm_known_answers(void **state)
     for (size_t i = 0; i < sizeof(gcm_vectors) / sizeof(gcm_vectors[0]); i++) {
         const struct gcm_vector *v = &gcm_vectors[i];
         size_t key_len, iv_len, pt_len, ad_len, ct_len, tag_len;
-        uint8_t *key = unhex(v->key, &key_len), *iv = unhex(v->iv, &iv_len);
-        uint8_t *pt = unhex(v->pt, &pt_len), *ad = unhex(v->ad, &ad_len);
-        uint8_t *ct = unhex(v->ct, &ct_len), *tag = unhex(v->tag, &tag_len);
+        uint8_t *key = unhex_alloc(v->key, &key_len), *iv = unhex_alloc(v->iv, &iv_len);
+        uint8_t *pt = unhex_alloc(v->pt, &pt_len), *ad = unhex_alloc(v->ad, &ad_len);
+        uint8_t *ct = unhex_alloc(v->ct, &ct_len), *tag = unhex_alloc(v->tag, &tag_len);
         uint8_t out[64], got_tag[KF_GCM_TAG_LEN], back[64];
         print_message("GCM %s\n", v->name);
         assert_int_equal(kf_aes_gcm_seal(key, key_len, iv, iv_len, ad, ad_len, pt, pt_len, out,
@@ -116,8 +87,9 @@ static void gcm_refuses_tampering(void **state)
     (void)state;
     const struct gcm_vector *v = &gcm_vectors[4 - 1]; /* TC4: has AAD and ciphertext */
     size_t key_len, iv_len, ad_len, ct_len;
-    uint8_t *key = unhex(v->key, &key_len), *iv = unhex(v->iv, &iv_len);
-    uint8_t *ad = unhex(v->ad, &ad_len), *ct = unhex(v->ct, &ct_len), *tag = unhex(v->tag, NULL);
+    uint8_t *key = unhex_alloc(v->key, &key_len), *iv = unhex_alloc(v->iv, &iv_len);
+    uint8_t *ad = unhex_alloc(v->ad, &ad_len), *ct = unhex_alloc(v->ct, &ct_len),
+            *tag = unhex_alloc(v->tag, NULL);
     uint8_t pt[64];
 
     tag[15] ^= 0x01;
@@ -178,9 +150,9 @@ static void kw_rfc3394_vectors(void **state)
     (void)state;
     for (size_t i = 0; i < sizeof(rfc3394_vectors) / sizeof(rfc3394_vectors[0]); i++) {
         size_t kek_len, key_len, wrapped_len;
-        uint8_t *kek = unhex(rfc3394_vectors[i].kek, &kek_len);
-        uint8_t *key = unhex(rfc3394_vectors[i].key, &key_len);
-        uint8_t *wrapped = unhex(rfc3394_vectors[i].wrapped, &wrapped_len);
+        uint8_t *kek = unhex_alloc(rfc3394_vectors[i].kek, &kek_len);
+        uint8_t *key = unhex_alloc(rfc3394_vectors[i].key, &key_len);
+        uint8_t *wrapped = unhex_alloc(rfc3394_vectors[i].wrapped, &wrapped_len);
         uint8_t out[48], back[40];
         assert_int_equal(wrapped_len, key_len + 8);
         assert_int_equal(kf_aes_kw_wrap(kek, kek_len, key, key_len, out), KF_OK);
@@ -228,8 +200,8 @@ static void kwp_rfc5649_vectors(void **state)
     };
     for (size_t i = 0; i < 2; i++) {
         size_t kek_len, key_len, wrapped_len, got_len = 0;
-        uint8_t *kek = unhex(v[i].kek, &kek_len), *key = unhex(v[i].key, &key_len);
-        uint8_t *wrapped = unhex(v[i].wrapped, &wrapped_len);
+        uint8_t *kek = unhex_alloc(v[i].kek, &kek_len), *key = unhex_alloc(v[i].key, &key_len);
+        uint8_t *wrapped = unhex_alloc(v[i].wrapped, &wrapped_len);
         uint8_t out[40], back[32];
         assert_int_equal(kf_aes_kwp_wrapped_len(key_len), wrapped_len);
         assert_int_equal(kf_aes_kwp_wrap(kek, kek_len, key, key_len, out), KF_OK);
@@ -260,7 +232,7 @@ static void kwp_refuses_bad_padding(void **state)
 {
     (void)state;
     size_t kek_len, got_len = 0;
-    uint8_t *kek = unhex(rfc5649_kek, &kek_len);
+    uint8_t *kek = unhex_alloc(rfc5649_kek, &kek_len);
     static const uint8_t zero_iv[16] = {0};
     uint8_t block[16], wrapped[16], out[8];
 
@@ -349,11 +321,11 @@ static void cbc_ctr_sp800_38a(void **state)
          1},
     };
     size_t pt_len;
-    uint8_t *pt = unhex(SP800_38A_PT, &pt_len);
+    uint8_t *pt = unhex_alloc(SP800_38A_PT, &pt_len);
     for (size_t i = 0; i < sizeof(v) / sizeof(v[0]); i++) {
         size_t key_len, ct_len;
-        uint8_t *key = unhex(v[i].key, &key_len), *iv = unhex(v[i].iv, NULL);
-        uint8_t *ct = unhex(v[i].ct, &ct_len);
+        uint8_t *key = unhex_alloc(v[i].key, &key_len), *iv = unhex_alloc(v[i].iv, NULL);
+        uint8_t *ct = unhex_alloc(v[i].ct, &ct_len);
         uint8_t out[64], back[64];
         print_message("%s\n", v[i].name);
         if (v[i].ctr) {
@@ -384,7 +356,7 @@ static void cbc_ctr_sp800_38a(void **state)
 static void check_hex(const uint8_t *got, const char *hex)
 {
     size_t n;
-    uint8_t *want = unhex(hex, &n);
+    uint8_t *want = unhex_alloc(hex, &n);
     assert_memory_equal(got, want, n);
     free(want);
 }
@@ -454,7 +426,7 @@ static void hmac_rfc4231_rfc2202(void **state)
     for (size_t i = 0; i < sizeof(hmac_vectors) / sizeof(hmac_vectors[0]); i++) {
         const struct hmac_vector *v = &hmac_vectors[i];
         size_t key_len, data_len;
-        uint8_t *key = unhex(v->key, &key_len), *data = unhex(v->data, &data_len);
+        uint8_t *key = unhex_alloc(v->key, &key_len), *data = unhex_alloc(v->data, &data_len);
         uint8_t out[64];
         print_message("HMAC vector %zu\n", i);
         assert_int_equal(kf_hmac(v->h, key, key_len, data, data_len, out), KF_OK);
@@ -474,7 +446,7 @@ static void cmac_rfc4493_sp800_38b(void **state)
 {
     (void)state;
     size_t msg_len;
-    uint8_t *msg = unhex(SP800_38A_PT, &msg_len); /* the same four blocks as RFC 4493 */
+    uint8_t *msg = unhex_alloc(SP800_38A_PT, &msg_len); /* the same four blocks as RFC 4493 */
     static const struct {
         const char *key;
         size_t len;
@@ -491,7 +463,7 @@ static void cmac_rfc4493_sp800_38b(void **state)
     };
     for (size_t i = 0; i < sizeof(v) / sizeof(v[0]); i++) {
         size_t key_len;
-        uint8_t *key = unhex(v[i].key, &key_len), out[KF_CMAC_LEN];
+        uint8_t *key = unhex_alloc(v[i].key, &key_len), out[KF_CMAC_LEN];
         assert_int_equal(kf_aes_cmac(key, key_len, msg, v[i].len, out), KF_OK);
         check_hex(out, v[i].mac);
         free(key);
@@ -521,8 +493,8 @@ static void hkdf_rfc5869(void **state)
     };
     for (size_t i = 0; i < 3; i++) {
         size_t ikm_len, salt_len, info_len, okm_len;
-        uint8_t *ikm = unhex(v[i].ikm, &ikm_len), *salt = unhex(v[i].salt, &salt_len);
-        uint8_t *info = unhex(v[i].info, &info_len), *okm = unhex(v[i].okm, &okm_len);
+        uint8_t *ikm = unhex_alloc(v[i].ikm, &ikm_len), *salt = unhex_alloc(v[i].salt, &salt_len);
+        uint8_t *info = unhex_alloc(v[i].info, &info_len), *okm = unhex_alloc(v[i].okm, &okm_len);
         uint8_t out[82];
         assert_int_equal(kf_hkdf_sha256(salt_len ? salt : NULL, salt_len, ikm, ikm_len, info,
                                         info_len, out, okm_len),
@@ -566,8 +538,8 @@ static void kdf108_cavp_counter_cmac(void **state)
     };
     for (size_t i = 0; i < sizeof(v) / sizeof(v[0]); i++) {
         size_t ki_len, fixed_len, ko_len;
-        uint8_t *ki = unhex(v[i].ki, &ki_len), *fixed = unhex(v[i].fixed, &fixed_len);
-        uint8_t *ko = unhex(v[i].ko, &ko_len), out[40];
+        uint8_t *ki = unhex_alloc(v[i].ki, &ki_len), *fixed = unhex_alloc(v[i].fixed, &fixed_len);
+        uint8_t *ko = unhex_alloc(v[i].ko, &ko_len), out[40];
         print_message("KDF108 %s\n", v[i].name);
         assert_int_equal(kf_kdf108_ctr_cmac(ki, ki_len, fixed, fixed_len, out, ko_len), KF_OK);
         assert_memory_equal(out, ko, ko_len);

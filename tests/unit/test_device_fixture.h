@@ -17,6 +17,7 @@
 #include <cmocka.h>
 
 #include "device/internal.h"
+#include "test_hex.h"
 #include "keyfleet/device.h"
 #include "keyfleet/kmip_tags.h"
 
@@ -150,36 +151,10 @@ static inline uint32_t ack_status(const uint8_t *ack, size_t len, const uint8_t 
     return a.status;
 }
 
-static inline int hexval(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 /* Hex (whitespace ignored) into out; returns the byte count. */
 static inline size_t unhex(const char *hex, uint8_t *out, size_t cap)
 {
-    size_t n = 0;
-    int half = -1;
-    for (const char *p = hex; *p; p++) {
-        int v = hexval(*p);
-        if (v < 0)
-            continue;
-        if (half < 0) {
-            half = v;
-        } else {
-            assert_true(n < cap);
-            out[n++] = (uint8_t)(half << 4 | v);
-            half = -1;
-        }
-    }
-    assert_int_equal(half, -1);
-    return n;
+    return unhex_into(hex, out, cap);
 }
 
 /* A KMIP Response Message as keyfleetd sends it (with a Time Stamp in the

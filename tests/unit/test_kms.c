@@ -23,6 +23,8 @@
 #include "keyfleet/secmem.h"
 #include "keyfleet/ttlv.h"
 
+#include "kms_fixture.h"
+
 struct fixture {
     char dir[64];
     kf_kms *kms;
@@ -31,11 +33,7 @@ struct fixture {
 static int setup(void **state)
 {
     struct fixture *f = calloc(1, sizeof(*f));
-    snprintf(f->dir, sizeof(f->dir), "/tmp/kf-test-kms.XXXXXX");
-    if (!mkdtemp(f->dir))
-        return -1;
-    struct kf_kms_config cfg = {.dir = f->dir, .dev = true};
-    if (kf_kms_open(&cfg, &f->kms) < 0)
+    if (!f || kms_dir_open(f->dir, sizeof(f->dir), "kms", &f->kms) < 0)
         return -1;
     if (kf_kms_domain_create(f->kms, "test", "VENDOR", NULL) < 0 ||
         kf_kms_domain_create(f->kms, "test", "USPS", NULL) < 0)
@@ -47,10 +45,7 @@ static int setup(void **state)
 static int teardown(void **state)
 {
     struct fixture *f = *state;
-    kf_kms_close(f->kms);
-    char cmd[128];
-    snprintf(cmd, sizeof(cmd), "rm -rf %s", f->dir);
-    if (system(cmd) != 0)
+    if (kms_dir_remove(f->kms, f->dir) < 0)
         return -1;
     free(f);
     return 0;
@@ -246,16 +241,7 @@ static int kmip_call(kf_kms *kms, kf_arena *a, kf_ttlv *msg, const kf_ttlv **ite
 
 static kf_ttlv *request(kf_arena *a, int major, int minor, uint32_t op, kf_ttlv **payload)
 {
-    kf_ttlv *msg = kf_ttlv_struct(a, NULL, KMIP_TAG_REQUEST_MESSAGE);
-    kf_ttlv *h = kf_ttlv_struct(a, msg, KMIP_TAG_REQUEST_HEADER);
-    kf_ttlv *pv = kf_ttlv_struct(a, h, KMIP_TAG_PROTOCOL_VERSION);
-    kf_ttlv_add_int(a, pv, KMIP_TAG_PROTOCOL_VERSION_MAJOR, major);
-    kf_ttlv_add_int(a, pv, KMIP_TAG_PROTOCOL_VERSION_MINOR, minor);
-    kf_ttlv_add_int(a, h, KMIP_TAG_BATCH_COUNT, 1);
-    kf_ttlv *bi = kf_ttlv_struct(a, msg, KMIP_TAG_BATCH_ITEM);
-    kf_ttlv_add_enum(a, bi, KMIP_TAG_OPERATION, op);
-    *payload = kf_ttlv_struct(a, bi, KMIP_TAG_REQUEST_PAYLOAD);
-    return msg;
+    return kf_ttlv_request(a, major, minor, op, payload);
 }
 
 static void kmip_v1_create_with_template_attributes(void **state)

@@ -23,6 +23,7 @@
 #include "keyfleet/log.h"
 #include "keyfleet/ttlv.h"
 #include "../../src/kms/attributes.h"
+#include "kms_fixture.h"
 
 struct fixture {
     char dir[64];
@@ -34,11 +35,8 @@ struct fixture {
 static int setup(void **state)
 {
     struct fixture *f = calloc(1, sizeof(*f));
-    snprintf(f->dir, sizeof(f->dir), "/tmp/kf-test-attrs.XXXXXX");
-    if (!mkdtemp(f->dir))
-        return -1;
-    struct kf_kms_config cfg = {.dir = f->dir, .dev = true};
-    if (kf_kms_open(&cfg, &f->kms) < 0 || kf_arena_new(&f->a, 0) < 0)
+    if (!f || kms_dir_open(f->dir, sizeof(f->dir), "attrs", &f->kms) < 0 ||
+        kf_arena_new(&f->a, 0) < 0)
         return -1;
     if (kf_kms_domain_create(f->kms, "test", "VENDOR", NULL) < 0 ||
         kf_kms_domain_create(f->kms, "test", "USPS", NULL) < 0)
@@ -52,10 +50,7 @@ static int teardown(void **state)
 {
     struct fixture *f = *state;
     kf_arena_free(f->a);
-    kf_kms_close(f->kms);
-    char cmd[128];
-    snprintf(cmd, sizeof(cmd), "rm -rf %s", f->dir);
-    if (system(cmd) != 0)
+    if (kms_dir_remove(f->kms, f->dir) < 0)
         return -1;
     free(f);
     return 0;
@@ -177,16 +172,36 @@ static kf_ttlv *v2_vendor(struct fixture *f, kf_ttlv *parent, const char *name, 
     return at;
 }
 
+/* Run msg, which must succeed; uid gets the Unique Identifier it answers. */
+static void expect_uid(struct fixture *f, kf_ttlv *msg, char uid[KF_UID_MAX])
+{
+    const kf_ttlv *item = call(f, msg);
+    expect_ok(item);
+    const char *s;
+    size_t len;
+    assert_int_equal(
+        kf_ttlv_get_text(kf_ttlv_find(payload_of(item), KMIP_TAG_UNIQUE_IDENTIFIER), &s, &len),
+        KF_OK);
+    snprintf(uid, KF_UID_MAX, "%s", s);
+}
+
+/* A 1.x Create of an AES key of bits; *ta its Template-Attribute, for more attributes. */
+static kf_ttlv *v1_aes_create(struct fixture *f, int32_t bits, kf_ttlv **ta)
+{
+    kf_ttlv *p, *msg = single(f, 1, KMIP_OP_CREATE, &p);
+    kf_ttlv_add_enum(f->a, p, KMIP_TAG_OBJECT_TYPE, KMIP_OBJ_SYMMETRIC_KEY);
+    *ta = kf_ttlv_struct(f->a, p, KMIP_TAG_TEMPLATE_ATTRIBUTE);
+    kf_ttlv_add_enum(f->a, v1_attr(f, *ta, "Cryptographic Algorithm"), KMIP_TAG_ATTRIBUTE_VALUE,
+                     KMIP_ALG_AES);
+    kf_ttlv_add_int(f->a, v1_attr(f, *ta, "Cryptographic Length"), KMIP_TAG_ATTRIBUTE_VALUE, bits);
+    return msg;
+}
+
 /* KMIP 1.4 Create of an AES key with extra attributes in the Template-Attribute. */
 static void create_v1(struct fixture *f, const char *domain, int bits, const char *name,
                       const char *group, const char *custom, char uid[KF_UID_MAX])
 {
-    kf_ttlv *p, *msg = single(f, 1, KMIP_OP_CREATE, &p);
-    kf_ttlv_add_enum(f->a, p, KMIP_TAG_OBJECT_TYPE, KMIP_OBJ_SYMMETRIC_KEY);
-    kf_ttlv *ta = kf_ttlv_struct(f->a, p, KMIP_TAG_TEMPLATE_ATTRIBUTE);
-    kf_ttlv_add_enum(f->a, v1_attr(f, ta, "Cryptographic Algorithm"), KMIP_TAG_ATTRIBUTE_VALUE,
-                     KMIP_ALG_AES);
-    kf_ttlv_add_int(f->a, v1_attr(f, ta, "Cryptographic Length"), KMIP_TAG_ATTRIBUTE_VALUE, bits);
+    kf_ttlv *ta, *msg = v1_aes_create(f, bits, &ta);
     kf_ttlv_add_int(f->a, v1_attr(f, ta, "Cryptographic Usage Mask"), KMIP_TAG_ATTRIBUTE_VALUE,
                     (int32_t)(KMIP_USAGE_ENCRYPT | KMIP_USAGE_DECRYPT));
     if (domain)
@@ -197,14 +212,7 @@ static void create_v1(struct fixture *f, const char *domain, int bits, const cha
         v1_text_attr(f, ta, "Object Group", group);
     if (custom)
         v1_text_attr(f, ta, "x-ID", custom);
-    const kf_ttlv *item = call(f, msg);
-    expect_ok(item);
-    const char *s;
-    size_t len;
-    assert_int_equal(
-        kf_ttlv_get_text(kf_ttlv_find(payload_of(item), KMIP_TAG_UNIQUE_IDENTIFIER), &s, &len),
-        KF_OK);
-    snprintf(uid, KF_UID_MAX, "%s", s);
+    expect_uid(f, msg, uid);
 }
 
 /* Response 1.x Attribute items named name, in order. */
@@ -571,12 +579,8 @@ static void read_only_attributes_are_refused(void **state)
                      KF_OK);
     assert_int_equal(alg, KMIP_ALG_AES);
     /* Create refuses a read-only attribute before making anything. */
-    msg = single(f, 1, KMIP_OP_CREATE, &p);
-    kf_ttlv_add_enum(f->a, p, KMIP_TAG_OBJECT_TYPE, KMIP_OBJ_SYMMETRIC_KEY);
-    kf_ttlv *ta = kf_ttlv_struct(f->a, p, KMIP_TAG_TEMPLATE_ATTRIBUTE);
-    kf_ttlv_add_enum(f->a, v1_attr(f, ta, "Cryptographic Algorithm"), KMIP_TAG_ATTRIBUTE_VALUE,
-                     KMIP_ALG_AES);
-    kf_ttlv_add_int(f->a, v1_attr(f, ta, "Cryptographic Length"), KMIP_TAG_ATTRIBUTE_VALUE, 128);
+    kf_ttlv *ta;
+    msg = v1_aes_create(f, 128, &ta);
     v1_text_attr(f, ta, "x-keyfleet-domain", "VENDOR");
     kf_ttlv_add_datetime(f->a, v1_attr(f, ta, "Last Change Date"), KMIP_TAG_ATTRIBUTE_VALUE, 5);
     expect_fail(call(f, msg), KMIP_REASON_PERMISSION_DENIED);
@@ -659,12 +663,7 @@ static void create_with_past_activation_date_is_active(void **state)
 {
     struct fixture *f = *state;
     /* AX-M-1-14 shape: Activation Date $NOW-3600 in the Template-Attribute. */
-    kf_ttlv *p, *msg = single(f, 1, KMIP_OP_CREATE, &p);
-    kf_ttlv_add_enum(f->a, p, KMIP_TAG_OBJECT_TYPE, KMIP_OBJ_SYMMETRIC_KEY);
-    kf_ttlv *ta = kf_ttlv_struct(f->a, p, KMIP_TAG_TEMPLATE_ATTRIBUTE);
-    kf_ttlv_add_enum(f->a, v1_attr(f, ta, "Cryptographic Algorithm"), KMIP_TAG_ATTRIBUTE_VALUE,
-                     KMIP_ALG_AES);
-    kf_ttlv_add_int(f->a, v1_attr(f, ta, "Cryptographic Length"), KMIP_TAG_ATTRIBUTE_VALUE, 256);
+    kf_ttlv *ta, *msg = v1_aes_create(f, 256, &ta);
     kf_ttlv *cp = kf_ttlv_struct(f->a, v1_attr(f, ta, "Cryptographic Parameters"),
                                  KMIP_TAG_ATTRIBUTE_VALUE);
     kf_ttlv_add_enum(f->a, cp, KMIP_TAG_BLOCK_CIPHER_MODE, KMIP_MODE_XTS);
@@ -1209,12 +1208,8 @@ static void server_attributes_are_read_only(void **state)
     kf_ttlv_add_text(f->a, p, KMIP_TAG_UNIQUE_IDENTIFIER, uid);
     kf_ttlv_add_bool(f->a, v1_attr(f, p, "Fresh"), KMIP_TAG_ATTRIBUTE_VALUE, false);
     expect_fail(call(f, msg), KMIP_REASON_PERMISSION_DENIED);
-    msg = single(f, 1, KMIP_OP_CREATE, &p);
-    kf_ttlv_add_enum(f->a, p, KMIP_TAG_OBJECT_TYPE, KMIP_OBJ_SYMMETRIC_KEY);
-    kf_ttlv *ta = kf_ttlv_struct(f->a, p, KMIP_TAG_TEMPLATE_ATTRIBUTE);
-    kf_ttlv_add_enum(f->a, v1_attr(f, ta, "Cryptographic Algorithm"), KMIP_TAG_ATTRIBUTE_VALUE,
-                     KMIP_ALG_AES);
-    kf_ttlv_add_int(f->a, v1_attr(f, ta, "Cryptographic Length"), KMIP_TAG_ATTRIBUTE_VALUE, 128);
+    kf_ttlv *ta;
+    msg = v1_aes_create(f, 128, &ta);
     kf_ttlv *rv = kf_ttlv_struct(f->a, v1_attr(f, ta, "Random Number Generator"),
                                  KMIP_TAG_ATTRIBUTE_VALUE);
     kf_ttlv_add_enum(f->a, rv, KMIP_TAG_RNG_ALGORITHM, KMIP_RNG_ALGORITHM_ANSIX9_31);
@@ -1290,14 +1285,7 @@ static void register_aes(struct fixture *f, const char *hex, uint32_t usage, cha
                       key, sizeof(key));
     kf_ttlv_add_enum(f->a, kb, KMIP_TAG_CRYPTOGRAPHIC_ALGORITHM, KMIP_ALG_AES);
     kf_ttlv_add_int(f->a, kb, KMIP_TAG_CRYPTOGRAPHIC_LENGTH, 256);
-    const kf_ttlv *item = call(f, msg);
-    expect_ok(item);
-    const char *s;
-    size_t len;
-    assert_int_equal(
-        kf_ttlv_get_text(kf_ttlv_find(payload_of(item), KMIP_TAG_UNIQUE_IDENTIFIER), &s, &len),
-        KF_OK);
-    snprintf(uid, KF_UID_MAX, "%s", s);
+    expect_uid(f, msg, uid);
     assert_int_equal(kf_kms_activate(f->kms, "test", uid), KF_OK);
 }
 

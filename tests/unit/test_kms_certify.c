@@ -31,36 +31,6 @@
 #define CSR_BIG 16385 /* one byte over keyfleet's Certificate Request limit */
 #include "kms_ops_fixture.h"
 
-/* Every attribute of uid (2.x Get Attributes without references). */
-static const kf_ttlv *attributes_of(struct fixture *f, const char *uid)
-{
-    kf_ttlv *p, *msg = request(f, 2, KMIP_OP_GET_ATTRIBUTES, &p);
-    kf_ttlv_add_text(f->a, p, KMIP_TAG_UNIQUE_IDENTIFIER, uid);
-    const kf_ttlv *at = kf_ttlv_find(expect_success(f, msg), KMIP_TAG_ATTRIBUTES);
-    assert_non_null(at);
-    return at;
-}
-
-static uint32_t enum_attr(const kf_ttlv *set, uint32_t tag)
-{
-    uint32_t v = 0;
-    assert_int_equal(kf_ttlv_get_enum(kf_ttlv_find(set, tag), &v), KF_OK);
-    return v;
-}
-
-/* The Linked Object Identifier of the first Link of type, or NULL. */
-static bool has_link(const kf_ttlv *set, uint32_t type, const char *target)
-{
-    for (const kf_ttlv *l = kf_ttlv_find(set, KMIP_TAG_LINK); l;
-         l = kf_ttlv_find_next(l, KMIP_TAG_LINK)) {
-        uint32_t t = 0;
-        if (kf_ttlv_get_enum(kf_ttlv_find(l, KMIP_TAG_LINK_TYPE), &t) == KF_OK && t == type &&
-            kf_ttlv_text_equals(kf_ttlv_find(l, KMIP_TAG_LINKED_OBJECT_IDENTIFIER), target))
-            return true;
-    }
-    return false;
-}
-
 /* RFC 8032 §7.1 TEST 1 and TEST 2 Ed25519 keys. */
 static const char *const ed_seed1 = "9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60";
 static const char *const ed_pub1 = "d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a";
@@ -170,16 +140,11 @@ static unsigned verify_with(gnutls_x509_crt_t leaf, gnutls_x509_crt_t ca)
     return status;
 }
 
-static void certify_issues_a_verifiable_certificate(void **state)
+/* The stored certificate uid, parsed. */
+static gnutls_x509_crt_t get_certificate(struct fixture *f, const char *uid)
 {
-    struct fixture *f = *state;
-    char ca[KF_UID_MAX], priv[KF_UID_MAX], pub[KF_UID_MAX], cert[KF_UID_MAX];
-    register_ed25519_private(f, ed_seed1, KMIP_USAGE_CERTIFICATE_SIGN, "VENDOR", ca);
-    make_subject_pair(f, "device-17", priv, pub);
-    copy_uid(expect_success(f, certify_request(f, pub, ca)), KMIP_TAG_UNIQUE_IDENTIFIER, cert);
-
     kf_ttlv *p, *msg = request(f, 2, KMIP_OP_GET, &p);
-    kf_ttlv_add_text(f->a, p, KMIP_TAG_UNIQUE_IDENTIFIER, cert);
+    kf_ttlv_add_text(f->a, p, KMIP_TAG_UNIQUE_IDENTIFIER, uid);
     const kf_ttlv *r = expect_success(f, msg);
     assert_int_equal(enum_attr(r, KMIP_TAG_OBJECT_TYPE), KMIP_OBJ_CERTIFICATE);
     const uint8_t *der;
@@ -192,6 +157,18 @@ static void certify_issues_a_verifiable_certificate(void **state)
     gnutls_datum_t d = {(unsigned char *)(uintptr_t)der, (unsigned)len};
     assert_true(gnutls_x509_crt_init(&leaf) >= 0);
     assert_true(gnutls_x509_crt_import(leaf, &d, GNUTLS_X509_FMT_DER) >= 0);
+    return leaf;
+}
+
+static void certify_issues_a_verifiable_certificate(void **state)
+{
+    struct fixture *f = *state;
+    char ca[KF_UID_MAX], priv[KF_UID_MAX], pub[KF_UID_MAX], cert[KF_UID_MAX];
+    register_ed25519_private(f, ed_seed1, KMIP_USAGE_CERTIFICATE_SIGN, "VENDOR", ca);
+    make_subject_pair(f, "device-17", priv, pub);
+    copy_uid(expect_success(f, certify_request(f, pub, ca)), KMIP_TAG_UNIQUE_IDENTIFIER, cert);
+
+    gnutls_x509_crt_t leaf = get_certificate(f, cert);
 
     gnutls_x509_crt_t right = test_ca(f, ed_seed1, ed_pub1, ca);
     gnutls_x509_crt_t wrong = test_ca(f, ed_seed2, ed_pub2, ca);
@@ -205,7 +182,7 @@ static void certify_issues_a_verifiable_certificate(void **state)
     assert_string_equal(cn, "device-17");
 
     /* The certified key is the managed public key (SubjectPublicKeyInfo compared). */
-    msg = request(f, 2, KMIP_OP_GET, &p);
+    kf_ttlv *p, *msg = request(f, 2, KMIP_OP_GET, &p);
     kf_ttlv_add_text(f->a, p, KMIP_TAG_UNIQUE_IDENTIFIER, pub);
     kf_ttlv_add_enum(f->a, p, KMIP_TAG_KEY_FORMAT_TYPE, KMIP_KEYFMT_X_509);
     const uint8_t *spki;
@@ -325,26 +302,6 @@ static kf_ttlv *pkcs10_request(struct fixture *f, const char *pub, const char *c
 {
     return csr_request(f, pub, ca, KMIP_TAG_CERTIFICATE_REQUEST_VALUE,
                        KMIP_CERTIFICATE_REQUEST_TYPE_PKCS_10, csr->data, csr->size);
-}
-
-/* The stored certificate uid, parsed. */
-static gnutls_x509_crt_t get_certificate(struct fixture *f, const char *uid)
-{
-    kf_ttlv *p, *msg = request(f, 2, KMIP_OP_GET, &p);
-    kf_ttlv_add_text(f->a, p, KMIP_TAG_UNIQUE_IDENTIFIER, uid);
-    const kf_ttlv *r = expect_success(f, msg);
-    assert_int_equal(enum_attr(r, KMIP_TAG_OBJECT_TYPE), KMIP_OBJ_CERTIFICATE);
-    const uint8_t *der;
-    size_t len;
-    assert_int_equal(
-        kf_ttlv_get_bytes(KF_TTLV_PATH(r, KMIP_TAG_CERTIFICATE, KMIP_TAG_CERTIFICATE_VALUE), &der,
-                          &len),
-        KF_OK);
-    gnutls_x509_crt_t leaf;
-    gnutls_datum_t d = {(unsigned char *)(uintptr_t)der, (unsigned)len};
-    assert_true(gnutls_x509_crt_init(&leaf) >= 0);
-    assert_true(gnutls_x509_crt_import(leaf, &d, GNUTLS_X509_FMT_DER) >= 0);
-    return leaf;
 }
 
 /* leaf verifies under the CA key (TEST 1) and not under TEST 2's, certifies key, names cn. */

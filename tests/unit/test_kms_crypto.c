@@ -45,45 +45,70 @@ static kf_ttlv *keyed(struct fixture *f, int major, uint32_t op, const char *uid
     "42831ec2217774244b7221b784d0d49ce3aa212f2c02a4e035c17e2329aca12e21d514b25466931c7d8f6a5aac84aa051ba30b396a0aac973d58e091"
 #define GCM_TAG "5bc94fbc3221a5db94fae95ae7121a47"
 
-/* McGrew & Viega, "The Galois/Counter Mode of Operation", Test Case 4 (AES-128, 60 bytes, AAD). */
+/* McGrew & Viega, "The Galois/Counter Mode of Operation", Test Case 4 (AES-128, 60 bytes, AAD),
+ * decoded, and its key registered (Encrypt, Decrypt) and activated in protocol major. */
+struct gcm_tc4 {
+    char uid[KF_UID_MAX];
+    uint8_t *key, *iv, *pt, *ad, *ct, *tag;
+    size_t klen, ivlen, ptlen, adlen, ctlen, taglen;
+};
+
+static void gcm_tc4_setup(struct fixture *f, int major, struct gcm_tc4 *v)
+{
+    v->key = unhex(f, GCM_KEY, &v->klen);
+    v->iv = unhex(f, GCM_IV, &v->ivlen);
+    v->pt = unhex(f, GCM_PT_60, &v->ptlen);
+    v->ad = unhex(f, GCM_AD_20, &v->adlen);
+    v->ct = unhex(f, GCM_CT_60, &v->ctlen);
+    v->tag = unhex(f, GCM_TAG, &v->taglen);
+    register_key(f, major, KMIP_OBJ_SYMMETRIC_KEY, KMIP_KEYFMT_RAW, v->key, v->klen, KMIP_ALG_AES,
+                 KMIP_USAGE_ENCRYPT | KMIP_USAGE_DECRYPT, true, v->uid);
+}
+
+/* op (Encrypt or Decrypt) under uid in GCM mode, with Tag Length tag_length (0: none), data,
+ * and the IV, additional data and tag where given (NULL: left out), in that order. */
+static kf_ttlv *gcm_request(struct fixture *f, int major, uint32_t op, const char *uid,
+                            int32_t tag_length, const uint8_t *data, size_t dlen, const uint8_t *iv,
+                            size_t ivlen, const uint8_t *ad, size_t adlen, const uint8_t *tag,
+                            size_t taglen)
+{
+    kf_ttlv *p, *cp, *msg = keyed(f, major, op, uid, &p, &cp);
+    kf_ttlv_add_enum(f->a, cp, KMIP_TAG_BLOCK_CIPHER_MODE, KMIP_MODE_GCM);
+    if (tag_length)
+        kf_ttlv_add_int(f->a, cp, KMIP_TAG_TAG_LENGTH, tag_length);
+    kf_ttlv_add_bytes(f->a, p, KMIP_TAG_DATA, data, dlen);
+    if (iv)
+        kf_ttlv_add_bytes(f->a, p, KMIP_TAG_IV_COUNTER_NONCE, iv, ivlen);
+    if (ad)
+        kf_ttlv_add_bytes(f->a, p, KMIP_TAG_AUTHENTICATED_ENCRYPTION_ADDITIONAL_DATA, ad, adlen);
+    if (tag)
+        kf_ttlv_add_bytes(f->a, p, KMIP_TAG_AUTHENTICATED_ENCRYPTION_TAG, tag, taglen);
+    return msg;
+}
+
+/* Test Case 4: encrypt, decrypt, and a flipped tag bit. */
 static void gcm_encrypt_decrypt_known_answer(void **state)
 {
     struct fixture *f = *state;
-    char uid[KF_UID_MAX];
-    size_t klen, ivlen, ptlen, adlen, ctlen, taglen;
-    uint8_t *key = unhex(f, GCM_KEY, &klen), *iv = unhex(f, GCM_IV, &ivlen);
-    uint8_t *pt = unhex(f, GCM_PT_60, &ptlen), *ad = unhex(f, GCM_AD_20, &adlen);
-    uint8_t *ct = unhex(f, GCM_CT_60, &ctlen), *tag = unhex(f, GCM_TAG, &taglen);
-    register_key(f, 2, KMIP_OBJ_SYMMETRIC_KEY, KMIP_KEYFMT_RAW, key, klen, KMIP_ALG_AES,
-                 KMIP_USAGE_ENCRYPT | KMIP_USAGE_DECRYPT, true, uid);
+    struct gcm_tc4 v;
+    gcm_tc4_setup(f, 2, &v);
 
-    kf_ttlv *p, *cp, *msg = keyed(f, 2, KMIP_OP_ENCRYPT, uid, &p, &cp);
-    kf_ttlv_add_enum(f->a, cp, KMIP_TAG_BLOCK_CIPHER_MODE, KMIP_MODE_GCM);
-    kf_ttlv_add_bytes(f->a, p, KMIP_TAG_DATA, pt, ptlen);
-    kf_ttlv_add_bytes(f->a, p, KMIP_TAG_IV_COUNTER_NONCE, iv, ivlen);
-    kf_ttlv_add_bytes(f->a, p, KMIP_TAG_AUTHENTICATED_ENCRYPTION_ADDITIONAL_DATA, ad, adlen);
+    kf_ttlv *msg = gcm_request(f, 2, KMIP_OP_ENCRYPT, v.uid, 0, v.pt, v.ptlen, v.iv, v.ivlen, v.ad,
+                               v.adlen, NULL, 0);
     const kf_ttlv *r = expect_success(f, msg);
-    assert_bytes(r, KMIP_TAG_DATA, ct, ctlen);
-    assert_bytes(r, KMIP_TAG_AUTHENTICATED_ENCRYPTION_TAG, tag, taglen);
+    assert_bytes(r, KMIP_TAG_DATA, v.ct, v.ctlen);
+    assert_bytes(r, KMIP_TAG_AUTHENTICATED_ENCRYPTION_TAG, v.tag, v.taglen);
     assert_null(kf_ttlv_find(r, KMIP_TAG_IV_COUNTER_NONCE)); /* the client chose it */
 
-    msg = keyed(f, 2, KMIP_OP_DECRYPT, uid, &p, &cp);
-    kf_ttlv_add_enum(f->a, cp, KMIP_TAG_BLOCK_CIPHER_MODE, KMIP_MODE_GCM);
-    kf_ttlv_add_bytes(f->a, p, KMIP_TAG_DATA, ct, ctlen);
-    kf_ttlv_add_bytes(f->a, p, KMIP_TAG_IV_COUNTER_NONCE, iv, ivlen);
-    kf_ttlv_add_bytes(f->a, p, KMIP_TAG_AUTHENTICATED_ENCRYPTION_ADDITIONAL_DATA, ad, adlen);
-    kf_ttlv_add_bytes(f->a, p, KMIP_TAG_AUTHENTICATED_ENCRYPTION_TAG, tag, taglen);
-    assert_bytes(expect_success(f, msg), KMIP_TAG_DATA, pt, ptlen);
+    msg = gcm_request(f, 2, KMIP_OP_DECRYPT, v.uid, 0, v.ct, v.ctlen, v.iv, v.ivlen, v.ad, v.adlen,
+                      v.tag, v.taglen);
+    assert_bytes(expect_success(f, msg), KMIP_TAG_DATA, v.pt, v.ptlen);
 
     /* A tag with one bit changed: Cryptographic Failure, and no plaintext. */
-    tag[15] ^= 0x80;
-    msg = keyed(f, 1, KMIP_OP_DECRYPT, uid, &p, &cp);
-    kf_ttlv_add_enum(f->a, cp, KMIP_TAG_BLOCK_CIPHER_MODE, KMIP_MODE_GCM);
-    kf_ttlv_add_bytes(f->a, p, KMIP_TAG_DATA, ct, ctlen);
-    kf_ttlv_add_bytes(f->a, p, KMIP_TAG_IV_COUNTER_NONCE, iv, ivlen);
-    kf_ttlv_add_bytes(f->a, p, KMIP_TAG_AUTHENTICATED_ENCRYPTION_ADDITIONAL_DATA, ad, adlen);
-    kf_ttlv_add_bytes(f->a, p, KMIP_TAG_AUTHENTICATED_ENCRYPTION_TAG, tag, taglen);
-    assert_int_equal(expect_failure(f, msg), KMIP_REASON_CRYPTOGRAPHIC_FAILURE);
+    v.tag[15] ^= 0x80;
+    msg = gcm_request(f, 1, KMIP_OP_DECRYPT, v.uid, 0, v.ct, v.ctlen, v.iv, v.ivlen, v.ad, v.adlen,
+                      v.tag, v.taglen);
+    assert_int_equal(expect_failure(f, msg, NULL), KMIP_REASON_CRYPTOGRAPHIC_FAILURE);
 }
 
 /* Without an IV the server makes a 12-byte one and returns it; it decrypts back. */
@@ -119,7 +144,7 @@ static void gcm_server_generated_iv_round_trip(void **state)
     kf_ttlv_add_enum(f->a, cp, KMIP_TAG_BLOCK_CIPHER_MODE, KMIP_MODE_GCM);
     kf_ttlv_add_bytes(f->a, p, KMIP_TAG_DATA, ct, ctlen);
     kf_ttlv_add_bytes(f->a, p, KMIP_TAG_IV_COUNTER_NONCE, iv, ivlen);
-    assert_int_equal(expect_failure(f, msg), KMIP_REASON_MISSING_DATA);
+    assert_int_equal(expect_failure(f, msg, NULL), KMIP_REASON_MISSING_DATA);
 }
 
 #define SP800_38A_PT \
@@ -184,7 +209,7 @@ static void cbc_and_ctr_sp800_38a(void **state)
     kf_ttlv_add_enum(f->a, cp, KMIP_TAG_BLOCK_CIPHER_MODE, KMIP_MODE_CTR);
     kf_ttlv_add_bytes(f->a, p, KMIP_TAG_DATA, ctr_ct, ctlen);
     kf_ttlv_add_bytes(f->a, p, KMIP_TAG_IV_COUNTER_NONCE, ctr, ivlen);
-    assert_int_equal(expect_failure(f, msg), KMIP_REASON_PERMISSION_DENIED);
+    assert_int_equal(expect_failure(f, msg, NULL), KMIP_REASON_PERMISSION_DENIED);
 }
 
 /* RFC 3394 4.1 (128-bit KEK wraps 128-bit key data) as Block Cipher Mode NIST Key Wrap. */
@@ -207,12 +232,12 @@ static void nist_key_wrap_rfc3394(void **state)
     kf_ttlv *p, *cp, *msg = keyed(f, 2, KMIP_OP_DECRYPT, uid, &p, &cp);
     kf_ttlv_add_enum(f->a, cp, KMIP_TAG_BLOCK_CIPHER_MODE, KMIP_MODE_NIST_KEY_WRAP);
     kf_ttlv_add_bytes(f->a, p, KMIP_TAG_DATA, wrapped, wlen);
-    assert_int_equal(expect_failure(f, msg), KMIP_REASON_CRYPTOGRAPHIC_FAILURE);
+    assert_int_equal(expect_failure(f, msg, NULL), KMIP_REASON_CRYPTOGRAPHIC_FAILURE);
     /* OFB is not offered: Feature Not Supported. */
     msg = keyed(f, 2, KMIP_OP_ENCRYPT, uid, &p, &cp);
     kf_ttlv_add_enum(f->a, cp, KMIP_TAG_BLOCK_CIPHER_MODE, KMIP_MODE_OFB);
     kf_ttlv_add_bytes(f->a, p, KMIP_TAG_DATA, data, dlen);
-    assert_int_equal(expect_failure(f, msg), KMIP_REASON_FEATURE_NOT_SUPPORTED);
+    assert_int_equal(expect_failure(f, msg, NULL), KMIP_REASON_FEATURE_NOT_SUPPORTED);
 }
 
 /* MAC or MAC Verify; returns the payload. */
@@ -271,13 +296,15 @@ static void hmac_rfc4231_and_cmac_rfc4493(void **state)
                                                NULL, 0)),
                  KMIP_TAG_MAC_DATA, cmac, mlen);
     /* An HMAC key asked for CMAC: Feature Not Supported. */
-    assert_int_equal(expect_failure(f, mac_request(f, 2, KMIP_OP_MAC, hmac_uid, KMIP_ALG_AES, m16,
-                                                   dlen, NULL, 0)),
-                     KMIP_REASON_FEATURE_NOT_SUPPORTED);
+    assert_int_equal(
+        expect_failure(
+            f, mac_request(f, 2, KMIP_OP_MAC, hmac_uid, KMIP_ALG_AES, m16, dlen, NULL, 0), NULL),
+        KMIP_REASON_FEATURE_NOT_SUPPORTED);
     /* No MAC Verify in its usage mask. */
-    assert_int_equal(expect_failure(f, mac_request(f, 2, KMIP_OP_MAC_VERIFY, cmac_uid, 0, m16,
-                                                   dlen, cmac, mlen)),
-                     KMIP_REASON_PERMISSION_DENIED);
+    assert_int_equal(
+        expect_failure(f, mac_request(f, 2, KMIP_OP_MAC_VERIFY, cmac_uid, 0, m16, dlen, cmac, mlen),
+                       NULL),
+        KMIP_REASON_PERMISSION_DENIED);
 }
 
 /* FIPS 180-2 B.1 SHA-256("abc"); RNG Retrieve lengths and limits. */
@@ -295,10 +322,10 @@ static void hash_and_rng_retrieve(void **state)
     cp = kf_ttlv_struct(f->a, p, KMIP_TAG_CRYPTOGRAPHIC_PARAMETERS);
     kf_ttlv_add_enum(f->a, cp, KMIP_TAG_HASHING_ALGORITHM, KMIP_HASH_MD5);
     kf_ttlv_add_bytes(f->a, p, KMIP_TAG_DATA, (const uint8_t *)"abc", 3);
-    assert_int_equal(expect_failure(f, msg), KMIP_REASON_FEATURE_NOT_SUPPORTED);
+    assert_int_equal(expect_failure(f, msg, NULL), KMIP_REASON_FEATURE_NOT_SUPPORTED);
     msg = request(f, 1, KMIP_OP_HASH, &p);
     kf_ttlv_add_bytes(f->a, p, KMIP_TAG_DATA, (const uint8_t *)"abc", 3);
-    assert_int_equal(expect_failure(f, msg), KMIP_REASON_MISSING_DATA);
+    assert_int_equal(expect_failure(f, msg, NULL), KMIP_REASON_MISSING_DATA);
 
     msg = request(f, 2, KMIP_OP_RNG_RETRIEVE, &p);
     kf_ttlv_add_int(f->a, p, KMIP_TAG_DATA_LENGTH, 48);
@@ -310,10 +337,10 @@ static void hash_and_rng_retrieve(void **state)
     assert_false(kf_ct_is_zero(rnd, n));
     msg = request(f, 2, KMIP_OP_RNG_RETRIEVE, &p);
     kf_ttlv_add_int(f->a, p, KMIP_TAG_DATA_LENGTH, 65537);
-    assert_int_equal(expect_failure(f, msg), KMIP_REASON_INVALID_FIELD);
+    assert_int_equal(expect_failure(f, msg, NULL), KMIP_REASON_INVALID_FIELD);
     msg = request(f, 2, KMIP_OP_RNG_RETRIEVE, &p);
     kf_ttlv_add_int(f->a, p, KMIP_TAG_DATA_LENGTH, 0);
-    assert_int_equal(expect_failure(f, msg), KMIP_REASON_INVALID_FIELD);
+    assert_int_equal(expect_failure(f, msg, NULL), KMIP_REASON_INVALID_FIELD);
 }
 
 /* Sign (sigalg or padding/hash via Cryptographic Parameters); returns the payload. */
@@ -371,7 +398,7 @@ static void ed25519_rfc8032_sign_and_verify(void **state)
     /* The public key cannot sign (its usage mask has Verify only). */
     kf_ttlv *p, *cp, *m = keyed(f, 2, KMIP_OP_SIGN, pub_uid, &p, &cp);
     kf_ttlv_add_bytes(f->a, p, KMIP_TAG_DATA, msg, sizeof(msg));
-    assert_int_equal(expect_failure(f, m), KMIP_REASON_PERMISSION_DENIED);
+    assert_int_equal(expect_failure(f, m, NULL), KMIP_REASON_PERMISSION_DENIED);
 }
 
 /* PKCS#1 v1.5 Example 1.1 key (pkcs1v15sign-vectors.txt) as PKCS#1 DER, in secure memory. */
@@ -425,7 +452,7 @@ static void rsa_pkcs1_v15_published_signature(void **state)
     kf_ttlv *p, *cp, *msg = keyed(f, 2, KMIP_OP_SIGN, uid, &p, &cp);
     kf_ttlv_add_enum(f->a, cp, KMIP_TAG_DIGITAL_SIGNATURE_ALGORITHM, KMIP_SIGALG_DSA_WITH_SHA256);
     kf_ttlv_add_bytes(f->a, p, KMIP_TAG_DATA, ex11_msg, sizeof(ex11_msg));
-    assert_int_equal(expect_failure(f, msg), KMIP_REASON_FEATURE_NOT_SUPPORTED);
+    assert_int_equal(expect_failure(f, msg, NULL), KMIP_REASON_FEATURE_NOT_SUPPORTED);
 }
 
 /* oaep-int.txt: the published ciphertext decrypts (SHA-1 OAEP) to the published message. */
@@ -459,12 +486,12 @@ static void rsa_oaep_published_decrypt_and_sha256_round_trip(void **state)
     /* Decrypted with the default SHA-1: Cryptographic Failure. */
     msg = keyed(f, 2, KMIP_OP_DECRYPT, priv_uid, &p, &cp);
     kf_ttlv_add_bytes(f->a, p, KMIP_TAG_DATA, ct, n);
-    assert_int_equal(expect_failure(f, msg), KMIP_REASON_CRYPTOGRAPHIC_FAILURE);
+    assert_int_equal(expect_failure(f, msg, NULL), KMIP_REASON_CRYPTOGRAPHIC_FAILURE);
     /* PKCS#1 v1.5 encryption is not offered. */
     msg = keyed(f, 1, KMIP_OP_ENCRYPT, pub_uid, &p, &cp);
     kf_ttlv_add_enum(f->a, cp, KMIP_TAG_PADDING_METHOD, KMIP_PAD_PKCS1_V1_5);
     kf_ttlv_add_bytes(f->a, p, KMIP_TAG_DATA, oaep_msg, sizeof(oaep_msg));
-    assert_int_equal(expect_failure(f, msg), KMIP_REASON_FEATURE_NOT_SUPPORTED);
+    assert_int_equal(expect_failure(f, msg, NULL), KMIP_REASON_FEATURE_NOT_SUPPORTED);
 }
 
 /* Create Key Pair; returns the two UIDs. Attributes per half carry algorithm and usage. */
@@ -512,12 +539,12 @@ static void rsa_pair_pss_and_oaep_round_trips(void **state)
     /* Not yet active: Wrong Key Lifecycle State in 2.x, Permission Denied in 1.x. */
     kf_ttlv *p, *cp, *msg = keyed(f, 2, KMIP_OP_SIGN, priv, &p, &cp);
     kf_ttlv_add_bytes(f->a, p, KMIP_TAG_DATA, message, sizeof(message));
-    assert_int_equal(expect_failure(f, msg), KMIP_REASON_WRONG_KEY_LIFECYCLE_STATE);
+    assert_int_equal(expect_failure(f, msg, NULL), KMIP_REASON_WRONG_KEY_LIFECYCLE_STATE);
     msg = keyed(f, 1, KMIP_OP_SIGN, priv, &p, &cp);
     kf_ttlv_add_bytes(f->a, p, KMIP_TAG_DATA, message, sizeof(message));
-    assert_int_equal(expect_failure(f, msg), KMIP_REASON_PERMISSION_DENIED);
-    uid_request(f, 2, KMIP_OP_ACTIVATE, priv);
-    uid_request(f, 2, KMIP_OP_ACTIVATE, pub);
+    assert_int_equal(expect_failure(f, msg, NULL), KMIP_REASON_PERMISSION_DENIED);
+    uid_op(f, 2, KMIP_OP_ACTIVATE, priv);
+    uid_op(f, 2, KMIP_OP_ACTIVATE, pub);
 
     const uint8_t *sig;
     size_t n;
@@ -558,7 +585,7 @@ static void rsa_pair_pss_and_oaep_round_trips(void **state)
     /* The public key cannot decrypt. */
     msg = keyed(f, 2, KMIP_OP_DECRYPT, pub, &p, &cp);
     kf_ttlv_add_bytes(f->a, p, KMIP_TAG_DATA, ct, n);
-    assert_int_equal(expect_failure(f, msg), KMIP_REASON_PERMISSION_DENIED);
+    assert_int_equal(expect_failure(f, msg, NULL), KMIP_REASON_PERMISSION_DENIED);
 }
 
 /* ECDSA P-256 (1.4 and 2.1 forms) and Ed25519 pairs: sign, verify, tamper. */
@@ -580,8 +607,8 @@ static void ecdsa_and_ed25519_pairs_round_trip(void **state)
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         create_pair(f, cases[i].major, cases[i].alg, cases[i].bits, cases[i].curve,
                     KMIP_USAGE_SIGN, KMIP_USAGE_VERIFY, priv, pub);
-        uid_request(f, 2, KMIP_OP_ACTIVATE, priv);
-        uid_request(f, 2, KMIP_OP_ACTIVATE, pub);
+        uid_op(f, 2, KMIP_OP_ACTIVATE, priv);
+        uid_op(f, 2, KMIP_OP_ACTIVATE, pub);
         assert_int_equal(kf_ttlv_get_bytes(kf_ttlv_find(sign(f, cases[i].major, priv, 0, 0, 0,
                                                              message, sizeof(message)),
                                                         KMIP_TAG_SIGNATURE_DATA),
@@ -604,12 +631,12 @@ static void ecdsa_and_ed25519_pairs_round_trip(void **state)
     kf_ttlv *common = kf_ttlv_struct(f->a, p, KMIP_TAG_COMMON_ATTRIBUTES);
     kf_ttlv_add_enum(f->a, common, KMIP_TAG_CRYPTOGRAPHIC_ALGORITHM, KMIP_ALG_ECDSA);
     kf_ttlv_add_int(f->a, common, KMIP_TAG_CRYPTOGRAPHIC_LENGTH, 384);
-    assert_int_equal(expect_failure(f, msg), KMIP_REASON_FEATURE_NOT_SUPPORTED);
+    assert_int_equal(expect_failure(f, msg, NULL), KMIP_REASON_FEATURE_NOT_SUPPORTED);
     /* Nor DSA. */
     msg = request(f, 1, KMIP_OP_CREATE_KEY_PAIR, &p);
     common = kf_ttlv_struct(f->a, p, KMIP_TAG_COMMON_TEMPLATE_ATTRIBUTE);
     add_attr_enum(f, common, 1, "Cryptographic Algorithm", 0, KMIP_ALG_DSA);
-    assert_int_equal(expect_failure(f, msg), KMIP_REASON_FEATURE_NOT_SUPPORTED);
+    assert_int_equal(expect_failure(f, msg, NULL), KMIP_REASON_FEATURE_NOT_SUPPORTED);
 }
 
 /* RFC 6979 A.2.5: the published ECDSA P-256/SHA-256 signature of "sample", as DER and as r||s. */
@@ -658,33 +685,33 @@ static void keyed_operation_refusals(void **state)
     kf_ttlv *p, *cp, *msg = keyed(f, 2, KMIP_OP_ENCRYPT, uid, &p, &cp);
     kf_ttlv_add_enum(f->a, cp, KMIP_TAG_BLOCK_CIPHER_MODE, KMIP_MODE_GCM);
     kf_ttlv_add_bytes(f->a, p, KMIP_TAG_DATA, message, sizeof(message));
-    assert_int_equal(expect_failure(f, msg), KMIP_REASON_WRONG_KEY_LIFECYCLE_STATE);
-    uid_request(f, 2, KMIP_OP_ACTIVATE, uid);
+    assert_int_equal(expect_failure(f, msg, NULL), KMIP_REASON_WRONG_KEY_LIFECYCLE_STATE);
+    uid_op(f, 2, KMIP_OP_ACTIVATE, uid);
     /* No Data. */
     msg = keyed(f, 2, KMIP_OP_ENCRYPT, uid, &p, &cp);
     kf_ttlv_add_enum(f->a, cp, KMIP_TAG_BLOCK_CIPHER_MODE, KMIP_MODE_GCM);
-    assert_int_equal(expect_failure(f, msg), KMIP_REASON_MISSING_DATA);
+    assert_int_equal(expect_failure(f, msg, NULL), KMIP_REASON_MISSING_DATA);
     /* No Unique Identifier. */
     msg = request(f, 2, KMIP_OP_ENCRYPT, &p);
     kf_ttlv_add_bytes(f->a, p, KMIP_TAG_DATA, message, sizeof(message));
-    assert_int_equal(expect_failure(f, msg), KMIP_REASON_MISSING_DATA);
+    assert_int_equal(expect_failure(f, msg, NULL), KMIP_REASON_MISSING_DATA);
     /* Unknown key. */
     msg = keyed(f, 2, KMIP_OP_ENCRYPT, "VENDOR/999", &p, &cp);
     kf_ttlv_add_bytes(f->a, p, KMIP_TAG_DATA, message, sizeof(message));
-    assert_int_equal(expect_failure(f, msg), KMIP_REASON_ITEM_NOT_FOUND);
+    assert_int_equal(expect_failure(f, msg, NULL), KMIP_REASON_ITEM_NOT_FOUND);
     /* Parameters may not re-type the key. */
     msg = keyed(f, 2, KMIP_OP_ENCRYPT, uid, &p, &cp);
     kf_ttlv_add_enum(f->a, cp, KMIP_TAG_CRYPTOGRAPHIC_ALGORITHM, KMIP_ALG_DES3);
     kf_ttlv_add_enum(f->a, cp, KMIP_TAG_BLOCK_CIPHER_MODE, KMIP_MODE_CBC);
     kf_ttlv_add_bytes(f->a, p, KMIP_TAG_DATA, message, sizeof(message));
-    assert_int_equal(expect_failure(f, msg), KMIP_REASON_INVALID_FIELD);
+    assert_int_equal(expect_failure(f, msg, NULL), KMIP_REASON_INVALID_FIELD);
     /* Streaming is offered for GCM only. */
     msg = keyed(f, 2, KMIP_OP_ENCRYPT, uid, &p, &cp);
     kf_ttlv_add_enum(f->a, cp, KMIP_TAG_BLOCK_CIPHER_MODE, KMIP_MODE_CBC);
     kf_ttlv_add_bytes(f->a, p, KMIP_TAG_DATA, message, sizeof(message));
     kf_ttlv_add_bool(f->a, p, KMIP_TAG_INIT_INDICATOR, true);
     kf_ttlv_add_bool(f->a, p, KMIP_TAG_FINAL_INDICATOR, false);
-    assert_int_equal(expect_failure(f, msg), KMIP_REASON_FEATURE_NOT_SUPPORTED);
+    assert_int_equal(expect_failure(f, msg, NULL), KMIP_REASON_FEATURE_NOT_SUPPORTED);
     /* A principal without the Use role in this domain. */
     struct kf_principal user = {.name = "cert:CN=other", .roles = KF_ROLE_USE, .ndomains = 1};
     snprintf(user.domains[0], sizeof(user.domains[0]), "USPS");
@@ -743,16 +770,16 @@ static void aes_ecb_fips197_and_pkcs5(void **state)
     kf_ttlv_add_enum(f->a, cp, KMIP_TAG_BLOCK_CIPHER_MODE, KMIP_MODE_ECB);
     kf_ttlv_add_bytes(f->a, p, KMIP_TAG_DATA, pt, plen);
     kf_ttlv_add_bytes(f->a, p, KMIP_TAG_IV_COUNTER_NONCE, pt, plen);
-    assert_int_equal(expect_failure(f, msg), KMIP_REASON_INVALID_FIELD);
+    assert_int_equal(expect_failure(f, msg, NULL), KMIP_REASON_INVALID_FIELD);
     msg = keyed(f, 1, KMIP_OP_ENCRYPT, uid, &p, &cp);
     kf_ttlv_add_enum(f->a, cp, KMIP_TAG_BLOCK_CIPHER_MODE, KMIP_MODE_ECB);
     kf_ttlv_add_bytes(f->a, p, KMIP_TAG_DATA, pt, plen - 1);
-    assert_int_equal(expect_failure(f, msg), KMIP_REASON_INVALID_FIELD);
+    assert_int_equal(expect_failure(f, msg, NULL), KMIP_REASON_INVALID_FIELD);
     msg = keyed(f, 1, KMIP_OP_DECRYPT, puid, &p, &cp);
     kf_ttlv_add_enum(f->a, cp, KMIP_TAG_BLOCK_CIPHER_MODE, KMIP_MODE_ECB);
     kf_ttlv_add_enum(f->a, cp, KMIP_TAG_PADDING_METHOD, KMIP_PAD_PKCS5);
     kf_ttlv_add_bytes(f->a, p, KMIP_TAG_DATA, pct, 16); /* last byte decrypts to 0x16 > 16 */
-    assert_int_equal(expect_failure(f, msg), KMIP_REASON_CRYPTOGRAPHIC_FAILURE);
+    assert_int_equal(expect_failure(f, msg, NULL), KMIP_REASON_CRYPTOGRAPHIC_FAILURE);
 }
 
 /* A Decrypt in CBC without the IV: Invalid Message (CS-BC-M-11..13). */
@@ -767,55 +794,35 @@ static void cbc_decrypt_without_iv_is_invalid_message(void **state)
     kf_ttlv *p, *cp, *msg = keyed(f, 1, KMIP_OP_DECRYPT, uid, &p, &cp);
     kf_ttlv_add_enum(f->a, cp, KMIP_TAG_BLOCK_CIPHER_MODE, KMIP_MODE_CBC);
     kf_ttlv_add_bytes(f->a, p, KMIP_TAG_DATA, pt, plen);
-    assert_int_equal(expect_failure(f, msg), KMIP_REASON_INVALID_MESSAGE);
+    assert_int_equal(expect_failure(f, msg, NULL), KMIP_REASON_INVALID_MESSAGE);
 }
 
 /* McGrew & Viega Test Case 4 with Tag Length 12: the tag is the first 12 bytes (SP 800-38D). */
 static void gcm_truncated_tag_and_bad_tag_length(void **state)
 {
     struct fixture *f = *state;
-    char uid[KF_UID_MAX];
-    size_t klen, ivlen, ptlen, adlen, ctlen, taglen;
-    uint8_t *key = unhex(f, GCM_KEY, &klen), *iv = unhex(f, GCM_IV, &ivlen);
-    uint8_t *pt = unhex(f, GCM_PT_60, &ptlen), *ad = unhex(f, GCM_AD_20, &adlen);
-    uint8_t *ct = unhex(f, GCM_CT_60, &ctlen), *tag = unhex(f, GCM_TAG, &taglen);
-    register_key(f, 1, KMIP_OBJ_SYMMETRIC_KEY, KMIP_KEYFMT_RAW, key, klen, KMIP_ALG_AES,
-                 KMIP_USAGE_ENCRYPT | KMIP_USAGE_DECRYPT, true, uid);
-    kf_ttlv *p, *cp, *msg = keyed(f, 1, KMIP_OP_ENCRYPT, uid, &p, &cp);
-    kf_ttlv_add_enum(f->a, cp, KMIP_TAG_BLOCK_CIPHER_MODE, KMIP_MODE_GCM);
-    kf_ttlv_add_int(f->a, cp, KMIP_TAG_TAG_LENGTH, 12);
-    kf_ttlv_add_bytes(f->a, p, KMIP_TAG_DATA, pt, ptlen);
-    kf_ttlv_add_bytes(f->a, p, KMIP_TAG_IV_COUNTER_NONCE, iv, ivlen);
-    kf_ttlv_add_bytes(f->a, p, KMIP_TAG_AUTHENTICATED_ENCRYPTION_ADDITIONAL_DATA, ad, adlen);
+    struct gcm_tc4 v;
+    gcm_tc4_setup(f, 1, &v);
+    kf_ttlv *msg = gcm_request(f, 1, KMIP_OP_ENCRYPT, v.uid, 12, v.pt, v.ptlen, v.iv, v.ivlen, v.ad,
+                               v.adlen, NULL, 0);
     const kf_ttlv *r = expect_success(f, msg);
-    assert_bytes(r, KMIP_TAG_DATA, ct, ctlen);
-    assert_bytes(r, KMIP_TAG_AUTHENTICATED_ENCRYPTION_TAG, tag, 12);
+    assert_bytes(r, KMIP_TAG_DATA, v.ct, v.ctlen);
+    assert_bytes(r, KMIP_TAG_AUTHENTICATED_ENCRYPTION_TAG, v.tag, 12);
     /* Decrypt takes the tag's own length when the parameters give none. */
-    msg = keyed(f, 1, KMIP_OP_DECRYPT, uid, &p, &cp);
-    kf_ttlv_add_enum(f->a, cp, KMIP_TAG_BLOCK_CIPHER_MODE, KMIP_MODE_GCM);
-    kf_ttlv_add_bytes(f->a, p, KMIP_TAG_DATA, ct, ctlen);
-    kf_ttlv_add_bytes(f->a, p, KMIP_TAG_IV_COUNTER_NONCE, iv, ivlen);
-    kf_ttlv_add_bytes(f->a, p, KMIP_TAG_AUTHENTICATED_ENCRYPTION_ADDITIONAL_DATA, ad, adlen);
-    kf_ttlv_add_bytes(f->a, p, KMIP_TAG_AUTHENTICATED_ENCRYPTION_TAG, tag, 12);
-    assert_bytes(expect_success(f, msg), KMIP_TAG_DATA, pt, ptlen);
+    msg = gcm_request(f, 1, KMIP_OP_DECRYPT, v.uid, 0, v.ct, v.ctlen, v.iv, v.ivlen, v.ad, v.adlen,
+                      v.tag, 12);
+    assert_bytes(expect_success(f, msg), KMIP_TAG_DATA, v.pt, v.ptlen);
     /* Tag Length 1 and 17: General Failure, as the profiles' reference server answers. */
     int32_t bad[] = {1, 17};
     for (size_t i = 0; i < 2; i++) {
-        msg = keyed(f, 1, KMIP_OP_ENCRYPT, uid, &p, &cp);
-        kf_ttlv_add_enum(f->a, cp, KMIP_TAG_BLOCK_CIPHER_MODE, KMIP_MODE_GCM);
-        kf_ttlv_add_int(f->a, cp, KMIP_TAG_TAG_LENGTH, bad[i]);
-        kf_ttlv_add_bytes(f->a, p, KMIP_TAG_DATA, pt, ptlen);
-        kf_ttlv_add_bytes(f->a, p, KMIP_TAG_IV_COUNTER_NONCE, iv, ivlen);
-        assert_int_equal(expect_failure(f, msg), KMIP_REASON_GENERAL_FAILURE);
+        msg = gcm_request(f, 1, KMIP_OP_ENCRYPT, v.uid, bad[i], v.pt, v.ptlen, v.iv, v.ivlen, NULL,
+                          0, NULL, 0);
+        assert_int_equal(expect_failure(f, msg, NULL), KMIP_REASON_GENERAL_FAILURE);
     }
     /* A tag of another length than Tag Length says: Invalid Field. */
-    msg = keyed(f, 1, KMIP_OP_DECRYPT, uid, &p, &cp);
-    kf_ttlv_add_enum(f->a, cp, KMIP_TAG_BLOCK_CIPHER_MODE, KMIP_MODE_GCM);
-    kf_ttlv_add_int(f->a, cp, KMIP_TAG_TAG_LENGTH, 16);
-    kf_ttlv_add_bytes(f->a, p, KMIP_TAG_DATA, ct, ctlen);
-    kf_ttlv_add_bytes(f->a, p, KMIP_TAG_IV_COUNTER_NONCE, iv, ivlen);
-    kf_ttlv_add_bytes(f->a, p, KMIP_TAG_AUTHENTICATED_ENCRYPTION_TAG, tag, 12);
-    assert_int_equal(expect_failure(f, msg), KMIP_REASON_INVALID_FIELD);
+    msg = gcm_request(f, 1, KMIP_OP_DECRYPT, v.uid, 16, v.ct, v.ctlen, v.iv, v.ivlen, NULL, 0,
+                      v.tag, 12);
+    assert_int_equal(expect_failure(f, msg, NULL), KMIP_REASON_INVALID_FIELD);
 }
 
 /* Triple DES: SP 800-67 Rev. 2 example through Encrypt/Decrypt (ECB, no padding). */
@@ -849,7 +856,7 @@ static void des3_sp800_67_through_kmip(void **state)
     kf_ttlv *p, *cp, *msg = keyed(f, 1, KMIP_OP_ENCRYPT, uid, &p, &cp);
     kf_ttlv_add_enum(f->a, cp, KMIP_TAG_BLOCK_CIPHER_MODE, KMIP_MODE_GCM);
     kf_ttlv_add_bytes(f->a, p, KMIP_TAG_DATA, pt, 24);
-    assert_int_equal(expect_failure(f, msg), KMIP_REASON_FEATURE_NOT_SUPPORTED);
+    assert_int_equal(expect_failure(f, msg, NULL), KMIP_REASON_FEATURE_NOT_SUPPORTED);
 }
 
 /* HMAC named by the parameters on an AES key (CS-AC-M-4; checked against Python's hmac). */
@@ -870,9 +877,10 @@ static void hmac_named_by_parameters_on_aes_key(void **state)
                                                             mlen))),
                      KMIP_VALIDITY_INDICATOR_VALID);
     /* An algorithm that is no MAC: Feature Not Supported. */
-    assert_int_equal(expect_failure(f, mac_request(f, 1, KMIP_OP_MAC, uid, KMIP_ALG_RSA, data, dlen,
-                                                   NULL, 0)),
-                     KMIP_REASON_FEATURE_NOT_SUPPORTED);
+    assert_int_equal(
+        expect_failure(f, mac_request(f, 1, KMIP_OP_MAC, uid, KMIP_ALG_RSA, data, dlen, NULL, 0),
+                       NULL),
+        KMIP_REASON_FEATURE_NOT_SUPPORTED);
 }
 
 /* Protect Stop Date passed: no Encrypt; Process Start Date to come: no Decrypt (CS-BC-M-14). */
@@ -916,12 +924,12 @@ static void process_and_protect_dates_refuse(void **state)
         char uid[KF_UID_MAX];
         assert_true(n < sizeof(uid));
         memcpy(uid, s, n + 1);
-        uid_request(f, 1, KMIP_OP_ACTIVATE, uid);
+        uid_op(f, 1, KMIP_OP_ACTIVATE, uid);
         kf_ttlv *cp;
         msg = keyed(f, 1, cases[i].op, uid, &p, &cp);
         kf_ttlv_add_enum(f->a, cp, KMIP_TAG_BLOCK_CIPHER_MODE, KMIP_MODE_ECB);
         kf_ttlv_add_bytes(f->a, p, KMIP_TAG_DATA, pt, plen);
-        assert_int_equal(expect_failure(f, msg), KMIP_REASON_PERMISSION_DENIED);
+        assert_int_equal(expect_failure(f, msg, NULL), KMIP_REASON_PERMISSION_DENIED);
         /* The other direction is still allowed. */
         assert_non_null(cipher(f, 1, cases[i].op == KMIP_OP_ENCRYPT ? KMIP_OP_DECRYPT
                                                                     : KMIP_OP_ENCRYPT,
@@ -990,21 +998,23 @@ static void gcm_streamed_encrypt_test_case_5(void **state)
     assert_bytes(r, KMIP_TAG_AUTHENTICATED_ENCRYPTION_TAG, tag, taglen);
     assert_null(kf_ttlv_find(r, KMIP_TAG_CORRELATION_VALUE));
     /* The stream is over: its Correlation Value no longer works (Invalid Message). */
-    assert_int_equal(expect_failure(f, stream_part(f, uid, KMIP_OP_ENCRYPT, pt, 16, saved,
-                                                   corr_len, false, true)),
-                     KMIP_REASON_INVALID_MESSAGE);
+    assert_int_equal(
+        expect_failure(
+            f, stream_part(f, uid, KMIP_OP_ENCRYPT, pt, 16, saved, corr_len, false, true), NULL),
+        KMIP_REASON_INVALID_MESSAGE);
     /* A part before the last that is not whole blocks: Invalid Field. */
-    assert_int_equal(expect_failure(f, stream_part(f, uid, KMIP_OP_ENCRYPT, pt, 20, NULL, 0, true,
-                                                   false)),
-                     KMIP_REASON_INVALID_FIELD);
+    assert_int_equal(
+        expect_failure(f, stream_part(f, uid, KMIP_OP_ENCRYPT, pt, 20, NULL, 0, true, false), NULL),
+        KMIP_REASON_INVALID_FIELD);
     /* A streamed Decrypt would release unauthenticated plaintext: not offered. */
-    assert_int_equal(expect_failure(f, stream_part(f, uid, KMIP_OP_DECRYPT, ct, 32, NULL, 0, true,
-                                                   false)),
-                     KMIP_REASON_FEATURE_NOT_SUPPORTED);
+    assert_int_equal(
+        expect_failure(f, stream_part(f, uid, KMIP_OP_DECRYPT, ct, 32, NULL, 0, true, false), NULL),
+        KMIP_REASON_FEATURE_NOT_SUPPORTED);
     /* Init Indicator with a Correlation Value: Invalid Message. */
-    assert_int_equal(expect_failure(f, stream_part(f, uid, KMIP_OP_ENCRYPT, pt, 16, saved,
-                                                   corr_len, true, false)),
-                     KMIP_REASON_INVALID_MESSAGE);
+    assert_int_equal(
+        expect_failure(
+            f, stream_part(f, uid, KMIP_OP_ENCRYPT, pt, 16, saved, corr_len, true, false), NULL),
+        KMIP_REASON_INVALID_MESSAGE);
     /* Another key cannot continue this key's stream. */
     char other[KF_UID_MAX];
     register_key(f, 1, KMIP_OBJ_SYMMETRIC_KEY, KMIP_KEYFMT_RAW, key, klen, KMIP_ALG_AES,
@@ -1014,9 +1024,10 @@ static void gcm_streamed_encrypt_test_case_5(void **state)
                                        &corr_len),
                      KF_OK);
     memcpy(saved, corr, corr_len);
-    assert_int_equal(expect_failure(f, stream_part(f, other, KMIP_OP_ENCRYPT, pt, 16, saved,
-                                                   corr_len, false, true)),
-                     KMIP_REASON_INVALID_MESSAGE);
+    assert_int_equal(
+        expect_failure(
+            f, stream_part(f, other, KMIP_OP_ENCRYPT, pt, 16, saved, corr_len, false, true), NULL),
+        KMIP_REASON_INVALID_MESSAGE);
     expect_success(f, stream_part(f, uid, KMIP_OP_ENCRYPT, pt, 16, saved, corr_len, false, true));
 }
 

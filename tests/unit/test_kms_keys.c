@@ -213,7 +213,7 @@ static void p256_raw_pkcs8_rfc5915_and_x509(void **state)
     kf_ttlv_add_enum(f->a, kb, KMIP_TAG_KEY_FORMAT_TYPE, KMIP_KEYFMT_RAW);
     kf_ttlv_add_bytes(f->a, kf_ttlv_struct(f->a, kb, KMIP_TAG_KEY_VALUE), KMIP_TAG_KEY_MATERIAL, q, qlen);
     kf_ttlv_add_enum(f->a, kb, KMIP_TAG_CRYPTOGRAPHIC_ALGORITHM, KMIP_ALG_ECDSA);
-    assert_int_equal(expect_failure(f, msg), KMIP_REASON_INVALID_FIELD);
+    assert_int_equal(expect_failure(f, msg, NULL), KMIP_REASON_INVALID_FIELD);
 }
 
 /* A self-signed certificate to register (a fixture, not a known answer). */
@@ -284,14 +284,14 @@ static void certificate_secret_data_and_opaque(void **state)
     c = kf_ttlv_struct(f->a, p, KMIP_TAG_CERTIFICATE);
     kf_ttlv_add_enum(f->a, c, KMIP_TAG_CERTIFICATE_TYPE, KMIP_CERTIFICATE_TYPE_X_509);
     kf_ttlv_add_bytes(f->a, c, KMIP_TAG_CERTIFICATE_VALUE, cert, cert_len);
-    assert_int_equal(expect_failure(f, msg), KMIP_REASON_INVALID_FIELD);
+    assert_int_equal(expect_failure(f, msg, NULL), KMIP_REASON_INVALID_FIELD);
     /* PGP certificates are not taken. */
     msg = request(f, 2, KMIP_OP_REGISTER, &p);
     kf_ttlv_add_enum(f->a, p, KMIP_TAG_OBJECT_TYPE, KMIP_OBJ_CERTIFICATE);
     c = kf_ttlv_struct(f->a, p, KMIP_TAG_CERTIFICATE);
     kf_ttlv_add_enum(f->a, c, KMIP_TAG_CERTIFICATE_TYPE, KMIP_CERTIFICATE_TYPE_PGP);
     kf_ttlv_add_bytes(f->a, c, KMIP_TAG_CERTIFICATE_VALUE, cert, cert_len);
-    assert_int_equal(expect_failure(f, msg), KMIP_REASON_FEATURE_NOT_SUPPORTED);
+    assert_int_equal(expect_failure(f, msg, NULL), KMIP_REASON_FEATURE_NOT_SUPPORTED);
 
     static const uint8_t password[] = "correct horse battery staple";
     msg = request(f, 2, KMIP_OP_REGISTER, &p);
@@ -336,7 +336,7 @@ static void register_key_expect(struct fixture *f, uint32_t type, uint32_t forma
     kf_ttlv_add_enum(f->a, kb, KMIP_TAG_KEY_FORMAT_TYPE, format);
     kf_ttlv_add_bytes(f->a, kf_ttlv_struct(f->a, kb, KMIP_TAG_KEY_VALUE), KMIP_TAG_KEY_MATERIAL,
                       key, len);
-    assert_int_equal(expect_failure(f, msg), reason);
+    assert_int_equal(expect_failure(f, msg, NULL), reason);
 }
 
 /* Transparent Symmetric Key in and out; Raw out; other formats refused. */
@@ -391,14 +391,14 @@ static void symmetric_key_formats(void **state)
             kf_ttlv_add_int(f->a, kb, KMIP_TAG_CRYPTOGRAPHIC_LENGTH, bad[i].length);
         if (bad[i].wrapped)
             kf_ttlv_struct(f->a, kb, KMIP_TAG_KEY_WRAPPING_DATA);
-        assert_int_equal(expect_failure(f, msg), bad[i].reason);
+        assert_int_equal(expect_failure(f, msg, NULL), bad[i].reason);
     }
     /* No Object Type; an object type Register does not take. */
     msg = request(f, 2, KMIP_OP_REGISTER, &p);
-    assert_int_equal(expect_failure(f, msg), KMIP_REASON_MISSING_DATA);
+    assert_int_equal(expect_failure(f, msg, NULL), KMIP_REASON_MISSING_DATA);
     msg = request(f, 1, KMIP_OP_REGISTER, &p);
     kf_ttlv_add_enum(f->a, p, KMIP_TAG_OBJECT_TYPE, KMIP_OBJ_SPLIT_KEY);
-    assert_int_equal(expect_failure(f, msg), KMIP_REASON_FEATURE_NOT_SUPPORTED);
+    assert_int_equal(expect_failure(f, msg, NULL), KMIP_REASON_FEATURE_NOT_SUPPORTED);
     /* Key material in a format the object type cannot have. */
     register_key_expect(f, KMIP_OBJ_PRIVATE_KEY, KMIP_KEYFMT_TRANSPARENT_SYMMETRIC_KEY, key, klen,
                         KMIP_REASON_KEY_FORMAT_TYPE_NOT_SUPPORTED);
@@ -438,7 +438,7 @@ static void registered_parameters_are_defaults(void **state)
                           k256, klen);
         kf_ttlv_add_enum(f->a, kb, KMIP_TAG_CRYPTOGRAPHIC_ALGORITHM, KMIP_ALG_AES);
         register_simple(f, major, msg, uid);
-        uid_request(f, major, KMIP_OP_ACTIVATE, uid);
+        uid_op(f, major, KMIP_OP_ACTIVATE, uid);
         /* No Cryptographic Parameters in the Encrypt: SP 800-38A F.2.5 from the defaults. */
         msg = request(f, major, KMIP_OP_ENCRYPT, &p);
         kf_ttlv_add_text(f->a, p, KMIP_TAG_UNIQUE_IDENTIFIER, uid);

@@ -37,14 +37,12 @@
 #include "keyfleet/ttlv.h"
 #include "kms/mfg_internal.h"
 
+#include "kms_fixture.h"
+
 #define ACTOR "test"
 #define STEEL "S00000001"
 #define STEEL2 "S00000002"
 #define REC_MAX (1024 * 1024)
-
-struct role_keys {
-    uint8_t sign_priv[32], sign_pub[32], enc_priv[32], enc_pub[32];
-};
 
 /* What a domain's certificates say. */
 struct domain_certs {
@@ -57,22 +55,6 @@ struct fixture {
     kf_kms *kms;
     struct role_keys steel, steel2;
 };
-
-static int store_nothing(void *ctx, const uint8_t *state, size_t len)
-{
-    (void)ctx;
-    (void)state;
-    (void)len;
-    return KF_OK;
-}
-
-static void role_keys_make(struct role_keys *k)
-{
-    assert_int_equal(kf_crypto_random(k->sign_priv, 32), KF_OK);
-    assert_int_equal(kf_crypto_random(k->enc_priv, 32), KF_OK);
-    assert_int_equal(kf_ed25519_public(k->sign_priv, k->sign_pub), KF_OK);
-    assert_int_equal(kf_x25519_public(k->enc_priv, k->enc_pub), KF_OK);
-}
 
 static void buf_new(kf_buf *b)
 {
@@ -140,11 +122,7 @@ static void read_certs(kf_kms *kms, const char *domain, struct domain_certs *c)
 static int setup(void **state)
 {
     struct fixture *f = calloc(1, sizeof(*f));
-    snprintf(f->dir, sizeof(f->dir), "/tmp/kf-test-mfg.XXXXXX");
-    if (!mkdtemp(f->dir))
-        return -1;
-    struct kf_kms_config cfg = {.dir = f->dir, .dev = true};
-    if (kf_kms_open(&cfg, &f->kms) < 0)
+    if (!f || kms_dir_open(f->dir, sizeof(f->dir), "mfg", &f->kms) < 0)
         return -1;
     kf_buf recs;
     if (kf_buf_alloc(&recs, 0, REC_MAX, 0) < 0)
@@ -170,10 +148,7 @@ static int setup(void **state)
 static int teardown(void **state)
 {
     struct fixture *f = *state;
-    kf_kms_close(f->kms);
-    char cmd[128];
-    snprintf(cmd, sizeof(cmd), "rm -rf %s", f->dir);
-    if (system(cmd) != 0)
+    if (kms_dir_remove(f->kms, f->dir) < 0)
         return -1;
     free(f);
     return 0;
@@ -839,21 +814,12 @@ static void test_retire(void **state)
 
 static kf_ttlv *request(kf_arena *a, uint32_t op, kf_ttlv **payload)
 {
-    kf_ttlv *msg = kf_ttlv_struct(a, NULL, KMIP_TAG_REQUEST_MESSAGE);
-    kf_ttlv *hdr = kf_ttlv_struct(a, msg, KMIP_TAG_REQUEST_HEADER);
-    kf_ttlv *pv = kf_ttlv_struct(a, hdr, KMIP_TAG_PROTOCOL_VERSION);
-    kf_ttlv_add_int(a, pv, KMIP_TAG_PROTOCOL_VERSION_MAJOR, 2);
-    kf_ttlv_add_int(a, pv, KMIP_TAG_PROTOCOL_VERSION_MINOR, 1);
-    kf_ttlv_add_int(a, hdr, KMIP_TAG_BATCH_COUNT, 1);
-    kf_ttlv *bi = kf_ttlv_struct(a, msg, KMIP_TAG_BATCH_ITEM);
-    kf_ttlv_add_enum(a, bi, KMIP_TAG_OPERATION, op);
-    *payload = kf_ttlv_struct(a, bi, KMIP_TAG_REQUEST_PAYLOAD);
-    return msg;
+    return kf_ttlv_request(a, 2, 1, op, payload);
 }
 
-/* Run msg as who: the answer's payload, and the kf error code (0 on success). */
-static const kf_ttlv *run_kmip(kf_kms *kms, const struct kf_principal *who, kf_arena *a,
-                               const kf_ttlv *msg, int *code)
+/* Run msg as who: the Response Message, decoded in a. */
+static kf_ttlv *exchange(kf_kms *kms, const struct kf_principal *who, kf_arena *a,
+                         const kf_ttlv *msg)
 {
     kf_buf req, resp;
     kf_ttlv *r;
@@ -864,6 +830,14 @@ static const kf_ttlv *run_kmip(kf_kms *kms, const struct kf_principal *who, kf_a
     assert_int_equal(kf_ttlv_decode(resp.data, resp.len, NULL, a, &r), KF_OK);
     kf_buf_free(&req);
     kf_buf_free(&resp);
+    return r;
+}
+
+/* Run msg as who: the answer's payload, and the kf error code (0 on success). */
+static const kf_ttlv *run_kmip(kf_kms *kms, const struct kf_principal *who, kf_arena *a,
+                               const kf_ttlv *msg, int *code)
+{
+    const kf_ttlv *r = exchange(kms, who, a, msg);
     const kf_ttlv *item = kf_ttlv_find(r, KMIP_TAG_BATCH_ITEM);
     uint32_t st = 99;
     assert_int_equal(kf_ttlv_get_enum(kf_ttlv_find(item, KMIP_TAG_RESULT_STATUS), &st), KF_OK);
@@ -1153,13 +1127,7 @@ static void test_role_keys_not_served(void **state)
         int code;
         kf_ttlv *p, *msg = request(a, KMIP_OP_GET, &p);
         kf_ttlv_add_text(a, p, KMIP_TAG_UNIQUE_IDENTIFIER, r.uid[i]);
-        kf_buf req, resp;
-        kf_ttlv *rr;
-        assert_int_equal(kf_buf_alloc(&req, 0, 1 << 20, 0), KF_OK);
-        assert_int_equal(kf_buf_alloc(&resp, 0, 1 << 20, 0), KF_OK);
-        assert_int_equal(kf_ttlv_encode(msg, &req), KF_OK);
-        assert_int_equal(kf_kms_handle_kmip(f->kms, &admin, req.data, req.len, &resp), KF_OK);
-        assert_int_equal(kf_ttlv_decode(resp.data, resp.len, NULL, a, &rr), KF_OK);
+        const kf_ttlv *rr = exchange(f->kms, &admin, a, msg);
         uint32_t st = 0, reason = 0;
         const kf_ttlv *item = kf_ttlv_find(rr, KMIP_TAG_BATCH_ITEM);
         assert_int_equal(kf_ttlv_get_enum(kf_ttlv_find(item, KMIP_TAG_RESULT_STATUS), &st), KF_OK);
@@ -1168,8 +1136,6 @@ static void test_role_keys_not_served(void **state)
                          KF_OK);
         assert_int_equal(reason, KMIP_REASON_NOT_EXTRACTABLE);
         (void)code;
-        kf_buf_free(&req);
-        kf_buf_free(&resp);
     }
     /* Locate + Get in one batch. */
     kf_ttlv *msg = kf_ttlv_struct(a, NULL, KMIP_TAG_REQUEST_MESSAGE);
@@ -1189,13 +1155,7 @@ static void test_role_keys_not_served(void **state)
     bi = kf_ttlv_struct(a, msg, KMIP_TAG_BATCH_ITEM);
     kf_ttlv_add_enum(a, bi, KMIP_TAG_OPERATION, KMIP_OP_GET);
     kf_ttlv_struct(a, bi, KMIP_TAG_REQUEST_PAYLOAD);
-    kf_buf req, resp;
-    kf_ttlv *rr;
-    assert_int_equal(kf_buf_alloc(&req, 0, 1 << 20, 0), KF_OK);
-    assert_int_equal(kf_buf_alloc(&resp, 0, 1 << 20, 0), KF_OK);
-    assert_int_equal(kf_ttlv_encode(msg, &req), KF_OK);
-    assert_int_equal(kf_kms_handle_kmip(f->kms, &admin, req.data, req.len, &resp), KF_OK);
-    assert_int_equal(kf_ttlv_decode(resp.data, resp.len, NULL, a, &rr), KF_OK);
+    const kf_ttlv *rr = exchange(f->kms, &admin, a, msg);
     /* Whatever Locate found, no item of the answer carries key material. */
     assert_null(
         KF_TTLV_PATH(rr, KMIP_TAG_BATCH_ITEM, KMIP_TAG_RESPONSE_PAYLOAD, KMIP_TAG_PRIVATE_KEY));
@@ -1203,8 +1163,6 @@ static void test_role_keys_not_served(void **state)
          it = kf_ttlv_find_next(it, KMIP_TAG_BATCH_ITEM))
         assert_null(
             kf_ttlv_find(kf_ttlv_find(it, KMIP_TAG_RESPONSE_PAYLOAD), KMIP_TAG_PRIVATE_KEY));
-    kf_buf_free(&req);
-    kf_buf_free(&resp);
     kf_arena_free(a);
 }
 

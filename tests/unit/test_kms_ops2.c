@@ -84,36 +84,6 @@ static void create_aes(struct fixture *f, int bits, uint32_t usage, const char *
     copy_uid(expect_success(f, msg), KMIP_TAG_UNIQUE_IDENTIFIER, uid);
 }
 
-/* Every attribute of uid (2.x Get Attributes without references). */
-static const kf_ttlv *attributes_of(struct fixture *f, const char *uid)
-{
-    kf_ttlv *p, *msg = request(f, 2, KMIP_OP_GET_ATTRIBUTES, &p);
-    kf_ttlv_add_text(f->a, p, KMIP_TAG_UNIQUE_IDENTIFIER, uid);
-    const kf_ttlv *at = kf_ttlv_find(expect_success(f, msg), KMIP_TAG_ATTRIBUTES);
-    assert_non_null(at);
-    return at;
-}
-
-static uint32_t enum_attr(const kf_ttlv *set, uint32_t tag)
-{
-    uint32_t v = 0;
-    assert_int_equal(kf_ttlv_get_enum(kf_ttlv_find(set, tag), &v), KF_OK);
-    return v;
-}
-
-/* The Linked Object Identifier of the first Link of type, or NULL. */
-static bool has_link(const kf_ttlv *set, uint32_t type, const char *target)
-{
-    for (const kf_ttlv *l = kf_ttlv_find(set, KMIP_TAG_LINK); l;
-         l = kf_ttlv_find_next(l, KMIP_TAG_LINK)) {
-        uint32_t t = 0;
-        if (kf_ttlv_get_enum(kf_ttlv_find(l, KMIP_TAG_LINK_TYPE), &t) == KF_OK && t == type &&
-            kf_ttlv_text_equals(kf_ttlv_find(l, KMIP_TAG_LINKED_OBJECT_IDENTIFIER), target))
-            return true;
-    }
-    return false;
-}
-
 static bool has_name(const kf_ttlv *set, const char *name)
 {
     for (const kf_ttlv *n = kf_ttlv_find(set, KMIP_TAG_NAME); n;

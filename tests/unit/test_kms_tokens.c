@@ -33,14 +33,12 @@
 #include "keyfleet/ttlv.h"
 #include "kms/mfg_internal.h"
 
+#include "kms_fixture.h"
+
 #define ACTOR "test"
 #define STEEL "S00000001"
 #define TIN "T00000001"
 #define RECORDS_MAX (KF_MFG_TOKEN_KEYS_MAX + 65536)
-
-struct role_keys {
-    uint8_t sign_priv[32], sign_pub[32], enc_priv[32], enc_pub[32];
-};
 
 struct device {
     struct kfd_meter m;
@@ -56,14 +54,6 @@ struct fixture {
     uint32_t today; /* YYYYMMDD, UTC */
 };
 
-static int store_nothing(void *ctx, const uint8_t *state, size_t len)
-{
-    (void)ctx;
-    (void)state;
-    (void)len;
-    return KF_OK;
-}
-
 static uint32_t yyyymmdd(int64_t t)
 {
     time_t tt = (time_t)t;
@@ -71,14 +61,6 @@ static uint32_t yyyymmdd(int64_t t)
     gmtime_r(&tt, &tm);
     return (uint32_t)(tm.tm_year + 1900) * 10000u + (uint32_t)(tm.tm_mon + 1) * 100u +
            (uint32_t)tm.tm_mday;
-}
-
-static void role_keys_make(struct role_keys *k)
-{
-    assert_int_equal(kf_crypto_random(k->sign_priv, 32), KF_OK);
-    assert_int_equal(kf_crypto_random(k->enc_priv, 32), KF_OK);
-    assert_int_equal(kf_ed25519_public(k->sign_priv, k->sign_pub), KF_OK);
-    assert_int_equal(kf_x25519_public(k->enc_priv, k->enc_pub), KF_OK);
 }
 
 static void records_new(kf_buf *b)
@@ -126,10 +108,8 @@ static void enroll(struct fixture *f, const char *domain, const char *id, const 
 static int setup(void **state)
 {
     struct fixture *f = calloc(1, sizeof(*f));
-    snprintf(f->dir, sizeof(f->dir), "/tmp/kf-test-tokens.XXXXXX");
-    if (!mkdtemp(f->dir))
+    if (!f || kms_dir_open(f->dir, sizeof(f->dir), "tokens", &f->kms) < 0)
         return -1;
-    kms_open(f);
     kf_buf r;
     records_new(&r);
     assert_int_equal(kf_kms_mfg_setup(f->kms, ACTOR, "VE", KF_MFG_VENDOR, NULL, &r), KF_OK);
@@ -149,10 +129,7 @@ static int setup(void **state)
 static int teardown(void **state)
 {
     struct fixture *f = *state;
-    kf_kms_close(f->kms);
-    char cmd[128];
-    snprintf(cmd, sizeof(cmd), "rm -rf %s", f->dir);
-    if (system(cmd) != 0)
+    if (kms_dir_remove(f->kms, f->dir) < 0)
         return -1;
     kf_wipe(f, sizeof(*f));
     free(f);
@@ -599,16 +576,7 @@ static void export_is_signed_sealed_and_holds_no_master_key(void **state)
 
 static kf_ttlv *kmip_request(kf_arena *a, uint32_t op, kf_ttlv **payload)
 {
-    kf_ttlv *msg = kf_ttlv_struct(a, NULL, KMIP_TAG_REQUEST_MESSAGE);
-    kf_ttlv *h = kf_ttlv_struct(a, msg, KMIP_TAG_REQUEST_HEADER);
-    kf_ttlv *pv = kf_ttlv_struct(a, h, KMIP_TAG_PROTOCOL_VERSION);
-    kf_ttlv_add_int(a, pv, KMIP_TAG_PROTOCOL_VERSION_MAJOR, 2);
-    kf_ttlv_add_int(a, pv, KMIP_TAG_PROTOCOL_VERSION_MINOR, 1);
-    kf_ttlv_add_int(a, h, KMIP_TAG_BATCH_COUNT, 1);
-    kf_ttlv *bi = kf_ttlv_struct(a, msg, KMIP_TAG_BATCH_ITEM);
-    kf_ttlv_add_enum(a, bi, KMIP_TAG_OPERATION, op);
-    *payload = kf_ttlv_struct(a, bi, KMIP_TAG_REQUEST_PAYLOAD);
-    return msg;
+    return kf_ttlv_request(a, 2, 1, op, payload);
 }
 
 /* Run msg as who; the batch item's result status, its payload in *out. */

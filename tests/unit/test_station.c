@@ -25,6 +25,8 @@
 #include "keyfleet/secmem.h"
 #include "keyfleet/station.h"
 
+#include "station_fixture.h"
+
 struct fixture {
     char root[64];
     char dir[128];
@@ -86,48 +88,7 @@ static void write_bytes(const char *path, const uint8_t *p, size_t n, mode_t mod
     close(fd);
 }
 
-/* ---- a fake domain: M, O, B keys and their certificates ---- */
-struct domain {
-    const char *name;
-    uint8_t m_priv[32], m_pub[32];
-    uint8_t o_priv[32], o_pub[32];
-    uint8_t b_priv[32], b_pub[32], b_enc_pub[32];
-};
-
-static void domain_init(struct domain *d, const char *name)
-{
-    d->name = name;
-    assert_int_equal(kf_crypto_random(d->m_priv, 32), KF_OK);
-    assert_int_equal(kf_crypto_random(d->o_priv, 32), KF_OK);
-    assert_int_equal(kf_crypto_random(d->b_priv, 32), KF_OK);
-    assert_int_equal(kf_ed25519_public(d->m_priv, d->m_pub), KF_OK);
-    assert_int_equal(kf_ed25519_public(d->o_priv, d->o_pub), KF_OK);
-    assert_int_equal(kf_ed25519_public(d->b_priv, d->b_pub), KF_OK);
-    uint8_t x[32];
-    assert_int_equal(kf_crypto_random(x, 32), KF_OK);
-    assert_int_equal(kf_x25519_public(x, d->b_enc_pub), KF_OK);
-}
-
-static void add_cert(kf_buf *out, const char *domain, const char *id, enum kf_mfg_role_type type,
-                     const uint8_t sign_pub[32], const uint8_t *enc_pub, const char *signer,
-                     const uint8_t signer_priv[32])
-{
-    struct kf_mfg_record r = {0};
-    r.type = KF_MFG_REC_ROLE_CERT;
-    r.fields = KF_MFG_F_ROLE_ID | KF_MFG_F_ROLE_TYPE | KF_MFG_F_DOMAIN | KF_MFG_F_SIGN_PUB |
-               KF_MFG_F_EVENT_TIME;
-    snprintf(r.role_id, sizeof(r.role_id), "%s", id);
-    r.role_type = type;
-    snprintf(r.domain, sizeof(r.domain), "%s", domain);
-    memcpy(r.sign_pub, sign_pub, 32);
-    if (enc_pub) {
-        r.fields |= KF_MFG_F_ENC_PUB;
-        memcpy(r.enc_pub, enc_pub, 32);
-    }
-    r.event_time = 1767225600;
-    assert_int_equal(kf_mfg_record_sign(&r, signer, signer_priv, out), KF_OK);
-}
-
+/* ---- a fake domain (station_fixture.h): what a station is given ---- */
 /* What keyfleetd answers at enrolment: the station's certificate, then M, O, B.
  * me_id/me_sign/me_enc say whom the first certificate certifies. */
 static void enrol_answer(const struct domain *d, const char *me_id, const uint8_t me_sign[32],

@@ -28,6 +28,8 @@
 #include "keyfleet/station.h"
 #include "station/line.h"
 
+#include "station_fixture.h"
+
 #define T0 1767225600
 #define MAX_KEYS 64
 #define MAX_LINES 128
@@ -196,25 +198,6 @@ static int store(void *ctx, const uint8_t *state, size_t len)
     return 0;
 }
 
-static void add_cert(kf_buf *out, const char *domain, const char *id, enum kf_mfg_role_type type,
-                     const uint8_t sign_pub[32], const uint8_t *enc_pub, const uint8_t m_priv[32])
-{
-    struct kf_mfg_record r = {0};
-    r.type = KF_MFG_REC_ROLE_CERT;
-    r.fields = KF_MFG_F_ROLE_ID | KF_MFG_F_ROLE_TYPE | KF_MFG_F_DOMAIN | KF_MFG_F_SIGN_PUB |
-               KF_MFG_F_EVENT_TIME;
-    snprintf(r.role_id, sizeof(r.role_id), "%s", id);
-    r.role_type = type;
-    snprintf(r.domain, sizeof(r.domain), "%s", domain);
-    memcpy(r.sign_pub, sign_pub, 32);
-    if (enc_pub) {
-        r.fields |= KF_MFG_F_ENC_PUB;
-        memcpy(r.enc_pub, enc_pub, 32);
-    }
-    r.event_time = T0;
-    assert_int_equal(kf_mfg_record_sign(&r, "M00000001", m_priv, out), KF_OK);
-}
-
 static int setup(void **state)
 {
     struct fixture *f = calloc(1, sizeof(*f));
@@ -243,11 +226,12 @@ static int setup(void **state)
     for (int w = 0; w < 2; w++) {
         kf_buf rec;
         assert_int_equal(kf_buf_alloc(&rec, 1024, 65536, 0), KF_OK);
-        add_cert(&rec, domains[w], "S00000001", KF_MFG_ROLE_STEEL, fk->st_sign, fk->st_enc,
-                 fk->m_priv);
-        add_cert(&rec, domains[w], "M00000001", KF_MFG_ROLE_AUTHORITY, fk->m_pub, NULL, fk->m_priv);
-        add_cert(&rec, domains[w], "O00000002", KF_MFG_ROLE_OAK, fk->o_pub, NULL, fk->m_priv);
-        add_cert(&rec, domains[w], "B00000003", KF_MFG_ROLE_BRASS, fk->b_pub, b_enc, fk->m_priv);
+        add_m_cert(&rec, domains[w], "S00000001", KF_MFG_ROLE_STEEL, fk->st_sign, fk->st_enc,
+                   fk->m_priv);
+        add_m_cert(&rec, domains[w], "M00000001", KF_MFG_ROLE_AUTHORITY, fk->m_pub, NULL,
+                   fk->m_priv);
+        add_m_cert(&rec, domains[w], "O00000002", KF_MFG_ROLE_OAK, fk->o_pub, NULL, fk->m_priv);
+        add_m_cert(&rec, domains[w], "B00000003", KF_MFG_ROLE_BRASS, fk->b_pub, b_enc, fk->m_priv);
         assert_int_equal(kf_station_save_certs(f->st, domains[w], rec.data, rec.len), KF_OK);
         kf_buf_free(&rec);
     }

@@ -27,13 +27,9 @@
 #include "keyfleet/station.h"
 #include "station/steel.h"
 
-#define T0 1767225600 /* 2026-01-01 */
+#include "station_fixture.h"
 
-struct domain {
-    const char *name;
-    uint8_t m_priv[32], m_pub[32], o_priv[32], o_pub[32], b_priv[32], b_pub[32];
-    uint8_t b_enc_pub[32];
-};
+#define T0 1767225600 /* 2026-01-01 */
 
 struct fixture {
     char root[64], dir[128];
@@ -53,47 +49,14 @@ static int remove_entry(const char *path, const struct stat *st, int flag, struc
     return remove(path);
 }
 
-static void domain_init(struct domain *d, const char *name)
-{
-    d->name = name;
-    uint8_t x[32];
-    assert_int_equal(kf_crypto_random(d->m_priv, 32), KF_OK);
-    assert_int_equal(kf_crypto_random(d->o_priv, 32), KF_OK);
-    assert_int_equal(kf_crypto_random(d->b_priv, 32), KF_OK);
-    assert_int_equal(kf_crypto_random(x, 32), KF_OK);
-    assert_int_equal(kf_ed25519_public(d->m_priv, d->m_pub), KF_OK);
-    assert_int_equal(kf_ed25519_public(d->o_priv, d->o_pub), KF_OK);
-    assert_int_equal(kf_ed25519_public(d->b_priv, d->b_pub), KF_OK);
-    assert_int_equal(kf_x25519_public(x, d->b_enc_pub), KF_OK);
-}
-
-static void add_cert(kf_buf *out, const char *domain, const char *id, enum kf_mfg_role_type type,
-                     const uint8_t sign_pub[32], const uint8_t *enc_pub, const uint8_t m_priv[32])
-{
-    struct kf_mfg_record r = {0};
-    r.type = KF_MFG_REC_ROLE_CERT;
-    r.fields = KF_MFG_F_ROLE_ID | KF_MFG_F_ROLE_TYPE | KF_MFG_F_DOMAIN | KF_MFG_F_SIGN_PUB |
-               KF_MFG_F_EVENT_TIME;
-    snprintf(r.role_id, sizeof(r.role_id), "%s", id);
-    r.role_type = type;
-    snprintf(r.domain, sizeof(r.domain), "%s", domain);
-    memcpy(r.sign_pub, sign_pub, 32);
-    if (enc_pub) {
-        r.fields |= KF_MFG_F_ENC_PUB;
-        memcpy(r.enc_pub, enc_pub, 32);
-    }
-    r.event_time = T0;
-    assert_int_equal(kf_mfg_record_sign(&r, "M00000001", m_priv, out), KF_OK);
-}
-
 static void enrol(struct fixture *f, const struct domain *d)
 {
     kf_buf rec;
     assert_int_equal(kf_buf_alloc(&rec, 1024, 65536, 0), KF_OK);
-    add_cert(&rec, d->name, "S00000001", KF_MFG_ROLE_STEEL, f->st_sign, f->st_enc, d->m_priv);
-    add_cert(&rec, d->name, "M00000001", KF_MFG_ROLE_AUTHORITY, d->m_pub, NULL, d->m_priv);
-    add_cert(&rec, d->name, "O00000002", KF_MFG_ROLE_OAK, d->o_pub, NULL, d->m_priv);
-    add_cert(&rec, d->name, "B00000003", KF_MFG_ROLE_BRASS, d->b_pub, d->b_enc_pub, d->m_priv);
+    add_m_cert(&rec, d->name, "S00000001", KF_MFG_ROLE_STEEL, f->st_sign, f->st_enc, d->m_priv);
+    add_m_cert(&rec, d->name, "M00000001", KF_MFG_ROLE_AUTHORITY, d->m_pub, NULL, d->m_priv);
+    add_m_cert(&rec, d->name, "O00000002", KF_MFG_ROLE_OAK, d->o_pub, NULL, d->m_priv);
+    add_m_cert(&rec, d->name, "B00000003", KF_MFG_ROLE_BRASS, d->b_pub, d->b_enc_pub, d->m_priv);
     assert_int_equal(kf_station_save_certs(f->st, d->name, rec.data, rec.len), KF_OK);
     kf_buf_free(&rec);
 }

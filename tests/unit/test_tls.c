@@ -102,16 +102,7 @@ static int teardown(void **state)
 
 static kf_ttlv *request(kf_arena *a, uint32_t op, kf_ttlv **payload)
 {
-    kf_ttlv *msg = kf_ttlv_struct(a, NULL, KMIP_TAG_REQUEST_MESSAGE);
-    kf_ttlv *h = kf_ttlv_struct(a, msg, KMIP_TAG_REQUEST_HEADER);
-    kf_ttlv *pv = kf_ttlv_struct(a, h, KMIP_TAG_PROTOCOL_VERSION);
-    kf_ttlv_add_int(a, pv, KMIP_TAG_PROTOCOL_VERSION_MAJOR, 1);
-    kf_ttlv_add_int(a, pv, KMIP_TAG_PROTOCOL_VERSION_MINOR, 4);
-    kf_ttlv_add_int(a, h, KMIP_TAG_BATCH_COUNT, 1);
-    kf_ttlv *bi = kf_ttlv_struct(a, msg, KMIP_TAG_BATCH_ITEM);
-    kf_ttlv_add_enum(a, bi, KMIP_TAG_OPERATION, op);
-    *payload = kf_ttlv_struct(a, bi, KMIP_TAG_REQUEST_PAYLOAD);
-    return msg;
+    return kf_ttlv_request(a, 1, 4, op, payload);
 }
 
 static kf_ttlv *create_request(kf_arena *a)
@@ -151,6 +142,18 @@ static int call(kf_tls_client *cli, kf_arena *a, const kf_ttlv *msg, const kf_tt
     return status;
 }
 
+/* Discover Versions over cli: its Result Status (-1: the transport failed). */
+static int discover(kf_tls_client *cli)
+{
+    kf_arena *a;
+    kf_ttlv *p;
+    const kf_ttlv *item;
+    assert_int_equal(kf_arena_new(&a, 0), KF_OK);
+    int status = call(cli, a, request(a, KMIP_OP_DISCOVER_VERSIONS, &p), &item);
+    kf_arena_free(a);
+    return status;
+}
+
 static kf_tls_client *connect_as(kf_tls_server *srv, const char *cert, const char *key)
 {
     kf_tls_client *cli = NULL;
@@ -169,12 +172,7 @@ static void assert_refused(kf_tls_server *srv, const char *cert, const char *key
     kf_tls_client *cli = connect_as(srv, cert, key);
     if (!cli)
         return;
-    kf_arena *a;
-    kf_ttlv *p;
-    const kf_ttlv *item;
-    assert_int_equal(kf_arena_new(&a, 0), KF_OK);
-    assert_int_equal(call(cli, a, request(a, KMIP_OP_DISCOVER_VERSIONS, &p), &item), -1);
-    kf_arena_free(a);
+    assert_int_equal(discover(cli), -1);
     kf_tls_client_close(cli);
 }
 
@@ -229,13 +227,7 @@ static void tls12_also_works(void **state)
                                               &o, &cli),
                      KF_OK);
     assert_string_equal(kf_tls_client_version(cli), "TLS1.2");
-    kf_arena *a;
-    kf_ttlv *p;
-    const kf_ttlv *item;
-    assert_int_equal(kf_arena_new(&a, 0), KF_OK);
-    assert_int_equal(call(cli, a, request(a, KMIP_OP_DISCOVER_VERSIONS, &p), &item),
-                     KMIP_RESULT_STATUS_SUCCESS);
-    kf_arena_free(a);
+    assert_int_equal(discover(cli), KMIP_RESULT_STATUS_SUCCESS);
     kf_tls_client_close(cli);
 }
 
@@ -269,13 +261,7 @@ static void refusals(void **state)
     /* The positive control on the same server. */
     kf_tls_client *cli = connect_as(f->narrow, f->dev.admin_cert, f->dev.admin_key);
     assert_non_null(cli);
-    kf_arena *a;
-    kf_ttlv *p;
-    const kf_ttlv *item;
-    assert_int_equal(kf_arena_new(&a, 0), KF_OK);
-    assert_int_equal(call(cli, a, request(a, KMIP_OP_DISCOVER_VERSIONS, &p), &item),
-                     KMIP_RESULT_STATUS_SUCCESS);
-    kf_arena_free(a);
+    assert_int_equal(discover(cli), KMIP_RESULT_STATUS_SUCCESS);
     kf_tls_client_close(cli);
 }
 
@@ -311,13 +297,7 @@ static void assert_second_client_served(struct fixture *f)
 {
     kf_tls_client *cli = connect_as(f->srv, f->dev.admin_cert, f->dev.admin_key);
     assert_non_null(cli);
-    kf_arena *a;
-    kf_ttlv *p;
-    const kf_ttlv *item;
-    assert_int_equal(kf_arena_new(&a, 0), KF_OK);
-    assert_int_equal(call(cli, a, request(a, KMIP_OP_DISCOVER_VERSIONS, &p), &item),
-                     KMIP_RESULT_STATUS_SUCCESS);
-    kf_arena_free(a);
+    assert_int_equal(discover(cli), KMIP_RESULT_STATUS_SUCCESS);
     kf_tls_client_close(cli);
 }
 
@@ -454,13 +434,7 @@ static void connections_beyond_the_cap_are_closed(void **state)
     /* With the slots free again, a real client is served. */
     kf_tls_client *cli = connect_as(small, f->dev.admin_cert, f->dev.admin_key);
     assert_non_null(cli);
-    kf_arena *ar;
-    kf_ttlv *p;
-    const kf_ttlv *item;
-    assert_int_equal(kf_arena_new(&ar, 0), KF_OK);
-    assert_int_equal(call(cli, ar, request(ar, KMIP_OP_DISCOVER_VERSIONS, &p), &item),
-                     KMIP_RESULT_STATUS_SUCCESS);
-    kf_arena_free(ar);
+    assert_int_equal(discover(cli), KMIP_RESULT_STATUS_SUCCESS);
     /* Stop with this client still connected and idle: it does not wait 300 s. */
     uint64_t t0 = kf_mono_ns();
     kf_tls_server_stop(small);

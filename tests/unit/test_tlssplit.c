@@ -234,6 +234,17 @@ static int handler_down(void **state)
     return 0;
 }
 
+/* A worker in mode and a client (cl, its socket *fd) that completed the
+ * handshake through it as admin with prio, resuming ticket if not NULL. */
+static void admin_session(struct fixture *f, struct worker *w, enum worker_mode mode,
+                          const char *prio, const gnutls_datum_t *ticket, struct client *cl,
+                          int *fd)
+{
+    start_worker(f, w, mode, fd);
+    assert_int_equal(
+        client_open(cl, *fd, prio, f->dev.ca_cert, f->dev.admin_cert, f->dev.admin_key, ticket), 0);
+}
+
 /* ---- tests ------------------------------------------------------------------- */
 
 static void handshake_and_echo(struct fixture *f, const char *prio, uint16_t version)
@@ -242,10 +253,7 @@ static void handshake_and_echo(struct fixture *f, const char *prio, uint16_t ver
     struct worker w;
     struct client cl;
     int fd;
-    start_worker(f, &w, ECHO, &fd);
-    assert_int_equal(client_open(&cl, fd, prio, f->dev.ca_cert, f->dev.admin_cert,
-                                 f->dev.admin_key, NULL),
-                     0);
+    admin_session(f, &w, ECHO, prio, NULL, &cl, &fd);
     for (size_t i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++)
         echo(&cl, sizes[i], (unsigned)i);
     assert_int_equal(gnutls_bye(cl.s, GNUTLS_SHUT_WR), 0);
@@ -286,10 +294,7 @@ static void test_peer_key_update(void **state)
     struct worker w;
     struct client cl;
     int fd;
-    start_worker(f, &w, ECHO, &fd);
-    assert_int_equal(client_open(&cl, fd, PRIO13, f->dev.ca_cert, f->dev.admin_cert,
-                                 f->dev.admin_key, NULL),
-                     0);
+    admin_session(f, &w, ECHO, PRIO13, NULL, &cl, &fd);
     echo(&cl, 1000, 1);
     unsigned char before[8], after[8];
     gnutls_datum_t k1, k2;
@@ -321,10 +326,7 @@ static void test_worker_key_update(void **state)
     struct worker w;
     struct client cl;
     int fd;
-    start_worker(f, &w, ECHO_THEN_KEY_UPDATE, &fd);
-    assert_int_equal(client_open(&cl, fd, PRIO13, f->dev.ca_cert, f->dev.admin_cert,
-                                 f->dev.admin_key, NULL),
-                     0);
+    admin_session(f, &w, ECHO_THEN_KEY_UPDATE, PRIO13, NULL, &cl, &fd);
     unsigned char seq[8];
     gnutls_datum_t k1, k2, w1, w2;
     uint8_t rk1[32], wk1[32];
@@ -352,10 +354,7 @@ static void test_worker_close(void **state)
     struct worker w;
     struct client cl;
     int fd;
-    start_worker(f, &w, ECHO_THEN_CLOSE, &fd);
-    assert_int_equal(client_open(&cl, fd, PRIO12, f->dev.ca_cert, f->dev.admin_cert,
-                                 f->dev.admin_key, NULL),
-                     0);
+    admin_session(f, &w, ECHO_THEN_CLOSE, PRIO12, NULL, &cl, &fd);
     echo(&cl, 10, 1);
     uint8_t b[16];
     assert_int_equal(gnutls_record_recv(cl.s, b, sizeof(b)), 0); /* close_notify */
@@ -371,10 +370,7 @@ static void resume(struct fixture *f, const char *prio)
     struct client cl;
     int fd;
     gnutls_datum_t ticket = {0};
-    start_worker(f, &w, ECHO, &fd);
-    assert_int_equal(client_open(&cl, fd, prio, f->dev.ca_cert, f->dev.admin_cert,
-                                 f->dev.admin_key, NULL),
-                     0);
+    admin_session(f, &w, ECHO, prio, NULL, &cl, &fd);
     echo(&cl, 100, 1); /* TLS 1.3 tickets come after the handshake: read past them */
     assert_int_equal(gnutls_session_get_data2(cl.s, &ticket), 0);
     assert_int_equal(gnutls_bye(cl.s, GNUTLS_SHUT_WR), 0);
@@ -383,10 +379,7 @@ static void resume(struct fixture *f, const char *prio)
     client_close(&cl);
 
     for (int round = 0; round < 2; round++) {
-        start_worker(f, &w, ECHO, &fd);
-        assert_int_equal(client_open(&cl, fd, prio, f->dev.ca_cert, f->dev.admin_cert,
-                                     f->dev.admin_key, &ticket),
-                         0);
+        admin_session(f, &w, ECHO, prio, &ticket, &cl, &fd);
         assert_true(gnutls_session_is_resumed(cl.s));
         echo(&cl, 20000, 2);
         assert_int_equal(gnutls_bye(cl.s, GNUTLS_SHUT_WR), 0);
@@ -440,10 +433,7 @@ static void test_bad_record_mac(void **state)
     struct worker w;
     struct client cl;
     int fd;
-    start_worker(f, &w, ECHO, &fd);
-    assert_int_equal(client_open(&cl, fd, PRIO13, f->dev.ca_cert, f->dev.admin_cert,
-                                 f->dev.admin_key, NULL),
-                     0);
+    admin_session(f, &w, ECHO, PRIO13, NULL, &cl, &fd);
     echo(&cl, 10, 1);
     uint8_t junk[5 + 40] = {23, 3, 3, 0, 40};
     fill(junk + 5, 40, 9);
@@ -465,10 +455,7 @@ static void test_handler_death(void **state)
     struct worker w;
     struct client cl;
     int fd;
-    start_worker(f, &w, ECHO, &fd);
-    assert_int_equal(client_open(&cl, fd, PRIO13, f->dev.ca_cert, f->dev.admin_cert,
-                                 f->dev.admin_key, NULL),
-                     0);
+    admin_session(f, &w, ECHO, PRIO13, NULL, &cl, &fd);
     echo(&cl, 1000, 1);
     pid_t pid = kf_tlssplit_handler_pid(f->h);
     assert_int_equal(kill(pid, SIGKILL), 0);

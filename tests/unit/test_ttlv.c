@@ -44,29 +44,8 @@ static const uint8_t kat_struct[] = {
 static const uint8_t bigint_value[] = {0x03, 0xFD, 0x35, 0xEB, 0x6B, 0xC2,
                                        0xDF, 0x46, 0x18, 0x08, 0x00, 0x00};
 
-struct fixture {
-    kf_arena *a;
-    kf_buf out;
-};
-
-static int setup(void **state)
-{
-    struct fixture *f = calloc(1, sizeof(*f));
-    assert_non_null(f);
-    assert_int_equal(kf_arena_new(&f->a, 0), KF_OK);
-    assert_int_equal(kf_buf_alloc(&f->out, 0, 1 << 22, 0), KF_OK);
-    *state = f;
-    return 0;
-}
-
-static int teardown(void **state)
-{
-    struct fixture *f = *state;
-    kf_buf_free(&f->out);
-    kf_arena_free(f->a);
-    free(f);
-    return 0;
-}
+#define KF_TEST_OUT_MAX (1 << 22)
+#include "ttlv_fixture.h"
 
 static void assert_encodes_to(struct fixture *f, const kf_ttlv *n, const uint8_t *want, size_t len)
 {

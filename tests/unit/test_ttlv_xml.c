@@ -17,29 +17,8 @@
 #include "keyfleet/error.h"
 #include "keyfleet/ttlv.h"
 
-struct fixture {
-    kf_arena *a;
-    kf_buf out;
-};
-
-static int setup(void **state)
-{
-    struct fixture *f = calloc(1, sizeof(*f));
-    assert_non_null(f);
-    assert_int_equal(kf_arena_new(&f->a, 0), KF_OK);
-    assert_int_equal(kf_buf_alloc(&f->out, 0, 1 << 24, 0), KF_OK);
-    *state = f;
-    return 0;
-}
-
-static int teardown(void **state)
-{
-    struct fixture *f = *state;
-    kf_buf_free(&f->out);
-    kf_arena_free(f->a);
-    free(f);
-    return 0;
-}
+#define KF_TEST_OUT_MAX (1 << 24)
+#include "ttlv_fixture.h"
 
 static int from_xml(struct fixture *f, const char *xml, kf_ttlv **root)
 {
