@@ -152,7 +152,8 @@ int kf_tlssplit_handler_take_peers(kf_tlssplit_handler *h);
 bool kf_tlssplit_handler_alive(kf_tlssplit_handler *h);
 /* Close the broker channel, wait up to 2 s for the process, then kill it. */
 void kf_tlssplit_handler_stop(kf_tlssplit_handler *h);
-/* main() of the exec'd handler: configuration from fd 3; returns the exit status. */
+/* main() of the exec'd handler: configuration from fd 3; ends the process (_exit) with its
+ * exit status, without atexit handlers (they would run under its seccomp filter). */
 int kf_tlssplit_handler_main(void);
 
 /* ---- One connection, the worker's side ----------------------------------------- */
@@ -224,6 +225,11 @@ void kf_tlssplit_server_stop(kf_tlssplit_server *srv);
 #define KF_TLSSPLIT_SANDBOX_KEEP_USER 1u /* do not change user */
 #define KF_TLSSPLIT_SANDBOX_NO_FILTER 2u /* no seccomp filter (sanitizer runtimes) */
 KF_RESULT int kf_tlssplit_sandbox(unsigned flags);
+/* The session handler's confinement, once its credentials are loaded: not
+ * dumpable, no new privileges, the worker's allow list plus reading files (a
+ * PKCS#11 token reads its own); no file opened for writing, no new socket, no
+ * program started (src/tlssplit/sandbox.c). */
+KF_RESULT int kf_tlssplit_sandbox_handler(void);
 
 typedef struct kf_tlssplit_worker kf_tlssplit_worker;
 /* Serves one established connection; kf_tlssplit_close follows. */

@@ -68,7 +68,12 @@ struct handler {
     pthread_mutex_t kept_lock;
     struct kept_session kept[KEPT_MAX];
     uint64_t kept_stamp;
+    FILE *reveal; /* test builds: KF_TEST_REVEAL_FILE, opened before the sandbox */
 };
+
+/* SSLKEYLOGFILE, when set (see keylog_open). */
+static FILE *keylog;
+static int keylog_write(gnutls_session_t s, const char *label, const gnutls_datum_t *secret);
 
 struct session {
     struct handler *h;
@@ -468,6 +473,8 @@ static int session_open(struct session *se)
     static const gnutls_typed_vdata_st purpose = {.type = GNUTLS_DT_KEY_PURPOSE_OID,
                                                   .data = (void *)GNUTLS_KP_TLS_WWW_CLIENT};
     KF_ENSURE(gnutls_init(&se->s, GNUTLS_SERVER | GNUTLS_NO_SIGNAL) == 0, KF_ERR_NOMEM);
+    if (keylog)
+        gnutls_session_set_keylog_function(se->s, keylog_write);
     if (gnutls_priority_set(se->s, se->h->priority) < 0 ||
         gnutls_credentials_set(se->s, GNUTLS_CRD_CERTIFICATE, se->h->creds) < 0 ||
         gnutls_session_ticket_enable_server(se->s, &se->h->stek) < 0)
@@ -557,6 +564,8 @@ static int client_session_open(struct session *se)
     se->check[1] = (gnutls_typed_vdata_st){.type = GNUTLS_DT_KEY_PURPOSE_OID,
                                            .data = (void *)GNUTLS_KP_TLS_WWW_SERVER};
     KF_ENSURE(gnutls_init(&se->s, GNUTLS_CLIENT | GNUTLS_NO_SIGNAL) == 0, KF_ERR_NOMEM);
+    if (keylog)
+        gnutls_session_set_keylog_function(se->s, keylog_write);
     if (gnutls_priority_set(se->s, se->h->priority) < 0 ||
         gnutls_credentials_set(se->s, GNUTLS_CRD_CERTIFICATE, se->h->creds) < 0)
         return KF_ERR_TLS_CONFIG;
@@ -690,46 +699,86 @@ static void start_session(struct handler *h, const struct kf_split_start *st, co
     }
 }
 
+/* ---- SSLKEYLOGFILE -----------------------------------------------------------------------
+ * For debugging with a packet capture (it writes every session's secrets in the
+ * clear, so keyfleetd warns when it is set). GnuTLS's own writer opens the file
+ * at the first handshake, which the sandbox forbids: the handler opens it before
+ * and writes GnuTLS's NSS key log lines itself. */
+static pthread_mutex_t keylog_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static void keylog_hex(const unsigned char *p, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        fprintf(keylog, "%02x", p[i]);
+}
+
+static int keylog_write(gnutls_session_t s, const char *label, const gnutls_datum_t *secret)
+{
+    gnutls_datum_t client_random, server_random;
+    gnutls_session_get_random(s, &client_random, &server_random);
+    pthread_mutex_lock(&keylog_lock);
+    fprintf(keylog, "%s ", label);
+    keylog_hex(client_random.data, client_random.size);
+    fputc(' ', keylog);
+    keylog_hex(secret->data, secret->size);
+    fputc('\n', keylog);
+    fflush(keylog);
+    pthread_mutex_unlock(&keylog_lock);
+    return 0;
+}
+
+static void keylog_open(void)
+{
+    const char *path = secure_getenv("SSLKEYLOGFILE");
+    if (!path || !*path)
+        return;
+    keylog = fopen(path, "a");
+    if (keylog)
+        kf_warn("TLS split: SSLKEYLOGFILE is set: the TLS secrets of every session are written "
+                "to %s", path);
+    else
+        kf_warn("TLS split: SSLKEYLOGFILE %s cannot be opened: no key log", path);
+}
+
 /* ---- the memory-scan test's hook ------------------------------------------------------ */
 
 #ifdef KF_TEST_HOOKS
 /* Test builds only (cmake -DKF_TEST_HOOKS=ON): write the ticket key where the
  * memory-scan test finds it, so it can prove no worker holds it. */
-static void reveal_for_tests(const struct handler *h, const struct kf_split_config *c)
+static void reveal_for_tests(struct handler *h, const struct kf_split_config *c)
 {
     const char *path = getenv("KF_TEST_REVEAL_FILE");
     if (!(c->flags & KF_SPLIT_CONFIG_TEST_REVEAL) || !path)
         return;
-    FILE *f = fopen(path, "a");
-    if (!f)
+    /* Opened now: once confined, the handler can open no file for writing. */
+    h->reveal = fopen(path, "a");
+    if (!h->reveal)
         return;
-    fprintf(f, "stek ");
-    for (unsigned i = 0; i < h->stek.size; i++)
-        fprintf(f, "%02x", h->stek.data[i]);
-    fprintf(f, "\n");
-    fclose(f);
-    kf_warn("TLS split: TEST BUILD: the session-ticket key was written to %s", path);
+    if (!h->client) {
+        fprintf(h->reveal, "stek ");
+        for (unsigned i = 0; i < h->stek.size; i++)
+            fprintf(h->reveal, "%02x", h->stek.data[i]);
+        fprintf(h->reveal, "\n");
+        kf_warn("TLS split: TEST BUILD: the session-ticket key was written to %s", path);
+    }
+    fflush(h->reveal);
 }
 
 /* Client: each kept session (ticket and resumption secret), for the scan of the client process. */
 static void reveal_kept(struct handler *h, const gnutls_datum_t *d)
 {
-    const char *path = getenv("KF_TEST_REVEAL_FILE");
-    if (!(h->flags & KF_SPLIT_CONFIG_TEST_REVEAL) || !path)
+    if (!h->reveal)
         return;
     pthread_mutex_lock(&h->kept_lock);
-    FILE *f = fopen(path, "a");
-    if (f) {
-        fprintf(f, "session ");
-        for (unsigned i = 0; i < d->size; i++)
-            fprintf(f, "%02x", d->data[i]);
-        fprintf(f, "\n");
-        fclose(f);
-    }
+    fprintf(h->reveal, "session ");
+    for (unsigned i = 0; i < d->size; i++)
+        fprintf(h->reveal, "%02x", d->data[i]);
+    fprintf(h->reveal, "\n");
+    fflush(h->reveal);
     pthread_mutex_unlock(&h->kept_lock);
 }
 #else
-static void reveal_for_tests(const struct handler *h, const struct kf_split_config *c)
+static void reveal_for_tests(struct handler *h, const struct kf_split_config *c)
 {
     (void)h;
     if (c->flags & KF_SPLIT_CONFIG_TEST_REVEAL)
@@ -769,6 +818,7 @@ static int load_client_credentials(struct handler *h, const struct kf_split_conf
     h->handshake_ms = c->handshake_timeout_ms ? (int)c->handshake_timeout_ms : 10000;
     h->flags = c->flags;
     h->client = true;
+    reveal_for_tests(h, c); /* the kept sessions go there as they come */
     return KF_OK;
 }
 
@@ -807,6 +857,14 @@ int kf_tlssplit_handler_serve(int broker, int peers, const struct kf_split_confi
     int rc = load_credentials(&h, cfg);
     if (rc < 0)
         return rc;
+    /* From here on: no file opened for writing, no socket made, no program
+     * started, whatever a handshake does to this process (sandbox.c). */
+    keylog_open();
+    rc = kf_tlssplit_sandbox_handler();
+    if (rc < 0) {
+        kf_error("TLS split: the session handler cannot confine itself: %s", kf_strerror(rc));
+        return rc;
+    }
     if (h.client)
         kf_info("TLS split: client session handler %d ready", (int)getpid());
     else

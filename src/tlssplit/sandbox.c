@@ -1,15 +1,27 @@
 /*
- * Confinement of a worker process, applied once before it serves anything:
- * not dumpable, no core files, an unprivileged user when started as root
- * (nobody/nogroup, no supplementary groups), no new privileges, and a
- * seccomp filter that allows only the system calls the record loop, its
- * channels and its threads need. Opening a file fails with EACCES; everything
- * else kills the process (SECCOMP_RET_KILL_PROCESS): the worker talks to the
- * network peer, so a compromised worker must not be able to open files,
- * sockets to elsewhere, or start programs. The filter is written as classic BPF (linux/filter.h)
- * rather than pulled in through libseccomp: it is a short allow list.
+ * Confinement of the split endpoint's processes, applied once before they
+ * serve anything.
+ *
+ * A worker process: not dumpable, no core files, an unprivileged user when
+ * started as root (nobody/nogroup, no supplementary groups), no new
+ * privileges, and a seccomp filter that allows only the system calls the
+ * record loop, its channels and its threads need. Opening a file fails with
+ * EACCES; everything else kills the process (SECCOMP_RET_KILL_PROCESS): the
+ * worker talks to the network peer, so a compromised worker must not be able
+ * to open files, sockets to elsewhere, or start programs.
+ *
+ * The session handler (once its credentials are loaded): not dumpable, no new
+ * privileges, and the same filter except that it may open files for reading
+ * (a PKCS#11 token such as SoftHSM2 reads its object files as it goes); it
+ * keeps its user, which the key file or token needs. It parses every
+ * handshake from the network, so it too must not be able to write files,
+ * make sockets or start programs.
+ *
+ * The filters are classic BPF (linux/filter.h) rather than libseccomp: short
+ * allow lists.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <grp.h>
 #include <linux/audit.h>
 #include <linux/filter.h>
@@ -47,92 +59,136 @@
 
 #define NR_OFF offsetof(struct seccomp_data, nr)
 #define ARCH_OFF offsetof(struct seccomp_data, arch)
-#define ARG0_LO_OFF offsetof(struct seccomp_data, args[0]) /* little endian: low 32 bits */
+/* little endian: the low 32 bits of argument i */
+#define ARG_LO_OFF(i) (offsetof(struct seccomp_data, args) + (i) * sizeof(uint64_t))
 
 #define ALLOW(nr)                                                                                  \
     BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, (nr), 0, 1), BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW)
 
-/* What a worker does: socket I/O and polling on descriptors it already has
- * (plus socketpair for each connection's channels), memory management
- * (including mlock for secure memory), threads, clocks, exit. */
-static const struct sock_filter worker_filter[] = {
-    BPF_STMT(BPF_LD | BPF_W | BPF_ABS, ARCH_OFF),
-    BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SANDBOX_ARCH, 1, 0),
-    BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_KILL_PROCESS),
-    BPF_STMT(BPF_LD | BPF_W | BPF_ABS, NR_OFF),
-    /* clone: threads only (CLONE_THREAD set), never a new process. */
-    BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_clone, 0, 4),
-    BPF_STMT(BPF_LD | BPF_W | BPF_ABS, ARG0_LO_OFF),
-    BPF_JUMP(BPF_JMP | BPF_JSET | BPF_K, CLONE_THREAD, 0, 1),
-    BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
-    BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_KILL_PROCESS),
-    /* clone3 hides its flags in memory: make glibc fall back to clone. */
-    BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_clone3, 0, 1),
-    BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | ENOSYS),
-    /* Opening a file fails (EACCES) rather than kills: glibc opens a few files
-     * lazily (malloc reads /sys/devices/system/cpu/online when it adds an
-     * arena under load), and a failed open there is harmless. No file opens. */
-    BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_openat, 0, 1),
-    BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | EACCES),
-#ifdef __NR_open
-    BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_open, 0, 1),
-    BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | EACCES),
-#endif
-    ALLOW(__NR_read),
-    ALLOW(__NR_write),
-    ALLOW(__NR_readv),
-    ALLOW(__NR_writev),
-    ALLOW(__NR_recvfrom),
-    ALLOW(__NR_sendto),
-    ALLOW(__NR_recvmsg),
-    ALLOW(__NR_sendmsg),
-    ALLOW(__NR_socketpair),
-    ALLOW(__NR_shutdown),
-    ALLOW(__NR_close),
-    ALLOW(__NR_fcntl),
-    ALLOW(__NR_lseek),
-    ALLOW(__NR_fstat),
-    ALLOW(__NR_newfstatat),
-    ALLOW(__NR_ppoll),
+/* The start of every filter: the right architecture, then the call number in A. */
+#define FILTER_HEAD                                                                                \
+    BPF_STMT(BPF_LD | BPF_W | BPF_ABS, ARCH_OFF),                                                  \
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SANDBOX_ARCH, 1, 0),                                    \
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_KILL_PROCESS),                                        \
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, NR_OFF)
+
+/* clone: threads only (CLONE_THREAD set), never a new process; clone3 hides
+ * its flags in memory: make glibc fall back to clone. */
+#define THREADS_ONLY                                                                               \
+    BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_clone, 0, 4),                                         \
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, ARG_LO_OFF(0)),                                          \
+        BPF_JUMP(BPF_JMP | BPF_JSET | BPF_K, CLONE_THREAD, 0, 1),                                   \
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),                                               \
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_KILL_PROCESS),                                        \
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_clone3, 0, 1),                                     \
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | ENOSYS)
+
+/* Opening a file (call nr, flags in argument arg) fails with EACCES. */
+#define OPEN_FAILS(nr) BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, (nr), 0, 1), BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | EACCES)
+/* Opening a file for reading is allowed; for writing, creating or truncating
+ * it fails with EACCES. openat2 hides its flags in memory: ENOSYS. */
+#define OPEN_READ_ONLY(nr, arg)                                                                    \
+    BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, (nr), 0, 4),                                               \
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, ARG_LO_OFF(arg)),                                        \
+        BPF_JUMP(BPF_JMP | BPF_JSET | BPF_K, O_WRONLY | O_RDWR | O_CREAT | O_TRUNC | O_APPEND, 0, 1), \
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | EACCES),                                      \
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW)
+
+/* What every confined process does: I/O and polling on descriptors it already
+ * has (plus socketpair for a connection's channels), memory management
+ * (including mlock for secure memory), threads, clocks, randomness, exit. */
+#define COMMON_CALLS                                                                               \
+    ALLOW(__NR_read), ALLOW(__NR_write), ALLOW(__NR_readv), ALLOW(__NR_writev),                    \
+        ALLOW(__NR_recvfrom), ALLOW(__NR_sendto), ALLOW(__NR_recvmsg), ALLOW(__NR_sendmsg),         \
+        ALLOW(__NR_socketpair), ALLOW(__NR_shutdown), ALLOW(__NR_close), ALLOW(__NR_fcntl),         \
+        ALLOW(__NR_lseek), ALLOW(__NR_fstat), ALLOW(__NR_newfstatat), ALLOW(__NR_ppoll),            \
+        POLL_CALL ALLOW(__NR_futex), ALLOW(__NR_set_robust_list), RSEQ_CALL ALLOW(__NR_sched_yield), \
+        ALLOW(__NR_mmap), ALLOW(__NR_munmap), ALLOW(__NR_mprotect), ALLOW(__NR_mremap),             \
+        ALLOW(__NR_madvise), ALLOW(__NR_brk), ALLOW(__NR_mlock), ALLOW(__NR_munlock),               \
+        ALLOW(__NR_clock_gettime), ALLOW(__NR_clock_nanosleep), ALLOW(__NR_nanosleep),              \
+        ALLOW(__NR_gettimeofday), ALLOW(__NR_getpid), ALLOW(__NR_gettid), ALLOW(__NR_getrandom),    \
+        ALLOW(__NR_rt_sigreturn),                                                                   \
+        ALLOW(__NR_rt_sigaction), /* glibc installs its thread-cancel handler at the first thread */ \
+        ALLOW(__NR_rt_sigprocmask), ALLOW(__NR_restart_syscall), ALLOW(__NR_exit),                  \
+        ALLOW(__NR_exit_group) SANITIZER_CALLS
+
 #ifdef __NR_poll
-    ALLOW(__NR_poll),
+#define POLL_CALL ALLOW(__NR_poll),
+#else
+#define POLL_CALL
 #endif
-    ALLOW(__NR_futex),
-    ALLOW(__NR_set_robust_list),
 #ifdef __NR_rseq
-    ALLOW(__NR_rseq),
+#define RSEQ_CALL ALLOW(__NR_rseq),
+#else
+#define RSEQ_CALL
 #endif
-    ALLOW(__NR_sched_yield),
-    ALLOW(__NR_mmap),
-    ALLOW(__NR_munmap),
-    ALLOW(__NR_mprotect),
-    ALLOW(__NR_mremap),
-    ALLOW(__NR_madvise),
-    ALLOW(__NR_brk),
-    ALLOW(__NR_mlock),
-    ALLOW(__NR_munlock),
-    ALLOW(__NR_clock_gettime),
-    ALLOW(__NR_clock_nanosleep),
-    ALLOW(__NR_nanosleep),
-    ALLOW(__NR_gettimeofday),
-    ALLOW(__NR_getpid),
-    ALLOW(__NR_gettid),
-    ALLOW(__NR_getrandom),
-    ALLOW(__NR_rt_sigreturn),
-    ALLOW(__NR_rt_sigaction), /* glibc installs its thread-cancel handler at the first thread */
-    ALLOW(__NR_rt_sigprocmask),
-    ALLOW(__NR_restart_syscall),
-    ALLOW(__NR_exit),
-    ALLOW(__NR_exit_group),
 #if KF_SANITIZER_RUNTIME
-    /* ASan/UBSan builds: what their runtime does in every new thread. */
-    ALLOW(__NR_sched_getaffinity),
-    ALLOW(__NR_sigaltstack),
-    ALLOW(__NR_getuid),
-    ALLOW(__NR_prctl),
+/* ASan/UBSan builds: what their runtime does in every new thread. */
+#define SANITIZER_CALLS                                                                            \
+    , ALLOW(__NR_sched_getaffinity), ALLOW(__NR_sigaltstack), ALLOW(__NR_getuid), ALLOW(__NR_prctl)
+#else
+#define SANITIZER_CALLS
 #endif
+
+/* A worker: no file opens at all (glibc opens a few files lazily -- malloc
+ * reads /sys/devices/system/cpu/online when it adds an arena under load -- and
+ * a failed open there is harmless, so they fail rather than kill). */
+static const struct sock_filter worker_filter[] = {
+    FILTER_HEAD,
+    THREADS_ONLY,
+    OPEN_FAILS(__NR_openat),
+#ifdef __NR_open
+    OPEN_FAILS(__NR_open),
+#endif
+    COMMON_CALLS,
     BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_KILL_PROCESS),
 };
+
+/* The session handler: the same, and reading files, which the PKCS#11 token
+ * needs (SoftHSM2 re-reads its token's object files when they change); no
+ * file is opened for writing, no socket made, no program started. */
+static const struct sock_filter handler_filter[] = {
+    FILTER_HEAD,
+    THREADS_ONLY,
+    OPEN_READ_ONLY(__NR_openat, 2),
+#ifdef __NR_open
+    OPEN_READ_ONLY(__NR_open, 1),
+#endif
+#ifdef __NR_openat2
+    BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_openat2, 0, 1),
+    BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | ENOSYS),
+#endif
+    COMMON_CALLS,
+    ALLOW(__NR_pread64),
+    ALLOW(__NR_flock),
+    ALLOW(__NR_getdents64),
+    ALLOW(__NR_statx),
+    ALLOW(__NR_faccessat),
+#ifdef __NR_access
+    ALLOW(__NR_access),
+#endif
+    ALLOW(__NR_readlinkat),
+#ifdef __NR_readlink
+    ALLOW(__NR_readlink),
+#endif
+    ALLOW(__NR_getuid),
+    ALLOW(__NR_geteuid),
+    ALLOW(__NR_getgid),
+    ALLOW(__NR_getegid),
+    ALLOW(__NR_uname),
+    ALLOW(__NR_sched_getaffinity),
+    ALLOW(__NR_sysinfo),
+    BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_KILL_PROCESS),
+};
+
+static int install(const struct sock_filter *f, size_t n)
+{
+    struct sock_fprog prog = {.len = (unsigned short)n, .filter = (struct sock_filter *)f};
+    /* TSYNC: every thread of the process, not only this one. */
+    if (syscall(__NR_seccomp, SECCOMP_SET_MODE_FILTER, SECCOMP_FILTER_FLAG_TSYNC, &prog) != 0)
+        return KF_ERR_PERM;
+    return KF_OK;
+}
 
 /* Locked memory a worker running as nobody may use (256 connections' buffers with room). */
 #define WORKER_MEMLOCK ((rlim_t)256 * 1024 * 1024)
@@ -175,10 +231,15 @@ int kf_tlssplit_sandbox(unsigned flags)
     mallopt(M_ARENA_MAX, 4);
     if (flags & KF_TLSSPLIT_SANDBOX_NO_FILTER)
         return KF_OK;
-    struct sock_fprog prog = {.len = (unsigned short)(sizeof(worker_filter) / sizeof(worker_filter[0])),
-                              .filter = (struct sock_filter *)worker_filter};
-    /* TSYNC: every thread of the process, not only this one. */
-    if (syscall(__NR_seccomp, SECCOMP_SET_MODE_FILTER, SECCOMP_FILTER_FLAG_TSYNC, &prog) != 0)
+    return install(worker_filter, sizeof(worker_filter) / sizeof(worker_filter[0]));
+}
+
+int kf_tlssplit_sandbox_handler(void)
+{
+    struct rlimit no_core = {0, 0};
+    if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0 || setrlimit(RLIMIT_CORE, &no_core) != 0 ||
+        prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0)
         return KF_ERR_PERM;
-    return KF_OK;
+    mallopt(M_ARENA_MAX, 4);
+    return install(handler_filter, sizeof(handler_filter) / sizeof(handler_filter[0]));
 }

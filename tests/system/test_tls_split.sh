@@ -154,6 +154,11 @@ ossl_admin=(-CAfile "$CERTS/ca-cert.pem" -cert "$CERTS/admin-cert.pem" -key "$CE
 handler_pid() { ps --ppid "$DAEMON_PID" -o pid=,args= | awk '/--tls-session-handler/ {print $1}' | head -1; }
 HPID=$(handler_pid)
 [ -n "$HPID" ] || fail "no session handler process under keyfleetd $DAEMON_PID"; ok
+# Confined once its credentials are loaded (src/tlssplit/sandbox.c): a seccomp filter
+# (mode 2) and no new privileges ("ready" is logged after the filter is in place).
+wait_log "session handler $HPID ready" || fail "the session handler did not get ready"
+grep -q "^Seccomp:[[:space:]]*2" "/proc/$HPID/status" || fail "the session handler has no seccomp filter"; ok
+grep -q "^NoNewPrivs:[[:space:]]*1" "/proc/$HPID/status" || fail "the session handler may gain privileges"; ok
 
 # gnutls_send NAME REQUEST [gnutls-cli options]: one exchange; answer in $WORK/NAME.resp.
 # (a refused client is not answered: the input ends when the server drops it)
