@@ -223,6 +223,8 @@ for _ in $(seq 1 100); do
   sleep 0.05
 done
 expect_ok kfr admin key list --domain default; expect_contains after-kill
+# the replacements come as keyfleetd reaps each killed worker: wait for all of them (up to 10 s)
+for _ in $(seq 1 200); do [ "$(workers | wc -l)" = "$NWORKERS" ] && break; sleep 0.05; done
 [ "$(workers | wc -l)" = "$NWORKERS" ] || fail "workers not replaced: $(workers | tr '\n' ' ')"
 ok
 # ---- the handler killed: new handler, new workers; the old workers finish what they hold ----

@@ -1,9 +1,10 @@
 /*
  * The service half of the KMS unit tests' fixtures (test_kms.c,
- * test_kms_mfg.c, test_kms_tokens.c, test_kms_attrs.c): a dev-mode service in a fresh
- * temporary directory, closed and removed again; and the Steel/Tin role key
- * pairs and the do-nothing meter store of the manufacturing tests. Include
- * after <cmocka.h>; each program uses a subset.
+ * test_kms_mfg.c, test_kms_tokens.c, test_kms_attrs.c, test_kms_device.c,
+ * test_kms_pair_batch.c): a dev-mode service in a fresh temporary directory,
+ * closed and removed again; one KMIP message run through it; and the
+ * Steel/Tin role key pairs and the do-nothing meter store of the
+ * manufacturing tests. Include after <cmocka.h>; each program uses a subset.
  */
 #ifndef KF_TEST_KMS_FIXTURE_H
 #define KF_TEST_KMS_FIXTURE_H
@@ -13,6 +14,7 @@
 
 #include "keyfleet/crypto.h"
 #include "keyfleet/kms.h"
+#include "keyfleet/ttlv.h"
 
 #ifndef KF_TEST_UNUSED
 #define KF_TEST_UNUSED __attribute__((unused))
@@ -36,6 +38,23 @@ static KF_TEST_UNUSED int kms_dir_remove(kf_kms *kms, const char *dir)
     char cmd[128];
     snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
     return system(cmd) == 0 ? 0 : -1;
+}
+
+/* Run msg as who through the service's KMIP layer: the Response Message,
+ * decoded in a. */
+static KF_TEST_UNUSED kf_ttlv *kms_kmip_exchange(kf_kms *kms, const struct kf_principal *who,
+                                                 kf_arena *a, const kf_ttlv *msg)
+{
+    kf_buf req, resp;
+    kf_ttlv *r;
+    assert_int_equal(kf_buf_alloc(&req, 0, 1 << 20, 0), KF_OK);
+    assert_int_equal(kf_buf_alloc(&resp, 0, 1 << 20, 0), KF_OK);
+    assert_int_equal(kf_ttlv_encode(msg, &req), KF_OK);
+    assert_int_equal(kf_kms_handle_kmip(kms, who, req.data, req.len, &resp), KF_OK);
+    assert_int_equal(kf_ttlv_decode(resp.data, resp.len, NULL, a, &r), KF_OK);
+    kf_buf_free(&req);
+    kf_buf_free(&resp);
+    return r;
 }
 
 /* A station's (Steel's, Tin's) signing and encryption key pairs. */

@@ -26,8 +26,6 @@
 #include <pthread.h>
 #include <sqlite3.h>
 
-#include <nettle/cmac.h>
-
 #include "keyfleet/device.h"
 #include "keyfleet/kmip_tags.h"
 #include "keyfleet/kms.h"
@@ -37,6 +35,9 @@
 #include "keyfleet/secmem.h"
 #include "keyfleet/ttlv.h"
 
+#include "kms_device_fixture.h"
+#include "kms_fixture.h"
+
 struct fixture {
     char dir[64];
     kf_kms *kms;
@@ -45,14 +46,7 @@ struct fixture {
 static int setup(void **state)
 {
     struct fixture *f = calloc(1, sizeof(*f));
-    snprintf(f->dir, sizeof(f->dir), "/tmp/kf-test-device.XXXXXX");
-    if (!mkdtemp(f->dir))
-        return -1;
-    struct kf_kms_config cfg = {.dir = f->dir, .dev = true};
-    if (kf_kms_open(&cfg, &f->kms) < 0)
-        return -1;
-    if (kf_kms_domain_create(f->kms, "test", "VENDOR", NULL) < 0 ||
-        kf_kms_domain_create(f->kms, "test", "USPS", NULL) < 0)
+    if (!f || kms_pairing_open(f->dir, sizeof(f->dir), "device", &f->kms) < 0)
         return -1;
     *state = f;
     return 0;
@@ -61,10 +55,7 @@ static int setup(void **state)
 static int teardown(void **state)
 {
     struct fixture *f = *state;
-    kf_kms_close(f->kms);
-    char cmd[128];
-    snprintf(cmd, sizeof(cmd), "rm -rf %s", f->dir);
-    if (system(cmd) != 0)
+    if (kms_dir_remove(f->kms, f->dir) < 0)
         return -1;
     free(f);
     return 0;
@@ -77,60 +68,12 @@ static void reopen(struct fixture *f)
     assert_int_equal(kf_kms_open(&cfg, &f->kms), KF_OK);
 }
 
-/* ---- A device in memory, made from its exported package ---- */
-
-struct tdev {
-    struct kfd_device d;
-    struct kfd_env env;
-    uint8_t saved[KFD_STATE_MAX];
-    size_t saved_len;
-    int64_t clock; /* 0: the real time */
-};
-
-static int env_save(void *ctx, const uint8_t *st, size_t len)
-{
-    struct tdev *t = ctx;
-    if (len > sizeof(t->saved))
-        return -1;
-    memcpy(t->saved, st, len);
-    t->saved_len = len;
-    return 0;
-}
-
-static int64_t env_now(void *ctx)
-{
-    struct tdev *t = ctx;
-    return t->clock ? t->clock : (int64_t)time(NULL);
-}
-
-static int env_random(void *ctx, uint8_t *out, size_t n)
-{
-    (void)ctx;
-    return kf_rng_bytes(out, n) == KF_OK ? 0 : -1;
-}
-
-static void tdev_init(struct tdev *t)
-{
-    memset(t, 0, sizeof(*t));
-    t->env = (struct kfd_env){.ctx = t, .save = env_save, .now = env_now, .random = env_random};
-}
-
-static void export_package(kf_kms *kms, const char *id, kf_buf *pkg)
-{
-    assert_int_equal(kf_buf_alloc(pkg, 256, 4096, KF_BUF_SECRET), KF_OK);
-    assert_int_equal(kf_kms_device_export(kms, "test", id, pkg), KF_OK);
-}
+/* ---- A device in memory (kms_device_fixture.h), reopened from its saved state ---- */
 
 /* Register, export once, install from the package, reopen from the saved state. */
 static void make_device(kf_kms *kms, const char *id, const char *domain, struct tdev *t)
 {
-    struct kf_device_info info;
-    kf_buf pkg;
-    tdev_init(t);
-    assert_int_equal(kf_kms_device_register(kms, "test", id, domain, &info), KF_OK);
-    export_package(kms, id, &pkg);
-    assert_int_equal(kfd_install(&t->d, &t->env, pkg.data, pkg.len), KF_OK);
-    kf_buf_free(&pkg);
+    tdev_install(kms, id, domain, t);
     struct kfd_device reopened;
     assert_int_equal(kfd_open(&reopened, &t->env, t->saved, t->saved_len), KF_OK);
     assert_string_equal(reopened.st.id, id);
@@ -166,69 +109,6 @@ static int pair_and_accept(kf_kms *kms, struct tdev *a, struct tdev *b, uint32_t
     }
     kf_buf_free(&m);
     return rc;
-}
-
-/* ---- Audit helpers ---- */
-
-struct audit_find {
-    const char *op, *result;
-    char detail[512];
-    uint64_t matches;
-};
-
-static int find_record(void *ctx, const struct kf_audit_record *r)
-{
-    struct audit_find *q = ctx;
-    if (strcmp(r->operation, q->op) == 0 && (!q->result || strcmp(r->result, q->result) == 0)) {
-        q->matches++;
-        snprintf(q->detail, sizeof(q->detail), "%s", r->detail);
-    }
-    return KF_OK;
-}
-
-static uint64_t count_audit(kf_kms *kms, const char *op, const char *result, char *detail,
-                            size_t detail_len)
-{
-    struct audit_find q = {.op = op, .result = result};
-    assert_int_equal(kf_kms_audit_list(kms, 1, 0, find_record, &q), KF_OK);
-    if (detail)
-        snprintf(detail, detail_len, "%s", q.detail);
-    return q.matches;
-}
-
-/* ---- Acknowledgements made from the spec ---- */
-
-static void craft_ack(const char *id, const uint8_t mkek[KFD_KEY_LEN], uint64_t kek_id,
-                      uint64_t part_counter, uint64_t device_counter, uint32_t status, kf_buf *out)
-{
-    kf_arena *a;
-    kf_buf body;
-    assert_int_equal(kf_arena_new(&a, 0), KF_OK);
-    assert_int_equal(kf_buf_alloc(&body, 0, 4096, 0), KF_OK);
-    kf_ttlv *b = kf_ttlv_struct(a, NULL, KMIP_TAG_KEYFLEET_ACK_BODY);
-    assert_non_null(kf_ttlv_add_int(a, b, KMIP_TAG_KEYFLEET_PROTO_VERSION, 1));
-    assert_non_null(kf_ttlv_add_text(a, b, KMIP_TAG_KEYFLEET_DEVICE_ID, id));
-    assert_non_null(kf_ttlv_add_long(a, b, KMIP_TAG_KEYFLEET_KEK_ID, (int64_t)kek_id));
-    assert_non_null(kf_ttlv_add_long(a, b, KMIP_TAG_KEYFLEET_COUNTER, (int64_t)part_counter));
-    assert_non_null(
-        kf_ttlv_add_long(a, b, KMIP_TAG_KEYFLEET_DEVICE_COUNTER, (int64_t)device_counter));
-    assert_non_null(kf_ttlv_add_enum(a, b, KMIP_TAG_KEYFLEET_ACK_STATUS, status));
-    assert_int_equal(kf_ttlv_encode(b, &body), KF_OK);
-    uint8_t ak[KFD_KEY_LEN], mac[KFD_MAC_LEN];
-    assert_int_equal(kfd_kdf(mkek, "keyfleet ack v1", (const uint8_t *)id, strlen(id), ak), KF_OK);
-    struct cmac_aes256_ctx ctx;
-    cmac_aes256_set_key(&ctx, ak);
-    cmac_aes256_update(&ctx, body.len, body.data);
-    cmac_aes256_digest(&ctx, sizeof(mac), mac);
-    kf_ttlv *ack = kf_ttlv_struct(a, NULL, KMIP_TAG_KEYFLEET_PAIR_ACK);
-    kf_ttlv *body_node;
-    assert_int_equal(kf_ttlv_decode(body.data, body.len, NULL, a, &body_node), KF_OK);
-    assert_int_equal(kf_ttlv_append(ack, body_node), KF_OK);
-    assert_non_null(kf_ttlv_add_bytes(a, ack, KMIP_TAG_KEYFLEET_MAC, mac, sizeof(mac)));
-    assert_int_equal(kf_buf_alloc(out, 0, 4096, 0), KF_OK);
-    assert_int_equal(kf_ttlv_encode(ack, out), KF_OK);
-    kf_buf_free(&body);
-    kf_arena_free(a);
 }
 
 /* ---- Registration ---- */
@@ -281,11 +161,7 @@ static void register_refusals(void **state)
     assert_int_equal(obj.state, KF_STATE_ACTIVE);
     kf_object_clear(&obj);
     /* Device rows are never deleted, so IDs are never reused. */
-    char path[128];
-    sqlite3 *db;
-    snprintf(path, sizeof(path), "%s/keyfleet.db", f->dir);
-    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
-    sqlite3_busy_timeout(db, 5000);
+    sqlite3 *db = kms_db_open(f->dir);
     assert_int_not_equal(
         sqlite3_exec(db, "DELETE FROM device WHERE id = 'meter-1'", NULL, NULL, NULL), SQLITE_OK);
     sqlite3_close(db);
@@ -329,11 +205,7 @@ static void export_once_then_refused(void **state)
     assert_true(info.exported_at > 0);
     assert_int_equal(kf_kms_device_export(f->kms, "test", "ghost", &again), KF_ERR_DEVICE_UNKNOWN);
     /* The database refuses taking the mark back. */
-    char path[128];
-    sqlite3 *db;
-    snprintf(path, sizeof(path), "%s/keyfleet.db", f->dir);
-    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
-    sqlite3_busy_timeout(db, 5000);
+    sqlite3 *db = kms_db_open(f->dir);
     assert_int_not_equal(sqlite3_exec(db, "UPDATE device SET exported_at = 0", NULL, NULL, NULL),
                          SQLITE_OK);
     sqlite3_close(db);
@@ -350,31 +222,11 @@ static int use_fn(void *ctx, const struct kf_object *obj, const uint8_t *m, size
     return KF_OK;
 }
 
-static kf_ttlv *request(kf_arena *a, uint32_t op, kf_ttlv **payload)
-{
-    kf_ttlv *msg = kf_ttlv_struct(a, NULL, KMIP_TAG_REQUEST_MESSAGE);
-    kf_ttlv *hdr = kf_ttlv_struct(a, msg, KMIP_TAG_REQUEST_HEADER);
-    kf_ttlv *pv = kf_ttlv_struct(a, hdr, KMIP_TAG_PROTOCOL_VERSION);
-    kf_ttlv_add_int(a, pv, KMIP_TAG_PROTOCOL_VERSION_MAJOR, 2);
-    kf_ttlv_add_int(a, pv, KMIP_TAG_PROTOCOL_VERSION_MINOR, 1);
-    kf_ttlv_add_int(a, hdr, KMIP_TAG_BATCH_COUNT, 1);
-    kf_ttlv *bi = kf_ttlv_struct(a, msg, KMIP_TAG_BATCH_ITEM);
-    kf_ttlv_add_enum(a, bi, KMIP_TAG_OPERATION, op);
-    *payload = kf_ttlv_struct(a, bi, KMIP_TAG_REQUEST_PAYLOAD);
-    return msg;
-}
-
 /* Run msg as who; returns the batch item of the answer (in a). */
 static const kf_ttlv *run_kmip(kf_kms *kms, const struct kf_principal *who, kf_arena *a,
                                const kf_ttlv *msg, uint32_t *status, uint32_t *reason)
 {
-    kf_buf req, resp;
-    kf_ttlv *r;
-    assert_int_equal(kf_buf_alloc(&req, 0, 1 << 20, 0), KF_OK);
-    assert_int_equal(kf_buf_alloc(&resp, 0, 1 << 20, 0), KF_OK);
-    assert_int_equal(kf_ttlv_encode(msg, &req), KF_OK);
-    assert_int_equal(kf_kms_handle_kmip(kms, who, req.data, req.len, &resp), KF_OK);
-    assert_int_equal(kf_ttlv_decode(resp.data, resp.len, NULL, a, &r), KF_OK);
+    const kf_ttlv *r = kms_kmip_exchange(kms, who, a, msg);
     const kf_ttlv *item = kf_ttlv_find(r, KMIP_TAG_BATCH_ITEM);
     *status = 99;
     *reason = 0;
@@ -382,8 +234,6 @@ static const kf_ttlv *run_kmip(kf_kms *kms, const struct kf_principal *who, kf_a
     if (*status != KMIP_RESULT_STATUS_SUCCESS)
         assert_int_equal(kf_ttlv_get_enum(kf_ttlv_find(item, KMIP_TAG_RESULT_REASON), reason),
                          KF_OK);
-    kf_buf_free(&req);
-    kf_buf_free(&resp);
     return item;
 }
 
@@ -427,13 +277,13 @@ static void mkek_never_served_nor_used(void **state)
     kf_principal_local_admin(&admin, "test-admin");
     kf_arena *a;
     assert_int_equal(kf_arena_new(&a, 0), KF_OK);
-    kf_ttlv *p, *msg = request(a, KMIP_OP_GET, &p);
+    kf_ttlv *p, *msg = kf_ttlv_request(a, 2, 1, KMIP_OP_GET, &p);
     kf_ttlv_add_text(a, p, KMIP_TAG_UNIQUE_IDENTIFIER, info.mkek_uid);
     uint32_t st, reason;
     run_kmip(f->kms, &admin, a, msg, &st, &reason);
     assert_int_equal(st, KMIP_RESULT_STATUS_OPERATION_FAILED);
     assert_int_equal(reason, KMIP_REASON_NOT_EXTRACTABLE);
-    msg = request(a, KMIP_OP_DELETE_ATTRIBUTE, &p);
+    msg = kf_ttlv_request(a, 2, 1, KMIP_OP_DELETE_ATTRIBUTE, &p);
     kf_ttlv_add_text(a, p, KMIP_TAG_UNIQUE_IDENTIFIER, info.mkek_uid);
     kf_ttlv *ref = kf_ttlv_struct(a, p, KMIP_TAG_ATTRIBUTE_REFERENCE);
     kf_ttlv_add_text(a, ref, KMIP_TAG_VENDOR_IDENTIFICATION, "y");
@@ -443,7 +293,7 @@ static void mkek_never_served_nor_used(void **state)
     assert_int_equal(reason, KMIP_REASON_READ_ONLY_ATTRIBUTE);
     assert_int_equal(kf_kms_get(f->kms, "test", info.mkek_uid, &obj, NULL), KF_OK);
     kf_object_clear(&obj);
-    msg = request(a, KMIP_OP_GET, &p);
+    msg = kf_ttlv_request(a, 2, 1, KMIP_OP_GET, &p);
     kf_ttlv_add_text(a, p, KMIP_TAG_UNIQUE_IDENTIFIER, info.mkek_uid);
     run_kmip(f->kms, &admin, a, msg, &st, &reason);
     assert_int_equal(reason, KMIP_REASON_NOT_EXTRACTABLE);
@@ -545,11 +395,7 @@ static void counters_increase_across_requests_and_restarts(void **state)
     assert_int_equal(kf_kms_device_get(f->kms, "test", "base-1", &info), KF_OK);
     assert_int_equal(info.counter, 2);
     /* The database refuses lowering a counter or reusing a KEK ID. */
-    char path[128];
-    sqlite3 *db;
-    snprintf(path, sizeof(path), "%s/keyfleet.db", f->dir);
-    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
-    sqlite3_busy_timeout(db, 5000);
+    sqlite3 *db = kms_db_open(f->dir);
     assert_int_not_equal(
         sqlite3_exec(db, "UPDATE device SET counter = 1 WHERE id = 'meter-1'", NULL, NULL, NULL),
         SQLITE_OK);
@@ -973,7 +819,7 @@ static void kmip_operations_with_roles(void **state)
     /* Register over KMIP (manage), strict order of items. */
     const char *ids[] = {"meter-1", "base-1"};
     for (int i = 0; i < 2; i++) {
-        kf_ttlv *p, *msg = request(a, KMIP_OP_KEYFLEET_DEVICE_REGISTER, &p);
+        kf_ttlv *p, *msg = kf_ttlv_request(a, 2, 1, KMIP_OP_KEYFLEET_DEVICE_REGISTER, &p);
         kf_ttlv_add_text(a, p, KMIP_TAG_KEYFLEET_DEVICE_ID, ids[i]);
         kf_ttlv_add_text(a, p, KMIP_TAG_KEYFLEET_DOMAIN, "VENDOR");
         run_kmip(f->kms, &device, a, msg, &st, &reason); /* device role may not */
@@ -985,12 +831,12 @@ static void kmip_operations_with_roles(void **state)
         assert_non_null(kf_ttlv_find(rp, KMIP_TAG_UNIQUE_IDENTIFIER));
     }
     {
-        kf_ttlv *p, *msg = request(a, KMIP_OP_KEYFLEET_DEVICE_REGISTER, &p);
+        kf_ttlv *p, *msg = kf_ttlv_request(a, 2, 1, KMIP_OP_KEYFLEET_DEVICE_REGISTER, &p);
         kf_ttlv_add_text(a, p, KMIP_TAG_KEYFLEET_DOMAIN, "VENDOR");
         kf_ttlv_add_text(a, p, KMIP_TAG_KEYFLEET_DEVICE_ID, "swapped");
         run_kmip(f->kms, &admin, a, msg, &st, &reason);
         assert_int_equal(reason, KMIP_REASON_MISSING_DATA);
-        msg = request(a, KMIP_OP_KEYFLEET_DEVICE_REGISTER, &p);
+        msg = kf_ttlv_request(a, 2, 1, KMIP_OP_KEYFLEET_DEVICE_REGISTER, &p);
         kf_ttlv_add_text(a, p, KMIP_TAG_KEYFLEET_DEVICE_ID, "extra");
         kf_ttlv_add_text(a, p, KMIP_TAG_KEYFLEET_DOMAIN, "VENDOR");
         kf_ttlv_add_int(a, p, KMIP_TAG_KEYFLEET_LIMIT, 1);
@@ -1086,7 +932,7 @@ static void kmip_operations_with_roles(void **state)
                      KF_ERR_DEVICE_SERVER);
     assert_int_equal(reason, KMIP_REASON_PERMISSION_DENIED);
     /* Device Get (use role): DeviceInfo as documented. */
-    kf_ttlv *p, *msg = request(a, KMIP_OP_KEYFLEET_DEVICE_GET, &p);
+    kf_ttlv *p, *msg = kf_ttlv_request(a, 2, 1, KMIP_OP_KEYFLEET_DEVICE_GET, &p);
     kf_ttlv_add_text(a, p, KMIP_TAG_KEYFLEET_DEVICE_ID, "base-1");
     const kf_ttlv *item = run_kmip(f->kms, &user, a, msg, &st, &reason);
     assert_int_equal(st, KMIP_RESULT_STATUS_SUCCESS);
@@ -1107,24 +953,24 @@ static void kmip_operations_with_roles(void **state)
     assert_int_equal(pending, 0);
     run_kmip(f->kms, &other, a, msg, &st, &reason);
     assert_int_equal(reason, KMIP_REASON_PERMISSION_DENIED);
-    msg = request(a, KMIP_OP_KEYFLEET_DEVICE_GET, &p);
+    msg = kf_ttlv_request(a, 2, 1, KMIP_OP_KEYFLEET_DEVICE_GET, &p);
     kf_ttlv_add_text(a, p, KMIP_TAG_KEYFLEET_DEVICE_ID, "ghost");
     run_kmip(f->kms, &user, a, msg, &st, &reason);
     assert_int_equal(reason, KMIP_REASON_ITEM_NOT_FOUND);
     /* Pair request items out of order are refused. */
-    msg = request(a, KMIP_OP_KEYFLEET_PAIR_KEY_REQUEST, &p);
+    msg = kf_ttlv_request(a, 2, 1, KMIP_OP_KEYFLEET_PAIR_KEY_REQUEST, &p);
     kf_ttlv_add_text(a, p, KMIP_TAG_KEYFLEET_DEVICE_ID_B, "base-1");
     kf_ttlv_add_text(a, p, KMIP_TAG_KEYFLEET_DEVICE_ID_A, "meter-1");
     run_kmip(f->kms, &device, a, msg, &st, &reason);
     assert_int_equal(reason, KMIP_REASON_MISSING_DATA);
-    msg = request(a, KMIP_OP_KEYFLEET_PAIR_KEY_REQUEST, &p);
+    msg = kf_ttlv_request(a, 2, 1, KMIP_OP_KEYFLEET_PAIR_KEY_REQUEST, &p);
     kf_ttlv_add_text(a, p, KMIP_TAG_KEYFLEET_DEVICE_ID_A, "meter-1");
     kf_ttlv_add_text(a, p, KMIP_TAG_KEYFLEET_DEVICE_ID_B, "base-1");
     kf_ttlv_add_int(a, p, KMIP_TAG_KEYFLEET_KEK_COUNT, -1);
     run_kmip(f->kms, &device, a, msg, &st, &reason);
     assert_int_equal(reason, KMIP_REASON_INVALID_FIELD);
     /* An ack too long to be one is refused as malformed, and audited. */
-    msg = request(a, KMIP_OP_KEYFLEET_PAIR_ACK_REPORT, &p);
+    msg = kf_ttlv_request(a, 2, 1, KMIP_OP_KEYFLEET_PAIR_ACK_REPORT, &p);
     kf_ttlv *big = kf_ttlv_struct(a, p, KMIP_TAG_KEYFLEET_PAIR_ACK);
     static uint8_t filler[3000];
     kf_ttlv_add_bytes(a, big, KMIP_TAG_KEYFLEET_MAC, filler, sizeof(filler));
@@ -1134,7 +980,7 @@ static void kmip_operations_with_roles(void **state)
     assert_int_equal(count_audit(f->kms, "PairAck", "KF_ERR_PAIR_MALFORMED", NULL, 0),
                      malformed_before + 1);
     /* Query still lists only standard operations (extensions are not KMIP's). */
-    msg = request(a, KMIP_OP_QUERY, &p);
+    msg = kf_ttlv_request(a, 2, 1, KMIP_OP_QUERY, &p);
     kf_ttlv_add_enum(a, p, KMIP_TAG_QUERY_FUNCTION, KMIP_QUERY_QUERY_OPERATIONS);
     item = run_kmip(f->kms, &admin, a, msg, &st, &reason);
     const kf_ttlv *qp = kf_ttlv_find(item, KMIP_TAG_RESPONSE_PAYLOAD);
@@ -1188,12 +1034,6 @@ static void *pair_worker(void *arg)
     return NULL;
 }
 
-static int cmp_u64(const void *x, const void *y)
-{
-    uint64_t a = *(const uint64_t *)x, b = *(const uint64_t *)y;
-    return a < b ? -1 : a > b;
-}
-
 static void concurrent_requests_share_commits(void **state)
 {
     struct fixture *f = *state;
@@ -1201,14 +1041,10 @@ static void concurrent_requests_share_commits(void **state)
     static struct pair_thread t[THREADS];
     pthread_t th[THREADS];
     for (int i = 0; i < THREADS; i++) {
-        char ida[16], idb[16];
-        snprintf(ida, sizeof(ida), "m-%d", i);
-        snprintf(idb, sizeof(idb), "b-%d", i);
         memset(&t[i], 0, sizeof(t[i]));
         t[i].kms = f->kms;
         t[i].n = N;
-        make_device(f->kms, ida, "VENDOR", &t[i].a);
-        make_device(f->kms, idb, "VENDOR", &t[i].b);
+        tdev_numbered_pair(f->kms, i, &t[i].a, &t[i].b, make_device);
         t[i].unknown = i == THREADS - 1;
     }
     struct timespec t0, t1;

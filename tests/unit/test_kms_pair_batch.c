@@ -33,8 +33,6 @@
 #include <sqlite3.h>
 #include <unistd.h>
 
-#include <nettle/cmac.h>
-
 #include "keyfleet/device.h"
 #include "keyfleet/kmip_tags.h"
 #include "keyfleet/kms.h"
@@ -42,6 +40,9 @@
 #include "keyfleet/rng.h"
 #include "keyfleet/ttlv.h"
 #include "kms/kms_internal.h"
+
+#include "kms_device_fixture.h"
+#include "kms_fixture.h"
 
 struct fixture {
     char dir[64];
@@ -52,14 +53,7 @@ struct fixture {
 static int setup(void **state)
 {
     struct fixture *f = calloc(1, sizeof(*f));
-    snprintf(f->dir, sizeof(f->dir), "/tmp/kf-test-pairbatch.XXXXXX");
-    if (!mkdtemp(f->dir))
-        return -1;
-    struct kf_kms_config cfg = {.dir = f->dir, .dev = true};
-    if (kf_kms_open(&cfg, &f->kms) < 0)
-        return -1;
-    if (kf_kms_domain_create(f->kms, "test", "VENDOR", NULL) < 0 ||
-        kf_kms_domain_create(f->kms, "test", "USPS", NULL) < 0)
+    if (!f || kms_pairing_open(f->dir, sizeof(f->dir), "pairbatch", &f->kms) < 0)
         return -1;
     f->device =
         (struct kf_principal){.name = "cert:CN=gateway-1", .roles = KF_ROLE_DEVICE, .ndomains = 1};
@@ -71,58 +65,13 @@ static int setup(void **state)
 static int teardown(void **state)
 {
     struct fixture *f = *state;
-    kf_kms_close(f->kms);
-    char cmd[128];
-    snprintf(cmd, sizeof(cmd), "rm -rf %s", f->dir);
-    if (system(cmd) != 0)
+    if (kms_dir_remove(f->kms, f->dir) < 0)
         return -1;
     free(f);
     return 0;
 }
 
-/* ---- Devices in memory, installed from their exported packages ---- */
-
-struct tdev {
-    struct kfd_device d;
-    struct kfd_env env;
-    uint8_t saved[KFD_STATE_MAX];
-    size_t saved_len;
-};
-
-static int env_save(void *ctx, const uint8_t *st, size_t len)
-{
-    struct tdev *t = ctx;
-    if (len > sizeof(t->saved))
-        return -1;
-    memcpy(t->saved, st, len);
-    t->saved_len = len;
-    return 0;
-}
-
-static int64_t env_now(void *ctx)
-{
-    (void)ctx;
-    return (int64_t)time(NULL);
-}
-
-static int env_random(void *ctx, uint8_t *out, size_t n)
-{
-    (void)ctx;
-    return kf_rng_bytes(out, n) == KF_OK ? 0 : -1;
-}
-
-static void make_device(kf_kms *kms, const char *id, const char *domain, struct tdev *t)
-{
-    struct kf_device_info info;
-    kf_buf pkg;
-    memset(t, 0, sizeof(*t));
-    t->env = (struct kfd_env){.ctx = t, .save = env_save, .now = env_now, .random = env_random};
-    assert_int_equal(kf_kms_device_register(kms, "test", id, domain, &info), KF_OK);
-    assert_int_equal(kf_buf_alloc(&pkg, 256, 4096, KF_BUF_SECRET), KF_OK);
-    assert_int_equal(kf_kms_device_export(kms, "test", id, &pkg), KF_OK);
-    assert_int_equal(kfd_install(&t->d, &t->env, pkg.data, pkg.len), KF_OK);
-    kf_buf_free(&pkg);
-}
+/* ---- Devices in memory, installed from their exported packages (kms_device_fixture.h) ---- */
 
 /* The server's view of a device: counter C_X and the last KEK ID issued to it. */
 static void server_counter(kf_kms *kms, const char *id, uint64_t counter, uint64_t last_kek)
@@ -184,16 +133,7 @@ static void ack_item(kf_arena *a, kf_ttlv *msg, uint8_t ubi, const kf_buf *acks,
 static const kf_ttlv *run(kf_kms *kms, const struct kf_principal *who, kf_arena *a,
                           const kf_ttlv *msg)
 {
-    kf_buf req, resp;
-    kf_ttlv *r;
-    assert_int_equal(kf_buf_alloc(&req, 0, 1 << 20, 0), KF_OK);
-    assert_int_equal(kf_buf_alloc(&resp, 0, 1 << 20, 0), KF_OK);
-    assert_int_equal(kf_ttlv_encode(msg, &req), KF_OK);
-    assert_int_equal(kf_kms_handle_kmip(kms, who, req.data, req.len, &resp), KF_OK);
-    assert_int_equal(kf_ttlv_decode(resp.data, resp.len, NULL, a, &r), KF_OK);
-    kf_buf_free(&req);
-    kf_buf_free(&resp);
-    return r;
+    return kms_kmip_exchange(kms, who, a, msg);
 }
 
 static int32_t batch_count(const kf_ttlv *resp)
@@ -291,34 +231,14 @@ static struct commits commits_now(kf_kms *kms)
                             kf_store_sync_count(kms->store, NULL)};
 }
 
-struct audit_find {
-    const char *op, *result;
-    uint64_t matches;
-};
-
-static int find_record(void *ctx, const struct kf_audit_record *r)
-{
-    struct audit_find *q = ctx;
-    if (strcmp(r->operation, q->op) == 0 && (!q->result || strcmp(r->result, q->result) == 0))
-        q->matches++;
-    return KF_OK;
-}
-
-static uint64_t count_audit(kf_kms *kms, const char *op, const char *result)
-{
-    struct audit_find q = {.op = op, .result = result};
-    assert_int_equal(kf_kms_audit_list(kms, 1, 0, find_record, &q), KF_OK);
-    return q.matches;
-}
-
 /* ---- Tests ---- */
 
 static void ten_requests_in_one_commit(void **state)
 {
     struct fixture *f = *state;
     struct tdev a, b;
-    make_device(f->kms, "meter-1", "VENDOR", &a);
-    make_device(f->kms, "base-1", "VENDOR", &b);
+    tdev_install(f->kms, "meter-1", "VENDOR", &a);
+    tdev_install(f->kms, "base-1", "VENDOR", &b);
     kf_arena *ar;
     assert_int_equal(kf_arena_new(&ar, 0), KF_OK);
     kf_ttlv *msg = message(ar, 10, 0);
@@ -341,7 +261,7 @@ static void ten_requests_in_one_commit(void **state)
     }
     server_counter(f->kms, "meter-1", 10, 10);
     server_counter(f->kms, "base-1", 10, 10);
-    assert_int_equal(count_audit(f->kms, "PairKeyRequest", "ok"), 10);
+    assert_int_equal(count_audit(f->kms, "PairKeyRequest", "ok", NULL, 0), 10);
     /* The twenty acks: ten report items of two, one transaction. */
     msg = message(ar, 10, 0);
     for (uint8_t i = 0; i < 10; i++)
@@ -367,7 +287,7 @@ static void ten_requests_in_one_commit(void **state)
     struct kf_device_info info;
     assert_int_equal(kf_kms_device_get(f->kms, "test", "base-1", &info), KF_OK);
     assert_int_equal(info.acks_pending, 0);
-    assert_int_equal(count_audit(f->kms, "PairAck", "ok"), 20);
+    assert_int_equal(count_audit(f->kms, "PairAck", "ok", NULL, 0), 20);
     struct kf_audit_report r;
     assert_int_equal(kf_kms_audit_verify(f->kms, &r), KF_OK);
     kfd_close(&a.d);
@@ -379,10 +299,10 @@ static void two_pairs_interleaved(void **state)
 {
     struct fixture *f = *state;
     struct tdev a1, b1, a2, b2;
-    make_device(f->kms, "meter-1", "VENDOR", &a1);
-    make_device(f->kms, "base-1", "VENDOR", &b1);
-    make_device(f->kms, "meter-2", "VENDOR", &a2);
-    make_device(f->kms, "base-2", "VENDOR", &b2);
+    tdev_install(f->kms, "meter-1", "VENDOR", &a1);
+    tdev_install(f->kms, "base-1", "VENDOR", &b1);
+    tdev_install(f->kms, "meter-2", "VENDOR", &a2);
+    tdev_install(f->kms, "base-2", "VENDOR", &b2);
     kf_arena *ar;
     assert_int_equal(kf_arena_new(&ar, 0), KF_OK);
     /* m1, m2 (3 KEKs), m1, m2 (3 KEKs), m1: KEK IDs 1, 2-4, 5, 6-8, 9. */
@@ -415,8 +335,8 @@ static void sixty_four_items(void **state)
 {
     struct fixture *f = *state;
     struct tdev a, b;
-    make_device(f->kms, "meter-1", "VENDOR", &a);
-    make_device(f->kms, "base-1", "VENDOR", &b);
+    tdev_install(f->kms, "meter-1", "VENDOR", &a);
+    tdev_install(f->kms, "base-1", "VENDOR", &b);
     kf_arena *ar;
     assert_int_equal(kf_arena_new(&ar, 0), KF_OK);
     kf_ttlv *msg = message(ar, 64, KMIP_BATCH_ERR_CONTINUE);
@@ -445,8 +365,8 @@ static void failing_item_in_the_middle(void **state)
 {
     struct fixture *f = *state;
     struct tdev a, b;
-    make_device(f->kms, "meter-1", "VENDOR", &a);
-    make_device(f->kms, "base-1", "VENDOR", &b);
+    tdev_install(f->kms, "meter-1", "VENDOR", &a);
+    tdev_install(f->kms, "base-1", "VENDOR", &b);
     kf_arena *ar;
     assert_int_equal(kf_arena_new(&ar, 0), KF_OK);
     static const uint32_t options[] = {0, KMIP_BATCH_ERR_STOP, KMIP_BATCH_ERR_UNDO,
@@ -481,9 +401,9 @@ static void failing_item_in_the_middle(void **state)
             /* Nothing of the items after the failure moved under Stop/Undo. */
             server_counter(f->kms, "meter-1", counter, kek);
             server_counter(f->kms, "base-1", counter, kek);
-            assert_int_equal(count_audit(f->kms, "PairKeyRequest", "ok"), counter);
-            assert_int_equal(count_audit(f->kms, "PairKeyRequest", "KF_ERR_DEVICE_UNKNOWN"),
-                             refusals);
+            assert_int_equal(count_audit(f->kms, "PairKeyRequest", "ok", NULL, 0), counter);
+            assert_int_equal(
+                count_audit(f->kms, "PairKeyRequest", "KF_ERR_DEVICE_UNKNOWN", NULL, 0), refusals);
         }
     }
     assert_int_equal(counter, 2 * (2 + 2 + 2 + 4));
@@ -498,10 +418,10 @@ static void unauthorised_item_refused(void **state)
 {
     struct fixture *f = *state;
     struct tdev a, b, ua, ub;
-    make_device(f->kms, "meter-1", "VENDOR", &a);
-    make_device(f->kms, "base-1", "VENDOR", &b);
-    make_device(f->kms, "usps-m", "USPS", &ua);
-    make_device(f->kms, "usps-b", "USPS", &ub);
+    tdev_install(f->kms, "meter-1", "VENDOR", &a);
+    tdev_install(f->kms, "base-1", "VENDOR", &b);
+    tdev_install(f->kms, "usps-m", "USPS", &ua);
+    tdev_install(f->kms, "usps-b", "USPS", &ub);
     kf_arena *ar;
     assert_int_equal(kf_arena_new(&ar, 0), KF_OK);
     kf_ttlv *msg = message(ar, 4, KMIP_BATCH_ERR_CONTINUE);
@@ -520,7 +440,7 @@ static void unauthorised_item_refused(void **state)
             accept_item(resp, i, i, &a, &b, NULL);
     server_counter(f->kms, "meter-1", 3, 3);
     server_counter(f->kms, "usps-m", 0, 0);
-    assert_int_equal(count_audit(f->kms, "PairKeyRequest", "KF_ERR_PERM"), 1);
+    assert_int_equal(count_audit(f->kms, "PairKeyRequest", "KF_ERR_PERM", NULL, 0), 1);
     /* Stop: the item after the refusal is not run. */
     msg = message(ar, 3, 0);
     pair_item(ar, msg, 0, "meter-1", "base-1", 0);
@@ -533,7 +453,7 @@ static void unauthorised_item_refused(void **state)
     accept_item(resp, 0, 0, &a, &b, NULL);
     server_counter(f->kms, "meter-1", 4, 4);
     server_counter(f->kms, "usps-m", 0, 0);
-    assert_int_equal(count_audit(f->kms, "PairKeyRequest", "KF_ERR_PERM"), 2);
+    assert_int_equal(count_audit(f->kms, "PairKeyRequest", "KF_ERR_PERM", NULL, 0), 2);
     /* A policy refusal (KekCount 9) in a run: refused, the rest as before. */
     msg = message(ar, 3, KMIP_BATCH_ERR_CONTINUE);
     pair_item(ar, msg, 0, "meter-1", "base-1", 0);
@@ -559,8 +479,8 @@ static void acks_batched(void **state)
 {
     struct fixture *f = *state;
     struct tdev a, b;
-    make_device(f->kms, "meter-1", "VENDOR", &a);
-    make_device(f->kms, "base-1", "VENDOR", &b);
+    tdev_install(f->kms, "meter-1", "VENDOR", &a);
+    tdev_install(f->kms, "base-1", "VENDOR", &b);
     kf_arena *ar;
     assert_int_equal(kf_arena_new(&ar, 0), KF_OK);
     enum { N = 6 };
@@ -579,7 +499,7 @@ static void acks_batched(void **state)
     assert_int_equal(batch_count(resp), 3);
     for (uint8_t i = 0; i < 3; i++)
         expect_success(resp, i, i);
-    assert_int_equal(count_audit(f->kms, "PairAck", "ok"), 6);
+    assert_int_equal(count_audit(f->kms, "PairAck", "ok", NULL, 0), 6);
     /* Replayed: Stop answers the first refusal only; Continue refuses all three. */
     resp = run(f->kms, &f->device, ar, msg);
     assert_int_equal(batch_count(resp), 1);
@@ -591,7 +511,7 @@ static void acks_batched(void **state)
     assert_int_equal(batch_count(resp), 3);
     for (uint8_t i = 0; i < 3; i++)
         expect_failure(resp, i, i, KMIP_REASON_PERMISSION_DENIED);
-    assert_int_equal(count_audit(f->kms, "PairAck", "KF_ERR_ACK_REPLAY"), 1 + 3);
+    assert_int_equal(count_audit(f->kms, "PairAck", "KF_ERR_ACK_REPLAY", NULL, 0), 1 + 3);
     /* Item 4's B ack forged (last MAC byte flipped): its A ack stays recorded
      * (as in a lone report), item 5 is recorded under Continue. */
     kf_buf forged;
@@ -609,8 +529,8 @@ static void acks_batched(void **state)
     expect_success(resp, 0, 0);
     expect_failure(resp, 1, 1, KMIP_REASON_CRYPTOGRAPHIC_FAILURE);
     expect_success(resp, 2, 2);
-    assert_int_equal(count_audit(f->kms, "PairAck", "ok"), 6 + 2 + 1 + 2);
-    assert_int_equal(count_audit(f->kms, "PairAck", "KF_ERR_ACK_MAC"), 1);
+    assert_int_equal(count_audit(f->kms, "PairAck", "ok", NULL, 0), 6 + 2 + 1 + 2);
+    assert_int_equal(count_audit(f->kms, "PairAck", "KF_ERR_ACK_MAC", NULL, 0), 1);
     struct kf_device_info info;
     assert_int_equal(kf_kms_device_get(f->kms, "test", "base-1", &info), KF_OK);
     assert_int_equal(info.acks_pending, 1); /* item 4's, forged */
@@ -632,8 +552,8 @@ static void ack_stop_records_nothing_after(void **state)
 {
     struct fixture *f = *state;
     struct tdev a, b;
-    make_device(f->kms, "meter-1", "VENDOR", &a);
-    make_device(f->kms, "base-1", "VENDOR", &b);
+    tdev_install(f->kms, "meter-1", "VENDOR", &a);
+    tdev_install(f->kms, "base-1", "VENDOR", &b);
     kf_arena *ar;
     assert_int_equal(kf_arena_new(&ar, 0), KF_OK);
     kf_ttlv *msg = message(ar, 3, 0);
@@ -657,7 +577,7 @@ static void ack_stop_records_nothing_after(void **state)
     assert_int_equal(info.acks_pending, 2);
     assert_int_equal(kf_kms_device_get(f->kms, "test", "meter-1", &info), KF_OK);
     assert_int_equal(info.acks_pending, 2);
-    assert_int_equal(count_audit(f->kms, "PairAck", "ok"), 2);
+    assert_int_equal(count_audit(f->kms, "PairAck", "ok", NULL, 0), 2);
     for (int i = 0; i < 3; i++) {
         kf_buf_free(&acks[i][0]);
         kf_buf_free(&acks[i][1]);
@@ -673,8 +593,8 @@ static void runs_between_other_items(void **state)
 {
     struct fixture *f = *state;
     struct tdev a, b;
-    make_device(f->kms, "meter-1", "VENDOR", &a);
-    make_device(f->kms, "base-1", "VENDOR", &b);
+    tdev_install(f->kms, "meter-1", "VENDOR", &a);
+    tdev_install(f->kms, "base-1", "VENDOR", &b);
     kf_arena *ar;
     assert_int_equal(kf_arena_new(&ar, 0), KF_OK);
     kf_ttlv *msg = message(ar, 6, KMIP_BATCH_ERR_CONTINUE);
@@ -703,11 +623,7 @@ static void runs_between_other_items(void **state)
 
 static void raw_sql(struct fixture *f, const char *sql)
 {
-    char path[128];
-    sqlite3 *db;
-    snprintf(path, sizeof(path), "%s/keyfleet.db", f->dir);
-    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
-    sqlite3_busy_timeout(db, 5000);
+    sqlite3 *db = kms_db_open(f->dir);
     assert_int_equal(sqlite3_exec(db, sql, NULL, NULL, NULL), SQLITE_OK);
     sqlite3_close(db);
 }
@@ -719,9 +635,9 @@ static void failed_item_puts_its_counters_back(void **state)
 {
     struct fixture *f = *state;
     struct tdev a, b, b2;
-    make_device(f->kms, "meter-1", "VENDOR", &a);
-    make_device(f->kms, "base-1", "VENDOR", &b);
-    make_device(f->kms, "base-2", "VENDOR", &b2);
+    tdev_install(f->kms, "meter-1", "VENDOR", &a);
+    tdev_install(f->kms, "base-1", "VENDOR", &b);
+    tdev_install(f->kms, "base-2", "VENDOR", &b2);
     raw_sql(f, "UPDATE device SET counter = 9223372036854775806 WHERE id = 'base-1'");
     kf_arena *ar;
     assert_int_equal(kf_arena_new(&ar, 0), KF_OK);
@@ -748,46 +664,11 @@ static void failed_item_puts_its_counters_back(void **state)
     server_counter(f->kms, "meter-1", 3, 3);
     server_counter(f->kms, "base-1", (uint64_t)INT64_MAX, 1);
     server_counter(f->kms, "base-2", 2, 3);
-    assert_int_equal(count_audit(f->kms, "PairKeyRequest", "KF_ERR_DEVICE_COUNTER"), 1);
+    assert_int_equal(count_audit(f->kms, "PairKeyRequest", "KF_ERR_DEVICE_COUNTER", NULL, 0), 1);
     kfd_close(&a.d);
     kfd_close(&b.d);
     kfd_close(&b2.d);
     kf_arena_free(ar);
-}
-
-/* An acknowledgement made from the spec (docs/pairing.md: AK = KDF(MKEK,
- * "keyfleet ack v1", ID), MAC = AES-256-CMAC over the AckBody's bytes). */
-static void craft_ack(const char *id, const uint8_t mkek[KFD_KEY_LEN], uint64_t kek_id,
-                      uint64_t device_counter, uint32_t status, kf_buf *out)
-{
-    kf_arena *a;
-    kf_buf body;
-    assert_int_equal(kf_arena_new(&a, 0), KF_OK);
-    assert_int_equal(kf_buf_alloc(&body, 0, 4096, 0), KF_OK);
-    kf_ttlv *b = kf_ttlv_struct(a, NULL, KMIP_TAG_KEYFLEET_ACK_BODY);
-    assert_non_null(kf_ttlv_add_int(a, b, KMIP_TAG_KEYFLEET_PROTO_VERSION, 1));
-    assert_non_null(kf_ttlv_add_text(a, b, KMIP_TAG_KEYFLEET_DEVICE_ID, id));
-    assert_non_null(kf_ttlv_add_long(a, b, KMIP_TAG_KEYFLEET_KEK_ID, (int64_t)kek_id));
-    assert_non_null(kf_ttlv_add_long(a, b, KMIP_TAG_KEYFLEET_COUNTER, 0));
-    assert_non_null(
-        kf_ttlv_add_long(a, b, KMIP_TAG_KEYFLEET_DEVICE_COUNTER, (int64_t)device_counter));
-    assert_non_null(kf_ttlv_add_enum(a, b, KMIP_TAG_KEYFLEET_ACK_STATUS, status));
-    assert_int_equal(kf_ttlv_encode(b, &body), KF_OK);
-    uint8_t ak[KFD_KEY_LEN], mac[KFD_MAC_LEN];
-    assert_int_equal(kfd_kdf(mkek, "keyfleet ack v1", (const uint8_t *)id, strlen(id), ak), KF_OK);
-    struct cmac_aes256_ctx ctx;
-    cmac_aes256_set_key(&ctx, ak);
-    cmac_aes256_update(&ctx, body.len, body.data);
-    cmac_aes256_digest(&ctx, sizeof(mac), mac);
-    kf_ttlv *ack = kf_ttlv_struct(a, NULL, KMIP_TAG_KEYFLEET_PAIR_ACK);
-    kf_ttlv *body_node;
-    assert_int_equal(kf_ttlv_decode(body.data, body.len, NULL, a, &body_node), KF_OK);
-    assert_int_equal(kf_ttlv_append(ack, body_node), KF_OK);
-    assert_non_null(kf_ttlv_add_bytes(a, ack, KMIP_TAG_KEYFLEET_MAC, mac, sizeof(mac)));
-    assert_int_equal(kf_buf_alloc(out, 0, 4096, 0), KF_OK);
-    assert_int_equal(kf_ttlv_encode(ack, out), KF_OK);
-    kf_buf_free(&body);
-    kf_arena_free(a);
 }
 
 struct sender {
@@ -835,10 +716,10 @@ static void ack_sees_the_counters_issued_before_it(void **state)
 {
     struct fixture *f = *state;
     struct tdev a, b, a2, b2;
-    make_device(f->kms, "meter-1", "VENDOR", &a);
-    make_device(f->kms, "base-1", "VENDOR", &b);
-    make_device(f->kms, "meter-2", "VENDOR", &a2);
-    make_device(f->kms, "base-2", "VENDOR", &b2);
+    tdev_install(f->kms, "meter-1", "VENDOR", &a);
+    tdev_install(f->kms, "base-1", "VENDOR", &b);
+    tdev_install(f->kms, "meter-2", "VENDOR", &a2);
+    tdev_install(f->kms, "base-2", "VENDOR", &b2);
     kf_arena *ar;
     assert_int_equal(kf_arena_new(&ar, 0), KF_OK);
     kf_ttlv *first = message(ar, 1, 0);
@@ -847,7 +728,7 @@ static void ack_sees_the_counters_issued_before_it(void **state)
     for (uint8_t i = 0; i < 3; i++)
         pair_item(ar, pairs, i, "meter-1", "base-1", 0);
     kf_buf ack;
-    craft_ack("meter-1", a.d.st.mkek, 0, 2, KFD_ACK_MALFORMED, &ack);
+    craft_ack("meter-1", a.d.st.mkek, 0, 0, 2, KFD_ACK_MALFORMED, &ack);
     kf_ttlv *report = message(ar, 1, 0);
     ack_item(ar, report, 0, &ack, 1);
     struct sender s[3];
@@ -878,7 +759,7 @@ static void ack_sees_the_counters_issued_before_it(void **state)
                          &counter),
         KF_OK);
     assert_int_equal(counter, 3);
-    assert_int_equal(count_audit(f->kms, "PairResync", NULL), 0);
+    assert_int_equal(count_audit(f->kms, "PairResync", NULL, NULL, 0), 0);
     server_counter(f->kms, "meter-1", 3, 4);
     kf_buf_free(&ack);
     kfd_close(&a.d);
@@ -947,12 +828,6 @@ static void *gateway_thread(void *arg)
     return NULL;
 }
 
-static int cmp_u64(const void *x, const void *y)
-{
-    uint64_t a = *(const uint64_t *)x, b = *(const uint64_t *)y;
-    return a < b ? -1 : a > b;
-}
-
 /* Eight gateways, eight messages of sixteen requests each, at once: batches
  * share transactions (and hand over their lead early), yet every counter
  * runs 1..128 on its devices, KEK IDs are unique and without gaps, and every
@@ -964,15 +839,11 @@ static void concurrent_messages(void **state)
     static struct gateway g[T];
     pthread_t th[T];
     for (int i = 0; i < T; i++) {
-        char ida[16], idb[16];
-        snprintf(ida, sizeof(ida), "m-%d", i);
-        snprintf(idb, sizeof(idb), "b-%d", i);
         memset(&g[i], 0, sizeof(g[i]));
         g[i].kms = f->kms;
         g[i].who = &f->device;
         g[i].messages = M;
-        make_device(f->kms, ida, "VENDOR", &g[i].a);
-        make_device(f->kms, idb, "VENDOR", &g[i].b);
+        tdev_numbered_pair(f->kms, i, &g[i].a, &g[i].b, tdev_install);
     }
     struct commits c0 = commits_now(f->kms);
     for (int i = 0; i < T; i++)
@@ -1000,7 +871,7 @@ static void concurrent_messages(void **state)
     qsort(all, n, sizeof(all[0]), cmp_u64);
     for (size_t i = 0; i < n; i++)
         assert_int_equal(all[i], i + 1); /* unique, and no ID left unused */
-    assert_int_equal(count_audit(f->kms, "PairKeyRequest", "ok"), n);
+    assert_int_equal(count_audit(f->kms, "PairKeyRequest", "ok", NULL, 0), n);
     struct kf_audit_report r;
     assert_int_equal(kf_kms_audit_verify(f->kms, &r), KF_OK);
 }
