@@ -83,10 +83,13 @@
         BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_clone3, 0, 1),                                     \
         BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | ENOSYS)
 
-/* Opening a file (call nr, flags in argument arg) fails with EACCES. */
-#define OPEN_FAILS(nr) BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, (nr), 0, 1), BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | EACCES)
-/* Opening a file for reading is allowed; for writing, creating or truncating
- * it fails with EACCES. openat2 hides its flags in memory: ENOSYS. */
+/* Opening a file with call nr fails with EACCES. */
+#define OPEN_FAILS(nr)                                                                             \
+    BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, (nr), 0, 1),                                               \
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | EACCES)
+/* Opening a file with call nr (its flags in argument arg) for reading is
+ * allowed; for writing, appending, creating or truncating it fails with
+ * EACCES. (openat2 hides its flags in memory: ENOSYS, see handler_filter.) */
 #define OPEN_READ_ONLY(nr, arg)                                                                    \
     BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, (nr), 0, 4),                                               \
         BPF_STMT(BPF_LD | BPF_W | BPF_ABS, ARG_LO_OFF(arg)),                                        \
