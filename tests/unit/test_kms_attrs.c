@@ -315,13 +315,8 @@ static void v2_create_and_get_attributes_by_reference(void **state)
     kf_ttlv_add_text(f->a, at, KMIP_TAG_OBJECT_GROUP, "g2");
     v2_vendor(f, at, "Barcode", "12345");
     kf_ttlv_add_text(f->a, at, KMIP_TAG_KEYFLEET_DOMAIN, "VENDOR");
-    const kf_ttlv *item = call(f, msg);
-    expect_ok(item);
-    const char *uid;
-    size_t ul;
-    assert_int_equal(
-        kf_ttlv_get_text(kf_ttlv_find(payload_of(item), KMIP_TAG_UNIQUE_IDENTIFIER), &uid, &ul),
-        KF_OK);
+    char uid[KF_UID_MAX];
+    expect_uid(f, msg, uid);
 
     msg = single(f, 2, KMIP_OP_GET_ATTRIBUTES, &p);
     kf_ttlv_add_text(f->a, p, KMIP_TAG_UNIQUE_IDENTIFIER, uid);
@@ -330,7 +325,7 @@ static void v2_create_and_get_attributes_by_reference(void **state)
     kf_ttlv *ref = kf_ttlv_struct(f->a, p, KMIP_TAG_ATTRIBUTE_REFERENCE);
     kf_ttlv_add_text(f->a, ref, KMIP_TAG_VENDOR_IDENTIFICATION, "x");
     kf_ttlv_add_text(f->a, ref, KMIP_TAG_ATTRIBUTE_NAME, "Barcode");
-    item = call(f, msg);
+    const kf_ttlv *item = call(f, msg);
     expect_ok(item);
     const kf_ttlv *got = kf_ttlv_find(payload_of(item), KMIP_TAG_ATTRIBUTES);
     assert_int_equal(got->nchildren, 4); /* two groups, the state, the vendor attribute */
@@ -671,13 +666,8 @@ static void create_with_past_activation_date_is_active(void **state)
                          (int64_t)time(NULL) - 3600);
     v1_text_attr(f, ta, "x-ID", "AX-M-1-14-key1");
     v1_text_attr(f, ta, "x-keyfleet-domain", "VENDOR");
-    const kf_ttlv *item = call(f, msg);
-    expect_ok(item);
-    const char *uid;
-    size_t ul;
-    assert_int_equal(
-        kf_ttlv_get_text(kf_ttlv_find(payload_of(item), KMIP_TAG_UNIQUE_IDENTIFIER), &uid, &ul),
-        KF_OK);
+    char uid[KF_UID_MAX];
+    expect_uid(f, msg, uid);
     const kf_ttlv *at = get_attributes_v2(f, uid);
     uint32_t st, mode;
     assert_int_equal(kf_ttlv_get_enum(kf_ttlv_find(at, KMIP_TAG_STATE), &st), KF_OK);

@@ -30,6 +30,8 @@
 #include "keyfleet/ttlv.h"
 #include "kms/kms_internal.h"
 
+#include "kms_fixture.h"
+
 struct fixture {
     char dir[64];
     kf_kms *kms;
@@ -67,10 +69,7 @@ static int setup_memory(void **state)
 static int teardown(void **state)
 {
     struct fixture *f = *state;
-    kf_kms_close(f->kms);
-    char cmd[128];
-    snprintf(cmd, sizeof(cmd), "rm -rf %s", f->dir);
-    if (system(cmd) != 0)
+    if (kms_dir_remove(f->kms, f->dir) < 0)
         return -1;
     free(f);
     return 0;

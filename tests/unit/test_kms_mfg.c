@@ -817,27 +817,11 @@ static kf_ttlv *request(kf_arena *a, uint32_t op, kf_ttlv **payload)
     return kf_ttlv_request(a, 2, 1, op, payload);
 }
 
-/* Run msg as who: the Response Message, decoded in a. */
-static kf_ttlv *exchange(kf_kms *kms, const struct kf_principal *who, kf_arena *a,
-                         const kf_ttlv *msg)
-{
-    kf_buf req, resp;
-    kf_ttlv *r;
-    assert_int_equal(kf_buf_alloc(&req, 0, 1 << 20, 0), KF_OK);
-    assert_int_equal(kf_buf_alloc(&resp, 0, 1 << 20, 0), KF_OK);
-    assert_int_equal(kf_ttlv_encode(msg, &req), KF_OK);
-    assert_int_equal(kf_kms_handle_kmip(kms, who, req.data, req.len, &resp), KF_OK);
-    assert_int_equal(kf_ttlv_decode(resp.data, resp.len, NULL, a, &r), KF_OK);
-    kf_buf_free(&req);
-    kf_buf_free(&resp);
-    return r;
-}
-
 /* Run msg as who: the answer's payload, and the kf error code (0 on success). */
 static const kf_ttlv *run_kmip(kf_kms *kms, const struct kf_principal *who, kf_arena *a,
                                const kf_ttlv *msg, int *code)
 {
-    const kf_ttlv *r = exchange(kms, who, a, msg);
+    const kf_ttlv *r = kms_kmip_exchange(kms, who, a, msg);
     const kf_ttlv *item = kf_ttlv_find(r, KMIP_TAG_BATCH_ITEM);
     uint32_t st = 99;
     assert_int_equal(kf_ttlv_get_enum(kf_ttlv_find(item, KMIP_TAG_RESULT_STATUS), &st), KF_OK);
@@ -1127,7 +1111,7 @@ static void test_role_keys_not_served(void **state)
         int code;
         kf_ttlv *p, *msg = request(a, KMIP_OP_GET, &p);
         kf_ttlv_add_text(a, p, KMIP_TAG_UNIQUE_IDENTIFIER, r.uid[i]);
-        const kf_ttlv *rr = exchange(f->kms, &admin, a, msg);
+        const kf_ttlv *rr = kms_kmip_exchange(f->kms, &admin, a, msg);
         uint32_t st = 0, reason = 0;
         const kf_ttlv *item = kf_ttlv_find(rr, KMIP_TAG_BATCH_ITEM);
         assert_int_equal(kf_ttlv_get_enum(kf_ttlv_find(item, KMIP_TAG_RESULT_STATUS), &st), KF_OK);
@@ -1155,7 +1139,7 @@ static void test_role_keys_not_served(void **state)
     bi = kf_ttlv_struct(a, msg, KMIP_TAG_BATCH_ITEM);
     kf_ttlv_add_enum(a, bi, KMIP_TAG_OPERATION, KMIP_OP_GET);
     kf_ttlv_struct(a, bi, KMIP_TAG_REQUEST_PAYLOAD);
-    const kf_ttlv *rr = exchange(f->kms, &admin, a, msg);
+    const kf_ttlv *rr = kms_kmip_exchange(f->kms, &admin, a, msg);
     /* Whatever Locate found, no item of the answer carries key material. */
     assert_null(
         KF_TTLV_PATH(rr, KMIP_TAG_BATCH_ITEM, KMIP_TAG_RESPONSE_PAYLOAD, KMIP_TAG_PRIVATE_KEY));

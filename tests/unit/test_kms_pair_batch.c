@@ -231,16 +231,31 @@ static struct commits commits_now(kf_kms *kms)
                             kf_store_sync_count(kms->store, NULL)};
 }
 
+/* meter-1 and base-1 (VENDOR) installed, and an arena for the messages;
+ * meter_base_close() closes the two devices and frees the arena. */
+static kf_arena *meter_base_open(kf_kms *kms, struct tdev *a, struct tdev *b)
+{
+    tdev_install(kms, "meter-1", "VENDOR", a);
+    tdev_install(kms, "base-1", "VENDOR", b);
+    kf_arena *ar;
+    assert_int_equal(kf_arena_new(&ar, 0), KF_OK);
+    return ar;
+}
+
+static void meter_base_close(struct tdev *a, struct tdev *b, kf_arena *ar)
+{
+    kfd_close(&a->d);
+    kfd_close(&b->d);
+    kf_arena_free(ar);
+}
+
 /* ---- Tests ---- */
 
 static void ten_requests_in_one_commit(void **state)
 {
     struct fixture *f = *state;
     struct tdev a, b;
-    tdev_install(f->kms, "meter-1", "VENDOR", &a);
-    tdev_install(f->kms, "base-1", "VENDOR", &b);
-    kf_arena *ar;
-    assert_int_equal(kf_arena_new(&ar, 0), KF_OK);
+    kf_arena *ar = meter_base_open(f->kms, &a, &b);
     kf_ttlv *msg = message(ar, 10, 0);
     for (uint8_t i = 0; i < 10; i++)
         pair_item(ar, msg, i, "meter-1", "base-1", 0);
@@ -290,21 +305,16 @@ static void ten_requests_in_one_commit(void **state)
     assert_int_equal(count_audit(f->kms, "PairAck", "ok", NULL, 0), 20);
     struct kf_audit_report r;
     assert_int_equal(kf_kms_audit_verify(f->kms, &r), KF_OK);
-    kfd_close(&a.d);
-    kfd_close(&b.d);
-    kf_arena_free(ar);
+    meter_base_close(&a, &b, ar);
 }
 
 static void two_pairs_interleaved(void **state)
 {
     struct fixture *f = *state;
     struct tdev a1, b1, a2, b2;
-    tdev_install(f->kms, "meter-1", "VENDOR", &a1);
-    tdev_install(f->kms, "base-1", "VENDOR", &b1);
+    kf_arena *ar = meter_base_open(f->kms, &a1, &b1);
     tdev_install(f->kms, "meter-2", "VENDOR", &a2);
     tdev_install(f->kms, "base-2", "VENDOR", &b2);
-    kf_arena *ar;
-    assert_int_equal(kf_arena_new(&ar, 0), KF_OK);
     /* m1, m2 (3 KEKs), m1, m2 (3 KEKs), m1: KEK IDs 1, 2-4, 5, 6-8, 9. */
     kf_ttlv *msg = message(ar, 5, KMIP_BATCH_ERR_STOP);
     for (uint8_t i = 0; i < 5; i++)
@@ -323,11 +333,9 @@ static void two_pairs_interleaved(void **state)
     assert_int_equal(a2.d.st.last_counter, 2);
     server_counter(f->kms, "meter-1", 3, 9);
     server_counter(f->kms, "base-2", 2, 8);
-    kfd_close(&a1.d);
-    kfd_close(&b1.d);
     kfd_close(&a2.d);
     kfd_close(&b2.d);
-    kf_arena_free(ar);
+    meter_base_close(&a1, &b1, ar);
 }
 
 /* A full message (64 items, the limit) still runs as one. */
@@ -335,10 +343,7 @@ static void sixty_four_items(void **state)
 {
     struct fixture *f = *state;
     struct tdev a, b;
-    tdev_install(f->kms, "meter-1", "VENDOR", &a);
-    tdev_install(f->kms, "base-1", "VENDOR", &b);
-    kf_arena *ar;
-    assert_int_equal(kf_arena_new(&ar, 0), KF_OK);
+    kf_arena *ar = meter_base_open(f->kms, &a, &b);
     kf_ttlv *msg = message(ar, 64, KMIP_BATCH_ERR_CONTINUE);
     for (int i = 0; i < 64; i++)
         pair_item(ar, msg, (uint8_t)i, "meter-1", "base-1", 0);
@@ -349,9 +354,7 @@ static void sixty_four_items(void **state)
     for (int i = 0; i < 64; i++)
         assert_int_equal(accept_item(resp, (size_t)i, (uint8_t)i, &a, &b, NULL), (uint64_t)i + 1);
     server_counter(f->kms, "meter-1", 64, 64);
-    kfd_close(&a.d);
-    kfd_close(&b.d);
-    kf_arena_free(ar);
+    meter_base_close(&a, &b, ar);
 }
 
 /*
@@ -365,10 +368,7 @@ static void failing_item_in_the_middle(void **state)
 {
     struct fixture *f = *state;
     struct tdev a, b;
-    tdev_install(f->kms, "meter-1", "VENDOR", &a);
-    tdev_install(f->kms, "base-1", "VENDOR", &b);
-    kf_arena *ar;
-    assert_int_equal(kf_arena_new(&ar, 0), KF_OK);
+    kf_arena *ar = meter_base_open(f->kms, &a, &b);
     static const uint32_t options[] = {0, KMIP_BATCH_ERR_STOP, KMIP_BATCH_ERR_UNDO,
                                        KMIP_BATCH_ERR_CONTINUE};
     uint64_t counter = 0, kek = 0, refusals = 0;
@@ -407,9 +407,7 @@ static void failing_item_in_the_middle(void **state)
         }
     }
     assert_int_equal(counter, 2 * (2 + 2 + 2 + 4));
-    kfd_close(&a.d);
-    kfd_close(&b.d);
-    kf_arena_free(ar);
+    meter_base_close(&a, &b, ar);
 }
 
 /* The gateway may pair VENDOR devices only: a USPS pair in the middle is
@@ -418,12 +416,9 @@ static void unauthorised_item_refused(void **state)
 {
     struct fixture *f = *state;
     struct tdev a, b, ua, ub;
-    tdev_install(f->kms, "meter-1", "VENDOR", &a);
-    tdev_install(f->kms, "base-1", "VENDOR", &b);
+    kf_arena *ar = meter_base_open(f->kms, &a, &b);
     tdev_install(f->kms, "usps-m", "USPS", &ua);
     tdev_install(f->kms, "usps-b", "USPS", &ub);
-    kf_arena *ar;
-    assert_int_equal(kf_arena_new(&ar, 0), KF_OK);
     kf_ttlv *msg = message(ar, 4, KMIP_BATCH_ERR_CONTINUE);
     pair_item(ar, msg, 0, "meter-1", "base-1", 0);
     pair_item(ar, msg, 1, "usps-m", "usps-b", 0);
@@ -465,11 +460,9 @@ static void unauthorised_item_refused(void **state)
     accept_item(resp, 0, 0, &a, &b, NULL);
     accept_item(resp, 2, 2, &a, &b, NULL);
     server_counter(f->kms, "meter-1", 6, 6);
-    kfd_close(&a.d);
-    kfd_close(&b.d);
     kfd_close(&ua.d);
     kfd_close(&ub.d);
-    kf_arena_free(ar);
+    meter_base_close(&a, &b, ar);
 }
 
 /* Acks batched: replayed report (Stop: the first refusal ends it; Continue:
@@ -479,10 +472,7 @@ static void acks_batched(void **state)
 {
     struct fixture *f = *state;
     struct tdev a, b;
-    tdev_install(f->kms, "meter-1", "VENDOR", &a);
-    tdev_install(f->kms, "base-1", "VENDOR", &b);
-    kf_arena *ar;
-    assert_int_equal(kf_arena_new(&ar, 0), KF_OK);
+    kf_arena *ar = meter_base_open(f->kms, &a, &b);
     enum { N = 6 };
     kf_ttlv *msg = message(ar, N, 0);
     for (uint8_t i = 0; i < N; i++)
@@ -541,9 +531,7 @@ static void acks_batched(void **state)
         kf_buf_free(&acks[i][0]);
         kf_buf_free(&acks[i][1]);
     }
-    kfd_close(&a.d);
-    kfd_close(&b.d);
-    kf_arena_free(ar);
+    meter_base_close(&a, &b, ar);
 }
 
 /* Stop in an ack run: a forged ack ends the message; the item after it is
@@ -552,10 +540,7 @@ static void ack_stop_records_nothing_after(void **state)
 {
     struct fixture *f = *state;
     struct tdev a, b;
-    tdev_install(f->kms, "meter-1", "VENDOR", &a);
-    tdev_install(f->kms, "base-1", "VENDOR", &b);
-    kf_arena *ar;
-    assert_int_equal(kf_arena_new(&ar, 0), KF_OK);
+    kf_arena *ar = meter_base_open(f->kms, &a, &b);
     kf_ttlv *msg = message(ar, 3, 0);
     for (uint8_t i = 0; i < 3; i++)
         pair_item(ar, msg, i, "meter-1", "base-1", 0);
@@ -582,9 +567,7 @@ static void ack_stop_records_nothing_after(void **state)
         kf_buf_free(&acks[i][0]);
         kf_buf_free(&acks[i][1]);
     }
-    kfd_close(&a.d);
-    kfd_close(&b.d);
-    kf_arena_free(ar);
+    meter_base_close(&a, &b, ar);
 }
 
 /* A run next to other operations: items of other operations run on their
@@ -593,10 +576,7 @@ static void runs_between_other_items(void **state)
 {
     struct fixture *f = *state;
     struct tdev a, b;
-    tdev_install(f->kms, "meter-1", "VENDOR", &a);
-    tdev_install(f->kms, "base-1", "VENDOR", &b);
-    kf_arena *ar;
-    assert_int_equal(kf_arena_new(&ar, 0), KF_OK);
+    kf_arena *ar = meter_base_open(f->kms, &a, &b);
     kf_ttlv *msg = message(ar, 6, KMIP_BATCH_ERR_CONTINUE);
     pair_item(ar, msg, 0, "meter-1", "base-1", 0);
     pair_item(ar, msg, 1, "meter-1", "base-1", 0);
@@ -614,9 +594,7 @@ static void runs_between_other_items(void **state)
         if (i != 2)
             accept_item(resp, i, i, &a, &b, NULL);
     server_counter(f->kms, "meter-1", 5, 5);
-    kfd_close(&a.d);
-    kfd_close(&b.d);
-    kf_arena_free(ar);
+    meter_base_close(&a, &b, ar);
 }
 
 /* ---- The transaction's device counters ---- */
@@ -635,12 +613,9 @@ static void failed_item_puts_its_counters_back(void **state)
 {
     struct fixture *f = *state;
     struct tdev a, b, b2;
-    tdev_install(f->kms, "meter-1", "VENDOR", &a);
-    tdev_install(f->kms, "base-1", "VENDOR", &b);
+    kf_arena *ar = meter_base_open(f->kms, &a, &b);
     tdev_install(f->kms, "base-2", "VENDOR", &b2);
     raw_sql(f, "UPDATE device SET counter = 9223372036854775806 WHERE id = 'base-1'");
-    kf_arena *ar;
-    assert_int_equal(kf_arena_new(&ar, 0), KF_OK);
     kf_ttlv *msg = message(ar, 4, KMIP_BATCH_ERR_CONTINUE);
     pair_item(ar, msg, 0, "meter-1", "base-1", 0); /* base-1 at its end */
     pair_item(ar, msg, 1, "meter-1", "base-1", 0); /* base-1 would pass it */
@@ -665,10 +640,8 @@ static void failed_item_puts_its_counters_back(void **state)
     server_counter(f->kms, "base-1", (uint64_t)INT64_MAX, 1);
     server_counter(f->kms, "base-2", 2, 3);
     assert_int_equal(count_audit(f->kms, "PairKeyRequest", "KF_ERR_DEVICE_COUNTER", NULL, 0), 1);
-    kfd_close(&a.d);
-    kfd_close(&b.d);
     kfd_close(&b2.d);
-    kf_arena_free(ar);
+    meter_base_close(&a, &b, ar);
 }
 
 struct sender {
@@ -716,12 +689,9 @@ static void ack_sees_the_counters_issued_before_it(void **state)
 {
     struct fixture *f = *state;
     struct tdev a, b, a2, b2;
-    tdev_install(f->kms, "meter-1", "VENDOR", &a);
-    tdev_install(f->kms, "base-1", "VENDOR", &b);
+    kf_arena *ar = meter_base_open(f->kms, &a, &b);
     tdev_install(f->kms, "meter-2", "VENDOR", &a2);
     tdev_install(f->kms, "base-2", "VENDOR", &b2);
-    kf_arena *ar;
-    assert_int_equal(kf_arena_new(&ar, 0), KF_OK);
     kf_ttlv *first = message(ar, 1, 0);
     pair_item(ar, first, 0, "meter-2", "base-2", 0);
     kf_ttlv *pairs = message(ar, 3, 0);
@@ -762,11 +732,9 @@ static void ack_sees_the_counters_issued_before_it(void **state)
     assert_int_equal(count_audit(f->kms, "PairResync", NULL, NULL, 0), 0);
     server_counter(f->kms, "meter-1", 3, 4);
     kf_buf_free(&ack);
-    kfd_close(&a.d);
-    kfd_close(&b.d);
     kfd_close(&a2.d);
     kfd_close(&b2.d);
-    kf_arena_free(ar);
+    meter_base_close(&a, &b, ar);
 }
 
 /* ---- Concurrency: messages of many items from many connections ---- */

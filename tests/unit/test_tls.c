@@ -217,15 +217,24 @@ static void admin_runs_discover_query_create_get(void **state)
     kf_tls_client_close(cli);
 }
 
+/* Connect to f->srv as admin with the client options o; the connection must end
+ * in want (KF_OK, or the refusal). The client, if any. */
+static kf_tls_client *connect_admin_with(struct fixture *f, const struct kf_tls_client_opts *o,
+                                         int want)
+{
+    kf_tls_client *cli = NULL;
+    assert_int_equal(kf_tls_client_connect_ex("127.0.0.1", kf_tls_server_port(f->srv),
+                                              f->dev.ca_cert, f->dev.admin_cert, f->dev.admin_key,
+                                              o, &cli),
+                     want);
+    return cli;
+}
+
 static void tls12_also_works(void **state)
 {
     struct fixture *f = *state;
     struct kf_tls_client_opts o = {.priority = "SECURE256:+SECURE128:-VERS-ALL:+VERS-TLS1.2"};
-    kf_tls_client *cli = NULL;
-    assert_int_equal(kf_tls_client_connect_ex("127.0.0.1", kf_tls_server_port(f->srv),
-                                              f->dev.ca_cert, f->dev.admin_cert, f->dev.admin_key,
-                                              &o, &cli),
-                     KF_OK);
+    kf_tls_client *cli = connect_admin_with(f, &o, KF_OK);
     assert_string_equal(kf_tls_client_version(cli), "TLS1.2");
     assert_int_equal(discover(cli), KMIP_RESULT_STATUS_SUCCESS);
     kf_tls_client_close(cli);
@@ -269,11 +278,7 @@ static void tls11_is_refused(void **state)
 {
     struct fixture *f = *state;
     struct kf_tls_client_opts o = {.priority = "NORMAL:-VERS-ALL:+VERS-TLS1.1"};
-    kf_tls_client *cli = NULL;
-    assert_int_equal(kf_tls_client_connect_ex("127.0.0.1", kf_tls_server_port(f->srv),
-                                              f->dev.ca_cert, f->dev.admin_cert, f->dev.admin_key,
-                                              &o, &cli),
-                     KF_ERR_TLS);
+    kf_tls_client *cli = connect_admin_with(f, &o, KF_ERR_TLS);
     assert_null(cli);
 }
 
@@ -281,11 +286,7 @@ static void client_checks_server_name(void **state)
 {
     struct fixture *f = *state;
     struct kf_tls_client_opts o = {.server_name = "kms.example.com"};
-    kf_tls_client *cli = NULL;
-    assert_int_equal(kf_tls_client_connect_ex("127.0.0.1", kf_tls_server_port(f->srv),
-                                              f->dev.ca_cert, f->dev.admin_cert, f->dev.admin_key,
-                                              &o, &cli),
-                     KF_ERR_TLS);
+    kf_tls_client *cli = connect_admin_with(f, &o, KF_ERR_TLS);
     /* And the server's CA must be the one given. */
     assert_int_equal(kf_tls_client_connect("127.0.0.1", kf_tls_server_port(f->srv),
                                            f->other_ca.ca_cert, f->dev.admin_cert, f->dev.admin_key,
