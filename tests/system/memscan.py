@@ -116,3 +116,33 @@ def private_key_bytes(pem_path):
     from cryptography.hazmat.primitives.serialization import load_pem_private_key
     k = load_pem_private_key(open(pem_path, "rb").read(), None)
     return k.private_numbers().private_value.to_bytes((k.curve.key_size + 7) // 8, "big")
+
+
+SESSION_STATE = "peer's session state (ticket, resumption secret)"
+
+
+def secrets_of(keylog, opt):
+    """What a scan looks for, by label, and the traffic keys (positive control):
+    the key log's secrets; with opt["--stek"] the ticket keys a test build's
+    handler revealed there; with opt["--key"] the private key of that PEM file;
+    with opt["--session"] every high-entropy 32-byte window of the peer's saved
+    session (ticket and resumption secret)."""
+    secrets, traffic = key_log(keylog)
+    if "--stek" in opt:
+        for line in open(opt["--stek"]):
+            if line.startswith("stek "):
+                secrets.setdefault("session-ticket key", []).append(bytes.fromhex(line.split()[1]))
+    if "--key" in opt:
+        secrets["server private key"] = [private_key_bytes(opt["--key"])]
+    if "--session" in opt:
+        data = open(opt["--session"], "rb").read()
+        secrets[SESSION_STATE] = [data[i:i + 32] for i in range(0, len(data) - 31)
+                                  if high_entropy(data[i:i + 32])]
+    return secrets, traffic
+
+
+def needles_of(secrets):
+    """What to search for per label: every 16-byte window of each secret (a part
+    of one left in memory counts too); the session state's 32-byte windows whole."""
+    return {label: [w for v in values for w in ({v} if label == SESSION_STATE else windows(v))]
+            for label, values in secrets.items()}

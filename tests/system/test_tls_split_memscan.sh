@@ -27,7 +27,7 @@ scan_script <<'PY'
 # Exit 0 when the traffic key is found (unless --no-positive) and nothing else is.
 # --peer: the peer holding the connection must still be there once the memory is read.
 import sys
-from memscan import alive, high_entropy, key_log, memory, present, private_key_bytes, windows
+from memscan import alive, memory, needles_of, present, secrets_of
 
 args = sys.argv[1:]
 pid, keylog = args[0], args[1]
@@ -37,19 +37,8 @@ mem = memory(pid)
 if "--peer" in opt and not alive(opt["--peer"]):
     print("FAIL: the peer was gone before the memory was read: hold the connection longer")
     sys.exit(1)
-secrets, traffic = key_log(keylog)
-if "--stek" in opt:
-    for line in open(opt["--stek"]):
-        if line.startswith("stek "):
-            secrets.setdefault("session-ticket key", []).append(bytes.fromhex(line.split()[1]))
-if "--key" in opt:
-    secrets["server private key"] = [private_key_bytes(opt["--key"])]
-if "--session" in opt:
-    data = open(opt["--session"], "rb").read()
-    ws = [data[i:i + 32] for i in range(0, len(data) - 31) if high_entropy(data[i:i + 32])]
-    secrets["peer's session state (ticket, resumption secret)"] = ws
-needles = {label: [w for v in values for w in (windows(v) if len(v) > 32 else {v})]
-           for label, values in secrets.items()}
+secrets, traffic = secrets_of(keylog, opt)
+needles = needles_of(secrets)
 found = present(mem, [w for ws in needles.values() for w in ws])
 bad = 0
 for label, values in sorted(secrets.items()):

@@ -93,7 +93,7 @@ scan_script <<'PY'
 # from KEYLOG are there (--absent-traffic: are not) and no other secret is;
 # --control: when the private key and the ticket key are there.
 import sys
-from memscan import alive, key_log, memory, present, private_key_bytes
+from memscan import alive, memory, needles_of, present, secrets_of
 
 args = sys.argv[1:]
 pid, keylog = args[0], args[1]
@@ -102,19 +102,8 @@ mem = memory(pid, skip_huge=True)
 if "--peer" in opt:  # the peer holding the connection must still be there once the memory is read
     if not alive(opt["--peer"]):
         sys.exit("FAIL: the peer was gone before the memory was read: hold longer (KF_MEMSCAN_HOLD_SECONDS)")
-secrets, traffic = key_log(keylog)
-if "--stek" in opt:
-    for line in open(opt["--stek"]):
-        if line.startswith("stek "):
-            secrets.setdefault("session-ticket key", []).append(bytes.fromhex(line.split()[1]))
-if "--key" in opt:
-    secrets["server private key"] = [private_key_bytes(opt["--key"])]
-if "--session" in opt:
-    data = open(opt["--session"], "rb").read()
-    secrets["peer's session state"] = [data[i:i + 32] for i in range(0, len(data) - 31)
-                                       if len(set(data[i:i + 32])) >= 24]
-needles = {label: [v[i:i + 16] for v in values for i in range(0, len(v) - 15)] if label != "peer's session state" else values
-           for label, values in secrets.items()}
+secrets, traffic = secrets_of(keylog, opt)
+needles = needles_of(secrets)
 found = present(mem, [w for ws in needles.values() for w in ws] + traffic)
 bad = 0
 for label in sorted(secrets):
