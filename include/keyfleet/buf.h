@@ -67,6 +67,9 @@ KF_RESULT int kf_buf_skip(kf_buf *b, size_t n);
 KF_RESULT int kf_buf_peek_u32(const kf_buf *b, size_t at, uint32_t *v);
 /* Carve the next n bytes into a read-only child cursor and advance past them. */
 KF_RESULT int kf_buf_sub(kf_buf *b, size_t n, kf_buf *child);
+/* A string field (u16 length, the bytes, no NUL inside) into dst with a NUL:
+ * at most max bytes and fewer than cap (KF_ERR_LIMIT), KF_ERR_FORMAT for a NUL. */
+KF_RESULT int kf_buf_get_str16(kf_buf *b, char *dst, size_t cap, size_t max);
 
 /* Writes. */
 KF_RESULT int kf_buf_reserve(kf_buf *b, size_t n);
@@ -77,6 +80,8 @@ KF_RESULT int kf_buf_put_u32(kf_buf *b, uint32_t v);
 KF_RESULT int kf_buf_put_u64(kf_buf *b, uint64_t v);
 KF_RESULT int kf_buf_put_bytes(kf_buf *b, const void *p, size_t n);
 KF_RESULT int kf_buf_put_zeros(kf_buf *b, size_t n);
+/* A string field (u16 length, the bytes) of at most max bytes (KF_ERR_LIMIT). */
+KF_RESULT int kf_buf_put_str16(kf_buf *b, const char *s, size_t max);
 /* Reserve n bytes at the write end, return where they are, advance len. */
 KF_RESULT int kf_buf_put_space(kf_buf *b, size_t n, uint8_t **p);
 /* Overwrite 4 bytes already written at position at (for back-patched lengths). */

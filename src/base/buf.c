@@ -185,6 +185,27 @@ int kf_buf_put_bytes(kf_buf *b, const void *p, size_t n)
     return KF_OK;
 }
 
+int kf_buf_put_str16(kf_buf *b, const char *s, size_t max)
+{
+    size_t n = strnlen(s, max + 1);
+    KF_ENSURE(n <= max && n <= UINT16_MAX, KF_ERR_LIMIT);
+    KF_GUARD(kf_buf_put_u16(b, (uint16_t)n));
+    return kf_buf_put_bytes(b, s, n);
+}
+
+int kf_buf_get_str16(kf_buf *b, char *dst, size_t cap, size_t max)
+{
+    uint16_t n;
+    const uint8_t *p;
+    KF_GUARD(kf_buf_get_u16(b, &n));
+    KF_ENSURE(n <= max && n < cap, KF_ERR_LIMIT);
+    KF_GUARD(kf_buf_get_ptr(b, n, &p));
+    KF_ENSURE(memchr(p, 0, n) == NULL, KF_ERR_FORMAT);
+    memcpy(dst, p, n);
+    dst[n] = 0;
+    return KF_OK;
+}
+
 int kf_buf_put_zeros(kf_buf *b, size_t n)
 {
     uint8_t *dst;

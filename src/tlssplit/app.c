@@ -100,30 +100,6 @@ int kf_app_decode_frame(const uint8_t *p, size_t n, unsigned allow, uint8_t *typ
     return KF_OK;
 }
 
-/* ---- fields ------------------------------------------------------------------- */
-
-static int put_str(kf_buf *out, const char *s, size_t max)
-{
-    size_t n = strnlen(s, max + 1);
-    KF_ENSURE(n <= max, KF_ERR_LIMIT);
-    KF_GUARD(kf_buf_put_u16(out, (uint16_t)n));
-    return kf_buf_put_bytes(out, s, n);
-}
-
-/* A string field: length-prefixed, at most max bytes (< cap), no NUL inside. */
-static int get_str(kf_buf *b, char *dst, size_t cap, size_t max)
-{
-    uint16_t n;
-    const uint8_t *p;
-    CH(kf_buf_get_u16(b, &n));
-    CH_ENSURE(n <= max && n < cap);
-    CH(kf_buf_get_ptr(b, n, &p));
-    CH_ENSURE(memchr(p, 0, n) == NULL);
-    memcpy(dst, p, n);
-    dst[n] = 0;
-    return KF_OK;
-}
-
 /* ---- messages ------------------------------------------------------------------ */
 
 int kf_app_encode_settings(const struct kf_app_settings *s, kf_buf *out)
@@ -138,7 +114,7 @@ int kf_app_encode_settings(const struct kf_app_settings *s, kf_buf *out)
     KF_GUARD(kf_buf_put_u8(out, s->log_level));
     KF_GUARD(kf_buf_put_u8(out, s->sandbox_flags));
     KF_GUARD(kf_buf_put_u8(out, s->flags));
-    KF_GUARD(put_str(out, s->log_file, KF_APP_LOG_FILE_MAX));
+    KF_GUARD(kf_buf_put_str16(out, s->log_file, KF_APP_LOG_FILE_MAX));
     return frame_end(out, KF_APP_SETTINGS, at, 0);
 }
 
@@ -164,7 +140,7 @@ int kf_app_decode_settings(kf_buf *b, struct kf_app_settings *s)
               0);
     CH(kf_buf_get_u8(b, &s->flags));
     CH_ENSURE((s->flags & ~KF_APP_SETTINGS_OPEN_LOG) == 0);
-    CH(get_str(b, s->log_file, sizeof(s->log_file), KF_APP_LOG_FILE_MAX));
+    CH(kf_buf_get_str16(b, s->log_file, sizeof(s->log_file), KF_APP_LOG_FILE_MAX));
     CH_ENSURE(kf_buf_remaining(b) == 0);
     return KF_OK;
 }

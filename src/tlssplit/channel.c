@@ -59,28 +59,6 @@ int kf_split_decode_frame(const uint8_t *p, size_t n, size_t max, uint8_t *type,
 
 /* ---- fields ---------------------------------------------------------------- */
 
-static int put_str(kf_buf *out, const char *s, size_t max)
-{
-    size_t n = strlen(s);
-    KF_ENSURE(n <= max, KF_ERR_LIMIT);
-    KF_GUARD(kf_buf_put_u16(out, (uint16_t)n));
-    return kf_buf_put_bytes(out, s, n);
-}
-
-/* A string field: length-prefixed, at most max bytes, no NUL inside. */
-static int get_str(kf_buf *b, char *dst, size_t cap, size_t max)
-{
-    uint16_t n;
-    const uint8_t *p;
-    CH(kf_buf_get_u16(b, &n));
-    CH_ENSURE(n <= max && n < cap);
-    CH(kf_buf_get_ptr(b, n, &p));
-    CH_ENSURE(memchr(p, 0, n) == NULL);
-    memcpy(dst, p, n);
-    dst[n] = 0;
-    return KF_OK;
-}
-
 static int put_dir(kf_buf *out, const struct kf_tlsrec_state *st)
 {
     KF_GUARD(kf_buf_put_u8(out, st->key_len));
@@ -108,20 +86,20 @@ static int get_dir(kf_buf *b, uint16_t version, uint8_t cipher, struct kf_tlsrec
 static int put_principal(kf_buf *out, const struct kf_principal *who)
 {
     KF_ENSURE(who->ndomains <= KF_PRINCIPAL_MAX_DOMAINS, KF_ERR_LIMIT);
-    KF_GUARD(put_str(out, who->name, sizeof(who->name) - 1));
+    KF_GUARD(kf_buf_put_str16(out, who->name, sizeof(who->name) - 1));
     KF_GUARD(kf_buf_put_u32(out, who->roles));
     KF_GUARD(kf_buf_put_u8(out, who->all_domains ? 1 : 0));
     KF_GUARD(kf_buf_put_u8(out, (uint8_t)who->ndomains));
     for (size_t i = 0; i < who->ndomains; i++)
-        KF_GUARD(put_str(out, who->domains[i], sizeof(who->domains[i]) - 1));
-    return put_str(out, who->default_domain, sizeof(who->default_domain) - 1);
+        KF_GUARD(kf_buf_put_str16(out, who->domains[i], sizeof(who->domains[i]) - 1));
+    return kf_buf_put_str16(out, who->default_domain, sizeof(who->default_domain) - 1);
 }
 
 static int get_principal(kf_buf *b, struct kf_principal *who)
 {
     uint8_t all, n;
     memset(who, 0, sizeof(*who));
-    CH(get_str(b, who->name, sizeof(who->name), sizeof(who->name) - 1));
+    CH(kf_buf_get_str16(b, who->name, sizeof(who->name), sizeof(who->name) - 1));
     CH(kf_buf_get_u32(b, &who->roles));
     CH(kf_buf_get_u8(b, &all));
     CH_ENSURE(all <= 1);
@@ -130,9 +108,11 @@ static int get_principal(kf_buf *b, struct kf_principal *who)
     CH_ENSURE(n <= KF_PRINCIPAL_MAX_DOMAINS);
     who->ndomains = n;
     for (size_t i = 0; i < n; i++)
-        CH(get_str(b, who->domains[i], sizeof(who->domains[i]), sizeof(who->domains[i]) - 1));
-    return get_str(b, who->default_domain, sizeof(who->default_domain),
-                   sizeof(who->default_domain) - 1);
+        CH(kf_buf_get_str16(b, who->domains[i], sizeof(who->domains[i]),
+                            sizeof(who->domains[i]) - 1));
+    CH(kf_buf_get_str16(b, who->default_domain, sizeof(who->default_domain),
+                        sizeof(who->default_domain) - 1));
+    return KF_OK;
 }
 
 /* ---- messages -------------------------------------------------------------- */
@@ -141,14 +121,14 @@ int kf_split_encode_config(const struct kf_split_config *c, kf_buf *out)
 {
     size_t at;
     KF_GUARD(frame_begin(out, KF_SPLIT_CONFIG, &at));
-    KF_GUARD(put_str(out, c->ca_file, KF_SPLIT_PATH_MAX));
-    KF_GUARD(put_str(out, c->cert_file, KF_SPLIT_PATH_MAX));
-    KF_GUARD(put_str(out, c->key_file, KF_SPLIT_PATH_MAX));
-    KF_GUARD(put_str(out, c->pkcs11_module, KF_SPLIT_PATH_MAX));
-    KF_GUARD(put_str(out, c->key_pin, sizeof(c->key_pin) - 1));
-    KF_GUARD(put_str(out, c->identities_file, KF_SPLIT_PATH_MAX));
-    KF_GUARD(put_str(out, c->priority, sizeof(c->priority) - 1));
-    KF_GUARD(put_str(out, c->log_file, KF_SPLIT_PATH_MAX));
+    KF_GUARD(kf_buf_put_str16(out, c->ca_file, KF_SPLIT_PATH_MAX));
+    KF_GUARD(kf_buf_put_str16(out, c->cert_file, KF_SPLIT_PATH_MAX));
+    KF_GUARD(kf_buf_put_str16(out, c->key_file, KF_SPLIT_PATH_MAX));
+    KF_GUARD(kf_buf_put_str16(out, c->pkcs11_module, KF_SPLIT_PATH_MAX));
+    KF_GUARD(kf_buf_put_str16(out, c->key_pin, sizeof(c->key_pin) - 1));
+    KF_GUARD(kf_buf_put_str16(out, c->identities_file, KF_SPLIT_PATH_MAX));
+    KF_GUARD(kf_buf_put_str16(out, c->priority, sizeof(c->priority) - 1));
+    KF_GUARD(kf_buf_put_str16(out, c->log_file, KF_SPLIT_PATH_MAX));
     KF_GUARD(kf_buf_put_u32(out, c->handshake_timeout_ms));
     KF_GUARD(kf_buf_put_u8(out, c->log_level));
     KF_GUARD(kf_buf_put_u8(out, c->flags));
@@ -158,14 +138,14 @@ int kf_split_encode_config(const struct kf_split_config *c, kf_buf *out)
 int kf_split_decode_config(kf_buf *b, struct kf_split_config *c)
 {
     memset(c, 0, sizeof(*c));
-    CH(get_str(b, c->ca_file, sizeof(c->ca_file), KF_SPLIT_PATH_MAX));
-    CH(get_str(b, c->cert_file, sizeof(c->cert_file), KF_SPLIT_PATH_MAX));
-    CH(get_str(b, c->key_file, sizeof(c->key_file), KF_SPLIT_PATH_MAX));
-    CH(get_str(b, c->pkcs11_module, sizeof(c->pkcs11_module), KF_SPLIT_PATH_MAX));
-    CH(get_str(b, c->key_pin, sizeof(c->key_pin), sizeof(c->key_pin) - 1));
-    CH(get_str(b, c->identities_file, sizeof(c->identities_file), KF_SPLIT_PATH_MAX));
-    CH(get_str(b, c->priority, sizeof(c->priority), sizeof(c->priority) - 1));
-    CH(get_str(b, c->log_file, sizeof(c->log_file), KF_SPLIT_PATH_MAX));
+    CH(kf_buf_get_str16(b, c->ca_file, sizeof(c->ca_file), KF_SPLIT_PATH_MAX));
+    CH(kf_buf_get_str16(b, c->cert_file, sizeof(c->cert_file), KF_SPLIT_PATH_MAX));
+    CH(kf_buf_get_str16(b, c->key_file, sizeof(c->key_file), KF_SPLIT_PATH_MAX));
+    CH(kf_buf_get_str16(b, c->pkcs11_module, sizeof(c->pkcs11_module), KF_SPLIT_PATH_MAX));
+    CH(kf_buf_get_str16(b, c->key_pin, sizeof(c->key_pin), sizeof(c->key_pin) - 1));
+    CH(kf_buf_get_str16(b, c->identities_file, sizeof(c->identities_file), KF_SPLIT_PATH_MAX));
+    CH(kf_buf_get_str16(b, c->priority, sizeof(c->priority), sizeof(c->priority) - 1));
+    CH(kf_buf_get_str16(b, c->log_file, sizeof(c->log_file), KF_SPLIT_PATH_MAX));
     CH(kf_buf_get_u32(b, &c->handshake_timeout_ms));
     CH(kf_buf_get_u8(b, &c->log_level));
     CH(kf_buf_get_u8(b, &c->flags));
@@ -199,10 +179,10 @@ static int encode_start_body(uint8_t type, const struct kf_split_start *s, kf_bu
     size_t at;
     KF_GUARD(frame_begin(out, type, &at));
     KF_GUARD(kf_buf_put_u8(out, s->role));
-    KF_GUARD(put_str(out, s->peer, KF_SPLIT_PEER_MAX));
+    KF_GUARD(kf_buf_put_str16(out, s->peer, KF_SPLIT_PEER_MAX));
     if (s->role == KF_SPLIT_ROLE_CLIENT) {
         KF_ENSURE(memchr(s->server_name, 0, sizeof(s->server_name)), KF_ERR_LIMIT);
-        KF_GUARD(put_str(out, s->server_name, KF_SPLIT_NAME_MAX));
+        KF_GUARD(kf_buf_put_str16(out, s->server_name, KF_SPLIT_NAME_MAX));
         KF_GUARD(kf_buf_put_u8(out, s->flags));
     }
     return frame_end(out, at);
@@ -231,9 +211,9 @@ int kf_split_decode_start(kf_buf *b, struct kf_split_start *s)
     memset(s, 0, sizeof(*s));
     CH(kf_buf_get_u8(b, &s->role));
     CH_ENSURE(s->role == KF_SPLIT_ROLE_SERVER || s->role == KF_SPLIT_ROLE_CLIENT);
-    CH(get_str(b, s->peer, sizeof(s->peer), KF_SPLIT_PEER_MAX));
+    CH(kf_buf_get_str16(b, s->peer, sizeof(s->peer), KF_SPLIT_PEER_MAX));
     if (s->role == KF_SPLIT_ROLE_CLIENT) {
-        CH(get_str(b, s->server_name, sizeof(s->server_name), KF_SPLIT_NAME_MAX));
+        CH(kf_buf_get_str16(b, s->server_name, sizeof(s->server_name), KF_SPLIT_NAME_MAX));
         CH_ENSURE(server_name_ok(s->server_name, strlen(s->server_name)));
         CH(kf_buf_get_u8(b, &s->flags));
         CH_ENSURE((s->flags & ~KF_SPLIT_START_NO_RESUME) == 0);

@@ -58,6 +58,38 @@ static void sub_cursor_is_bounded(void **state)
     assert_int_equal(v16, 0xccdd);
 }
 
+/* A u16-length string field: round trip, and each limit refused. */
+static void str16_field_round_trips_within_limits(void **state)
+{
+    (void)state;
+    uint8_t mem[32];
+    kf_buf b;
+    kf_buf_fixed(&b, mem, sizeof(mem));
+    assert_int_equal(kf_buf_put_str16(&b, "token", 5), KF_OK);
+    assert_int_equal(kf_buf_put_str16(&b, "", 0), KF_OK);
+    assert_int_equal(kf_buf_put_str16(&b, "toolong", 6), KF_ERR_LIMIT);
+    assert_int_equal(b.len, 2 + 5 + 2);
+    assert_memory_equal(mem, "\x00\x05token\x00\x00", 9);
+    kf_buf r;
+    char out[8];
+    kf_buf_reader(&r, mem, b.len);
+    assert_int_equal(kf_buf_get_str16(&r, out, sizeof(out), 7), KF_OK);
+    assert_string_equal(out, "token");
+    assert_int_equal(kf_buf_get_str16(&r, out, sizeof(out), 7), KF_OK);
+    assert_string_equal(out, "");
+    assert_int_equal(kf_buf_get_str16(&r, out, sizeof(out), 7), KF_ERR_SHORT);
+    kf_buf_reader(&r, mem, b.len);
+    assert_int_equal(kf_buf_get_str16(&r, out, sizeof(out), 4), KF_ERR_LIMIT); /* over max */
+    kf_buf_reader(&r, mem, b.len);
+    assert_int_equal(kf_buf_get_str16(&r, out, 5, 7), KF_ERR_LIMIT); /* no room for the NUL */
+    const uint8_t nul[] = {0x00, 0x03, 'a', 0x00, 'b'};
+    kf_buf_reader(&r, nul, sizeof(nul));
+    assert_int_equal(kf_buf_get_str16(&r, out, sizeof(out), 7), KF_ERR_FORMAT);
+    const uint8_t cut[] = {0x00, 0x04, 'a', 'b'};
+    kf_buf_reader(&r, cut, sizeof(cut));
+    assert_int_equal(kf_buf_get_str16(&r, out, sizeof(out), 7), KF_ERR_SHORT);
+}
+
 static void fixed_buffer_never_grows(void **state)
 {
     (void)state;
@@ -165,6 +197,7 @@ int main(void)
         cmocka_unit_test(reader_reads_big_endian_and_stops_at_end),
         cmocka_unit_test(reader_refuses_writes),
         cmocka_unit_test(sub_cursor_is_bounded),
+        cmocka_unit_test(str16_field_round_trips_within_limits),
         cmocka_unit_test(fixed_buffer_never_grows),
         cmocka_unit_test(owned_buffer_grows_to_its_limit),
         cmocka_unit_test(secret_buffer_uses_secure_memory),
