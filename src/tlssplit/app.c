@@ -351,8 +351,11 @@ int kf_app_write(int fd, const uint8_t *head, size_t head_len, const uint8_t *bo
 {
     struct iovec iov[2] = {{.iov_base = (void *)head, .iov_len = head_len},
                            {.iov_base = (void *)body, .iov_len = body_len}};
-    struct iovec *v = iov;
-    size_t nv = body_len ? 2 : 1;
+    return kf_app_writev(fd, iov, body_len ? 2 : 1, timeout_ms);
+}
+
+int kf_app_writev(int fd, struct iovec *v, size_t nv, int timeout_ms)
+{
     while (nv) {
         if (v->iov_len == 0) {
             v++;
@@ -385,6 +388,17 @@ int kf_app_write(int fd, const uint8_t *head, size_t head_len, const uint8_t *bo
         }
     }
     return KF_OK;
+}
+
+bool kf_app_reader_buffered(const struct kf_app_reader *r)
+{
+    if (r->last_big || !r->buf)
+        return false;
+    kf_buf rest;
+    uint32_t len;
+    kf_buf_reader(&rest, r->buf + r->start + r->last, r->end - r->start - r->last);
+    return kf_buf_peek_u32(&rest, 4, &len) == KF_OK &&
+           kf_buf_remaining(&rest) - KF_APP_FRAME_LEN >= len;
 }
 
 /* ---- keyfleetd's side: the peers table ------------------------------------------------ */

@@ -138,6 +138,12 @@ KF_RESULT int kf_app_read(struct kf_app_reader *r, unsigned allow, int timeout_m
  * caller serialises writers. KF_ERR_IO, KF_ERR_TIMEOUT. */
 KF_RESULT int kf_app_write(int fd, const uint8_t *head, size_t head_len, const uint8_t *body,
                            size_t body_len, int timeout_ms);
+/* The same for many pieces (v is updated as they go). */
+struct iovec;
+KF_RESULT int kf_app_writev(int fd, struct iovec *v, size_t nv, int timeout_ms);
+/* A whole frame is buffered after the one handed out last: the next read takes it without
+ * waiting. */
+bool kf_app_reader_buffered(const struct kf_app_reader *r);
 
 /* ---- worker side: requests out, answers back by ID ---- */
 typedef struct kf_app_client kf_app_client;

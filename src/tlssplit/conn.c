@@ -50,6 +50,16 @@ struct kf_tlssplit_conn {
     uint8_t *pt; /* plaintext of the last record (secure memory: may be key material) */
     size_t pt_off, pt_len;
     uint8_t *out;
+    size_t out_off, out_len; /* sealed bytes a non-blocking send left unwritten */
+    /* A non-blocking receive met a record the handler must see, or a refusal
+     * (which the handler turns into an alert): the next blocking receive does
+     * it. In TLS 1.3 the record was already opened: its sequence number and
+     * whether it was a close_notify are kept here. */
+    bool deferred;
+    bool def_close_notify;
+    int def_err; /* < 0: a refusal, not a record */
+    uint64_t def_seq;
+    size_t def_len;
 };
 
 /* ---- state from the handler --------------------------------------------------- */
@@ -217,25 +227,38 @@ static int wait_readable(kf_tlssplit_conn *c, int timeout_ms)
     return r > 0 ? KF_OK : r == 0 ? KF_ERR_TIMEOUT : KF_ERR_IO;
 }
 
-/* Make in[] start with one complete record; its length in *rec_len. */
-static int fill_record(kf_tlssplit_conn *c, int timeout_ms, size_t *rec_len)
+/* A non-blocking call stops where the blocking one would wait for the handler:
+ * the blocking call takes over from here (kf_tlssplit_recv). */
+static int defer_refusal(kf_tlssplit_conn *c, int err)
+{
+    c->deferred = true;
+    c->def_err = err;
+    return KF_TLSSPLIT_BLOCKS;
+}
+
+/* Make in[] start with one complete record; its length in *rec_len. nb: never
+ * wait (KF_TLSSPLIT_AGAIN when the socket has no more now). */
+static int fill_record(kf_tlssplit_conn *c, int timeout_ms, bool nb, size_t *rec_len)
 {
     for (;;) {
         if (c->in_len >= KF_TLSREC_HEADER_LEN) {
             struct kf_tlsrec_header h;
             int rc = kf_tlsrec_parse_header(c->in, c->in_len, c->version, &h);
             if (rc < 0)
-                return abort_with(c, rc);
+                return nb ? defer_refusal(c, rc) : abort_with(c, rc);
             size_t need = KF_TLSREC_HEADER_LEN + (size_t)h.length;
             if (c->in_len >= need) {
                 *rec_len = need;
                 return KF_OK;
             }
         }
-        KF_GUARD(wait_readable(c, timeout_ms));
-        ssize_t r = recv(c->fd, c->in + c->in_len, IN_CAP - c->in_len, 0);
+        if (!nb)
+            KF_GUARD(wait_readable(c, timeout_ms));
+        ssize_t r = recv(c->fd, c->in + c->in_len, IN_CAP - c->in_len, nb ? MSG_DONTWAIT : 0);
         if (r > 0)
             c->in_len += (size_t)r;
+        else if (r < 0 && nb && (errno == EAGAIN || errno == EWOULDBLOCK))
+            return KF_TLSSPLIT_AGAIN;
         else if (r == 0 || (errno != EINTR && errno != EAGAIN)) {
             c->over = true; /* closed without close_notify: a truncation */
             c->end_reason = KF_ERR_IO;
@@ -322,7 +345,8 @@ int kf_tlssplit_conn_start(int broker, int fd, const struct kf_split_start *st, 
     return KF_OK;
 }
 
-int kf_tlssplit_recv(kf_tlssplit_conn *c, uint8_t *p, size_t n, int timeout_ms, size_t *got)
+static int conn_recv(kf_tlssplit_conn *c, uint8_t *p, size_t n, int timeout_ms, bool nb,
+                     size_t *got)
 {
     KF_ENSURE(c && p && got && n > 0, KF_ERR_ARG);
     for (;;) {
@@ -338,23 +362,38 @@ int kf_tlssplit_recv(kf_tlssplit_conn *c, uint8_t *p, size_t n, int timeout_ms, 
             return KF_OK;
         }
         KF_ENSURE(!c->over, c->end_reason ? c->end_reason : KF_ERR_IO);
+        if (c->deferred) { /* what a non-blocking call left for the handler */
+            if (nb)
+                return KF_TLSSPLIT_BLOCKS;
+            c->deferred = false;
+            if (c->def_err < 0)
+                return abort_with(c, c->def_err);
+            int rc = handover_ex(c, KF_SPLIT_TAKE_RECORD, 0, c->in, c->def_len, c->def_seq,
+                                 !c->def_close_notify);
+            consume(c, c->def_len);
+            KF_GUARD(rc);
+            continue;
+        }
         size_t rec_len = 0;
-        KF_GUARD(fill_record(c, timeout_ms, &rec_len));
+        int rc = fill_record(c, timeout_ms, nb, &rec_len);
+        if (rc != KF_OK)
+            return rc;
         uint64_t seq = kf_tlsrec_seq(c->rd);
         if (c->version == KF_TLSREC_TLS12 && c->in[0] != KF_TLSREC_APPLICATION_DATA &&
             c->in[0] != KF_TLSREC_ALERT) {
             /* TLS 1.2 shows the type outside: not ours, forward it unopened. */
-            int rc = handover(c, KF_SPLIT_TAKE_RECORD, 0, c->in, rec_len, seq);
+            if (nb)
+                return KF_TLSSPLIT_BLOCKS; /* untouched: the blocking call sees it afresh */
+            rc = handover(c, KF_SPLIT_TAKE_RECORD, 0, c->in, rec_len, seq);
             consume(c, rec_len);
             KF_GUARD(rc);
             continue;
         }
         uint8_t type;
         size_t len;
-        int rc = kf_tlsrec_open(c->rd, c->in, rec_len, c->pt, KF_TLSREC_PLAINTEXT_MAX + 1, &type,
-                                &len);
+        rc = kf_tlsrec_open(c->rd, c->in, rec_len, c->pt, KF_TLSREC_PLAINTEXT_MAX + 1, &type, &len);
         if (rc < 0)
-            return abort_with(c, rc);
+            return nb ? defer_refusal(c, rc) : abort_with(c, rc);
         /* Alerts are the handler's too; opening them tells a close_notify. */
         bool close_notify = type == KF_TLSREC_ALERT && len == 2 && c->pt[1] == 0;
         if (type == KF_TLSREC_APPLICATION_DATA) {
@@ -366,10 +405,38 @@ int kf_tlssplit_recv(kf_tlssplit_conn *c, uint8_t *p, size_t n, int timeout_ms, 
         /* KeyUpdate, NewSessionTicket, alert...: the handler's, at the record's own
          * sequence number; it reads the record itself, so the plaintext goes. */
         kf_wipe(c->pt, len);
+        if (nb) {
+            c->deferred = true;
+            c->def_err = KF_OK;
+            c->def_seq = seq;
+            c->def_len = rec_len;
+            c->def_close_notify = close_notify;
+            return KF_TLSSPLIT_BLOCKS;
+        }
         rc = handover_ex(c, KF_SPLIT_TAKE_RECORD, 0, c->in, rec_len, seq, !close_notify);
         consume(c, rec_len);
         KF_GUARD(rc);
     }
+}
+
+int kf_tlssplit_recv(kf_tlssplit_conn *c, uint8_t *p, size_t n, int timeout_ms, size_t *got)
+{
+    return conn_recv(c, p, n, timeout_ms, false, got);
+}
+
+int kf_tlssplit_recv_nb(kf_tlssplit_conn *c, uint8_t *p, size_t n, size_t *got)
+{
+    return conn_recv(c, p, n, 0, true, got);
+}
+
+bool kf_tlssplit_pending(const kf_tlssplit_conn *c)
+{
+    return c->pt_off < c->pt_len || c->in_len > 0 || c->deferred;
+}
+
+int kf_tlssplit_fd(const kf_tlssplit_conn *c)
+{
+    return c->fd;
 }
 
 int kf_tlssplit_key_update(kf_tlssplit_conn *c, bool ask_peer)
@@ -378,17 +445,56 @@ int kf_tlssplit_key_update(kf_tlssplit_conn *c, bool ask_peer)
     return handover(c, KF_SPLIT_TAKE_KEY_UPDATE, ask_peer ? 1 : 0, NULL, 0, kf_tlsrec_seq(c->rd));
 }
 
-int kf_tlssplit_send(kf_tlssplit_conn *c, const uint8_t *p, size_t n, int timeout_ms)
+/* Sealed bytes a non-blocking send left: written now (nb: as far as the socket takes them). */
+static int flush_out(kf_tlssplit_conn *c, int timeout_ms, bool nb)
+{
+    while (c->out_off < c->out_len) {
+        if (!nb) {
+            int rc = write_all(c->fd, c->out + c->out_off, c->out_len - c->out_off, timeout_ms);
+            if (rc < 0) {
+                c->over = true;
+                c->end_reason = rc;
+                return rc;
+            }
+            break;
+        }
+        ssize_t w = send(c->fd, c->out + c->out_off, c->out_len - c->out_off,
+                         MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (w > 0)
+            c->out_off += (size_t)w;
+        else if (w < 0 && errno == EINTR)
+            continue;
+        else if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+            return KF_TLSSPLIT_AGAIN;
+        else {
+            c->over = true;
+            c->end_reason = KF_ERR_IO;
+            return KF_ERR_IO;
+        }
+    }
+    c->out_off = c->out_len = 0;
+    return KF_OK;
+}
+
+static int conn_send(kf_tlssplit_conn *c, const uint8_t *p, size_t n, int timeout_ms, bool nb,
+                     size_t *done)
 {
     KF_ENSURE(c && (p || n == 0), KF_ERR_ARG);
+    *done = 0;
     if (!c->out && n > 0) { /* the first answer */
         c->out = malloc(OUT_CAP);
         KF_ENSURE(c->out, KF_ERR_NOMEM);
     }
+    int rc = flush_out(c, timeout_ms, nb);
+    if (rc != KF_OK)
+        return rc;
     while (n > 0) {
         KF_ENSURE(!c->over, c->end_reason ? c->end_reason : KF_ERR_IO);
-        if (c->version == KF_TLSREC_TLS13 && kf_tlsrec_seq(c->wr) >= REKEY_AFTER_RECORDS)
+        if (c->version == KF_TLSREC_TLS13 && kf_tlsrec_seq(c->wr) >= REKEY_AFTER_RECORDS) {
+            if (nb)
+                return KF_TLSSPLIT_BLOCKS; /* the handler's job */
             KF_GUARD(kf_tlssplit_key_update(c, false));
+        }
         kf_buf out;
         kf_buf_fixed(&out, c->out, OUT_CAP);
         for (int i = 0; i < OUT_RECORDS && n > 0; i++) {
@@ -396,21 +502,34 @@ int kf_tlssplit_send(kf_tlssplit_conn *c, const uint8_t *p, size_t n, int timeou
             KF_GUARD(kf_tlsrec_seal(c->wr, KF_TLSREC_APPLICATION_DATA, p, k, 0, &out));
             p += k;
             n -= k;
+            *done += k;
         }
-        int rc = write_all(c->fd, c->out, out.len, timeout_ms);
-        if (rc < 0) {
-            c->over = true;
-            c->end_reason = rc;
+        c->out_off = 0;
+        c->out_len = out.len;
+        rc = flush_out(c, timeout_ms, nb);
+        if (rc != KF_OK)
             return rc;
-        }
     }
     return KF_OK;
+}
+
+int kf_tlssplit_send(kf_tlssplit_conn *c, const uint8_t *p, size_t n, int timeout_ms)
+{
+    size_t done;
+    return conn_send(c, p, n, timeout_ms, false, &done);
+}
+
+int kf_tlssplit_send_nb(kf_tlssplit_conn *c, const uint8_t *p, size_t n, size_t *done)
+{
+    return conn_send(c, p, n, 0, true, done);
 }
 
 void kf_tlssplit_close(kf_tlssplit_conn *c)
 {
     if (!c)
         return;
+    if (!c->over && c->out_off < c->out_len)
+        (void)flush_out(c, 1000, false); /* the close_notify comes after these records */
     if (!c->over)
         (void)handover(c, KF_SPLIT_TAKE_CLOSE, 0, NULL, 0, kf_tlsrec_seq(c->rd));
     conn_free(c);

@@ -105,6 +105,7 @@
         ALLOW(__NR_recvfrom), ALLOW(__NR_sendto), ALLOW(__NR_recvmsg), ALLOW(__NR_sendmsg),         \
         ALLOW(__NR_socketpair), ALLOW(__NR_shutdown), ALLOW(__NR_close), ALLOW(__NR_fcntl),         \
         ALLOW(__NR_lseek), ALLOW(__NR_fstat), ALLOW(__NR_newfstatat), ALLOW(__NR_ppoll),            \
+        ALLOW(__NR_epoll_ctl), ALLOW(__NR_epoll_pwait), EPOLL_WAIT_CALL                               \
         POLL_CALL ALLOW(__NR_futex), ALLOW(__NR_set_robust_list), RSEQ_CALL ALLOW(__NR_sched_yield), \
         ALLOW(__NR_mmap), ALLOW(__NR_munmap), ALLOW(__NR_mprotect), ALLOW(__NR_mremap),             \
         ALLOW(__NR_madvise), ALLOW(__NR_brk), ALLOW(__NR_mlock), ALLOW(__NR_munlock),               \
@@ -115,6 +116,11 @@
         ALLOW(__NR_rt_sigprocmask), ALLOW(__NR_restart_syscall), ALLOW(__NR_exit),                  \
         ALLOW(__NR_exit_group) SANITIZER_CALLS
 
+#ifdef __NR_epoll_wait
+#define EPOLL_WAIT_CALL ALLOW(__NR_epoll_wait),
+#else
+#define EPOLL_WAIT_CALL
+#endif
 #ifdef __NR_poll
 #define POLL_CALL ALLOW(__NR_poll),
 #else

@@ -32,6 +32,27 @@ KF_RESULT int kf_tlssplit_identify(gnutls_session_t s, const kf_tls_identities *
 /* Run fn(arg) on a pooled thread (pool.c): an idle one, else a new one. */
 KF_RESULT int kf_tlssplit_pool_run(void (*fn)(void *), void *arg);
 
+/*
+ * Non-blocking application data, for an event loop serving many connections
+ * on one thread (the KMIP worker process, worker.c). They never wait: besides
+ * KF_OK and errors (as the blocking calls) they return
+ *   KF_TLSSPLIT_AGAIN   the socket has nothing more now (recv) or takes no
+ *                       more now (send: the rest of what was sealed stays
+ *                       buffered in the connection and goes first next time);
+ *   KF_TLSSPLIT_BLOCKS  the next step needs the session handler (a record
+ *                       that is not application data, a refusal that ends in
+ *                       an alert, a KeyUpdate before sending): the blocking
+ *                       call (kf_tlssplit_recv / _send) takes over from there.
+ * send_nb: *done is how much of p was sealed (all of it on KF_OK).
+ */
+#define KF_TLSSPLIT_AGAIN 1
+#define KF_TLSSPLIT_BLOCKS 2
+KF_RESULT int kf_tlssplit_recv_nb(kf_tlssplit_conn *c, uint8_t *p, size_t n, size_t *got);
+KF_RESULT int kf_tlssplit_send_nb(kf_tlssplit_conn *c, const uint8_t *p, size_t n, size_t *done);
+/* Received bytes (or a deferred record) not yet taken: a readiness wait would miss them. */
+bool kf_tlssplit_pending(const kf_tlssplit_conn *c);
+int kf_tlssplit_fd(const kf_tlssplit_conn *c);
+
 struct kf_split_config;
 /* The session handler's main loop on the broker channel (handler.c); peers:
  * the channel for PEER/GONE to the host with CONFIG flag CONN_IDS, else -1. */

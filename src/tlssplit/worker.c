@@ -31,6 +31,7 @@
 #include <unistd.h>
 
 #include "app.h"
+#include "loop.h"
 #include "channel.h"
 #include "keyfleet/log.h"
 #include "keyfleet/secmem.h"
@@ -269,18 +270,6 @@ static int deliver(kf_app_client *c, const struct kf_app_response *r)
     return KF_OK;
 }
 
-/* A whole frame is already buffered after the one handed out last. */
-static bool frame_buffered(const struct kf_app_reader *r)
-{
-    if (r->last_big || !r->buf)
-        return false;
-    kf_buf rest;
-    uint32_t len;
-    kf_buf_reader(&rest, r->buf + r->start + r->last, r->end - r->start - r->last);
-    return kf_buf_peek_u32(&rest, 4, &len) == KF_OK &&
-           kf_buf_remaining(&rest) - KF_APP_FRAME_LEN >= len;
-}
-
 /* The reader's turn (without mu): one frame (waiting for it), then every frame
  * already buffered, each delivered to its slot. */
 static int lead(kf_app_client *c)
@@ -300,7 +289,7 @@ static int lead(kf_app_client *c)
         rc = deliver(c, &r);
         pthread_mutex_unlock(&c->mu);
         KF_GUARD(rc);
-    } while (frame_buffered(&c->rd));
+    } while (kf_app_reader_buffered(&c->rd));
     return KF_OK;
 }
 
@@ -495,7 +484,7 @@ static struct kmip_worker {
     int broker, dispatch;
     int stop[2]; /* readable: keyfleetd stops, end every connection */
     struct kf_app_settings set;
-    kf_app_client *app;
+    kf_app_loop *loop;
 } kw = {.broker = -1, .dispatch = -1, .stop = {-1, -1}};
 
 /* keyfleetd stops (or is gone): every connection ends, no new ones come. */
@@ -505,13 +494,12 @@ static void kmip_stop(void)
     static atomic_flag once = ATOMIC_FLAG_INIT;
     if (atomic_flag_test_and_set(&once))
         return;
-    kf_app_client_shutdown(kw.app);
     if (write(kw.stop[1], "x", 1) != 1)
         _exit(3);
     shutdown(kw.dispatch, SHUT_RDWR);
 }
 
-/* The application channel ended (from the thread that found it so). */
+/* The application channel ended (from the loop thread). */
 static void kmip_channel_end(void *arg, int reason)
 {
     (void)arg;
@@ -523,65 +511,26 @@ static void kmip_channel_end(void *arg, int reason)
     kmip_stop();
 }
 
-static void kmip_serve(const char *peer, kf_tlssplit_conn *c, unsigned slot)
-{
-    /* keyfleetd knows the principal under this ID from the handler; we never see it. */
-    uint8_t conn[KF_SPLIT_CONN_ID_LEN];
-    kf_buf req = {0}, resp = {0};
-    if (!kf_tlssplit_conn_id(c, conn)) {
-        kf_error("TLS split %s: the session handler gave no connection ID", peer);
-        return;
-    }
-    if (kf_buf_alloc(&req, 4096, KF_TLS_MESSAGE_MAX, KF_BUF_SECRET) < 0 ||
-        kf_buf_alloc(&resp, 4096, KF_APP_ANSWER_MAX, KF_BUF_SECRET) < 0) {
-        kf_error("TLS split %s: no secure memory for buffers", peer);
-        goto out;
-    }
-    for (;;) {
-        int rc = kf_app_read_kmip(c, (int)kw.set.idle_ms, (int)kw.set.message_ms, &req);
-        if (rc < 0) {
-            int why = kf_tlssplit_end_reason(c);
-            if (!(rc == KF_ERR_IO && why == KF_OK))
-                kf_info("TLS split %s closed: %s", peer, kf_strerror(why < 0 ? why : rc));
-            break;
-        }
-        rc = kf_app_client_call(kw.app, slot, conn, req.data, req.len, &resp);
-        kf_buf_reset(&req);
-        if (rc < 0 || kf_tlssplit_send(c, resp.data, resp.len, (int)kw.set.message_ms) < 0) {
-            kf_warn("TLS split %s: cannot answer: %s", peer, kf_strerror(rc < 0 ? rc : KF_ERR_TLS));
-            break;
-        }
-        kf_buf_reset(&resp);
-    }
-out:
-    kf_buf_free(&req);
-    kf_buf_free(&resp);
-}
-
 static void kmip_conn(struct worker_conn *wc)
 {
     kf_tlssplit_conn *c;
     int rc = kf_tlssplit_accept(kw.broker, wc->fd, wc->peer, (int)kw.set.handshake_ms, &c);
     if (rc == KF_OK) {
-        unsigned slot;
         kf_tlssplit_set_stop_fd(c, kw.stop[0]);
-        if (kf_app_client_slot(kw.app, &slot) == KF_OK) {
-            kmip_serve(wc->peer, c, slot);
-            kf_app_client_release(kw.app, slot);
-        } else
+        if (kf_app_loop_serve(kw.loop, c, wc->peer) == KF_ERR_LIMIT)
             kf_warn("TLS split %s refused: more than %u connections", wc->peer,
                     (unsigned)kw.set.max_connections);
         kf_tlssplit_close(c);
     } else if (rc == KF_ERR_SPLIT_HANDLER)
         kf_warn("TLS split %s refused: %s", wc->peer, kf_strerror(rc));
     /* Every dispatched socket is accounted for, whatever became of it. */
-    (void)kf_app_client_closed(kw.app);
+    (void)kf_app_loop_closed(kw.loop);
 }
 
 static void kmip_refused(const void *ctx)
 {
     (void)ctx;
-    (void)kf_app_client_closed(kw.app);
+    (void)kf_app_loop_closed(kw.loop);
 }
 
 /* The worker process: settings, confinement, then connections until keyfleetd says stop. */
@@ -612,14 +561,18 @@ static int kmip_worker_run(int dispatch, int app, int broker)
     if (pipe2(kw.stop, O_CLOEXEC) != 0)
         return 1;
     signal(SIGPIPE, SIG_IGN);
+    rc = kf_app_loop_new(&rd, &kw.set, kmip_channel_end, NULL, &kw.loop);
+    if (rc < 0) {
+        kf_error("TLS split worker %d: %s", (int)getpid(), kf_strerror(rc));
+        return 1;
+    }
     rc = kf_tlssplit_sandbox(kw.set.sandbox_flags);
     if (rc < 0) {
         kf_error("TLS split worker %d: cannot confine itself: %s", (int)getpid(), kf_strerror(rc));
         return 2;
     }
-    rc = kf_app_client_start(&rd, kw.set.max_connections, kmip_channel_end, NULL, &kw.app);
-    if (rc < 0) {
-        kf_error("TLS split worker %d: %s", (int)getpid(), kf_strerror(rc));
+    if (kf_app_loop_run(kw.loop) < 0) {
+        kf_error("TLS split worker %d: cannot start its event loop", (int)getpid());
         return 1;
     }
     kf_debug("TLS split: KMIP worker process %d ready", (int)getpid());
@@ -629,7 +582,7 @@ static int kmip_worker_run(int dispatch, int app, int broker)
     for (int grace = 300; atomic_load(&live_conns) > 0 && grace > 0;) {
         if (peer_gone(app, 10))
             kmip_stop();
-        if (!kf_app_client_alive(kw.app)) {
+        if (!kf_app_loop_alive(kw.loop)) {
             usleep(10000);
             grace--;
         }

@@ -8,7 +8,12 @@
  * with tickets in both versions; close_notify both ways; refusals (no client
  * certificate, foreign CA, a record with a bad tag -> bad_record_mac); a
  * session handler that dies leaves established bulk traffic running and
- * ends the connection at its next non-application record.
+ * ends the connection at its next non-application record. The non-blocking
+ * calls an event loop uses (kf_tlssplit_recv_nb/_send_nb): the same echoes,
+ * KeyUpdates, close and bad tag, each record that needs the handler stopping
+ * them (KF_TLSSPLIT_BLOCKS) so that the blocking call does it from there; a
+ * peer that does not read makes send_nb stop (KF_TLSSPLIT_AGAIN) with the
+ * rest finished by the blocking send, byte-exact.
  */
 #include <setjmp.h>
 #include <signal.h>
@@ -19,6 +24,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <cmocka.h>
+#include <poll.h>
 #include <pthread.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -30,6 +36,7 @@
 #include "keyfleet/log.h"
 #include "keyfleet/tls.h"
 #include "keyfleet/tlssplit.h"
+#include "tlssplit/tlssplit_internal.h"
 
 struct fixture {
     char dir[64], certs[128], foreign[128];
@@ -38,7 +45,8 @@ struct fixture {
 };
 
 /* What the worker thread does with its connection. */
-enum worker_mode { ECHO, ECHO_THEN_KEY_UPDATE, ECHO_THEN_CLOSE };
+enum worker_mode { ECHO, ECHO_THEN_KEY_UPDATE, ECHO_THEN_CLOSE, ECHO_NB, BLAST_NB };
+#define BLAST_LEN (4u << 20) /* far more than a socket buffer */
 
 struct worker {
     struct fixture *f;
@@ -51,7 +59,46 @@ struct worker {
     uint16_t version;
     bool resumed;
     uint64_t handovers, echoed;
+    uint64_t nb_again, nb_blocks, nb_send_again; /* the non-blocking modes */
 };
+
+/* Receive as an event loop does: never wait inside the call; a record for the
+ * handler (KF_TLSSPLIT_BLOCKS) is left to the blocking call. */
+static int nb_recv(struct worker *w, kf_tlssplit_conn *c, uint8_t *buf, size_t n, size_t *got)
+{
+    for (;;) {
+        int rc = kf_tlssplit_recv_nb(c, buf, n, got);
+        if (rc == KF_TLSSPLIT_AGAIN) {
+            w->nb_again++;
+            struct pollfd p = {.fd = kf_tlssplit_fd(c), .events = POLLIN};
+            if (poll(&p, 1, 10000) != 1)
+                return KF_ERR_TIMEOUT;
+            continue;
+        }
+        if (rc == KF_TLSSPLIT_BLOCKS) {
+            w->nb_blocks++;
+            assert_true(kf_tlssplit_pending(c)); /* the record is still there */
+            return kf_tlssplit_recv(c, buf, n, 10000, got);
+        }
+        return rc;
+    }
+}
+
+static int nb_send(struct worker *w, kf_tlssplit_conn *c, const uint8_t *p, size_t n)
+{
+    size_t done = 0;
+    int rc = kf_tlssplit_send_nb(c, p, n, &done);
+    if (rc == KF_TLSSPLIT_AGAIN || rc == KF_TLSSPLIT_BLOCKS) {
+        w->nb_send_again++;
+        assert_true(done <= n);
+        return kf_tlssplit_send(c, p + done, n - done, 10000);
+    }
+    if (rc == KF_OK)
+        assert_int_equal(done, n);
+    return rc;
+}
+
+static void fill(uint8_t *p, size_t n, unsigned seed);
 
 static void *worker_thread(void *arg)
 {
@@ -65,14 +112,26 @@ static void *worker_thread(void *arg)
     w->version = kf_tlssplit_version(c);
     w->resumed = kf_tlssplit_resumed(c);
     bool updated = false;
+    bool nb = w->mode == ECHO_NB || w->mode == BLAST_NB;
     for (;;) {
         size_t got;
-        int rc = kf_tlssplit_recv(c, buf, sizeof(buf), 10000, &got);
+        int rc = nb ? nb_recv(w, c, buf, sizeof(buf), &got)
+                    : kf_tlssplit_recv(c, buf, sizeof(buf), 10000, &got);
         if (rc < 0) {
             w->end_rc = rc;
             break;
         }
-        if (kf_tlssplit_send(c, buf, got, 10000) < 0)
+        if (w->mode == BLAST_NB) { /* one byte asks for BLAST_LEN */
+            uint8_t *blast = malloc(BLAST_LEN);
+            assert_non_null(blast);
+            fill(blast, BLAST_LEN, buf[0]);
+            rc = nb_send(w, c, blast, BLAST_LEN);
+            free(blast);
+            if (rc < 0)
+                break;
+            continue;
+        }
+        if ((nb ? nb_send(w, c, buf, got) : kf_tlssplit_send(c, buf, got, 10000)) < 0)
             break;
         w->echoed += got;
         if (w->mode == ECHO_THEN_KEY_UPDATE && !updated) {
@@ -247,13 +306,14 @@ static void admin_session(struct fixture *f, struct worker *w, enum worker_mode 
 
 /* ---- tests ------------------------------------------------------------------- */
 
-static void handshake_and_echo(struct fixture *f, const char *prio, uint16_t version)
+static void handshake_and_echo_as(struct fixture *f, const char *prio, uint16_t version,
+                                  enum worker_mode mode)
 {
     static const size_t sizes[] = {1, 2, 100, 4096, 16383, 16384, 16385, 65536, 300000};
     struct worker w;
     struct client cl;
     int fd;
-    admin_session(f, &w, ECHO, prio, NULL, &cl, &fd);
+    admin_session(f, &w, mode, prio, NULL, &cl, &fd);
     for (size_t i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++)
         echo(&cl, sizes[i], (unsigned)i);
     assert_int_equal(gnutls_bye(cl.s, GNUTLS_SHUT_WR), 0);
@@ -268,7 +328,16 @@ static void handshake_and_echo(struct fixture *f, const char *prio, uint16_t ver
     assert_int_equal(w.end_rc, KF_ERR_IO);
     assert_int_equal(w.end_reason, KF_OK); /* a clean close */
     assert_int_equal(w.handovers, 1);     /* the close_notify, nothing else */
+    if (mode == ECHO_NB) {
+        assert_true(w.nb_again > 0);        /* it waited outside the calls */
+        assert_int_equal(w.nb_blocks, 1);   /* the close_notify went to the blocking call */
+    }
     client_close(&cl);
+}
+
+static void handshake_and_echo(struct fixture *f, const char *prio, uint16_t version)
+{
+    handshake_and_echo_as(f, prio, version, ECHO);
 }
 
 static void test_tls13_echo(void **state)
@@ -288,13 +357,12 @@ static void test_tls13_chacha_echo(void **state)
 }
 
 /* The peer updates its keys, asking for ours too; then without asking. */
-static void test_peer_key_update(void **state)
+static void peer_key_update(struct fixture *f, enum worker_mode mode)
 {
-    struct fixture *f = *state;
     struct worker w;
     struct client cl;
     int fd;
-    admin_session(f, &w, ECHO, PRIO13, NULL, &cl, &fd);
+    admin_session(f, &w, mode, PRIO13, NULL, &cl, &fd);
     echo(&cl, 1000, 1);
     unsigned char before[8], after[8];
     gnutls_datum_t k1, k2;
@@ -316,7 +384,18 @@ static void test_peer_key_update(void **state)
     assert_int_equal(w.accept_rc, KF_OK);
     assert_int_equal(w.end_reason, KF_OK);
     assert_int_equal(w.handovers, 5); /* four KeyUpdates, one close_notify */
+    if (mode == ECHO_NB) {
+        /* each left to the blocking call, which may take the next one too (the
+         * two updates sent back to back) */
+        assert_true(w.nb_blocks >= 3);
+        assert_true(w.nb_blocks <= w.handovers);
+    }
     client_close(&cl);
+}
+
+static void test_peer_key_update(void **state)
+{
+    peer_key_update(*state, ECHO);
 }
 
 /* The worker asks for new keys (ours and the peer's). */
@@ -427,13 +506,12 @@ static void test_refusals(void **state)
 }
 
 /* A record with a bad tag: the worker refuses it, the handler sends bad_record_mac. */
-static void test_bad_record_mac(void **state)
+static void bad_record_mac(struct fixture *f, enum worker_mode mode)
 {
-    struct fixture *f = *state;
     struct worker w;
     struct client cl;
     int fd;
-    admin_session(f, &w, ECHO, PRIO13, NULL, &cl, &fd);
+    admin_session(f, &w, mode, PRIO13, NULL, &cl, &fd);
     echo(&cl, 10, 1);
     uint8_t junk[5 + 40] = {23, 3, 3, 0, 40};
     fill(junk + 5, 40, 9);
@@ -444,6 +522,66 @@ static void test_bad_record_mac(void **state)
     assert_int_equal(gnutls_alert_get(cl.s), GNUTLS_A_BAD_RECORD_MAC);
     pthread_join(w.thread, NULL);
     assert_int_equal(w.end_rc, KF_ERR_AUTH);
+    if (mode == ECHO_NB)
+        assert_int_equal(w.nb_blocks, 1); /* the refusal's alert is the handler's */
+    client_close(&cl);
+}
+
+static void test_bad_record_mac(void **state)
+{
+    bad_record_mac(*state, ECHO);
+}
+
+/* ---- the non-blocking calls (an event loop's) ---------------------------------- */
+
+static void test_nb_echo(void **state)
+{
+    handshake_and_echo_as(*state, PRIO13, KF_TLSREC_TLS13, ECHO_NB);
+    handshake_and_echo_as(*state, PRIO12, KF_TLSREC_TLS12, ECHO_NB);
+}
+
+static void test_nb_key_update(void **state)
+{
+    peer_key_update(*state, ECHO_NB);
+}
+
+static void test_nb_bad_record_mac(void **state)
+{
+    bad_record_mac(*state, ECHO_NB);
+}
+
+/* A peer that does not read: send_nb stops where the socket is full, the
+ * blocking send finishes, and every byte arrives once, in order. */
+static void test_nb_send_again(void **state)
+{
+    struct fixture *f = *state;
+    struct worker w;
+    struct client cl;
+    int fd;
+    admin_session(f, &w, BLAST_NB, PRIO13, NULL, &cl, &fd);
+    uint8_t seed = 7;
+    assert_int_equal(gnutls_record_send(cl.s, &seed, 1), 1);
+    usleep(200000); /* the worker fills the socket meanwhile */
+    uint8_t *in = malloc(BLAST_LEN), *want = malloc(BLAST_LEN);
+    assert_non_null(in);
+    assert_non_null(want);
+    size_t got = 0;
+    while (got < BLAST_LEN) {
+        ssize_t r;
+        do
+            r = gnutls_record_recv(cl.s, in + got, BLAST_LEN - got);
+        while (r == GNUTLS_E_AGAIN || r == GNUTLS_E_INTERRUPTED);
+        assert_true(r > 0);
+        got += (size_t)r;
+    }
+    fill(want, BLAST_LEN, seed);
+    assert_memory_equal(in, want, BLAST_LEN);
+    free(in);
+    free(want);
+    assert_int_equal(gnutls_bye(cl.s, GNUTLS_SHUT_WR), 0);
+    pthread_join(w.thread, NULL);
+    assert_int_equal(w.end_reason, KF_OK);
+    assert_int_equal(w.nb_send_again, 1); /* it stopped once, and the blocking send went on */
     client_close(&cl);
 }
 
@@ -487,6 +625,10 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_refusals, handler_up, handler_down),
         cmocka_unit_test_setup_teardown(test_bad_record_mac, handler_up, handler_down),
         cmocka_unit_test_setup_teardown(test_handler_death, handler_up, handler_down),
+        cmocka_unit_test_setup_teardown(test_nb_echo, handler_up, handler_down),
+        cmocka_unit_test_setup_teardown(test_nb_key_update, handler_up, handler_down),
+        cmocka_unit_test_setup_teardown(test_nb_bad_record_mac, handler_up, handler_down),
+        cmocka_unit_test_setup_teardown(test_nb_send_again, handler_up, handler_down),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -36,6 +36,7 @@
 #include <cmocka.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/time.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -1039,64 +1040,121 @@ static gnutls_session_t client_connect(struct fixture *f, kf_tlssplit_worker *w,
         rc = gnutls_handshake(s);
     while (rc < 0 && !gnutls_error_is_fatal(rc));
     assert_int_equal(rc, 0);
+    struct timeval tv = {.tv_sec = 10}; /* a missing answer fails the test instead of hanging it */
+    assert_int_equal(setsockopt(*fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)), 0);
     return s;
 }
 
-/* Send one TTLV request, read one TTLV answer (its length from its header). */
-static ssize_t kmip_exchange(gnutls_session_t s, const uint8_t *req, size_t len, uint8_t *ans,
-                             size_t cap)
+/* Read one TTLV answer (its length from its header). */
+static ssize_t kmip_answer(gnutls_session_t s, uint8_t *ans, size_t cap)
 {
-    if (gnutls_record_send(s, req, len) != (ssize_t)len)
-        return -1;
+    /* GnuTLS says AGAIN after a post-handshake message too; the socket's
+     * 10 s receive time-out says it as well, and then the answer is missing */
+    time_t give_up = time(NULL) + 10;
     size_t got = 0, total = 8;
     while (got < total) {
         ssize_t r;
         do
-            r = gnutls_record_recv(s, ans + got, cap - got);
-        while (r == GNUTLS_E_AGAIN || r == GNUTLS_E_INTERRUPTED);
+            r = gnutls_record_recv(s, ans + got, (total > cap ? cap : total) - got);
+        while (r == GNUTLS_E_INTERRUPTED || (r == GNUTLS_E_AGAIN && time(NULL) < give_up));
         if (r <= 0)
             return -1;
         got += (size_t)r;
         if (got >= 8)
             total = 8 + ((size_t)ans[4] << 24 | (size_t)ans[5] << 16 | (size_t)ans[6] << 8 | ans[7]);
+        if (total > cap)
+            return -1;
     }
     return (ssize_t)got;
+}
+
+/* Send one TTLV request, read one TTLV answer. */
+static ssize_t kmip_exchange(gnutls_session_t s, const uint8_t *req, size_t len, uint8_t *ans,
+                             size_t cap)
+{
+    if (gnutls_record_send(s, req, len) != (ssize_t)len)
+        return -1;
+    return kmip_answer(s, ans, cap);
+}
+
+/* The answer fake_kms gives the admin certificate's connections for req. */
+static void check_answer(const uint8_t *ans, ssize_t n, const uint8_t *req, size_t len)
+{
+    const char *want = "who=cert:CN=admin,O=keyfleet dev;";
+    assert_true(n > 8 && (size_t)n >= 8 + strlen(want) + len);
+    assert_memory_equal(ans + 8, want, strlen(want));
+    assert_memory_equal(ans + 8 + strlen(want), req, len);
+}
+
+/* A forked CONN_IDS handler, its peers table as the host side's, a forked KMIP
+ * worker process and keyfleetd's side (fake_kms) with settings set. */
+struct worker_fixture {
+    struct fixture f;
+    kf_app_peers *peers;
+    kf_tlssplit_worker *w;
+    struct host_side hs;
+};
+
+static void worker_up(struct worker_fixture *x, const struct kf_app_settings *set)
+{
+    memset(x, 0, sizeof(*x));
+    struct fixture *f = &x->f;
+    snprintf(f->dir, sizeof(f->dir), "/tmp/kf-test-tlsapp.XXXXXX");
+    assert_non_null(mkdtemp(f->dir));
+    snprintf(f->certs, sizeof(f->certs), "%s/certs", f->dir);
+    assert_int_equal(kf_tls_dev_certs(f->certs, &f->dev), KF_OK);
+    struct kf_tlssplit_handler_config hc = {.ca_file = f->dev.ca_cert,
+                                            .cert_file = f->dev.server_cert,
+                                            .key_file = f->dev.server_key,
+                                            .identities_file = f->dev.identities,
+                                            .conn_ids = true};
+    assert_int_equal(kf_tlssplit_handler_start(&hc, &f->h), KF_OK);
+    assert_int_equal(kf_app_peers_start(kf_tlssplit_handler_take_peers(f->h), &x->peers), KF_OK);
+    assert_int_equal(kf_tlssplit_handler_take_peers(f->h), -1); /* handed over once */
+    host_peers = x->peers;
+    struct kf_app_worker_spawn sp = {.broker = kf_tlssplit_handler_broker(f->h)};
+    int app_fd;
+    assert_int_equal(kf_tlssplit_kmip_worker_start(&sp, &x->w, &app_fd), KF_OK);
+    host_start(&x->hs, app_fd, set->max_connections, 3000);
+    assert_int_equal(kf_app_host_settings(x->hs.h, set), KF_OK);
+}
+
+static void worker_down(struct worker_fixture *x)
+{
+    kf_app_host_stop(x->hs.h);
+    kf_tlssplit_worker_stop(x->w);
+    kf_tlssplit_handler_stop(x->f.h);
+    kf_app_peers_stop(x->peers);
+    host_peers = peers_rx;
+    char cmd[128];
+    snprintf(cmd, sizeof(cmd), "rm -rf %s", x->f.dir);
+    assert_int_equal(system(cmd), 0);
+}
+
+static struct kf_app_settings worker_settings(uint32_t conns, uint32_t idle_ms)
+{
+    return (struct kf_app_settings){.max_connections = conns, .handshake_ms = 3000,
+                                    .idle_ms = idle_ms, .message_ms = 3000,
+                                    .log_level = KF_LOG_WARN,
+                                    .sandbox_flags = (uint8_t)sandbox_flags()};
 }
 
 static void test_kmip_worker_process(void **state)
 {
     (void)state;
-    struct fixture f;
-    snprintf(f.dir, sizeof(f.dir), "/tmp/kf-test-tlsapp.XXXXXX");
-    assert_non_null(mkdtemp(f.dir));
-    snprintf(f.certs, sizeof(f.certs), "%s/certs", f.dir);
-    assert_int_equal(kf_tls_dev_certs(f.certs, &f.dev), KF_OK);
-    struct kf_tlssplit_handler_config hc = {.ca_file = f.dev.ca_cert,
-                                            .cert_file = f.dev.server_cert,
-                                            .key_file = f.dev.server_key,
-                                            .identities_file = f.dev.identities,
-                                            .conn_ids = true};
-    assert_int_equal(kf_tlssplit_handler_start(&hc, &f.h), KF_OK);
-    kf_app_peers *peers;
-    assert_int_equal(kf_app_peers_start(kf_tlssplit_handler_take_peers(f.h), &peers), KF_OK);
-    assert_int_equal(kf_tlssplit_handler_take_peers(f.h), -1); /* handed over once */
-    host_peers = peers;
-    struct kf_app_worker_spawn sp = {.broker = kf_tlssplit_handler_broker(f.h)};
-    kf_tlssplit_worker *w;
-    int app_fd;
-    assert_int_equal(kf_tlssplit_kmip_worker_start(&sp, &w, &app_fd), KF_OK);
-    struct host_side hs;
-    host_start(&hs, app_fd, 4, 3000);
-    struct kf_app_settings set = {.max_connections = 4, .handshake_ms = 3000, .idle_ms = 10000,
-                                  .message_ms = 3000, .log_level = KF_LOG_WARN,
-                                  .sandbox_flags = (uint8_t)sandbox_flags()};
-    assert_int_equal(kf_app_host_settings(hs.h, &set), KF_OK);
-    atomic_store(&hs.conns, 2);
+    struct worker_fixture x;
+    struct kf_app_settings set = worker_settings(4, 10000);
+    worker_up(&x, &set);
+    struct fixture *fp = &x.f;
+    kf_app_peers *peers = x.peers;
+    kf_tlssplit_worker *w = x.w;
+    struct host_side *hsp = &x.hs;
+    atomic_store(&hsp->conns, 2);
 
     gnutls_certificate_credentials_t cred1, cred2;
     int fd1, fd2;
-    gnutls_session_t s1 = client_connect(&f, w, &cred1, &fd1);
-    gnutls_session_t s2 = client_connect(&f, w, &cred2, &fd2);
+    gnutls_session_t s1 = client_connect(fp, w, &cred1, &fd1);
+    gnutls_session_t s2 = client_connect(fp, w, &cred2, &fd2);
     /* one ID per connection (the client may finish its handshake before the handler has sent it) */
     for (int i = 0; i < 300 && kf_app_peers_count(peers) != 2; i++)
         usleep(10000);
@@ -1106,20 +1164,17 @@ static void test_kmip_worker_process(void **state)
     req[8] = 'g';
     for (int i = 0; i < 10; i++) {
         ssize_t n = kmip_exchange(i % 2 ? s1 : s2, req, sizeof(req), ans, sizeof(ans));
-        assert_true(n > 8);
         /* the identity map's verdict on the admin certificate came along */
-        const char *want = "who=cert:CN=admin,O=keyfleet dev;";
-        assert_memory_equal(ans + 8, want, strlen(want));
-        assert_memory_equal(ans + 8 + strlen(want), req, sizeof(req));
+        check_answer(ans, n, req, sizeof(req));
     }
     /* a request keyfleetd fails ends that connection only */
     req[8] = 'F';
     assert_true(kmip_exchange(s1, req, sizeof(req), ans, sizeof(ans)) < 0);
     req[8] = 'g';
     assert_true(kmip_exchange(s2, req, sizeof(req), ans, sizeof(ans)) > 8);
-    for (int i = 0; i < 300 && atomic_load(&hs.closed) < 1; i++)
+    for (int i = 0; i < 300 && atomic_load(&hsp->closed) < 1; i++)
         usleep(10000);
-    assert_int_equal(atomic_load(&hs.closed), 1); /* the worker said so */
+    assert_int_equal(atomic_load(&hsp->closed), 1); /* the worker said so */
     /* and the handler: s1's ID is forgotten */
     for (int i = 0; i < 300 && kf_app_peers_count(peers) != 1; i++)
         usleep(10000);
@@ -1138,21 +1193,149 @@ static void test_kmip_worker_process(void **state)
     /* the worker dies: its connection ends, keyfleetd's side hears of it (not a violation) */
     assert_int_equal(kill(pid, SIGKILL), 0);
     assert_true(kmip_exchange(s2, req, sizeof(req), ans, sizeof(ans)) < 0);
-    assert_int_equal(host_wait_end(&hs), KF_ERR_IO);
-    kf_app_host_stop(hs.h);
-    kf_tlssplit_worker_stop(w);
+    assert_int_equal(host_wait_end(hsp), KF_ERR_IO);
     gnutls_deinit(s1);
     gnutls_deinit(s2);
     gnutls_certificate_free_credentials(cred1);
     gnutls_certificate_free_credentials(cred2);
     close(fd1);
     close(fd2);
-    kf_tlssplit_handler_stop(f.h);
-    kf_app_peers_stop(peers);
-    host_peers = peers_rx;
-    char cmd[128];
-    snprintf(cmd, sizeof(cmd), "rm -rf %s", f.dir);
-    assert_int_equal(system(cmd), 0);
+    worker_down(&x);
+}
+
+/* ---- the worker process's event loop (loop.c) ------------------------------------------ */
+
+struct loop_client {
+    struct worker_fixture *x;
+    unsigned seed, rounds;
+    int failures;
+};
+
+static void *loop_client_thread(void *arg)
+{
+    struct loop_client *lc = arg;
+    gnutls_certificate_credentials_t cred;
+    int fd;
+    gnutls_session_t s = client_connect(&lc->x->f, lc->x->w, &cred, &fd);
+    uint8_t req[256], ans[1024];
+    for (unsigned i = 0; i < lc->rounds; i++) {
+        ttlv_message(req, 8 * (1 + (lc->seed + i) % 32), (uint8_t)(lc->seed * 31 + i));
+        size_t len = 8 * (1 + (lc->seed + i) % 32);
+        req[8] = 'g';
+        ssize_t n = kmip_exchange(s, req, len, ans, sizeof(ans));
+        const char *want = "who=cert:CN=admin,O=keyfleet dev;";
+        if (n < (ssize_t)(8 + strlen(want) + len) || memcmp(ans + 8 + strlen(want), req, len) != 0)
+            lc->failures++;
+    }
+    gnutls_bye(s, GNUTLS_SHUT_WR);
+    gnutls_deinit(s);
+    gnutls_certificate_free_credentials(cred);
+    close(fd);
+    return NULL;
+}
+
+/*
+ * Everything that makes the loop hand a connection to its own thread and take
+ * it back, each followed by more requests on the same connection: requests
+ * pipelined in one record; a request cut by KeyUpdates (the handler's: the
+ * server's keys change as asked); an answer the peer does not read at once
+ * (the thread finishes writing it, byte-exact); a request over 1 MiB (that
+ * connection ends, the other goes on); connections at once from many threads;
+ * an idle connection ended by the loop's time-out.
+ */
+static void test_kmip_worker_loop(void **state)
+{
+    (void)state;
+    struct worker_fixture x;
+    struct kf_app_settings set = worker_settings(16, 10000);
+    worker_up(&x, &set);
+    atomic_store(&x.hs.conns, 100);
+    gnutls_certificate_credentials_t cred1, cred2;
+    int fd1, fd2;
+    gnutls_session_t s1 = client_connect(&x.f, x.w, &cred1, &fd1);
+    gnutls_session_t s2 = client_connect(&x.f, x.w, &cred2, &fd2);
+    static uint8_t req[3 * 64], ans[1u << 21];
+    /* three requests in one record: three answers, in order */
+    for (int i = 0; i < 3; i++) {
+        ttlv_message(req + 64 * i, 64, (uint8_t)('a' + i));
+        req[64 * i + 8] = 'g';
+    }
+    assert_int_equal(gnutls_record_send(s1, req, sizeof(req)), (ssize_t)sizeof(req));
+    for (int i = 0; i < 3; i++)
+        check_answer(ans, kmip_answer(s1, ans, sizeof(ans)), req + 64 * i, 64);
+    /* a request cut by two KeyUpdates, the first asking for the server's */
+    unsigned char seq[8];
+    gnutls_datum_t k;
+    uint8_t rk[32];
+    assert_int_equal(gnutls_record_get_state(s1, 1, NULL, NULL, &k, seq), 0);
+    memcpy(rk, k.data, k.size);
+    assert_int_equal(gnutls_record_send(s1, req, 20), 20);
+    assert_int_equal(gnutls_session_key_update(s1, GNUTLS_KU_PEER), 0);
+    assert_int_equal(gnutls_record_send(s1, req + 20, 30), 30);
+    assert_int_equal(gnutls_session_key_update(s1, 0), 0);
+    assert_int_equal(gnutls_record_send(s1, req + 50, 14), 14);
+    check_answer(ans, kmip_answer(s1, ans, sizeof(ans)), req, 64);
+    assert_int_equal(gnutls_record_get_state(s1, 1, NULL, NULL, &k, seq), 0);
+    assert_memory_not_equal(rk, k.data, k.size); /* the server's write key changed */
+    check_answer(ans, kmip_exchange(s1, req + 64, 64, ans, sizeof(ans)), req + 64, 64);
+    /* an answer of 900 kB the peer does not read for a while */
+    size_t big = 900 * 1024;
+    uint8_t *breq = malloc(big);
+    assert_non_null(breq);
+    ttlv_message(breq, big, 'z');
+    breq[8] = 'g';
+    for (size_t i = 9; i < big; i++)
+        breq[i] = (uint8_t)(i * 7 + (i >> 11));
+    ssize_t sent = 0;
+    while (sent < (ssize_t)big) {
+        ssize_t w = gnutls_record_send(s1, breq + sent, big - (size_t)sent);
+        assert_true(w > 0);
+        sent += w;
+    }
+    usleep(300000);
+    check_answer(ans, kmip_answer(s1, ans, sizeof(ans)), breq, big);
+    free(breq);
+    check_answer(ans, kmip_exchange(s1, req, 64, ans, sizeof(ans)), req, 64);
+    /* a request announcing more than 1 MiB ends its connection, and only that */
+    uint8_t huge[8] = {0x42, 0x00, 0x78, 0x08, 0x00, 0x20, 0x00, 0x00};
+    assert_int_equal(gnutls_record_send(s2, huge, sizeof(huge)), (ssize_t)sizeof(huge));
+    assert_true(kmip_answer(s2, ans, sizeof(ans)) < 0);
+    check_answer(ans, kmip_exchange(s1, req, 64, ans, sizeof(ans)), req, 64);
+    /* many connections at once */
+    struct loop_client lc[6];
+    pthread_t t[6];
+    for (unsigned i = 0; i < 6; i++) {
+        lc[i] = (struct loop_client){.x = &x, .seed = i, .rounds = 200};
+        assert_int_equal(pthread_create(&t[i], NULL, loop_client_thread, &lc[i]), 0);
+    }
+    for (unsigned i = 0; i < 6; i++) {
+        pthread_join(t[i], NULL);
+        assert_int_equal(lc[i].failures, 0);
+    }
+    check_answer(ans, kmip_exchange(s1, req, 64, ans, sizeof(ans)), req, 64);
+    gnutls_deinit(s1);
+    gnutls_deinit(s2);
+    gnutls_certificate_free_credentials(cred1);
+    gnutls_certificate_free_credentials(cred2);
+    close(fd1);
+    close(fd2);
+    worker_down(&x);
+
+    /* idle for longer than the settings allow: the loop ends the connection */
+    set = worker_settings(4, 300);
+    worker_up(&x, &set);
+    atomic_store(&x.hs.conns, 100);
+    s1 = client_connect(&x.f, x.w, &cred1, &fd1);
+    check_answer(ans, kmip_exchange(s1, req, 64, ans, sizeof(ans)), req, 64);
+    usleep(900000);
+    assert_true(kmip_exchange(s1, req, 64, ans, sizeof(ans)) < 0);
+    for (int i = 0; i < 300 && atomic_load(&x.hs.closed) < 1; i++)
+        usleep(10000);
+    assert_int_equal(atomic_load(&x.hs.closed), 1);
+    gnutls_deinit(s1);
+    gnutls_certificate_free_credentials(cred1);
+    close(fd1);
+    worker_down(&x);
 }
 
 int main(void)
@@ -1176,6 +1359,7 @@ int main(void)
         cmocka_unit_test(test_peers_channel),
         cmocka_unit_test(test_client_violations),
         cmocka_unit_test(test_kmip_worker_process),
+        cmocka_unit_test(test_kmip_worker_loop),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     kf_app_peers_stop(peers_rx);
