@@ -1093,6 +1093,7 @@ struct worker_fixture {
     kf_app_peers *peers;
     kf_tlssplit_worker *w;
     struct host_side hs;
+    int app_fd; /* keyfleetd's end of the application channel (the host side's) */
 };
 
 static void worker_up(struct worker_fixture *x, const struct kf_app_settings *set)
@@ -1113,9 +1114,8 @@ static void worker_up(struct worker_fixture *x, const struct kf_app_settings *se
     assert_int_equal(kf_tlssplit_handler_take_peers(f->h), -1); /* handed over once */
     host_peers = x->peers;
     struct kf_app_worker_spawn sp = {.broker = kf_tlssplit_handler_broker(f->h)};
-    int app_fd;
-    assert_int_equal(kf_tlssplit_kmip_worker_start(&sp, &x->w, &app_fd), KF_OK);
-    host_start(&x->hs, app_fd, set->max_connections, 3000);
+    assert_int_equal(kf_tlssplit_kmip_worker_start(&sp, &x->w, &x->app_fd), KF_OK);
+    host_start(&x->hs, x->app_fd, set->max_connections, 3000);
     assert_int_equal(kf_app_host_settings(x->hs.h, set), KF_OK);
 }
 
@@ -1338,6 +1338,42 @@ static void test_kmip_worker_loop(void **state)
     worker_down(&x);
 }
 
+/* keyfleetd answers what was not asked (a stale request ID): the worker process
+ * trusts nothing more from it and exits (status 3), its connections with it. */
+static void test_kmip_worker_loop_violation(void **state)
+{
+    (void)state;
+    struct worker_fixture x;
+    struct kf_app_settings set = worker_settings(4, 10000);
+    worker_up(&x, &set);
+    atomic_store(&x.hs.conns, 100);
+    gnutls_certificate_credentials_t cred;
+    int fd;
+    gnutls_session_t s = client_connect(&x.f, x.w, &cred, &fd);
+    uint8_t req[64], ans[1024];
+    ttlv_message(req, 64, 'q');
+    req[8] = 'g';
+    check_answer(ans, kmip_exchange(s, req, sizeof(req), ans, sizeof(ans)), req, sizeof(req));
+    /* the answer to the request just answered, once more: slot 0, generation 1 */
+    uint8_t msg[16];
+    ttlv_message(msg, 16, 0);
+    struct kf_app_response a = {.id = (1u << 16) | 0, .status = KF_OK, .msg = msg, .msg_len = 16};
+    kf_buf out;
+    kf_buf_fixed(&out, mem, sizeof(mem));
+    assert_int_equal(kf_app_encode_response(&a, &out), KF_OK);
+    assert_int_equal(write(x.app_fd, out.data, out.len), (ssize_t)out.len);
+    int status;
+    assert_int_equal(waitpid(kf_tlssplit_worker_pid(x.w), &status, 0), kf_tlssplit_worker_pid(x.w));
+    assert_true(WIFEXITED(status));
+    assert_int_equal(WEXITSTATUS(status), 3);
+    assert_true(kmip_exchange(s, req, sizeof(req), ans, sizeof(ans)) < 0);
+    assert_int_equal(host_wait_end(&x.hs), KF_ERR_IO);
+    gnutls_deinit(s);
+    gnutls_certificate_free_credentials(cred);
+    close(fd);
+    worker_down(&x);
+}
+
 int main(void)
 {
     signal(SIGPIPE, SIG_IGN);
@@ -1360,6 +1396,7 @@ int main(void)
         cmocka_unit_test(test_client_violations),
         cmocka_unit_test(test_kmip_worker_process),
         cmocka_unit_test(test_kmip_worker_loop),
+        cmocka_unit_test(test_kmip_worker_loop_violation),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     kf_app_peers_stop(peers_rx);
