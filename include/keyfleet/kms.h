@@ -264,6 +264,26 @@ KF_RESULT int kf_kms_pair_ack(kf_kms *kms, const char *actor, const uint8_t *ack
 KF_RESULT int kf_kms_audit_list(kf_kms *kms, uint64_t from, uint64_t max, kf_audit_record_cb cb,
                                 void *ctx);
 KF_RESULT int kf_kms_audit_verify(kf_kms *kms, struct kf_audit_report *r);
+/*
+ * Deferred read/use audit records, for a caller that answers several requests
+ * at once (the split endpoint's keyfleetd side, one batch of a worker's
+ * requests). Between begin and end, on the calling thread only, the records
+ * of reads and key uses (Get, Get Attributes, device Get, Log, ...: the ones
+ * that go through the read/use group commit) are copied and kept instead of
+ * committed, and the operation returns as if they were; end commits all of
+ * them as one group-commit job and returns KF_OK or KF_ERR_AUDIT_WRITE.
+ * Creates, state changes and refusals are audited as always. The caller must
+ * hold back every answer made between begin and end until end returned KF_OK
+ * (and answer none of them if it failed): then no result leaves before its
+ * audit record is committed, as without deferral (docs/architecture.md,
+ * "Durability and atomicity"). At most a bounded number of records is kept; beyond that the ones
+ * kept are committed on the spot (a failure then fails end too).
+ * KF_ERR_INTERNAL: begin while a deferral is open on this thread, or end
+ * without one (logged). KF_ERR_ARG: end for another kms than begin (the kept
+ * records are dropped: nothing of the batch may be answered).
+ */
+KF_RESULT int kf_kms_audit_defer_begin(kf_kms *kms);
+KF_RESULT int kf_kms_audit_defer_end(kf_kms *kms);
 
 /* ---- KMIP front door ---- */
 /*

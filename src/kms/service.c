@@ -155,9 +155,18 @@ void kms_read_end(kf_kms *kms, struct kms_read *r)
  */
 #define KMS_AUDIT_SYNC_MS 20
 
+/*
+ * One group-commit job: one record (ev points at one), or the records a thread
+ * deferred (kf_kms_audit_defer_end). The job's weight stays 0 whatever n is:
+ * weight only decides the early hand-off of a *durable* queue
+ * (KMS_GC_OVERLAP_ITEMS, groupcommit.c), and this queue is not durable, so a
+ * job of n records is queued, led and answered exactly as a lone record is.
+ */
 struct audit_job {
     struct kms_gc_job gc; /* first */
-    struct kf_audit_event ev;
+    const struct kf_audit_event *ev;
+    size_t n;
+    struct kf_audit_event one;
 };
 
 static void *audit_flusher(void *arg)
@@ -203,8 +212,11 @@ static uint64_t run_audit_batch(kf_kms *kms, struct kms_gc_job *batch)
     pthread_mutex_lock(&kms->lock);
     bool flusher = flusher_ready(kms);
     int rc = flusher ? kf_store_begin_deferred(kms->store, &deferred) : kf_store_begin(kms->store);
-    for (struct kms_gc_job *j = batch; j && rc == KF_OK; j = j->next)
-        rc = kf_audit_append(kms->audit, &((struct audit_job *)j)->ev, NULL);
+    for (struct kms_gc_job *j = batch; j && rc == KF_OK; j = j->next) {
+        const struct audit_job *aj = (const struct audit_job *)j;
+        for (size_t i = 0; i < aj->n && rc == KF_OK; i++)
+            rc = kf_audit_append(kms->audit, &aj->ev[i], NULL);
+    }
     if (rc == KF_OK)
         rc = kf_store_commit_deferred(kms->store, &ticket);
     if (rc < 0) {
@@ -222,10 +234,149 @@ static uint64_t run_audit_batch(kf_kms *kms, struct kms_gc_job *batch)
     return ticket;
 }
 
+/*
+ * Deferral (kf_kms_audit_defer_begin/_end, kms.h): a thread that answers many
+ * requests at once (the split endpoint's keyfleetd side: the requests one
+ * wake-up found on a worker's channel) keeps their read/use records and
+ * commits them as one job at the end: one group commit, and at most one wait,
+ * for the whole batch instead of one per request.
+ *
+ * Why it is safe: the caller holds back every answer of the batch until
+ * kf_kms_audit_defer_end returned KF_OK, and answers none of them if it
+ * failed. So no key, and no result of a use, leaves before its record is
+ * committed -- the rule kms_audit_group keeps for every other caller -- and
+ * the durability is the same: committed to the WAL before the answer leaves,
+ * fdatasync'ed by the flusher within KMS_AUDIT_SYNC_MS. The operation itself
+ * ran before its record was written, as it does without deferral (a Get reads
+ * before it audits); what changes is only that the records of one batch share
+ * a transaction. The requests of a batch are concurrent (none of them had its
+ * answer), so the order of their records among each other, and against a
+ * state change another request of the batch committed meanwhile, is an order
+ * they could have had anyway.
+ *
+ * The kept records are copies (the caller's strings live only during its
+ * call) in memory of the thread's own, bounded: AUDIT_DEFER_MAX records and
+ * AUDIT_DEFER_TEXT bytes of their fields. A record that does not fit commits
+ * the kept ones first (synchronously, as one job); a failure there is kept
+ * and fails the end. The copies are wiped when committed (the fields are not
+ * secret, but they name who used which key).
+ */
+#define AUDIT_DEFER_MAX 64
+#define AUDIT_DEFER_TEXT (16 * 1024) /* > one record at every field's limit (KF_AUDIT_*_MAX) */
+
+struct audit_deferral {
+    kf_kms *kms;
+    int rc; /* sticky: a commit of kept records failed */
+    size_t n, used;
+    struct kf_audit_event ev[AUDIT_DEFER_MAX];
+    char text[AUDIT_DEFER_TEXT];
+};
+
+static _Thread_local struct audit_deferral *deferral;
+
+_Static_assert(AUDIT_DEFER_TEXT > KF_AUDIT_ACTOR_MAX + KF_AUDIT_OPERATION_MAX +
+                                      KF_AUDIT_DOMAIN_MAX + KF_AUDIT_OBJECT_MAX +
+                                      KF_AUDIT_RESULT_MAX + KF_AUDIT_DETAIL_MAX + 6,
+               "a record at every field's limit fits the deferral");
+
+/* Commit the kept records as one job and wipe them. */
+static int defer_commit(struct audit_deferral *d)
+{
+    int rc = KF_OK;
+    if (d->n) {
+        struct audit_job job = {.ev = d->ev, .n = d->n};
+        rc = kms_gc_submit(d->kms, &d->kms->audit_q, &job.gc, run_audit_batch);
+    }
+    kf_wipe(d->ev, d->n * sizeof(d->ev[0]));
+    kf_wipe(d->text, d->used);
+    d->n = d->used = 0;
+    if (rc < 0 && d->rc == KF_OK)
+        d->rc = rc;
+    return rc;
+}
+
+static const char *defer_copy(struct audit_deferral *d, const char *s)
+{
+    size_t n = strlen(s) + 1;
+    char *at = d->text + d->used;
+    memcpy(at, s, n);
+    d->used += n;
+    return at;
+}
+
+/* Keep a copy of ev: true, or false if it can never fit (commit it alone). */
+static bool defer_keep(struct audit_deferral *d, const struct kf_audit_event *ev)
+{
+    const char *f[] = {ev->actor, ev->operation, ev->domain, ev->object, ev->result, ev->detail};
+    size_t need = 0;
+    for (size_t i = 0; i < sizeof(f) / sizeof(f[0]); i++)
+        need += strlen(f[i] ? f[i] : "") + 1;
+    if (need > sizeof(d->text))
+        return false;
+    if (d->n == AUDIT_DEFER_MAX || need > sizeof(d->text) - d->used)
+        (void)defer_commit(d); /* full: a failure is kept in d->rc */
+    struct kf_audit_event *c = &d->ev[d->n++];
+    c->actor = defer_copy(d, f[0] ? f[0] : "");
+    c->operation = defer_copy(d, f[1] ? f[1] : "");
+    c->domain = defer_copy(d, f[2] ? f[2] : "");
+    c->object = defer_copy(d, f[3] ? f[3] : "");
+    c->result = defer_copy(d, f[4] ? f[4] : "");
+    c->detail = defer_copy(d, f[5] ? f[5] : "");
+    return true;
+}
+
 int kms_audit_group(kf_kms *kms, const struct kf_audit_event *ev)
 {
-    struct audit_job me = {.ev = *ev};
+    struct audit_deferral *d = deferral;
+    if (d && d->kms == kms) {
+        if (d->rc < 0)
+            return d->rc; /* the batch fails anyway: nothing of it may leave */
+        if (defer_keep(d, ev))
+            return KF_OK; /* its answer waits for kf_kms_audit_defer_end */
+    }
+    struct audit_job me = {.ev = &me.one, .n = 1, .one = *ev};
     return kms_gc_submit(kms, &kms->audit_q, &me.gc, run_audit_batch);
+}
+
+int kf_kms_audit_defer_begin(kf_kms *kms)
+{
+    KF_ENSURE(kms, KF_ERR_ARG);
+    if (deferral) {
+        kf_error("audit: kf_kms_audit_defer_begin while this thread already defers: refused");
+        return KF_ERR_INTERNAL;
+    }
+    struct audit_deferral *d = malloc(sizeof(*d));
+    KF_ENSURE(d, KF_ERR_NOMEM);
+    d->kms = kms;
+    d->rc = KF_OK;
+    d->n = d->used = 0;
+    deferral = d;
+    return KF_OK;
+}
+
+int kf_kms_audit_defer_end(kf_kms *kms)
+{
+    struct audit_deferral *d = deferral;
+    if (!d) {
+        kf_error("audit: kf_kms_audit_defer_end without kf_kms_audit_defer_begin: refused");
+        return KF_ERR_INTERNAL;
+    }
+    deferral = NULL;
+    int rc;
+    if (d->kms != kms) {
+        kf_error("audit: kf_kms_audit_defer_end for another service than its begin: the %zu "
+                 "kept records are dropped",
+                 d->n);
+        d->n = 0;
+        rc = KF_ERR_ARG;
+    } else {
+        rc = defer_commit(d);
+        if (rc == KF_OK)
+            rc = d->rc;
+    }
+    kf_wipe(d, sizeof(*d));
+    free(d);
+    return rc;
 }
 
 static int make_dir(const char *dir)

@@ -65,6 +65,18 @@ enum kf_app_type {
 #define KF_APP_REQUEST_HEAD_MAX (KF_APP_FRAME_LEN + 4 + KF_APP_CONN_ID_LEN)
 /* Slot numbers are the low 16 bits of a request ID: at most this many connections a worker. */
 #define KF_APP_SLOTS_MAX 65535u
+/* keyfleetd's side takes the requests already buffered on a channel as one
+ * batch (one wake-up, one audit commit, one write of all the answers): at most
+ * this many, and no further frame once the batch holds KF_APP_BATCH_BYTES of
+ * REQUEST bodies (a frame begun is read to its end, so a batch holds less than
+ * KF_APP_BATCH_BYTES + KF_APP_REQUEST_BODY_MAX). A worker that writes the
+ * requests of many connections at once gets the most from up to
+ * KF_APP_BATCH_MAX frames per write. */
+#define KF_APP_BATCH_MAX 32u
+#define KF_APP_BATCH_BYTES ((size_t)64 * 1024)
+/* Answers held for one write; an answer that does not fit ends the batch
+ * early (batch_end, then the write) and the rest is a batch of its own. */
+#define KF_APP_BATCH_ANSWER_BYTES ((size_t)64 * 1024)
 
 /* SETTINGS: what the worker needs before it confines itself. */
 #define KF_APP_SETTINGS_OPEN_LOG 1u /* exec'd worker: open log_file (else: keep the inherited log) */
@@ -174,7 +186,7 @@ int kf_app_client_fd(const kf_app_client *c);
 /* Close the channel and free (calls must be over). */
 void kf_app_client_stop(kf_app_client *c);
 
-/* ---- keyfleetd side: the principals, from the handler ---- */
+/* ---- keyfleetd side (app_host.c): the principals, from the handler ---- */
 /* The peers table of one session handler (CONFIG flag CONN_IDS): a thread
  * reads its PEER (ID, principal) and GONE (ID) messages off the peers channel.
  * Entries stay when the handler ends (its connections go on until they end). */
@@ -190,7 +202,7 @@ KF_RESULT int kf_app_peers_lookup(kf_app_peers *p, const uint8_t id[KF_APP_CONN_
 unsigned kf_app_peers_count(kf_app_peers *p);
 void kf_app_peers_stop(kf_app_peers *p);
 
-/* ---- keyfleetd side: requests in, answered by a shared pool of threads ---- */
+/* ---- keyfleetd side (app_host.c): requests in, answered by a shared pool of threads ---- */
 typedef struct kf_app_host kf_app_host;
 /* Answer req for who into resp (KF_BUF_SECRET, grows to KF_APP_ANSWER_MAX); < 0: FAILED. */
 typedef int (*kf_app_handle_fn)(void *arg, const struct kf_principal *who, const uint8_t *req,
@@ -198,6 +210,16 @@ typedef int (*kf_app_handle_fn)(void *arg, const struct kf_principal *who, const
 struct kf_app_host_config {
     kf_app_handle_fn handle;
     void *handle_arg;
+    /* Optional, both or neither: around each batch (the requests one wake-up
+     * found on the channel), on the thread that handles it. batch_begin before
+     * its first handle call; batch_end after its last. No answer of a batch is
+     * written before batch_end returned KF_OK; if it fails, every answer of
+     * the batch goes out as FAILED(its reason) instead, and if batch_begin
+     * fails no request of the batch is handled (each FAILED(its reason)).
+     * keyfleetd: kf_kms_audit_defer_begin/_end, so a batch's read/use audit
+     * records are one group-commit job, committed before any answer leaves. */
+    int (*batch_begin)(void *handle_arg);
+    int (*batch_end)(void *handle_arg);
     /* A CLOSED arrived (return false if the worker had no connection to
      * close: a protocol violation). */
     bool (*on_closed)(void *owner);

@@ -159,6 +159,18 @@ static int kms_answer(void *arg, const struct kf_principal *who, const uint8_t *
     return kf_kms_handle_kmip(arg, who, req, len, resp);
 }
 
+/* Around each batch of a worker's requests: their read/use audit records are one
+ * group-commit job, committed before any of the batch's answers is written. */
+static int kms_batch_begin(void *arg)
+{
+    return kf_kms_audit_defer_begin(arg);
+}
+
+static int kms_batch_end(void *arg)
+{
+    return kf_kms_audit_defer_end(arg);
+}
+
 /* From the channel's reader thread: one of the worker's connections is over. */
 static bool worker_closed(void *owner)
 {
@@ -204,6 +216,8 @@ static int worker_spawn(kf_tlssplit_server *srv)
     w->pid = kf_tlssplit_worker_pid(w->proc);
     struct kf_app_host_config hc = {.handle = kms_answer,
                                     .handle_arg = srv->kms,
+                                    .batch_begin = kms_batch_begin,
+                                    .batch_end = kms_batch_end,
                                     .on_closed = worker_closed,
                                     .on_end = worker_ended,
                                     .owner = w,

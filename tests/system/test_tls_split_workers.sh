@@ -53,7 +53,9 @@ grep -q "confined worker processes" "$WORK/daemon.log" || fail "not in worker-pr
 CERTS="$DATA/certs"
 workers() { ps --ppid "$DAEMON_PID" -o pid=,args= | awk '/--tls-split-worker/ {print $1}'; }
 NWORKERS=$(sed -n 's/.* in \([0-9]*\) confined worker processes.*/\1/p' "$WORK/daemon.log" | tail -1)
-mapfile -t W < <(workers)
+for _ in $(seq 1 100); do  # a worker forked but not yet exec'd shows keyfleetd's own arguments
+  mapfile -t W < <(workers); [ "${#W[@]}" = "$NWORKERS" ] && break; sleep 0.05
+done
 [ "${#W[@]}" = "$NWORKERS" ] && [ "$NWORKERS" -ge 2 ] \
   || fail "expected $NWORKERS (>= 2) worker processes, found ${#W[@]}: $(ps --ppid "$DAEMON_PID" -o pid=,args=)"
 ok

@@ -9,7 +9,11 @@
  *    not remembered; an evicted device is read again and still pairs with
  *    the right counters;
  *  - messages built from cached keys open on real devices (test_kms_device
- *    covers that for every issuance after the first).
+ *    covers that for every issuance after the first);
+ *  - deferred read/use records (kf_kms_audit_defer_begin/_end): written at the
+ *    end only, as one job in one batch, in order and verifiable; another
+ *    thread's are not deferred; bounded; misuse refused; a failed commit is
+ *    KF_ERR_AUDIT_WRITE with nothing of the batch in the trail.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -18,6 +22,7 @@
 #include <cmocka.h>
 
 #include <pthread.h>
+#include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -345,6 +350,212 @@ static void evicted_devices_pair_again(void **state)
     assert_int_equal(counter(f->kms, "ev-b-599"), 2);
 }
 
+/* ---- deferred read/use audit records (kf_kms_audit_defer_begin/_end) ---- */
+
+static uint64_t audit_records(kf_kms *kms)
+{
+    struct kf_kms_status st;
+    assert_int_equal(kf_kms_status(kms, &st), KF_OK);
+    return st.audit_records;
+}
+
+/* The last n audit records, oldest first. */
+struct tail {
+    uint64_t from;
+    size_t n;
+    char op[8][64], object[8][KF_UID_MAX], actor[8][64], result[8][64];
+};
+
+static int remember_tail(void *ctx, const struct kf_audit_record *r)
+{
+    struct tail *t = ctx;
+    if (t->n < 8) {
+        snprintf(t->op[t->n], sizeof(t->op[0]), "%s", r->operation);
+        snprintf(t->object[t->n], sizeof(t->object[0]), "%s", r->object);
+        snprintf(t->actor[t->n], sizeof(t->actor[0]), "%s", r->actor);
+        snprintf(t->result[t->n], sizeof(t->result[0]), "%s", r->result);
+    }
+    t->n++;
+    return KF_OK;
+}
+
+static int get_key(kf_kms *kms, const char *actor, const char *uid)
+{
+    kf_buf m;
+    struct kf_object obj = {0};
+    assert_int_equal(kf_buf_alloc(&m, 64, 4096, KF_BUF_SECRET), KF_OK);
+    int rc = kf_kms_get(kms, actor, uid, &obj, &m);
+    if (rc == KF_OK && m.len != 32)
+        rc = KF_ERR_INTERNAL;
+    kf_object_clear(&obj);
+    kf_buf_free(&m);
+    return rc;
+}
+
+struct getter {
+    kf_kms *kms;
+    const char *uid;
+    int rc;
+};
+
+static void *get_on_another_thread(void *arg)
+{
+    struct getter *g = arg;
+    g->rc = get_key(g->kms, "other-thread", g->uid);
+    return NULL;
+}
+
+/* N Gets on one thread between begin and end: their records are written only
+ * at the end, as one job in one audit batch, in order, with the right objects;
+ * the trail verifies. Another thread's Get meanwhile is audited at once. */
+static void deferred_use_records_are_one_batch(void **state)
+{
+    struct fixture *f = *state;
+    enum { N = 6 };
+    char uid[N][KF_UID_MAX];
+    for (int i = 0; i < N; i++)
+        assert_int_equal(kf_kms_create(f->kms, "test", &aes256, uid[i]), KF_OK);
+    uint64_t records = audit_records(f->kms);
+    uint64_t batches = atomic_load(&f->kms->audit_q.batches);
+    uint64_t jobs = atomic_load(&f->kms->audit_q.jobs);
+    assert_int_equal(kf_kms_audit_defer_begin(f->kms), KF_OK);
+    for (int i = 0; i < N - 1; i++)
+        assert_int_equal(get_key(f->kms, "batch", uid[i]), KF_OK);
+    struct kf_object obj = {0}; /* Get Attributes is a read too */
+    assert_int_equal(kf_kms_get(f->kms, "batch", uid[N - 1], &obj, NULL), KF_OK);
+    kf_object_clear(&obj);
+    assert_int_equal(audit_records(f->kms), records); /* nothing written yet */
+    assert_int_equal(atomic_load(&f->kms->audit_q.batches), batches);
+    /* the deferral is this thread's: another thread's Get is audited before it returns */
+    struct getter g = {.kms = f->kms, .uid = uid[0]};
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, get_on_another_thread, &g), 0);
+    pthread_join(t, NULL);
+    assert_int_equal(g.rc, KF_OK);
+    assert_int_equal(audit_records(f->kms), records + 1);
+    assert_int_equal(atomic_load(&f->kms->audit_q.batches), batches + 1);
+    assert_int_equal(kf_kms_audit_defer_end(f->kms), KF_OK);
+    assert_int_equal(audit_records(f->kms), records + 1 + N);
+    assert_int_equal(atomic_load(&f->kms->audit_q.batches), batches + 2); /* one for all N */
+    assert_int_equal(atomic_load(&f->kms->audit_q.jobs), jobs + 2);
+    struct tail tl = {0};
+    assert_int_equal(kf_kms_audit_list(f->kms, records + 2, 0, remember_tail, &tl), KF_OK);
+    assert_int_equal(tl.n, N);
+    for (int i = 0; i < N; i++) {
+        assert_string_equal(tl.object[i], uid[i]);
+        assert_string_equal(tl.op[i], i < N - 1 ? "Get (export)" : "Get Attributes");
+        assert_string_equal(tl.actor[i], "batch");
+        assert_string_equal(tl.result[i], "ok");
+    }
+    struct kf_audit_report r;
+    assert_int_equal(kf_kms_audit_verify(f->kms, &r), KF_OK);
+    assert_int_equal(r.first_bad_seq, 0);
+    assert_int_equal(r.records, records + 1 + N);
+    /* Creates are not deferred: the record is there when the call returns. */
+    assert_int_equal(kf_kms_audit_defer_begin(f->kms), KF_OK);
+    char more[KF_UID_MAX];
+    assert_int_equal(kf_kms_create(f->kms, "test", &aes256, more), KF_OK);
+    assert_int_equal(audit_records(f->kms), records + 2 + N);
+    assert_int_equal(kf_kms_audit_defer_end(f->kms), KF_OK); /* nothing kept: no job */
+    assert_int_equal(atomic_load(&f->kms->audit_q.batches), batches + 2);
+}
+
+/* More records than a deferral keeps: the kept ones are committed on the way,
+ * nothing is lost, and the end commits the rest. */
+static void deferral_is_bounded(void **state)
+{
+    struct fixture *f = *state;
+    char uid[KF_UID_MAX];
+    assert_int_equal(kf_kms_create(f->kms, "test", &aes256, uid), KF_OK);
+    uint64_t records = audit_records(f->kms);
+    uint64_t batches = atomic_load(&f->kms->audit_q.batches);
+    enum { N = 100 }; /* more than AUDIT_DEFER_MAX (64, service.c) */
+    assert_int_equal(kf_kms_audit_defer_begin(f->kms), KF_OK);
+    for (int i = 0; i < N; i++)
+        assert_int_equal(get_key(f->kms, "batch", uid), KF_OK);
+    uint64_t during = audit_records(f->kms);
+    assert_true(during > records && during < records + N);
+    assert_int_equal(kf_kms_audit_defer_end(f->kms), KF_OK);
+    assert_int_equal(audit_records(f->kms), records + N);
+    assert_int_equal(atomic_load(&f->kms->audit_q.batches), batches + 2);
+    struct kf_audit_report r;
+    assert_int_equal(kf_kms_audit_verify(f->kms, &r), KF_OK);
+}
+
+/* Misuse is refused: an end without a begin, a second begin, an end for
+ * another service (its kept records are dropped, never committed). */
+static void deferral_misuse_is_refused(void **state)
+{
+    struct fixture *f = *state;
+    char uid[KF_UID_MAX];
+    assert_int_equal(kf_kms_create(f->kms, "test", &aes256, uid), KF_OK);
+    assert_int_equal(kf_kms_audit_defer_end(f->kms), KF_ERR_INTERNAL);
+    assert_int_equal(kf_kms_audit_defer_begin(NULL), KF_ERR_ARG);
+    assert_int_equal(kf_kms_audit_defer_begin(f->kms), KF_OK);
+    assert_int_equal(kf_kms_audit_defer_begin(f->kms), KF_ERR_INTERNAL);
+    assert_int_equal(kf_kms_audit_defer_end(f->kms), KF_OK); /* the first one is still open */
+    assert_int_equal(kf_kms_audit_defer_end(f->kms), KF_ERR_INTERNAL);
+    /* another service */
+    struct fixture other = {0};
+    snprintf(other.dir, sizeof(other.dir), "/tmp/kf-test-gc2.XXXXXX");
+    assert_non_null(mkdtemp(other.dir));
+    assert_int_equal(open_kms(&other, true), KF_OK);
+    uint64_t records = audit_records(f->kms);
+    assert_int_equal(kf_kms_audit_defer_begin(f->kms), KF_OK);
+    assert_int_equal(get_key(f->kms, "batch", uid), KF_OK);
+    assert_int_equal(kf_kms_audit_defer_end(other.kms), KF_ERR_ARG);
+    assert_int_equal(audit_records(f->kms), records); /* dropped */
+    assert_int_equal(kf_kms_audit_defer_end(f->kms), KF_ERR_INTERNAL); /* it is over */
+    assert_int_equal(kms_dir_remove(other.kms, other.dir), 0);
+    /* and the thread can defer again */
+    assert_int_equal(kf_kms_audit_defer_begin(f->kms), KF_OK);
+    assert_int_equal(get_key(f->kms, "batch", uid), KF_OK);
+    assert_int_equal(kf_kms_audit_defer_end(f->kms), KF_OK);
+    assert_int_equal(audit_records(f->kms), records + 1);
+}
+
+static void exec_sql(kf_kms *kms, const char *sql)
+{
+    pthread_mutex_lock(&kms->lock);
+    int rc = sqlite3_exec(kf_store_db(kms->store), sql, NULL, NULL, NULL);
+    pthread_mutex_unlock(&kms->lock);
+    assert_int_equal(rc, SQLITE_OK);
+}
+
+/* The audit commit fails (a trigger refuses every audit record): the end says
+ * KF_ERR_AUDIT_WRITE and nothing of the batch is in the trail; once the store
+ * takes records again, so does the next batch. Records beyond what a deferral
+ * keeps meet the failure on the way: the Gets after it fail at once. */
+static void deferred_commit_failure(void **state)
+{
+    struct fixture *f = *state;
+    char uid[KF_UID_MAX];
+    assert_int_equal(kf_kms_create(f->kms, "test", &aes256, uid), KF_OK);
+    uint64_t records = audit_records(f->kms);
+    exec_sql(f->kms, "CREATE TRIGGER no_audit BEFORE INSERT ON audit_record"
+                     " BEGIN SELECT RAISE(ABORT, 'audit disk full'); END;");
+    assert_int_equal(get_key(f->kms, "plain", uid), KF_ERR_AUDIT_WRITE); /* the control */
+    assert_int_equal(kf_kms_audit_defer_begin(f->kms), KF_OK);
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(get_key(f->kms, "batch", uid), KF_OK); /* held by the caller */
+    assert_int_equal(kf_kms_audit_defer_end(f->kms), KF_ERR_AUDIT_WRITE);
+    assert_int_equal(audit_records(f->kms), records);
+    int failed = 0;
+    assert_int_equal(kf_kms_audit_defer_begin(f->kms), KF_OK);
+    for (int i = 0; i < 80; i++)
+        failed += get_key(f->kms, "batch", uid) == KF_ERR_AUDIT_WRITE;
+    assert_int_equal(kf_kms_audit_defer_end(f->kms), KF_ERR_AUDIT_WRITE);
+    assert_true(failed > 0 && failed < 80);
+    assert_int_equal(audit_records(f->kms), records);
+    exec_sql(f->kms, "DROP TRIGGER no_audit");
+    assert_int_equal(kf_kms_audit_defer_begin(f->kms), KF_OK);
+    assert_int_equal(get_key(f->kms, "batch", uid), KF_OK);
+    assert_int_equal(kf_kms_audit_defer_end(f->kms), KF_OK);
+    assert_int_equal(audit_records(f->kms), records + 1);
+    struct kf_audit_report r;
+    assert_int_equal(kf_kms_audit_verify(f->kms, &r), KF_OK);
+}
+
 int main(void)
 {
     kf_log_open(NULL, KF_LOG_ERROR + 1);
@@ -356,6 +567,10 @@ int main(void)
         cmocka_unit_test_setup_teardown(acks_see_the_mkek_change, setup, teardown),
         cmocka_unit_test_setup_teardown(unknown_devices_are_not_remembered, setup, teardown),
         cmocka_unit_test_setup_teardown(evicted_devices_pair_again, setup_memory, teardown),
+        cmocka_unit_test_setup_teardown(deferred_use_records_are_one_batch, setup, teardown),
+        cmocka_unit_test_setup_teardown(deferral_is_bounded, setup, teardown),
+        cmocka_unit_test_setup_teardown(deferral_misuse_is_refused, setup, teardown),
+        cmocka_unit_test_setup_teardown(deferred_commit_failure, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
