@@ -51,7 +51,7 @@ int kf_split_decode_frame(const uint8_t *p, size_t n, size_t max, uint8_t *type,
     CH(kf_buf_get_u16(&b, &zero));
     CH(kf_buf_get_u32(&b, &len));
     CH_ENSURE(version == KF_SPLIT_VERSION && zero == 0);
-    CH_ENSURE(*type >= KF_SPLIT_CONFIG && *type <= KF_SPLIT_GONE);
+    CH_ENSURE(*type >= KF_SPLIT_CONFIG && *type <= KF_SPLIT_READY);
     CH_ENSURE(len == kf_buf_remaining(&b));
     kf_buf_reader(body, kf_buf_read_ptr(&b), len);
     return KF_OK;
@@ -338,6 +338,19 @@ int kf_split_encode_gone(const uint8_t id[KF_SPLIT_CONN_ID_LEN], kf_buf *out)
 int kf_split_decode_gone(kf_buf *b, uint8_t id[KF_SPLIT_CONN_ID_LEN])
 {
     CH(kf_buf_get_bytes(b, id, KF_SPLIT_CONN_ID_LEN));
+    CH_ENSURE(kf_buf_remaining(b) == 0);
+    return KF_OK;
+}
+
+int kf_split_encode_ready(kf_buf *out)
+{
+    size_t at;
+    KF_GUARD(frame_begin(out, KF_SPLIT_READY, &at));
+    return frame_end(out, at);
+}
+
+int kf_split_decode_ready(kf_buf *b)
+{
     CH_ENSURE(kf_buf_remaining(b) == 0);
     return KF_OK;
 }

@@ -50,6 +50,7 @@ enum kf_split_type {
     KF_SPLIT_ACCEPTED = 7, /* host -> worker process (dispatch): a new TCP socket; fd: it */
     KF_SPLIT_PEER = 8,     /* handler -> host (peers): a connection ID and its principal */
     KF_SPLIT_GONE = 9,     /* handler -> host (peers): that connection is over */
+    KF_SPLIT_READY = 10,   /* handler -> host (broker): credentials loaded, confined; empty */
 };
 /* A connection ID: 128 random bits from the handler, the worker's only handle
  * on its connection's principal (CONFIG flag CONN_IDS). */
@@ -157,6 +158,9 @@ KF_RESULT int kf_split_decode_end(kf_buf *body, struct kf_split_end *e);
 KF_RESULT int kf_split_decode_take(kf_buf *body, struct kf_split_take *t);
 KF_RESULT int kf_split_decode_peer(kf_buf *body, struct kf_split_peer *p);
 KF_RESULT int kf_split_decode_gone(kf_buf *body, uint8_t id[KF_SPLIT_CONN_ID_LEN]);
+/* READY: no body. The handler's first word, once it can serve (spawn.c waits for it). */
+KF_RESULT int kf_split_encode_ready(kf_buf *out);
+KF_RESULT int kf_split_decode_ready(kf_buf *b);
 /* The record must be exactly one well-formed TLS record header plus its body. */
 KF_RESULT int kf_split_decode_record(kf_buf *body, const uint8_t **rec, size_t *len);
 

@@ -865,6 +865,18 @@ int kf_tlssplit_handler_serve(int broker, int peers, const struct kf_split_confi
         kf_error("TLS split: the session handler cannot confine itself: %s", kf_strerror(rc));
         return rc;
     }
+    /* The host waits for this before it counts on us (kf_tlssplit_handler_start). */
+    uint8_t ready_mem[KF_SPLIT_FRAME_LEN];
+    kf_buf ready;
+    kf_buf_fixed(&ready, ready_mem, sizeof(ready_mem));
+    rc = kf_split_encode_ready(&ready);
+    if (rc == KF_OK)
+        rc = kf_split_send(broker, &ready, NULL, 0);
+    if (rc < 0) {
+        kf_error("TLS split: the session handler cannot tell its host it is ready: %s",
+                 kf_strerror(rc));
+        return rc;
+    }
     if (h.client)
         kf_info("TLS split: client session handler %d ready", (int)getpid());
     else

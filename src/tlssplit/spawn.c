@@ -27,6 +27,8 @@
 
 #define HANDLER_FD 3
 #define HANDLER_PEERS_FD 4 /* CONFIG flag CONN_IDS */
+/* Loading credentials (a PKCS#11 token may be slow) and confining itself. */
+#define HANDLER_READY_MS 30000
 
 struct kf_tlssplit_handler {
     pid_t pid;
@@ -131,6 +133,24 @@ static int spawn(const struct kf_split_config *conf, const char *exec_path,
             if (rc == KF_OK && kf_split_send(h->broker, &msg, NULL, 0) < 0)
                 rc = KF_ERR_SPLIT_HANDLER;
             kf_buf_free(&msg);
+        }
+    }
+    if (rc == KF_OK) {
+        /* Serve only with a handler that loaded its credentials and confined
+         * itself: a bad key, certificate or identity map ends it with its reason
+         * in the log, and the caller hears so now instead of at every handshake. */
+        uint8_t buf[KF_SPLIT_FRAME_LEN], type;
+        kf_buf body;
+        bool eof;
+        rc = kf_split_recv(h->broker, buf, sizeof(buf), KF_SPLIT_ALLOW(KF_SPLIT_READY),
+                           HANDLER_READY_MS, &type, &body, NULL, &eof);
+        if (rc == KF_OK)
+            rc = kf_split_decode_ready(&body);
+        if (rc < 0) {
+            kf_error("TLS split: the session handler did not start (%s): its reason is logged "
+                     "above",
+                     eof ? "it ended" : kf_strerror(rc));
+            rc = KF_ERR_SPLIT_HANDLER;
         }
     }
     if (rc < 0) {

@@ -255,6 +255,22 @@ for _ in $(seq 1 100); do NEW=$(handler_pid); [ -n "$NEW" ] && [ "$NEW" != "$HPI
 kill -0 "$DAEMON_PID" || fail "keyfleetd died with its handler"; ok
 stop_daemon
 
+# A handler that cannot load its credentials stops keyfleetd at start, with its
+# reason, in both worker kinds (it waits for the handler's READY).
+printf 'subject-CN=admin roles=sudo domains=*\n' > "$WORK/bad-identities"
+echo "not a key" > "$WORK/bad-key.pem"
+for kind in threads processes; do
+  expect_refusal "session handler did not start" "$KEYFLEETD" --dir "$WORK/prod-$kind" \
+    --kmip-listen 127.0.0.1:0 --tls-mode split --split-workers "$kind" \
+    --kmip-ca "$CERTS/ca-cert.pem" --kmip-cert "$CERTS/server-cert.pem" \
+    --kmip-key "$CERTS/server-key.pem" --kmip-identities "$WORK/bad-identities"
+  grep -q "identity map file is malformed" "$WORK/err" || fail "no reason for the refusal"; ok
+  expect_refusal "session handler did not start" "$KEYFLEETD" --dir "$WORK/prod-$kind" \
+    --kmip-listen 127.0.0.1:0 --tls-mode split --split-workers "$kind" \
+    --kmip-ca "$CERTS/ca-cert.pem" --kmip-cert "$CERTS/server-cert.pem" \
+    --kmip-key "$WORK/bad-key.pem" --kmip-identities "$CERTS/identities"
+done
+
 # ---- kf-tls-echo --mode split: bulk, byte-exact ----
 "$ECHO" --mode split --listen 127.0.0.1:0 --certs "$WORK/echo-certs" > "$WORK/echo.out" 2> "$WORK/echo.err" &
 EPID=$!

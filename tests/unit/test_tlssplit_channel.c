@@ -142,7 +142,7 @@ static void test_frame_refusals(void **state)
     struct {
         size_t at;
         uint8_t val;
-    } bad[] = {{0, 2}, {0, 0}, {1, 0}, {1, 10}, {2, 1}, {3, 1}, {7, 3}, {7, 5}, {4, 1}};
+    } bad[] = {{0, 2}, {0, 0}, {1, 0}, {1, 11}, {2, 1}, {3, 1}, {7, 3}, {7, 5}, {4, 1}};
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         memcpy(copy, mem, n);
         copy[bad[i].at] = bad[i].val;
@@ -385,6 +385,18 @@ static void test_conn_ids(void **state)
     assert_int_equal(kf_split_decode_frame(mem, body_fix(out.len + 1), sizeof(mem), &type, &body),
                      KF_OK);
     assert_int_equal(kf_split_decode_gone(&body, id), KF_ERR_SPLIT_CHANNEL);
+
+    /* READY: the handler's first word, a bare frame; a body is refused */
+    kf_buf_fixed(&out, mem, sizeof(mem));
+    assert_int_equal(kf_split_encode_ready(&out), KF_OK);
+    assert_int_equal(out.len, KF_SPLIT_FRAME_LEN);
+    body = frame_of(&out, KF_SPLIT_READY);
+    assert_int_equal(kf_split_decode_ready(&body), KF_OK);
+    mem[out.len] = 0;
+    assert_int_equal(kf_split_decode_frame(mem, body_fix(out.len + 1), sizeof(mem), &type, &body),
+                     KF_OK);
+    assert_int_equal(type, KF_SPLIT_READY);
+    assert_int_equal(kf_split_decode_ready(&body), KF_ERR_SPLIT_CHANNEL);
 
     /* PEER: the principal's limits (name <= 255, all-domains 0/1, <= 32 domains of <= 64) */
     size_t who_at = KF_SPLIT_FRAME_LEN + KF_SPLIT_CONN_ID_LEN;
