@@ -6,6 +6,8 @@
 #   bench/run-kmip-bench.sh [CONNECTIONS] [SECONDS]      (defaults 4 and 5)
 # Env: KF_BUILD_DIR (default build/), OPS (default "get encrypt mac create"),
 #      KF_KMIP (protocol version for both, default 1.2), ENCRYPT_MODE (gcm|cbc).
+# keyfleetd's TLS endpoint: KF_TLS_ARGS (default --tls-mode monolithic, as the figures in
+# docs/benchmarks.md were measured; e.g. KF_TLS_ARGS="--tls-mode split" for the default split).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BUILD=${KF_BUILD_DIR:-$ROOT/build}
@@ -27,7 +29,7 @@ free_port() { /usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("12
 wait_port() { for _ in $(seq 1 200); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.05; done; echo "nothing on port $1" >&2; exit 1; }
 
 KF_PORT=$(free_port)
-"$BUILD/keyfleetd" --dev --dir "$WORK/kf" --kmip-listen "127.0.0.1:$KF_PORT" --log-file "$WORK/kf.log" &
+"$BUILD/keyfleetd" --dev --dir "$WORK/kf" ${KF_TLS_ARGS:---tls-mode monolithic} --kmip-listen "127.0.0.1:$KF_PORT" --log-file "$WORK/kf.log" &
 KF_PID=$!
 wait_port "$KF_PORT"
 C="$WORK/kf/certs"

@@ -24,6 +24,8 @@
 # Env: KF_BUILD_DIR (default build/), KRB5_TRANSPORT (udp, libkrb5's default for
 #      requests this small, or tcp), PAIR_FLOWS (default "request full"),
 #      PAIR_BATCH (items per message of the extra rows, 1-64, default 16; 1: none).
+# keyfleetd's TLS endpoint: KF_TLS_ARGS (default --tls-mode monolithic, as the figures in
+# docs/benchmarks.md were measured; e.g. KF_TLS_ARGS="--tls-mode split" for the default split).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BUILD=${KF_BUILD_DIR:-$ROOT/build}
@@ -57,7 +59,7 @@ field() { sed -n "s/.*$1=\([0-9.]*\).*/\1/p"; }
 ratio() { /usr/bin/python3 -c "import sys; a,b=sys.argv[1:]; print(f'{float(a)/float(b):.1f}x' if a and b and float(b)>0 else 'n/a')" "${1:-}" "${2:-}"; }
 
 KF_PORT=$(free_port)
-"$BUILD/keyfleetd" --dev --dir "$WORK/kf" --kmip-listen "127.0.0.1:$KF_PORT" --log-file "$WORK/kf.log" &
+"$BUILD/keyfleetd" --dev --dir "$WORK/kf" ${KF_TLS_ARGS:---tls-mode monolithic} --kmip-listen "127.0.0.1:$KF_PORT" --log-file "$WORK/kf.log" &
 KF_PID=$!
 wait_port "$KF_PORT"
 C="$WORK/kf/certs"

@@ -11,6 +11,8 @@
 #   bench/run-token-bench.sh [DEVICES] [PIECES_PER_DEVICE] [CONNECTIONS] [BATCH]
 #                            (defaults 200 5000 2 10000: 1,000,000 pieces)
 # Env: KF_BUILD_DIR (default build/), TIN_PIECES (keyfleet-verify bench, default 2000000).
+# keyfleetd's TLS endpoint: KF_TLS_ARGS (default --tls-mode monolithic, as the figures in
+# docs/benchmarks.md were measured; e.g. KF_TLS_ARGS="--tls-mode split" for the default split).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BUILD=${KF_BUILD_DIR:-$ROOT/build}
@@ -35,7 +37,7 @@ field() { sed -n "s/.*$1=\([0-9.]*\).*/\1/p"; }
 # The dev certificates, then an identity map in which the dev admin also holds
 # the manufacturing roles (the token key export is the verifier role's alone).
 PORT=$(free_port)
-"$BUILD/keyfleetd" --dev --dir "$WORK/kf" --kmip-listen "127.0.0.1:$PORT" --log-file "$WORK/kf.log" &
+"$BUILD/keyfleetd" --dev --dir "$WORK/kf" ${KF_TLS_ARGS:---tls-mode monolithic} --kmip-listen "127.0.0.1:$PORT" --log-file "$WORK/kf.log" &
 KF_PID=$!
 wait_port "$PORT"
 kill "$KF_PID"; wait "$KF_PID" 2>/dev/null || true; KF_PID=""
@@ -43,7 +45,7 @@ C="$WORK/kf/certs"
 cat > "$WORK/identities" <<'EOF'
 subject-CN=admin subject-O="keyfleet dev" roles=admin,manage,use,export,steel,registrar,verifier domains=*
 EOF
-"$BUILD/keyfleetd" --dev --dir "$WORK/kf" --kmip-listen "127.0.0.1:$PORT" --log-file "$WORK/kf.log" \
+"$BUILD/keyfleetd" --dev --dir "$WORK/kf" ${KF_TLS_ARGS:---tls-mode monolithic} --kmip-listen "127.0.0.1:$PORT" --log-file "$WORK/kf.log" \
   --kmip-identities "$WORK/identities" &
 KF_PID=$!
 wait_port "$PORT"

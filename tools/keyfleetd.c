@@ -60,12 +60,14 @@ static void usage(FILE *f)
             "                         domains (format: docs/architecture.md, KMIP over TLS)\n"
             "  --kmip-max-connections N  at most N TLS connections (default 256)\n"
             "  --no-kmip              no TLS listener, even in --dev\n"
-            "  --tls-mode MODE        monolithic (default): one GnuTLS session per connection\n"
-            "                         thread; split: handshakes in a separate session handler\n"
-            "                         process, record protection here (docs/tls-split.md)\n"
-            "  --split-workers KIND   split mode's record layer: threads (default: threads of\n"
-            "                         keyfleetd) or processes (confined worker processes that\n"
-            "                         relay each KMIP request to keyfleetd)\n"
+            "  --tls-mode MODE        split (default): handshakes and the server key in a\n"
+            "                         separate session handler process, the records in\n"
+            "                         workers that hold only traffic keys (docs/tls-split.md);\n"
+            "                         monolithic: one GnuTLS session per connection thread of\n"
+            "                         keyfleetd, for comparison\n"
+            "  --split-workers KIND   split mode's record layer: processes (default: confined\n"
+            "                         worker processes that relay each KMIP request to\n"
+            "                         keyfleetd) or threads (threads of keyfleetd)\n"
             "  In --dev, missing --kmip-ca/--kmip-cert/--kmip-key/--kmip-identities come from\n"
             "  DIR/certs, generated at first start (dev CA, server, 'admin' and 'user' clients).\n"
             "\n"
@@ -255,7 +257,8 @@ int main(int argc, char **argv)
     const char *dir = getenv("KEYFLEET_DIR") ? getenv("KEYFLEET_DIR") : "data";
     const char *socket_path = NULL, *log_file = NULL, *pin_file = NULL;
     struct kf_kms_config cfg = {0};
-    struct kmip_options kmip = {0};
+    /* The split endpoint with confined worker processes unless told otherwise. */
+    struct kmip_options kmip = {.split = true, .split_workers = KF_TLSSPLIT_WORKERS_PROCESSES};
     enum kf_log_level level = KF_LOG_INFO;
     int c;
     while ((c = getopt_long(argc, argv, "d:vh", opts, NULL)) != -1) {

@@ -257,13 +257,18 @@ static int connect_upstream(const struct relay *r, struct conn *c)
     return ds_connect(&r->upstream, r->timeout_ms, &c->ufd);
 }
 
+/* How long a readable TLS upstream may take to show a frame's first bytes
+ * before the readiness counts as post-handshake messages only. */
+#define UPSTREAM_SETTLE_MS 20
+
 static int read_side(const struct relay *r, struct conn *c, enum ds_dir dir, kf_buf *msg, bool *eof)
 {
     /* up: a message from the client; down: from upstream */
     if (dir == DS_UP)
         return ds_frame_read(c->cfd, msg, r->max_message, r->timeout_ms, eof);
-    if (c->tls)
-        return ds_tls_read_frame(c->tls, msg, r->max_message, r->timeout_ms, eof);
+    if (c->tls) /* a server that sends session tickets makes the socket readable with no frame */
+        return ds_tls_read_frame_within(c->tls, msg, r->max_message, UPSTREAM_SETTLE_MS,
+                                        r->timeout_ms, eof);
     return ds_frame_read(c->ufd, msg, r->max_message, r->timeout_ms, eof);
 }
 
@@ -293,6 +298,8 @@ static void serve(struct relay *r, struct conn *c, unsigned long n)
             if (!msg.data && kf_buf_alloc(&msg, 4096, r->max_message, 0) < 0)
                 return;
             int rc = read_side(r, c, order[k], &msg, &eof);
+            if (rc == DS_TLS_NOTHING)
+                continue; /* tickets only: wait on both sides again */
             if (rc < 0) {
                 say("connection %lu: %s %s", n, order[k] == DS_UP ? "client" : "upstream",
                     eof ? "closed" : kf_strerror(rc));

@@ -293,6 +293,16 @@ KF_RESULT int kf_kms_audit_defer_end(kf_kms *kms);
  */
 KF_RESULT int kf_kms_handle_kmip(kf_kms *kms, const struct kf_principal *who, const uint8_t *req,
                                  size_t len, kf_buf *resp);
+/*
+ * True if every operation of the KMIP request message req answers without a
+ * durable commit of its own (Get, Locate, the crypto operations, Query...: only
+ * read/use audit records). A batch of such requests may share one audit commit
+ * (kf_kms_audit_defer_begin); a request that creates or changes something waits
+ * for its fdatasync and is better handled beside others than after them. A
+ * malformed message is not: it gets its refusal alone. Scans the TTLV without
+ * building it (depth <= 8).
+ */
+bool kf_kms_kmip_read_only(const uint8_t *req, size_t len);
 /* The principal of the local admin socket: every role, every domain. */
 void kf_principal_local_admin(struct kf_principal *who, const char *name);
 /* KMIP Result Reason for a kf error (protocol major version matters). */

@@ -194,6 +194,11 @@ int ds_tls_fd(const ds_tls *t);
 /* Decrypted bytes already buffered (poll on the fd would not show them). */
 bool ds_tls_pending(const ds_tls *t);
 KF_RESULT int ds_tls_read_frame(ds_tls *t, kf_buf *msg, size_t max, int timeout_ms, bool *eof);
+/* The same, but the first bytes must come within first_ms, else DS_TLS_NOTHING
+ * (a readable socket that brought only session tickets or a KeyUpdate). */
+#define DS_TLS_NOTHING 1
+KF_RESULT int ds_tls_read_frame_within(ds_tls *t, kf_buf *msg, size_t max, int first_ms,
+                                       int timeout_ms, bool *eof);
 KF_RESULT int ds_tls_write(ds_tls *t, const uint8_t *p, size_t n);
 void ds_tls_close(ds_tls *t);
 

@@ -147,24 +147,54 @@ static int read_exact(ds_tls *t, uint8_t *p, size_t n, size_t *got)
     return KF_OK;
 }
 
-int ds_tls_read_frame(ds_tls *t, kf_buf *msg, size_t max, int timeout_ms, bool *eof)
+static unsigned record_timeout(int ms)
+{
+    return ms < 0 ? GNUTLS_INDEFINITE_TIMEOUT : (unsigned)ms;
+}
+
+int ds_tls_read_frame_within(ds_tls *t, kf_buf *msg, size_t max, int first_ms, int timeout_ms,
+                             bool *eof)
 {
     uint8_t *hdr, *body;
-    size_t got, total;
+    size_t got = 0, total;
     *eof = false;
     KF_ENSURE(t && max >= DS_TTLV_HEADER, KF_ERR_ARG);
-    gnutls_record_set_timeout(t->session,
-                              timeout_ms < 0 ? GNUTLS_INDEFINITE_TIMEOUT : (unsigned)timeout_ms);
     kf_buf_reset(msg);
     KF_GUARD(kf_buf_put_space(msg, DS_TTLV_HEADER, &hdr));
-    int rc = read_exact(t, hdr, DS_TTLV_HEADER, &got);
-    if (rc < 0) {
-        *eof = got == 0 && rc == KF_ERR_IO;
-        return rc;
+    /* The first bytes within first_ms: a readable socket may have brought only
+     * post-handshake messages (TLS 1.3 session tickets), which GnuTLS takes in
+     * and which are no frame. */
+    gnutls_record_set_timeout(t->session, record_timeout(first_ms));
+    for (;;) {
+        ssize_t r = gnutls_record_recv(t->session, hdr, DS_TTLV_HEADER);
+        if (r == GNUTLS_E_TIMEDOUT)
+            return DS_TLS_NOTHING;
+        if (r == 0 || r == GNUTLS_E_PREMATURE_TERMINATION) {
+            *eof = true;
+            return KF_ERR_IO;
+        }
+        if (r == GNUTLS_E_AGAIN || r == GNUTLS_E_INTERRUPTED ||
+            (r < 0 && !gnutls_error_is_fatal((int)r)))
+            continue;
+        if (r < 0) {
+            kf_error("relay TLS: receive failed: %s", gnutls_strerror((int)r));
+            return KF_ERR_TLS;
+        }
+        got = (size_t)r;
+        break;
     }
+    gnutls_record_set_timeout(t->session, record_timeout(timeout_ms));
+    size_t more;
+    KF_GUARD(read_exact(t, hdr + got, DS_TTLV_HEADER - got, &more));
     KF_GUARD(ds_item_total(hdr, DS_TTLV_HEADER, max, &total));
     KF_GUARD(kf_buf_put_space(msg, total - DS_TTLV_HEADER, &body));
     return read_exact(t, body, total - DS_TTLV_HEADER, &got);
+}
+
+int ds_tls_read_frame(ds_tls *t, kf_buf *msg, size_t max, int timeout_ms, bool *eof)
+{
+    int rc = ds_tls_read_frame_within(t, msg, max, timeout_ms, timeout_ms, eof);
+    return rc == DS_TLS_NOTHING ? KF_ERR_TIMEOUT : rc;
 }
 
 int ds_tls_write(ds_tls *t, const uint8_t *p, size_t n)

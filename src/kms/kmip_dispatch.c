@@ -618,6 +618,71 @@ static int handle(kf_kms *kms, const struct kf_principal *who, const uint8_t *re
     return kf_ttlv_encode(b.out, resp);
 }
 
+static bool op_read_only(uint32_t op)
+{
+    switch (op) {
+    case KMIP_OP_GET:
+    case KMIP_OP_GET_ATTRIBUTES:
+    case KMIP_OP_GET_ATTRIBUTE_LIST:
+    case KMIP_OP_LOCATE:
+    case KMIP_OP_CHECK:
+    case KMIP_OP_QUERY:
+    case KMIP_OP_DISCOVER_VERSIONS:
+    case KMIP_OP_ENCRYPT:
+    case KMIP_OP_DECRYPT:
+    case KMIP_OP_SIGN:
+    case KMIP_OP_SIGNATURE_VERIFY:
+    case KMIP_OP_MAC:
+    case KMIP_OP_MAC_VERIFY:
+    case KMIP_OP_HASH:
+    case KMIP_OP_RNG_RETRIEVE:
+        return true;
+    default:
+        return false;
+    }
+}
+
+#define TTLV_TYPE_STRUCTURE 0x01
+#define TTLV_TYPE_ENUMERATION 0x05
+
+/* Every item of b (one structure's content); *ops counts the Operations seen. */
+static bool scan_read_only(kf_buf *b, int depth, unsigned *ops)
+{
+    while (kf_buf_remaining(b) > 0) {
+        uint32_t tag, len;
+        uint8_t type;
+        if (kf_buf_get_u24(b, &tag) < 0 || kf_buf_get_u8(b, &type) < 0 || kf_buf_get_u32(b, &len) < 0)
+            return false;
+        if (type == TTLV_TYPE_STRUCTURE) {
+            kf_buf child;
+            if (depth >= 8 || kf_buf_sub(b, len, &child) < 0 || !scan_read_only(&child, depth + 1, ops))
+                return false;
+            continue;
+        }
+        if (tag == KMIP_TAG_OPERATION) {
+            uint32_t op;
+            if (type != TTLV_TYPE_ENUMERATION || len != 4 || kf_buf_get_u32(b, &op) < 0 ||
+                kf_buf_skip(b, 4) < 0 || !op_read_only(op))
+                return false;
+            (*ops)++;
+            continue;
+        }
+        if (len > kf_buf_remaining(b) || kf_buf_skip(b, ((size_t)len + 7) & ~(size_t)7) < 0)
+            return false;
+    }
+    return true;
+}
+
+bool kf_kms_kmip_read_only(const uint8_t *req, size_t len)
+{
+    kf_buf b;
+    unsigned ops = 0;
+    if (!req)
+        return false;
+    kf_buf_reader(&b, req, len);
+    return scan_read_only(&b, 0, &ops) && ops > 0;
+}
+
 int kf_kms_handle_kmip(kf_kms *kms, const struct kf_principal *who, const uint8_t *req,
                        size_t len, kf_buf *resp)
 {

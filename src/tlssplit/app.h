@@ -189,6 +189,10 @@ struct kf_app_host_config {
      * fails no request of the batch is handled (each FAILED(its reason)).
      * keyfleetd: kf_kms_audit_defer_begin/_end, so a batch's read/use audit
      * records are one group-commit job, committed before any answer leaves. */
+    /* Optional: false for a request that should not wait behind others (one
+     * that makes a durable commit): it ends the batch it is read into (NULL:
+     * every request may join). */
+    bool (*batchable)(void *handle_arg, const uint8_t *req, size_t len);
     int (*batch_begin)(void *handle_arg);
     int (*batch_end)(void *handle_arg);
     /* A CLOSED arrived (return false if the worker had no connection to

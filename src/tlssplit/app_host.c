@@ -416,6 +416,10 @@ static int host_read_batch(kf_app_host *h, struct pool_thread_state *ts, bool ha
         KF_GUARD(kf_app_decode_request(&b, &r));
         KF_GUARD(host_take(h));
         ts->req[ts->n++] = (struct batch_request){.id = r.id, .at = at, .len = len};
+        /* A request that waits for its own fdatasync ends the batch: the ones
+         * after it go to another thread, beside it rather than behind it. */
+        if (h->cfg.batchable && !h->cfg.batchable(h->cfg.handle_arg, r.msg, r.msg_len))
+            break;
     }
     return KF_OK;
 }

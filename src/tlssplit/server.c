@@ -161,6 +161,12 @@ static int kms_answer(void *arg, const struct kf_principal *who, const uint8_t *
 
 /* Around each batch of a worker's requests: their read/use audit records are one
  * group-commit job, committed before any of the batch's answers is written. */
+static bool kms_batchable(void *arg, const uint8_t *req, size_t len)
+{
+    (void)arg;
+    return kf_kms_kmip_read_only(req, len);
+}
+
 static int kms_batch_begin(void *arg)
 {
     return kf_kms_audit_defer_begin(arg);
@@ -216,6 +222,7 @@ static int worker_spawn(kf_tlssplit_server *srv)
     w->pid = kf_tlssplit_worker_pid(w->proc);
     struct kf_app_host_config hc = {.handle = kms_answer,
                                     .handle_arg = srv->kms,
+                                    .batchable = kms_batchable,
                                     .batch_begin = kms_batch_begin,
                                     .batch_end = kms_batch_end,
                                     .on_closed = worker_closed,

@@ -110,7 +110,7 @@ kill $BPID 2> /dev/null || true; wait $BPID 2> /dev/null || true
 grep -q "TLS split .*cert:CN=device" "$WORK/daemon.log" || fail "the meter's split session is not in the log"; ok
 stop_daemon
 
-start_daemon --dev --kmip-listen "127.0.0.1:$PORT"
+start_daemon --dev --tls-mode monolithic --kmip-listen "127.0.0.1:$PORT"
 wait_tcp_port "$PORT"
 kmip_runs monolithic "$PORT" 0
 # The same calls without the split (the tools' --tls-split off).

@@ -154,7 +154,7 @@ kmip_requests
 REQUEST=$DISCOVER
 start_daemon --dev --kmip-listen 127.0.0.1:0   # the first start makes the dev certificates
 stop_daemon
-start_daemon --dev --tls-mode split --kmip-listen 127.0.0.1:0
+start_daemon --dev --tls-mode split --split-workers threads --kmip-listen 127.0.0.1:0
 PORT=$(tls_port)
 hold_and_scan keyfleetd "$DAEMON_PID" "$PORT" "$DATA/certs" "NORMAL:-VERS-ALL:+VERS-TLS1.3" \
   --key "$DATA/certs/server-key.pem"
@@ -168,7 +168,7 @@ if [ -f "$SOFTHSM" ] && command -v p11tool > /dev/null; then
   printf '1234\n' > "$WORK/pin"; chmod 600 "$WORK/pin"
   GNUTLS_PIN=1234 p11tool --provider "$SOFTHSM" --login --write --load-privkey "$CERTS/server-key.pem" \
     --label kmip-server --mark-private --mark-sign "pkcs11:token=split-tls" > /dev/null 2>&1 || fail "p11tool import"
-  start_daemon --dev --tls-mode split --kmip-listen 127.0.0.1:0 --kmip-cert "$CERTS/server-cert.pem" \
+  start_daemon --dev --tls-mode split --split-workers threads --kmip-listen 127.0.0.1:0 --kmip-cert "$CERTS/server-cert.pem" \
     --kmip-key "pkcs11:token=split-tls;object=kmip-server;type=private" \
     --kmip-pkcs11-module "$SOFTHSM" --kmip-pin-file "$WORK/pin"
   PORT=$(tls_port)

@@ -479,6 +479,67 @@ static void principals_are_authorised_per_domain(void **state)
     kf_arena_free(a);
 }
 
+/* The request's TTLV bytes (into out, from the arena a). */
+static size_t encoded(kf_ttlv *msg, uint8_t *out, size_t cap)
+{
+    kf_buf b;
+    kf_buf_fixed(&b, out, cap);
+    assert_int_equal(kf_ttlv_encode(msg, &b), KF_OK);
+    return b.len;
+}
+
+/* Which requests may share a batch's audit commit (kf_kms_kmip_read_only): every
+ * operation must be one that only reads or uses; anything else, or a message
+ * that does not scan, is not. */
+static void read_only_requests_are_told_apart(void **state)
+{
+    (void)state;
+    kf_arena *a;
+    assert_int_equal(kf_arena_new(&a, 0), KF_OK);
+    static uint8_t buf[4096];
+    kf_ttlv *p;
+    static const uint32_t reads[] = {KMIP_OP_GET, KMIP_OP_LOCATE, KMIP_OP_ENCRYPT, KMIP_OP_MAC,
+                                     KMIP_OP_QUERY, KMIP_OP_GET_ATTRIBUTES};
+    for (size_t i = 0; i < sizeof(reads) / sizeof(reads[0]); i++) {
+        kf_ttlv *m = request(a, 1, 4, reads[i], &p);
+        kf_ttlv_add_text(a, p, KMIP_TAG_UNIQUE_IDENTIFIER, "default/1");
+        assert_true(kf_kms_kmip_read_only(buf, encoded(m, buf, sizeof(buf))));
+    }
+    static const uint32_t writes[] = {KMIP_OP_CREATE, KMIP_OP_DESTROY, KMIP_OP_REGISTER,
+                                      KMIP_OP_ACTIVATE, KMIP_OP_REVOKE,
+                                      KMIP_OP_KEYFLEET_DEVICE_REGISTER};
+    for (size_t i = 0; i < sizeof(writes) / sizeof(writes[0]); i++) {
+        kf_ttlv *m = request(a, 1, 4, writes[i], &p);
+        assert_false(kf_kms_kmip_read_only(buf, encoded(m, buf, sizeof(buf))));
+    }
+    /* two batch items: a Get and a Destroy -> not read-only; two Gets -> read-only */
+    kf_ttlv *m = request(a, 1, 4, KMIP_OP_GET, &p);
+    kf_ttlv *bi = kf_ttlv_struct(a, m, KMIP_TAG_BATCH_ITEM);
+    kf_ttlv_add_enum(a, bi, KMIP_TAG_OPERATION, KMIP_OP_DESTROY);
+    size_t n = encoded(m, buf, sizeof(buf));
+    assert_false(kf_kms_kmip_read_only(buf, n));
+    m = request(a, 1, 4, KMIP_OP_GET, &p);
+    bi = kf_ttlv_struct(a, m, KMIP_TAG_BATCH_ITEM);
+    kf_ttlv_add_enum(a, bi, KMIP_TAG_OPERATION, KMIP_OP_GET);
+    n = encoded(m, buf, sizeof(buf));
+    assert_true(kf_kms_kmip_read_only(buf, n));
+    /* cut anywhere, or a length past the end: not read-only */
+    for (size_t cut = 0; cut < n; cut += 8)
+        assert_false(kf_kms_kmip_read_only(buf, cut));
+    buf[7] ^= 0x40; /* the message's length, far past the bytes */
+    assert_false(kf_kms_kmip_read_only(buf, n));
+    /* no operation at all, and structures nested deeper than 8 */
+    kf_ttlv *bare = kf_ttlv_struct(a, NULL, KMIP_TAG_REQUEST_MESSAGE);
+    assert_false(kf_kms_kmip_read_only(buf, encoded(bare, buf, sizeof(buf))));
+    kf_ttlv *deep = kf_ttlv_struct(a, NULL, KMIP_TAG_REQUEST_MESSAGE), *at = deep;
+    for (int d = 0; d < 9; d++)
+        at = kf_ttlv_struct(a, at, KMIP_TAG_BATCH_ITEM);
+    kf_ttlv_add_enum(a, at, KMIP_TAG_OPERATION, KMIP_OP_GET);
+    assert_false(kf_kms_kmip_read_only(buf, encoded(deep, buf, sizeof(buf))));
+    assert_false(kf_kms_kmip_read_only(NULL, 0));
+    kf_arena_free(a);
+}
+
 int main(void)
 {
     kf_log_open(NULL, KF_LOG_ERROR);
@@ -495,6 +556,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(principals_are_authorised_per_domain, setup, teardown),
         cmocka_unit_test_setup_teardown(concurrent_reads_and_creates_are_all_audited, setup,
                                         teardown),
+        cmocka_unit_test(read_only_requests_are_told_apart),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -626,13 +626,22 @@ static int count_end(void *arg)
     return atomic_load(&hs->end_rc);
 }
 
+/* A request whose first content byte is 'W' stands for one that waits for its
+ * own fdatasync: it may not have others wait behind it. */
+static bool not_w(void *arg, const uint8_t *req, size_t len)
+{
+    (void)arg;
+    return !(len > 8 && req[8] == 'W');
+}
+
 /* A keyfleetd side with batch_begin/batch_end (counted; batch_end returns
- * hs->end_rc) whose stand-in KMS counts its calls. */
+ * hs->end_rc) whose stand-in KMS counts its calls; 'W' requests end a batch. */
 static void host_start_batched(struct host_side *hs, int fd, unsigned max_inflight, int timeout_ms)
 {
     memset(hs, 0, sizeof(*hs));
     struct kf_app_host_config cfg = {.handle = fake_kms, .handle_arg = hs,
-                                     .batch_begin = count_begin, .batch_end = count_end,
+                                     .batchable = not_w, .batch_begin = count_begin,
+                                     .batch_end = count_end,
                                      .on_closed = host_closed, .on_end = host_ended, .owner = hs,
                                      .peers = host_peers, .max_inflight = max_inflight,
                                      .write_timeout_ms = timeout_ms};
@@ -1186,6 +1195,40 @@ static void test_batch_one_write(void **state)
     assert_int_equal(atomic_load(&hs.begins), 2);
     assert_int_equal(atomic_load(&hs.ends), 2);
     assert_int_equal(recvs, 1);
+    assert_int_equal(atomic_load(&hs.ended), 0);
+    batched_stop(&hs, wfd);
+}
+
+/* A request that is not batchable ends the batch it is read into: the ones
+ * after it are another batch (another thread), every one answered. */
+static void test_batch_ends_at_a_write(void **state)
+{
+    (void)state;
+    struct host_side hs;
+    int wfd = batched_pair(&hs, 8);
+    kf_buf out;
+    kf_buf_fixed(&out, mem, sizeof(mem));
+    static const char ops[] = "ggWgg";
+    for (uint32_t i = 0; i < 5; i++)
+        batch_put_slot_request(&out, (i + 1) << 16 | i, ops[i], 40);
+    write_slowly(wfd, out.data, out.len, out.len);
+    struct batch_answer ans[5];
+    unsigned recvs;
+    batch_read_answers(wfd, ans, 5, &recvs);
+    for (uint32_t i = 0; i < 5; i++)
+        batch_check_answer(ans, 5, (i + 1) << 16 | i, ops[i], 40);
+    assert_int_equal(atomic_load(&hs.handled), 5);
+    assert_int_equal(atomic_load(&hs.begins), 2); /* g g W | g g */
+    assert_int_equal(atomic_load(&hs.ends), 2);
+    /* a 'W' first: a batch of its own */
+    kf_buf_fixed(&out, mem, sizeof(mem));
+    batch_put_slot_request(&out, 6u << 16 | 0, 'W', 40);
+    batch_put_slot_request(&out, 6u << 16 | 1, 'g', 40);
+    write_slowly(wfd, out.data, out.len, out.len);
+    batch_read_answers(wfd, ans, 2, &recvs);
+    batch_check_answer(ans, 2, 6u << 16 | 0, 'W', 40);
+    batch_check_answer(ans, 2, 6u << 16 | 1, 'g', 40);
+    assert_int_equal(atomic_load(&hs.begins), 4);
     assert_int_equal(atomic_load(&hs.ended), 0);
     batched_stop(&hs, wfd);
 }
@@ -1787,6 +1830,7 @@ int main(void)
         cmocka_unit_test(test_forged_conn_id),
         cmocka_unit_test(test_peers_channel),
         cmocka_unit_test(test_batch_one_write),
+        cmocka_unit_test(test_batch_ends_at_a_write),
         cmocka_unit_test(test_batch_end_fails),
         cmocka_unit_test(test_batch_unknown_conn),
         cmocka_unit_test(test_batch_over_inflight),
