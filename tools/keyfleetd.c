@@ -68,6 +68,8 @@ static void usage(FILE *f)
             "  --split-workers KIND   split mode's record layer: processes (default: confined\n"
             "                         worker processes that relay each KMIP request to\n"
             "                         keyfleetd) or threads (threads of keyfleetd)\n"
+            "  --record-aead IMPL     split mode's record protection: gnutls (default: GnuTLS's\n"
+            "                         AEAD, fastest here) or nettle (nettle's gcm/chacha_poly1305)\n"
             "  In --dev, missing --kmip-ca/--kmip-cert/--kmip-key/--kmip-identities come from\n"
             "  DIR/certs, generated at first start (dev CA, server, 'admin' and 'user' clients).\n"
             "\n"
@@ -221,7 +223,8 @@ int main(int argc, char **argv)
     enum {
         OPT_SOCKET = 1000, OPT_DEV, OPT_MODULE, OPT_TOKEN, OPT_PIN, OPT_LOG, OPT_CKPT, OPT_VER,
         OPT_KMIP_LISTEN, OPT_KMIP_CA, OPT_KMIP_CERT, OPT_KMIP_KEY, OPT_KMIP_MODULE, OPT_KMIP_PIN,
-        OPT_KMIP_IDS, OPT_KMIP_MAX, OPT_NO_KMIP, OPT_TLS_MODE, OPT_SPLIT_WORKERS
+        OPT_KMIP_IDS, OPT_KMIP_MAX, OPT_NO_KMIP, OPT_TLS_MODE, OPT_SPLIT_WORKERS,
+        OPT_RECORD_AEAD
     };
     static const struct option opts[] = {
         {"dir", required_argument, NULL, 'd'},
@@ -246,6 +249,7 @@ int main(int argc, char **argv)
         {"no-kmip", no_argument, NULL, OPT_NO_KMIP},
         {"tls-mode", required_argument, NULL, OPT_TLS_MODE},
         {"split-workers", required_argument, NULL, OPT_SPLIT_WORKERS},
+        {"record-aead", required_argument, NULL, OPT_RECORD_AEAD},
         {NULL, 0, NULL, 0},
     };
     /* The split TLS endpoint's session handler: this binary, exec'd by itself. */
@@ -297,6 +301,17 @@ int main(int argc, char **argv)
             }
             kmip.split_workers = strcmp(optarg, "threads") == 0 ? KF_TLSSPLIT_WORKERS_THREADS
                                                                 : KF_TLSSPLIT_WORKERS_PROCESSES;
+            break;
+        case OPT_RECORD_AEAD:
+            if (strcmp(optarg, "gnutls") != 0 && strcmp(optarg, "nettle") != 0) {
+                fprintf(stderr, "keyfleetd: --record-aead is gnutls or nettle\n");
+                return 2;
+            }
+            /* Read by the record layer in this process and in the exec'd workers. */
+            if (setenv("KF_TLSREC_AEAD", optarg, 1) != 0) {
+                fprintf(stderr, "keyfleetd: cannot set the record AEAD\n");
+                return 1;
+            }
             break;
         default: usage(stderr); return 2;
         }

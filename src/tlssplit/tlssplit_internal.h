@@ -16,6 +16,13 @@ KF_RESULT int kf_tlsrec_aead_seal(kf_tlsrec *r, const uint8_t nonce[12], const u
 KF_RESULT int kf_tlsrec_aead_open(kf_tlsrec *r, const uint8_t nonce[12], const uint8_t *aad,
                                   size_t aad_len, const uint8_t *src, size_t n, uint8_t *dst);
 
+/* Whose AEAD the record layer uses, process-wide (record.c). The default comes
+ * from KF_TLSREC_AEAD in the environment ("nettle"; else GnuTLS's). A record
+ * state keeps the one in use when it was made. */
+enum kf_tlsrec_aead { KF_TLSREC_AEAD_GNUTLS = 0, KF_TLSREC_AEAD_NETTLE = 1 };
+void kf_tlsrec_set_aead(enum kf_tlsrec_aead impl);
+enum kf_tlsrec_aead kf_tlsrec_aead_in_use(void);
+
 /* One direction of a GnuTLS session as the worker needs it (read: the
  * peer's direction). KF_ERR_UNSUPPORTED for a version or cipher the worker
  * does not do; KF_ERR_TLS_STATE if GnuTLS's lengths are not the expected ones.

@@ -321,7 +321,8 @@ static int kmip_worker_run(int dispatch, int app, int broker)
         kf_error("TLS split worker %d: cannot start its event loop", (int)getpid());
         return 1;
     }
-    kf_debug("TLS split: KMIP worker process %d ready", (int)getpid());
+    kf_info("TLS split: KMIP worker process %d ready (record AEAD: %s)", (int)getpid(),
+            kf_tlsrec_aead_in_use() == KF_TLSREC_AEAD_NETTLE ? "nettle" : "GnuTLS");
     rc = serve(dispatch, app, kmip_conn, &kw, kmip_refused);
     /* No more connections (retired, or keyfleetd stops): the open ones run to
      * their end; once keyfleetd's channel is gone they get 3 s. */

@@ -271,6 +271,19 @@ for kind in threads processes; do
     --kmip-key "$WORK/bad-key.pem" --kmip-identities "$CERTS/identities"
 done
 
+# The record layer with nettle's AEADs (--record-aead nettle): TLS 1.3 and 1.2
+# AES-GCM and ChaCha20-Poly1305 through the worker processes.
+expect_refusal "gnutls or nettle" "$KEYFLEETD" --dev --dir "$WORK/x" --record-aead openssl
+start_daemon --dev --record-aead nettle --kmip-listen 127.0.0.1:0
+PORT=$(tls_port)
+for p in "NORMAL:-VERS-ALL:+VERS-TLS1.3:-CIPHER-ALL:+AES-256-GCM" "NORMAL:-VERS-ALL:+VERS-TLS1.2:-CIPHER-ALL:+AES-128-GCM" \
+         "NORMAL:-VERS-ALL:+VERS-TLS1.3:-CIPHER-ALL:+CHACHA20-POLY1305"; do
+  gnutls_send nettle "$DISCOVER" "${as_admin[@]}" --priority "$p"
+  [ "$(count_answers "$WORK/nettle.resp")" = 1 ] || fail "nettle AEAD, $p: no answer: $(tail -3 "$WORK/nettle.err")"; ok
+done
+grep -q "ready (record AEAD: nettle)" "$WORK/daemon.log" || fail "the workers do not use nettle"; ok
+stop_daemon
+
 # ---- kf-tls-echo --mode split: bulk, byte-exact ----
 "$ECHO" --mode split --listen 127.0.0.1:0 --certs "$WORK/echo-certs" > "$WORK/echo.out" 2> "$WORK/echo.err" &
 EPID=$!

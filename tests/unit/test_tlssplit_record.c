@@ -781,5 +781,11 @@ int main(void)
         cmocka_unit_test(test_gnutls_tls12_chacha),
         cmocka_unit_test(test_gnutls_cbc_refused),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    /* Every test with each AEAD the record layer can use: GnuTLS's, then nettle's. */
+    kf_tlsrec_set_aead(KF_TLSREC_AEAD_GNUTLS);
+    int failed = cmocka_run_group_tests_name("record layer, GnuTLS AEAD", tests, NULL, NULL);
+    kf_tlsrec_set_aead(KF_TLSREC_AEAD_NETTLE);
+    assert_int_equal(kf_tlsrec_aead_in_use(), KF_TLSREC_AEAD_NETTLE);
+    failed += cmocka_run_group_tests_name("record layer, nettle AEAD", tests, NULL, NULL);
+    return failed;
 }
