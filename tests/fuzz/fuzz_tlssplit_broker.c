@@ -48,6 +48,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             abort();
         rc = type == KF_SPLIT_START ? kf_split_encode_start(&s, &out)
                                     : kf_split_encode_accepted(&s, &out);
+    } else if (type == KF_SPLIT_READY) { /* handler -> host on the same channel */
+        if (kf_split_decode_ready(&body) != KF_OK)
+            return 0;
+        rc = kf_split_encode_ready(&out);
     } else
         return 0;
     if (rc != KF_OK || out.len != size || memcmp(mem, data, size) != 0)
