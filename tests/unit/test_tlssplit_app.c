@@ -1160,6 +1160,14 @@ static void batched_stop(struct host_side *hs, int wfd)
     close(wfd);
 }
 
+/* The batches hs counted so far: begun and ended (paired), and the channel still up. */
+static void batches_were(struct host_side *hs, unsigned n)
+{
+    assert_int_equal(atomic_load(&hs->begins), n);
+    assert_int_equal(atomic_load(&hs->ends), n);
+    assert_int_equal(atomic_load(&hs->ended), 0);
+}
+
 /* Requests written back to back in one write are one batch: one batch_begin,
  * each request handled inside it, one batch_end before any answer leaves, and
  * the answers in one write (one recv finds them all), each under its ID. */
@@ -1192,10 +1200,8 @@ static void test_batch_one_write(void **state)
     batch_read_answers(wfd, ans, 3, &recvs);
     for (uint32_t i = 0; i < 3; i++)
         batch_check_answer(ans, 3, (i + 9) << 16 | i, 'g', 32);
-    assert_int_equal(atomic_load(&hs.begins), 2);
-    assert_int_equal(atomic_load(&hs.ends), 2);
+    batches_were(&hs, 2);
     assert_int_equal(recvs, 1);
-    assert_int_equal(atomic_load(&hs.ended), 0);
     batched_stop(&hs, wfd);
 }
 
@@ -1218,8 +1224,7 @@ static void test_batch_ends_at_a_write(void **state)
     for (uint32_t i = 0; i < 5; i++)
         batch_check_answer(ans, 5, (i + 1) << 16 | i, ops[i], 40);
     assert_int_equal(atomic_load(&hs.handled), 5);
-    assert_int_equal(atomic_load(&hs.begins), 2); /* g g W | g g */
-    assert_int_equal(atomic_load(&hs.ends), 2);
+    batches_were(&hs, 2); /* g g W | g g */
     /* a 'W' first: a batch of its own */
     kf_buf_fixed(&out, mem, sizeof(mem));
     batch_put_slot_request(&out, 6u << 16 | 0, 'W', 40);
@@ -1228,8 +1233,7 @@ static void test_batch_ends_at_a_write(void **state)
     batch_read_answers(wfd, ans, 2, &recvs);
     batch_check_answer(ans, 2, 6u << 16 | 0, 'W', 40);
     batch_check_answer(ans, 2, 6u << 16 | 1, 'g', 40);
-    assert_int_equal(atomic_load(&hs.begins), 4);
-    assert_int_equal(atomic_load(&hs.ended), 0);
+    batches_were(&hs, 4);
     batched_stop(&hs, wfd);
 }
 
@@ -1267,9 +1271,7 @@ static void test_batch_end_fails(void **state)
     batch_read_answers(wfd, ans, 5, &recvs);
     for (uint32_t i = 0; i < 5; i++)
         batch_check_answer(ans, 5, 0x20000 | i, 'g', 40);
-    assert_int_equal(atomic_load(&hs.begins), 2);
-    assert_int_equal(atomic_load(&hs.ends), 2);
-    assert_int_equal(atomic_load(&hs.ended), 0);
+    batches_were(&hs, 2);
     batched_stop(&hs, wfd);
 }
 
@@ -1301,10 +1303,8 @@ static void test_batch_unknown_conn(void **state)
     assert_int_equal(batch_answer_of(ans, 5, 0x10003)->status, KF_ERR_PERM);
     batch_check_answer(ans, 5, 0x10004, 'g', 48);
     assert_int_equal(atomic_load(&hs.handled), 4); /* not the forged one */
-    assert_int_equal(atomic_load(&hs.begins), 1);
-    assert_int_equal(atomic_load(&hs.ends), 1);
+    batches_were(&hs, 1);
     assert_int_equal(recvs, 1);
-    assert_int_equal(atomic_load(&hs.ended), 0);
     batched_stop(&hs, wfd);
 }
 
@@ -1384,8 +1384,7 @@ static void test_batch_limits(void **state)
         batch_check_answer(ans, N, 0x10000 | i, 'g', 16);
     for (int i = 0; i < 200 && atomic_load(&hs.ends) < 2; i++)
         usleep(5000);
-    assert_int_equal(atomic_load(&hs.begins), 2); /* 32, then 8 */
-    assert_int_equal(atomic_load(&hs.ends), 2);
+    batches_were(&hs, 2); /* 32, then 8 */
     /* 1 MiB answers between small ones: the batch ends after the first big one */
     atomic_store(&hs.begins, 0);
     atomic_store(&hs.ends, 0);
@@ -1403,8 +1402,7 @@ static void test_batch_limits(void **state)
     }
     for (int i = 0; i < 200 && atomic_load(&hs.ends) < 3; i++)
         usleep(5000);
-    assert_int_equal(atomic_load(&hs.begins), 3); /* ggB, gB, g */
-    assert_int_equal(atomic_load(&hs.ends), 3);
+    batches_were(&hs, 3); /* ggB, gB, g */
     /* large requests: no further frame once a batch holds KF_APP_BATCH_BYTES */
     atomic_store(&hs.begins, 0);
     atomic_store(&hs.ends, 0);
